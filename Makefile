@@ -1,0 +1,64 @@
+# Self-documenting: `make help` lists every target with its comment.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+UI_PORT ?= 5000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv venv-test run test test-unit test-integration lint ui lock bench clean chromium
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.runtime: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+$(BIN)/.test: requirements-test.lock pyproject.toml $(BIN)/.runtime
+	$(BIN)/pip install -q -r requirements-test.lock
+	@touch $@
+
+venv: $(BIN)/.runtime ## Create the virtual environment from the lock file
+
+venv-test: $(BIN)/.test ## The environment plus test dependencies
+
+run: venv ## Run the whole workflow on the embedded default (SQLite, local artifacts, bundled data)
+	$(BIN)/mlflow run . --env-manager local --experiment-name mlops-registry $(if $(PARAMS),$(foreach p,$(PARAMS),-P $(p)))
+
+chromium: ## Install Debian's chromium + chromium-driver for the UI test (needs root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: venv-test chromium ## Run the whole test suite (unit + integration, real servers)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv-test ## Unit tests only
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv-test chromium ## Integration tests only (real servers)
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv-test ## ruff + import-linter layer contracts
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+ui: venv ## Open the embedded store in the MLflow UI (prints the runs-table address)
+	$(BIN)/python -m tracking ui --port $(UI_PORT)
+
+bench: venv-test ## Run the benchmark scripts (prints ratios measured side by side)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lock: ## Re-resolve the lock files from pyproject.toml
+	$(BIN)/pip install -q pip-tools
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links pyproject.toml -o requirements.lock
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test pyproject.toml -o requirements-test.lock
+
+clean: ## Remove the local store, artifacts and caches (keeps the venv)
+	rm -rf mlflow.db mlruns mlartifacts .pytest_cache test-artifacts

@@ -1,0 +1,138 @@
+"""Fixtures shared by every test.
+
+The autouse fixture points each test at a fresh temporary tracking store, resets ``MLFLOW_*``
+and ``MLOPS_*`` variables, and fails a test that leaves an MLflow run active.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO, free_port, running
+
+_TEMPLATE_DB: Path | None = None
+
+
+@pytest.fixture(scope="session")
+def template_sqlite_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow SQLite store, made once and copied per test (migrations ~2 s)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
+    client.search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_tracking(tmp_path, monkeypatch, template_sqlite_db):
+    """Each test: its own SQLite store and artifact folder, clean env, no leaked active run."""
+    import mlflow
+
+    for key in list(os.environ):
+        if key.startswith(("MLFLOW_", "MLOPS_")):
+            monkeypatch.delenv(key)
+    store = tmp_path / "mlflow.db"
+    shutil.copy(template_sqlite_db, store)
+    uri = f"sqlite:///{store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    leaked = mlflow.active_run()
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    if leaked is not None:
+        pytest.fail(f"test leaked an active MLflow run: {leaked.info.run_id}")
+
+
+def _mlflow_server(backend_uri: str, artifacts: str, extra_args=(), env=None):
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", backend_uri,
+        "--artifacts-destination", artifacts,
+        "--workers", "1",
+        *extra_args,
+    ]
+    return port, running(cmd, f"http://127.0.0.1:{port}/health", "mlflow-server", env=env)
+
+
+@pytest.fixture
+def sqlite_server(tmp_path, template_sqlite_db):
+    """A real ``mlflow server`` on SQLite with proxied local artifacts; yields its URL."""
+    db = tmp_path / "server.db"
+    shutil.copy(template_sqlite_db, db)
+    port, ctx = _mlflow_server(f"sqlite:///{db}", str(tmp_path / "server-artifacts"))
+    with ctx:
+        yield f"http://127.0.0.1:{port}"
+
+
+PG_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh PostgreSQL database on the machine's server; dropped afterwards."""
+    import psycopg
+
+    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_server(tmp_path, pg_database):
+    """A real ``mlflow server`` on a fresh PostgreSQL database; yields its URL."""
+    port, ctx = _mlflow_server(pg_database, str(tmp_path / "server-artifacts"))
+    with ctx:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def tracking_server(request):
+    """A real ``mlflow server`` on SQLite, then on PostgreSQL."""
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+    return request.getfixturevalue(f"{'sqlite' if request.param == 'sqlite' else 'pg'}_server")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto server over HTTP (S3 and SageMaker emulation); yields its endpoint URL.
+
+    AWS itself cannot exist here; moto stands in for it and is driven with boto3 over HTTP.
+    """
+    port = free_port()
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with running(cmd, f"http://127.0.0.1:{port}/moto-api/", "moto"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def aws_env(monkeypatch, moto_server):
+    """Credentials and endpoints that send boto3 and MLflow's S3 client to the moto server."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+__all__ = ["REPO"]

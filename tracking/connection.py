@@ -1,0 +1,35 @@
+"""The MLflow connection: where the tracking store is, and a client for it.
+
+Only the CLI layers call :func:`connect`; library code receives the client it works with.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    """The tracking location: ``$MLFLOW_TRACKING_URI`` or the embedded SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def registry_uri() -> str:
+    """The registry location: ``$MLFLOW_REGISTRY_URI`` or the tracking location."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+
+
+def connect(uri: str | None = None):
+    """Point the fluent API at ``uri`` (default :func:`tracking_uri`) and return a client.
+
+    Returns:
+        mlflow.MlflowClient bound to the tracking and registry locations.
+    """
+    import mlflow
+
+    uri = uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    reg = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    mlflow.set_registry_uri(reg)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=reg)

@@ -1,0 +1,213 @@
+"""Settings: one base file plus profiles, validated once into a frozen typed object.
+
+Order of precedence (last wins): ``conf/base.yaml`` < ``conf/profiles/<profile>.yaml`` <
+command-line overrides (``key.sub=value``). Unknown keys and wrong types fail with one line
+naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROFILES = ("local", "team", "aws")
+DEFAULT_PROFILE = "local"
+PROFILE_ENV = "MLOPS_PROFILE"
+CONF_DIR_ENV = "MLOPS_CONF_DIR"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be loaded; the message is one line naming the key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSettings(_Frozen):
+    source: str = "bundled:breast_cancer"
+    query: str | None = None
+    table: str | None = None
+    target: str = "target"
+    task: Literal["classification", "regression"] = "classification"
+    columns: dict[str, Literal["int", "float", "str", "bool"]] = Field(default_factory=dict)
+
+
+class CleanSettings(_Frozen):
+    drop_duplicates: bool = True
+    impute: Literal["none", "mean", "median", "most_frequent"] = "median"
+    outliers: Literal["none", "clip", "drop"] = "clip"
+    outlier_iqr: float = Field(3.0, gt=0)
+    max_dropped_share: float = Field(0.5, ge=0, le=1)
+
+
+class SplitSettings(_Frozen):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    val_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class Candidate(_Frozen):
+    estimator: Literal["linear", "random_forest", "gradient_boosting"]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class TrainSettings(_Frozen):
+    metric: Literal["auto", "roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"] = "auto"
+    n_jobs: int = -1
+    candidates: tuple[Candidate, ...] = (Candidate(estimator="linear"),)
+
+    @field_validator("candidates")
+    @classmethod
+    def _non_empty(cls, value: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        if not value:
+            raise ValueError("at least one candidate is needed")
+        return value
+
+
+class RegisterSettings(_Frozen):
+    model_name: str = "mlops-registry-model"
+    challenger_alias: str = "challenger"
+    champion_alias: str = "champion"
+    auto_champion: bool = False
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    backend_store_uri: str = "sqlite:///mlflow.db"
+    artifacts_destination: str = "./mlartifacts"
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+
+
+class SageMakerSettings(_Frozen):
+    region: str = "us-east-1"
+    instance_type: str = "ml.m5.large"
+    instance_count: int = Field(1, ge=1)
+
+
+class Settings(_Frozen):
+    """The validated settings of one profile."""
+
+    profile: str = DEFAULT_PROFILE
+    experiment: str = "mlops-registry"
+    cache: bool = True
+    data: DataSettings = DataSettings()
+    clean: CleanSettings = CleanSettings()
+    split: SplitSettings = SplitSettings()
+    train: TrainSettings = TrainSettings()
+    register: RegisterSettings = RegisterSettings()
+    server: ServerSettings = ServerSettings()
+    sagemaker: SageMakerSettings = SageMakerSettings()
+
+    @property
+    def metric(self) -> str:
+        """The selection metric, with ``auto`` resolved for the task."""
+        if self.train.metric != "auto":
+            return self.train.metric
+        return "roc_auc" if self.data.task == "classification" else "rmse"
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some sections (used in cache keys and lineage tags)."""
+        dumped = self.model_dump(mode="json")
+        payload = {name: dumped[name] for name in sections} if sections else dumped
+        payload.pop("profile", None)
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def conf_dir() -> Path:
+    """Folder of the settings files (``MLOPS_CONF_DIR`` or the project's ``conf/``)."""
+    env = os.environ.get(CONF_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "conf"
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings at the top level")
+    return loaded
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
+    """Turn ``["train.metric=f1", "cache=false"]`` into a nested mapping.
+
+    Values are parsed as YAML scalars/lists, so ``false``, ``3`` and ``[1, 2]`` get their types.
+    """
+    nested: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise SettingsError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"setting {where}: {message}{extra}"
+
+
+def load_settings(
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] | dict = (),
+    directory: Path | None = None,
+) -> Settings:
+    """Load base + profile + overrides into a frozen :class:`Settings`.
+
+    Args:
+        profile: ``local``, ``team`` or ``aws``; defaults to ``$MLOPS_PROFILE`` or ``local``.
+        overrides: ``key.sub=value`` strings (or an already nested mapping); they win.
+        directory: folder holding ``base.yaml`` and ``profiles/``; defaults to :func:`conf_dir`.
+
+    Raises:
+        SettingsError: unknown profile, unknown key, wrong type; one line naming the key.
+    """
+    profile = profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    directory = directory or conf_dir()
+    profile_file = directory / "profiles" / f"{profile}.yaml"
+    if not profile_file.exists():
+        known = sorted(p.stem for p in (directory / "profiles").glob("*.yaml"))
+        raise SettingsError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
+    merged = _deep_merge(_read_yaml(directory / "base.yaml"), _read_yaml(profile_file))
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+    merged = _deep_merge(merged, extra)
+    merged["profile"] = profile
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
