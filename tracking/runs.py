@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Iterator
 
 _logger = logging.getLogger(__name__)
@@ -34,15 +33,22 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tracked_run(client, run_id: str) -> Iterator[str]:
-    """Close ``run_id`` FINISHED on success, KILLED on interrupt, FAILED on error."""
+def run_with_status(**start_run_kwargs) -> Iterator:
+    """``mlflow.start_run`` that ends FINISHED, KILLED (Ctrl-C/SIGTERM) or FAILED (error).
+
+    MLflow's own context manager ends an interrupted run FAILED; an interrupt is not a failure
+    of the code, so it is recorded as KILLED.
+    """
+    import mlflow
+
+    run = mlflow.start_run(**start_run_kwargs)
     try:
-        yield run_id
+        yield run
     except KeyboardInterrupt:
-        client.set_terminated(run_id, "KILLED", end_time=int(time.time() * 1000))
+        mlflow.end_run("KILLED")
         raise
     except BaseException:
-        client.set_terminated(run_id, "FAILED", end_time=int(time.time() * 1000))
+        mlflow.end_run("FAILED")
         raise
     else:
-        client.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
+        mlflow.end_run("FINISHED")

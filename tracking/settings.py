@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,6 +92,10 @@ class SageMakerSettings(_Frozen):
     region: str = "us-east-1"
     instance_type: str = "ml.m5.large"
     instance_count: int = Field(1, ge=1)
+
+
+# "register" shadows ABCMeta.register on the model class; harmless for a settings section.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class Settings(_Frozen):

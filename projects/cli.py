@@ -1,0 +1,206 @@
+"""Command line of the workflow: ``python -m projects STEP [options]``.
+
+The MLproject entry points call these commands. ``main`` runs every step; a step's command runs
+that step, reusing (or first computing) the steps before it. Options only parse and delegate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import click
+
+from projects import STEPS
+
+_logger = logging.getLogger(__name__)
+
+# option -> dotted settings key it overrides (empty value = keep the settings' value)
+_OVERRIDES = {
+    "source": "data.source",
+    "query": "data.query",
+    "table": "data.table",
+    "target": "data.target",
+    "task": "data.task",
+    "metric": "train.metric",
+    "n_jobs": "train.n_jobs",
+    "test_size": "split.test_size",
+    "val_size": "split.val_size",
+    "seed": "split.seed",
+    "impute": "clean.impute",
+    "outliers": "clean.outliers",
+    "model_name": "register.model_name",
+    "auto_champion": "register.auto_champion",
+    "cache": "cache",
+    "experiment": "experiment",
+}
+
+
+def workflow_options(func):
+    """Options shared by every step, declared once."""
+    options = [
+        click.option("--profile", default="", help="Settings profile: local (default), team, aws."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any setting (dotted key); repeatable, or ';'-separated."),
+        click.option("--cache", default="", help="true/false: reuse unchanged steps (default true)."),
+        click.option("--source", default="",
+                     help="Data: bundled:NAME, a CSV/Parquet path, s3://..., or a SQLAlchemy URL."),
+        click.option("--query", default="", help="SQL query for a SQLAlchemy source."),
+        click.option("--table", default="", help="SQL table for a SQLAlchemy source."),
+        click.option("--target", default="", help="Name of the target column."),
+        click.option("--task", default="", help="classification or regression."),
+        click.option("--metric", default="", help="Selection metric (roc_auc, f1, rmse, ...)."),
+        click.option("--estimators", default="",
+                     help="Comma list of estimators to sweep (linear,random_forest,"
+                          "gradient_boosting)."),
+        click.option("--candidates", default="",
+                     help="YAML list replacing train.candidates, e.g. "
+                          "'[{estimator: linear, grid: {C: [0.5, 1]}}]'."),
+        click.option("--n-jobs", "n_jobs", default="", help="Parallel jobs of the sweep (-1: all)."),
+        click.option("--test-size", "test_size", default="", help="Test share of the rows."),
+        click.option("--val-size", "val_size", default="", help="Validation share of the rest."),
+        click.option("--seed", default="", help="Seed of the split and the estimators."),
+        click.option("--impute", default="", help="none, mean, median or most_frequent."),
+        click.option("--outliers", default="", help="none, clip or drop."),
+        click.option("--model-name", "model_name", default="", help="Registered model name."),
+        click.option("--auto-champion", "auto_champion", default="",
+                     help="true/false: also set champion when the new version wins."),
+        click.option("--experiment", default="", help="Experiment (when not under mlflow run)."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
+
+
+def build_overrides(opts: dict) -> list[str]:
+    """Turn the CLI options into ``key=value`` settings overrides (CLI wins over profiles)."""
+    import yaml
+
+    out = []
+    for item in opts.get("sets") or ():
+        out.extend(part.strip() for part in item.split(";") if part.strip())
+    for option, key in _OVERRIDES.items():
+        value = opts.get(option)
+        if value not in (None, ""):
+            out.append(f"{key}={value}")
+    if opts.get("candidates"):
+        out.append(f"train.candidates={opts['candidates']}")
+    return out, (yaml.safe_load(opts["estimators"].replace(",", " , ").join("[]"))
+                 if opts.get("estimators") else None)
+
+
+def _settings(opts: dict):
+    from tracking.settings import load_settings
+
+    overrides, estimators = build_overrides(opts)
+    settings = load_settings(opts.get("profile") or None, overrides)
+    if estimators:
+        known = {c.estimator: c for c in settings.train.candidates}
+        cands = [known.get(e) or {"estimator": e, "grid": {}} for e in estimators]
+        data = settings.model_dump()
+        data["train"]["candidates"] = [c if isinstance(c, dict) else c.model_dump() for c in cands]
+        from tracking.settings import Settings
+
+        settings = Settings.model_validate(data)
+    return settings
+
+
+def _s3_factory():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def run_step(until: str, opts: dict) -> int:
+    """Load settings, connect, run the workflow up to ``until``, print the summary."""
+    from pydantic import ValidationError
+
+    from projects.errors import WorkflowError
+    from tracking.connection import connect, tracking_uri
+    from tracking.runs import terminate_as_interrupt
+    from tracking.settings import SettingsError
+
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.basicConfig(level=logging.DEBUG if opts.get("verbose") else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("mlflow", "alembic", "urllib3", "botocore", "matplotlib", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = _settings(opts)
+    except (SettingsError, ValidationError) as exc:
+        msg = str(exc).splitlines()[0]
+        click.echo(f"error: {msg}", err=True)
+        return 2
+    from projects.pipeline import Workflow
+
+    client = connect()
+    try:
+        with terminate_as_interrupt():
+            result = Workflow(settings, client, _s3_factory).run(until)
+    except WorkflowError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted: the workflow's runs were ended KILLED", err=True)
+        return 130
+    _print_summary(result, tracking_uri())
+    return 0
+
+
+def _print_summary(result, uri: str) -> None:
+    steps = ", ".join(f"{s} {'reused' if o.reused else 'ran'}" for s, o in result.steps.items())
+    click.echo("")
+    click.echo(f"workflow run   {result.run_id} (experiment {result.experiment_id})")
+    click.echo(f"steps          {steps}")
+    if result.model_version:
+        aliases = ", ".join(result.aliases) or "none"
+        click.echo(f"model version  {result.model_name} v{result.model_version} "
+                   f"(aliases: {aliases})")
+        click.echo(f"serve it       python -m serving serve {result.model_name}@champion")
+    click.echo(f"tracking       {uri}")
+    click.echo(f"open the UI    make ui   → http://127.0.0.1:5000/#/experiments/"
+               f"{result.experiment_id}/runs/{result.run_id}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """The training workflow: ingest → validate → prepare → train → evaluate → register."""
+
+
+def _make_command(step: str, doc: str):
+    @cli.command(name=step, help=doc)
+    @workflow_options
+    def command(**opts):
+        sys.exit(run_step("register" if step == "main" else step, opts))
+
+    return command
+
+
+_DOCS = {
+    "main": "Run the whole workflow (every step, unchanged steps reused).",
+    "ingest": "Read the raw data (bundled, CSV/Parquet, s3://, SQL) and log it as a dataset.",
+    "validate": "Profile the data, check its schema and rules, clean it.",
+    "prepare": "Split train/validation/test (stratified, seeded) and log the splits.",
+    "train": "Sweep the candidate estimators (nested runs) and log the best model.",
+    "evaluate": "Test-set metrics, plots, and the comparison with the champion.",
+    "register": "Register the model with lineage tags and set the challenger alias.",
+}
+for _step in ("main", *STEPS):
+    _make_command(_step, _DOCS[_step])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m projects``."""
+    try:
+        cli.main(args=argv, prog_name="python -m projects", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        return 130
+    return 0

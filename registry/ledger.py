@@ -1,0 +1,187 @@
+"""The compare-and-set behind every alias move.
+
+MLflow's ``set_registered_model_alias`` and all tag writes are last-writer-wins upserts, and
+read/write registers alone cannot elect one winner among racing writers. One write through
+MLflow's REST API *is* write-once: a run parameter. The server inserts ``(run, key)`` under a
+primary key and refuses a second, different value ("Changing param values is not allowed")
+on SQLite and PostgreSQL alike, while repeating the same value succeeds (so client retries
+are harmless).
+
+The ledger is one run (experiment ``mlops-registry-ledger``). Move number ``n`` of alias ``A``
+of model ``M`` is the parameter ``<M>/<A>/<n>`` (zero-padded); its value names the attempt
+and the version. A promotion reads the highest taken slot ``n`` and claims ``n + 1``: of all
+attempts that read the same state exactly one claim succeeds; every other one learns who won.
+The winner then moves the alias and reconciles it to the ledger's head, so a slow winner of an
+earlier slot cannot leave the alias behind a later one.
+
+Bootstrap: the experiment name is unique in the store, so exactly one process creates the
+experiment; only that process creates the run, and the others wait for it to appear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from registry.errors import RegistryError
+
+_logger = logging.getLogger(__name__)
+
+LEDGER_EXPERIMENT = "mlops-registry-ledger"
+LEDGER_RUN_NAME = "alias-moves"
+LEDGER_TAG = "mlops.ledger"
+#: How long a process waits for the ledger run another process is creating.
+BOOTSTRAP_TIMEOUT_SECONDS = 30.0
+SLOT_DIGITS = 6
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\- ]")
+
+
+def model_key(name: str) -> str:
+    """``name`` made safe for a parameter key (a short hash keeps altered names distinct)."""
+    safe = _UNSAFE.sub("_", name).strip() or "_"
+    if safe != name:
+        safe += "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return safe[:180]
+
+
+def slot_key(name: str, alias: str, slot: int) -> str:
+    """The parameter key of move ``slot`` of ``alias`` of model ``name``."""
+    return f"{model_key(name)}/{alias}/{slot:0{SLOT_DIGITS}d}"
+
+
+def claim_value(attempt_id: str, version: str) -> str:
+    """The parameter value an attempt writes: its id and the version it moves the alias to."""
+    return f"{attempt_id} v{version}"
+
+
+def parse_claim(value: str) -> tuple[str, str]:
+    """``(attempt_id, version)`` from a claim value."""
+    attempt_id, _, version = value.partition(" v")
+    return attempt_id, version
+
+
+@dataclass
+class Ledger:
+    """The ledger run, bound to a client."""
+
+    client: object
+    run_id: str
+
+    def slots(self, name: str, alias: str) -> dict[int, str]:
+        """Every taken move of ``alias``: ``{slot: claim value}``."""
+        prefix = f"{model_key(name)}/{alias}/"
+        params = self.client.get_run(self.run_id).data.params
+        return {
+            int(key[len(prefix):]): value
+            for key, value in params.items()
+            if key.startswith(prefix) and key[len(prefix):].isdigit()
+        }
+
+    def head(self, name: str, alias: str) -> tuple[int, str | None]:
+        """``(slot, version)`` of the last move of ``alias`` (``(0, None)`` when none)."""
+        slots = self.slots(name, alias)
+        if not slots:
+            return 0, None
+        slot = max(slots)
+        return slot, parse_claim(slots[slot])[1]
+
+    def claim(self, name: str, alias: str, slot: int, value: str) -> str:
+        """Try to take ``slot`` with ``value``; return the value that holds the slot.
+
+        The caller won when the returned value equals ``value``.
+        """
+        from mlflow.exceptions import MlflowException
+
+        key = slot_key(name, alias, slot)
+        try:
+            self.client.log_param(self.run_id, key, value)
+            return value
+        except MlflowException as exc:
+            # Refused ("Changing param values is not allowed") or unknown outcome (a timeout
+            # after the server committed): the stored value is the answer either way.
+            holder = self.client.get_run(self.run_id).data.params.get(key)
+            if holder is None:
+                raise
+            _logger.info("slot %s taken by %s (%s)", key, holder, str(exc).splitlines()[0])
+            return holder
+
+
+def _experiment(client, create: bool):
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(LEDGER_EXPERIMENT)
+    if exp is not None:
+        if exp.lifecycle_stage != "active":
+            raise RegistryError(
+                f"the ledger experiment {LEDGER_EXPERIMENT!r} is deleted: restore it "
+                f"(mlflow experiments restore --experiment-id {exp.experiment_id})"
+            )
+        return exp.experiment_id, False
+    if not create:
+        return None, False
+    try:
+        exp_id = client.create_experiment(
+            LEDGER_EXPERIMENT,
+            tags={
+                LEDGER_TAG: "1",
+                "mlflow.note.content": "Compare-and-set ledger of alias moves (python -m "
+                "registry). One run; one parameter per move. Do not edit.",
+            },
+        )
+        return exp_id, True
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+            return client.get_experiment_by_name(LEDGER_EXPERIMENT).experiment_id, False
+        raise
+
+
+def _runs(client, exp_id: str) -> list:
+    return client.search_runs([exp_id], max_results=10, order_by=["attributes.start_time ASC"])
+
+
+def find_ledger(client) -> Ledger | None:
+    """The ledger, or None if no promotion has happened on this server yet."""
+    exp_id, _ = _experiment(client, create=False)
+    if exp_id is None:
+        return None
+    runs = _runs(client, exp_id)
+    return _only(client, runs) if runs else None
+
+
+def _only(client, runs) -> Ledger:
+    if len(runs) > 1:
+        raise RegistryError(
+            f"the ledger experiment {LEDGER_EXPERIMENT!r} holds {len(runs)} runs; "
+            "it must hold exactly one"
+        )
+    return Ledger(client, runs[0].info.run_id)
+
+
+def open_ledger(client, timeout_seconds: float = BOOTSTRAP_TIMEOUT_SECONDS) -> Ledger:
+    """The ledger, created on first use.
+
+    Raises:
+        RegistryError: the process that created the ledger experiment did not create its run
+            within ``timeout_seconds``.
+    """
+    exp_id, created = _experiment(client, create=True)
+    if created:
+        run = client.create_run(exp_id, run_name=LEDGER_RUN_NAME, tags={LEDGER_TAG: "1"})
+        client.set_terminated(run.info.run_id, "FINISHED")
+        _logger.info("created the alias ledger run %s", run.info.run_id)
+        return Ledger(client, run.info.run_id)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        runs = _runs(client, exp_id)
+        if runs:
+            return _only(client, runs)
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"the ledger experiment {LEDGER_EXPERIMENT!r} has no run after "
+                f"{timeout_seconds:.0f}s; if its creator crashed, delete the experiment and retry"
+            )
+        time.sleep(0.2)

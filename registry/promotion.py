@@ -1,0 +1,359 @@
+"""Alias moves: promote, roll back, and the history of both.
+
+Where things are recorded (all MLflow-native, on the registry server):
+
+* each attempt: a registered-model tag ``mlops.history.<attempt id>`` holding a JSON record
+  (alias, version, previous holder, who, when, why, forced, kind, gate results, ledger slot,
+  outcome). Attempt ids start with the UTC time in milliseconds, so the tags sort oldest first
+  and travel with the model (visible on its page in the UI);
+* the winner: version tags ``mlops.promotion.<alias>.{by,at,reason,previous,forced,gates,
+  attempt,kind}`` on the version that took the alias;
+* who won each move: the compare-and-set ledger (:mod:`registry.ledger`), which is the truth
+  an attempt's outcome is read from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+
+from registry.errors import LostRace, RegistryError, explain
+from registry.ledger import Ledger, claim_value, find_ledger, open_ledger, parse_claim
+from registry.versions import alias_holder, as_json, get_model
+
+_logger = logging.getLogger(__name__)
+
+HISTORY_TAG_PREFIX = "mlops.history."
+PROMOTION_TAG_PREFIX = "mlops.promotion."
+DEFAULT_ALIAS = "champion"
+#: Attempts still pending after this long are shown as abandoned (their process died).
+PENDING_GRACE_SECONDS = 120
+RECONCILE_ROUNDS = 20
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
+def iso(ms: int) -> str:
+    """``2026-11-26T14:38:59Z`` from milliseconds since the epoch."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt to move an alias, as recorded in the model's history."""
+
+    id: str
+    alias: str
+    version: str
+    previous: str | None
+    by: str
+    at: int
+    reason: str
+    kind: str = "promote"
+    forced: bool = False
+    slot: int = 0
+    outcome: str = "pending"
+    winner: str | None = None
+    gates: list[dict] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        """The registered-model tag that holds this record."""
+        return HISTORY_TAG_PREFIX + self.id
+
+    def to_json(self) -> str:
+        """The tag value."""
+        return as_json(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Attempt:
+        """Parse a tag value (unknown keys are ignored)."""
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a promotion did: ``promoted``, ``unchanged`` (already there)."""
+
+    status: str
+    name: str
+    alias: str
+    version: str
+    previous: str | None
+    attempt: Attempt | None = None
+
+
+def new_attempt_id(at_ms: int) -> str:
+    """A unique, time-ordered attempt id."""
+    return f"{at_ms:013d}-{uuid.uuid4().hex[:8]}"
+
+
+def _write(client, name: str, attempt: Attempt, action: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_tag(name, attempt.tag, attempt.to_json())
+    except MlflowException as exc:
+        raise RegistryError(explain(exc, action)) from None
+
+
+def _forget(client, name: str, attempt: Attempt) -> None:
+    """Remove an attempt's record after it failed before taking part in the race."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model_tag(name, attempt.tag)
+    except MlflowException as exc:  # the record then shows as abandoned
+        _logger.warning("could not remove attempt %s: %s", attempt.id, exc)
+
+
+def _version_tags(attempt: Attempt) -> dict[str, str]:
+    prefix = f"{PROMOTION_TAG_PREFIX}{attempt.alias}."
+    return {
+        prefix + "by": attempt.by,
+        prefix + "at": iso(attempt.at),
+        prefix + "reason": attempt.reason,
+        prefix + "previous": attempt.previous or "",
+        prefix + "forced": str(attempt.forced).lower(),
+        prefix + "kind": attempt.kind,
+        prefix + "attempt": attempt.id,
+        prefix + "gates": as_json(attempt.gates),
+    }
+
+
+def reconcile_alias(client, ledger: Ledger, name: str, alias: str) -> str | None:
+    """Point ``alias`` at the ledger's head version; repeat until both agree.
+
+    Every process that writes the alias runs this afterwards, so the last write is always
+    followed by a check against the newest claim: a slow winner of an older slot cannot
+    leave the alias behind.
+    """
+    for _ in range(RECONCILE_ROUNDS):
+        _, head = ledger.head(name, alias)
+        if head is None or alias_holder(client, name, alias) == head:
+            return head
+        client.set_registered_model_alias(name, alias, head)
+    raise RegistryError(f"alias {alias!r} of {name!r} kept moving; run the command again")
+
+
+def move_alias(
+    client,
+    name: str,
+    version: str,
+    alias: str,
+    reason: str,
+    by: str,
+    kind: str = "promote",
+    forced: bool = False,
+    gates: list[dict] | None = None,
+) -> Outcome:
+    """Move ``alias`` of ``name`` to ``version`` through the compare-and-set ledger.
+
+    Idempotent: if ``alias`` already points at ``version`` nothing is written.
+
+    Raises:
+        LostRace: a concurrent move of the same alias won; this attempt is recorded as lost
+            and nothing else changed.
+        RegistryError: the server refused a write (e.g. 403); nothing was changed.
+    """
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    current = alias_holder(client, name, alias)
+    if current == version:
+        return Outcome("unchanged", name, alias, version, current)
+    ledger = find_ledger(client)
+    slot = (ledger.head(name, alias)[0] if ledger else 0) + 1
+    at = now_ms()
+    attempt = Attempt(
+        id=new_attempt_id(at), alias=alias, version=version, previous=current, by=by, at=at,
+        reason=reason, kind=kind, forced=forced, slot=slot, gates=list(gates or []),
+    )
+    action = f"move {alias!r} of {name!r}"
+    # First write: the record. A user who may not move the alias (403) stops here.
+    _write(client, name, attempt, action)
+    value = claim_value(attempt.id, version)
+    try:
+        ledger = ledger or open_ledger(client)
+        holder = ledger.claim(name, alias, slot, value)
+    except MlflowException as exc:
+        _forget(client, name, attempt)
+        raise RegistryError(explain(exc, "record the move in the ledger")) from None
+    except RegistryError:
+        _forget(client, name, attempt)
+        raise
+    if holder != value:
+        winner_id, winner_version = parse_claim(holder)
+        lost = replace(attempt, outcome="lost", winner=winner_id)
+        _write(client, name, lost, action)
+        raise LostRace(
+            f"lost the race for {alias!r} of {name!r}: move {slot} went to version "
+            f"{winner_version} (attempt {winner_id}) meanwhile; nothing changed"
+        )
+    won = replace(attempt, outcome="won")
+    try:
+        for key, val in _version_tags(won).items():
+            client.set_model_version_tag(name, version, key, val)
+        client.set_registered_model_alias(name, alias, version)
+        reconcile_alias(client, ledger, name, alias)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"move {slot} of {alias!r} is recorded for version {version} but applying it "
+            f"failed ({explain(exc)}); run the command again to finish it"
+        ) from None
+    try:
+        _write(client, name, won, action)
+    except RegistryError as exc:  # the ledger already says who won; the record is a copy
+        _logger.warning("move applied but its record was not updated: %s", exc)
+    _logger.info("%s@%s: %s -> %s (%s)", name, alias, current, version, attempt.id)
+    return Outcome("promoted", name, alias, version, current, won)
+
+
+def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
+    """Every recorded attempt to move an alias of ``name``, oldest first.
+
+    Outcomes are read from the ledger (who holds each slot), so an attempt whose process
+    died mid-way is shown as ``lost`` or ``abandoned``, never as a move that happened.
+    """
+    model = get_model(client, name)
+    attempts = []
+    for key, value in (model.tags or {}).items():
+        if key.startswith(HISTORY_TAG_PREFIX):
+            try:
+                attempts.append(Attempt.from_json(value))
+            except (ValueError, TypeError):
+                _logger.warning("unreadable history tag %s", key)
+    if alias:
+        attempts = [a for a in attempts if a.alias == alias]
+    ledger = find_ledger(client)
+    slots: dict[str, dict[int, str]] = {}
+    resolved = []
+    for a in attempts:
+        if ledger is not None and a.alias not in slots:
+            slots[a.alias] = ledger.slots(name, a.alias)
+        holder = slots.get(a.alias, {}).get(a.slot)
+        if holder == claim_value(a.id, a.version):
+            a = replace(a, outcome="won")
+        elif holder is not None:
+            a = replace(a, outcome="lost", winner=parse_claim(holder)[0])
+        elif now_ms() - a.at > PENDING_GRACE_SECONDS * 1000:
+            a = replace(a, outcome="abandoned")
+        resolved.append(a)
+    return sorted(resolved, key=lambda a: (a.at, a.id))
+
+
+def champion_stack(moves: list[Attempt]) -> list[str]:
+    """The versions that held the alias, oldest first, with rolled-back reigns removed.
+
+    A promotion pushes its version; a rollback to a version already on the stack drops
+    everything after it (that is what "undo" means), otherwise it pushes.
+    """
+    stack: list[str] = []
+    for move in sorted(moves, key=lambda a: a.slot):
+        if move.outcome != "won":
+            continue
+        if move.kind == "rollback" and move.version in stack:
+            del stack[stack.index(move.version) + 1:]
+        else:
+            stack.append(move.version)
+    return stack
+
+
+def rollback_target(moves: list[Attempt], current: str | None) -> str | None:
+    """The version a rollback returns to: the previous entry of :func:`champion_stack`."""
+    stack = champion_stack(moves)
+    while stack and stack[-1] == current:
+        stack.pop()
+    return stack[-1] if stack else None
+
+
+def rollback(
+    client, name: str, reason: str, by: str, to: str | None = None, alias: str = DEFAULT_ALIAS
+) -> Outcome:
+    """Move ``alias`` back to the previous holder from the history (or to version ``to``).
+
+    Raises:
+        RegistryError: nothing to roll back to, or ``to`` is not a version of ``name``.
+    """
+    from registry.versions import resolve_version
+
+    current = alias_holder(client, name, alias)
+    if to is None:
+        moves = [a for a in read_history(client, name, alias)]
+        to = rollback_target(moves, current)
+        if to is None:
+            raise RegistryError(
+                f"no previous {alias!r} of {name!r} in the history to roll back to"
+            )
+    else:
+        to = str(resolve_version(client, f"{name}/{to}").version)
+    return move_alias(client, name, to, alias, reason, by, kind="rollback")
+
+
+def promote_version(
+    client,
+    ref: str,
+    alias: str,
+    reason: str,
+    by: str,
+    policy_path: str | None = None,
+    force: bool = False,
+):
+    """Validate ``ref`` against its model's policy, then move ``alias`` to it.
+
+    Args:
+        client: MLflow client of the registry.
+        ref: ``NAME/VERSION`` (or ``NAME@ALIAS``, resolved now).
+        alias: the alias to move, usually ``champion``.
+        reason: why (recorded).
+        by: who (recorded).
+        policy_path: a policy file instead of ``conf/policies/<NAME>.yaml``.
+        force: move even if gates fail or there is no policy (recorded as forced).
+
+    Returns:
+        ``(Outcome, Validation | None)``.
+
+    Raises:
+        GateFailure: a gate failed and ``force`` is off; carries ``.validation``.
+        LostRace: a concurrent promotion of the alias won.
+        RegistryError: unknown model/version, missing policy, refused by the server.
+    """
+    from registry.errors import GateFailure
+    from registry.policy import load_policy
+    from registry.validation import validate_version
+    from registry.versions import resolve_version
+
+    mv = resolve_version(client, ref)
+    name, version = mv.name, str(mv.version)
+    if alias_holder(client, name, alias) == version:
+        return Outcome("unchanged", name, alias, version, version), None
+    validation = None
+    try:
+        policy = load_policy(name, policy_path)
+    except RegistryError as exc:
+        if not force:
+            raise
+        gates = [{"gate": "policy", "passed": False, "value": "missing", "expected": "present",
+                  "detail": str(exc)}]
+    else:
+        validation = validate_version(client, mv, policy)
+        gates = [g.to_dict() for g in validation.gates]
+        if not validation.passed and not force:
+            failed = ", ".join(g.gate for g in validation.failed)
+            raise GateFailure(
+                f"{name}/{version} failed {len(validation.failed)} of {len(validation.gates)} "
+                f"gates ({failed}); {alias!r} not moved (use --force --reason to override)",
+                validation,
+            )
+    outcome = move_alias(client, name, version, alias, reason, by, kind="promote",
+                         forced=force, gates=gates)
+    return outcome, validation

@@ -1,0 +1,130 @@
+"""Scoring versions on a test split: the numbers the metric gates compare."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+from registry.errors import RegistryError
+from registry.versions import download, model_location
+
+_logger = logging.getLogger(__name__)
+
+TEST_DATA_TAG = "mlops.test_data"
+TARGET_TAG = "mlops.target"
+TASK_TAG = "mlops.task"
+#: Types trusted when a scikit-learn model saved with skops is loaded (the workflow's trees).
+DEFAULT_TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
+
+
+def score_predictions(task: str, y_true, y_pred, y_proba=None) -> dict[str, float]:
+    """Test metrics from predictions.
+
+    Args:
+        task: ``classification`` or ``regression``.
+        y_true: true targets.
+        y_pred: predicted labels (classification) or values (regression).
+        y_proba: class probabilities (n_samples x n_classes), if the model gives them.
+
+    Returns:
+        ``roc_auc``, ``accuracy``, ``f1``, ``log_loss`` (classification; the probability-based
+        ones only with ``y_proba``) or ``rmse``, ``mae``, ``r2`` (regression).
+    """
+    import numpy as np
+    from sklearn import metrics as m
+
+    if task == "regression":
+        return {
+            "rmse": float(math.sqrt(m.mean_squared_error(y_true, y_pred))),
+            "mae": float(m.mean_absolute_error(y_true, y_pred)),
+            "r2": float(m.r2_score(y_true, y_pred)),
+        }
+    classes = np.unique(y_true)
+    binary = len(classes) <= 2
+    out = {
+        "accuracy": float(m.accuracy_score(y_true, y_pred)),
+        "f1": float(m.f1_score(y_true, y_pred, average="binary" if binary else "macro",
+                               pos_label=classes.max() if binary else 1)),
+    }
+    if y_proba is not None:
+        proba = np.asarray(y_proba)
+        if binary and proba.ndim == 2:
+            out["roc_auc"] = float(m.roc_auc_score(y_true, proba[:, -1]))
+        elif proba.ndim == 2:
+            out["roc_auc"] = float(m.roc_auc_score(y_true, proba, multi_class="ovr"))
+        out["log_loss"] = float(m.log_loss(y_true, proba))
+    return out
+
+
+def infer_task(tags: dict[str, str], y) -> str:
+    """The task from the ``mlops.task`` tag, else from the target's values."""
+    task = tags.get(TASK_TAG)
+    if task in ("classification", "regression"):
+        return task
+    import pandas as pd
+
+    is_float = pd.api.types.is_float_dtype(y)
+    return "regression" if is_float and y.nunique() > 20 else "classification"
+
+
+def load_test_data(client, tags: dict[str, str]):
+    """The test split named by the version's tags, as ``(X, y)``.
+
+    Raises:
+        RegistryError: the tags are missing or the file cannot be read.
+    """
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    uri, target = tags.get(TEST_DATA_TAG), tags.get(TARGET_TAG)
+    if not uri:
+        raise RegistryError(f"no test data: tag {TEST_DATA_TAG} is missing")
+    if not target:
+        raise RegistryError(f"no target column: tag {TARGET_TAG} is missing")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            frame = pd.read_parquet(download(client, uri, tmp))
+        except (MlflowException, OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read test data {uri}: {str(exc).splitlines()[0]}") from None
+    if target not in frame.columns:
+        raise RegistryError(f"test data {uri} has no target column {target!r}")
+    return frame.drop(columns=[target]), frame[target]
+
+
+def load_model(client, name: str, version: str, trusted_types=DEFAULT_TRUSTED_TYPES):
+    """The version's model: the scikit-learn object when it has that flavor, else pyfunc."""
+    import mlflow
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="registry-model-") as tmp:
+        local = download(client, model_location(client, name, version), tmp)
+        if "sklearn" in Model.load(str(Path(local) / "MLmodel")).flavors:
+            return mlflow.sklearn.load_model(str(local), skops_trusted_types=list(trusted_types))
+    # Other flavors may read their files lazily: keep them in a folder that outlives the call.
+    local = download(client, model_location(client, name, version), tempfile.mkdtemp())
+    return mlflow.pyfunc.load_model(str(local))
+
+
+def score_version(client, name: str, version: str, X, y, task: str,
+                  trusted_types=DEFAULT_TRUSTED_TYPES) -> dict[str, float]:
+    """Score ``name/version`` on ``(X, y)``.
+
+    Raises:
+        RegistryError: the model cannot be loaded or cannot predict on ``X``.
+    """
+    try:
+        model = load_model(client, name, version, trusted_types)
+        y_pred = model.predict(X)
+        y_proba = None
+        if task == "classification" and hasattr(model, "predict_proba"):
+            y_proba = model.predict_proba(X)
+    except RegistryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any model failure is a one-line gate failure
+        raise RegistryError(
+            f"version {version} cannot be scored: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    return score_predictions(task, y, y_pred, y_proba)

@@ -1,0 +1,93 @@
+"""Gather the evidence for a version's promotion policy and evaluate its gates."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from registry.errors import RegistryError
+from registry.policy import Evidence, GateResult, Policy, evaluate_policy
+from registry.scoring import (
+    DEFAULT_TRUSTED_TYPES,
+    infer_task,
+    load_test_data,
+    score_version,
+)
+from registry.versions import alias_holder, read_model_files
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of ``validate``: every gate, and what was compared."""
+
+    name: str
+    version: str
+    champion: str | None
+    gates: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed."""
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failed(self) -> list[GateResult]:
+        """The gates that failed."""
+        return [g for g in self.gates if not g.passed]
+
+
+def _needs_scores(policy: Policy) -> bool:
+    return bool(policy.thresholds) or policy.champion is not None
+
+
+def validate_version(client, mv, policy: Policy) -> Validation:
+    """Run ``policy`` for the ModelVersion ``mv``.
+
+    The candidate and the current champion are both scored on the candidate's test split
+    (tag ``mlops.test_data``, target column from ``mlops.target``), so the comparison is on
+    the same data.
+    """
+    name, version = mv.name, str(mv.version)
+    tags = dict(mv.tags or {})
+    champion_version = alias_holder(client, name, policy.champion_alias)
+    if champion_version == version:
+        champion_version = None  # the candidate already serves: nothing to beat
+    trusted = policy.trusted_types or DEFAULT_TRUSTED_TYPES
+
+    files = read_model_files(client, name, version)
+    champion_files = read_model_files(client, name, champion_version) if champion_version else None
+
+    metrics: dict[str, float] = {}
+    champion_metrics: dict[str, float] = {}
+    problem = champion_problem = None
+    if _needs_scores(policy):
+        try:
+            X, y = load_test_data(client, tags)
+            task = infer_task(tags, y)
+            metrics = score_version(client, name, version, X, y, task, trusted)
+            if champion_version:
+                try:
+                    champion_metrics = score_version(
+                        client, name, champion_version, X, y, task, trusted
+                    )
+                except RegistryError as exc:
+                    champion_problem = str(exc)
+        except RegistryError as exc:
+            problem = champion_problem = str(exc)
+
+    candidate = Evidence(version, metrics, files.inputs, tags, problem or files.problem)
+    champion = None
+    if champion_version:
+        champion = Evidence(
+            champion_version,
+            champion_metrics,
+            champion_files.inputs,
+            {},
+            champion_problem or champion_files.problem,
+        )
+    gates = evaluate_policy(policy, candidate, champion)
+    _logger.info("%s/%s: %d of %d gates passed", name, version,
+                 sum(g.passed for g in gates), len(gates))
+    return Validation(name, version, champion_version, tuple(gates))

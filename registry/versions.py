@@ -1,0 +1,286 @@
+"""Reading the registry: resolve references, describe versions, list models.
+
+Every function takes the MLflow client it reads through (the CLI makes it with
+``tracking.connection.connect``), so the same code reads a dev and a prod server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry.errors import RegistryError
+from tracking.uris import ModelRefError, parse_model_ref
+
+_logger = logging.getLogger(__name__)
+
+METRIC_TAG_PREFIX = "mlops.metric."
+LINEAGE_TAGS = ("mlops.data_digest", "mlops.git_commit", "mlops.settings_hash")
+
+
+def _not_found(exc: BaseException) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower()
+
+
+def quote(value: str) -> str:
+    """A value quoted for an MLflow search filter."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def get_model(client, name: str):
+    """The registered model ``name``.
+
+    Raises:
+        RegistryError: ``unknown model 'name'``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if _not_found(exc):
+            raise RegistryError(f"unknown model {name!r}") from None
+        raise
+
+
+def alias_holder(client, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or None if the model has no such alias."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if _not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
+            return None
+        raise
+
+
+def resolve_version(client, ref: str, allow_alias: bool = True):
+    """The ModelVersion behind ``NAME/VERSION`` (or ``NAME@ALIAS``).
+
+    Raises:
+        RegistryError: malformed reference, unknown model, version or alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        parsed = parse_model_ref(ref, allow_run=False)
+    except ModelRefError as exc:
+        raise RegistryError(str(exc)) from None
+    if parsed.alias and not allow_alias:
+        raise RegistryError(f"{ref!r}: give a version (NAME/VERSION), not an alias")
+    get_model(client, parsed.name)
+    if parsed.alias:
+        holder = alias_holder(client, parsed.name, parsed.alias)
+        if holder is None:
+            raise RegistryError(f"model {parsed.name!r} has no alias {parsed.alias!r}")
+        return client.get_model_version(parsed.name, holder)
+    try:
+        return client.get_model_version(parsed.name, parsed.version)
+    except MlflowException as exc:
+        if _not_found(exc):
+            raise RegistryError(f"model {parsed.name!r} has no version {parsed.version}") from None
+        raise
+
+
+def registry_uri_of(client) -> str:
+    """The registry location the client talks to."""
+    return getattr(client, "_registry_uri", None) or client.tracking_uri
+
+
+def download(client, uri: str, dst: str | Path) -> Path:
+    """Download ``uri`` (an artifact or ``runs:/`` URI) through ``client``'s server."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=uri,
+        dst_path=str(dst),
+        tracking_uri=client.tracking_uri,
+        registry_uri=registry_uri_of(client),
+    )
+    return Path(path)
+
+
+def model_location(client, name: str, version: str) -> str:
+    """Where the artifacts of ``name/version`` are stored."""
+    return client.get_model_version_download_uri(name, version).rstrip("/")
+
+
+def schema_columns(schema) -> dict[str, str] | None:
+    """An MLflow schema as ``{column: type}``; unnamed tensors get ``[i]`` names."""
+    from mlflow.types.schema import TensorSpec
+
+    if schema is None:
+        return None
+    columns = {}
+    for i, spec in enumerate(schema.inputs):
+        name = getattr(spec, "name", None) or f"[{i}]"
+        kind = getattr(spec, "type", None)
+        if isinstance(spec, TensorSpec):
+            text = f"tensor({getattr(kind, 'name', kind)}, {tuple(spec.shape)})"
+        else:
+            text = str(getattr(kind, "name", None) or kind)
+        if getattr(spec, "required", True) is False:
+            text += " (optional)"
+        columns[name] = text
+    return columns
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What the registry reads from a version's model artifacts."""
+
+    inputs: dict[str, str] | None = None
+    outputs: dict[str, str] | None = None
+    requirements: tuple[str, ...] = ()
+    flavors: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def read_model_files(client, name: str, version: str) -> ModelFiles:
+    """Signature, flavors and requirements of ``name/version`` (MLmodel + requirements.txt)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    location = model_location(client, name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            mlmodel = Model.load(str(download(client, f"{location}/MLmodel", tmp)))
+        except (MlflowException, OSError) as exc:
+            return ModelFiles(problem=f"cannot read MLmodel: {str(exc).splitlines()[0]}")
+        sig = mlmodel.signature
+        requirements: tuple[str, ...] = ()
+        try:
+            text = download(client, f"{location}/requirements.txt", tmp).read_text()
+            requirements = tuple(
+                line.strip() for line in text.splitlines()
+                if line.strip() and not line.startswith("#")
+            )
+        except (MlflowException, OSError):
+            _logger.debug("no requirements.txt in %s", location)
+    return ModelFiles(
+        inputs=schema_columns(sig.inputs) if sig and sig.inputs else None,
+        outputs=schema_columns(sig.outputs) if sig and sig.outputs else None,
+        requirements=requirements,
+        flavors=tuple(mlmodel.flavors),
+    )
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version, as ``show`` and ``diff`` present it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    created: int
+    description: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    files: ModelFiles = ModelFiles()
+
+    @property
+    def ref(self) -> str:
+        """``NAME/VERSION``."""
+        return f"{self.name}/{self.version}"
+
+
+def aliases_of(client, name: str) -> dict[str, list[str]]:
+    """``{version: [alias, ...]}`` of a registered model."""
+    out: dict[str, list[str]] = {}
+    for alias, version in (get_model(client, name).aliases or {}).items():
+        out.setdefault(str(version), []).append(alias)
+    return out
+
+
+def tag_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """``mlops.metric.<name>`` tags as ``{name: value}``."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                out[key[len(METRIC_TAG_PREFIX):]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def describe_version(client, mv, with_files: bool = True) -> VersionInfo:
+    """Everything ``show`` prints about a ModelVersion: run, metrics, params, files, tags."""
+    from mlflow.exceptions import MlflowException
+
+    params: dict[str, str] = {}
+    metrics = tag_metrics(mv.tags or {})
+    if mv.run_id:
+        try:
+            run = client.get_run(mv.run_id)
+            params = dict(run.data.params)
+            metrics = {**dict(run.data.metrics), **metrics}
+        except MlflowException as exc:
+            _logger.warning("source run %s unreadable: %s", mv.run_id, exc)
+    return VersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        source=mv.source,
+        created=int(mv.creation_timestamp or 0),
+        description=mv.description or "",
+        aliases=tuple(sorted(aliases_of(client, mv.name).get(str(mv.version), []))),
+        tags=dict(mv.tags or {}),
+        params=params,
+        metrics=metrics,
+        files=read_model_files(client, mv.name, str(mv.version)) if with_files else ModelFiles(),
+    )
+
+
+def list_versions(client, name: str) -> list:
+    """All versions of ``name``, newest first."""
+    versions = client.search_model_versions(f"name = {quote(name)}", max_results=10000)
+    return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One line of ``list``."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    created: int
+    metrics: dict[str, float]
+    run_id: str | None
+
+
+def list_models(client, name: str | None = None) -> list[ModelRow]:
+    """Registered models (or just ``name``) with their versions, aliases and key metrics."""
+    if name:
+        models = [get_model(client, name)]
+    else:
+        models = list(client.search_registered_models(max_results=1000))
+    rows = []
+    for model in sorted(models, key=lambda m: m.name):
+        by_version: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            by_version.setdefault(str(version), []).append(alias)
+        for mv in list_versions(client, model.name):
+            rows.append(ModelRow(
+                name=model.name,
+                version=str(mv.version),
+                aliases=tuple(sorted(by_version.get(str(mv.version), []))),
+                created=int(mv.creation_timestamp or 0),
+                metrics=tag_metrics(mv.tags or {}),
+                run_id=mv.run_id,
+            ))
+    return rows
+
+
+def as_json(obj) -> str:
+    """Compact JSON for tag values."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,1 @@
+"""Serving: the champion behind the MLflow scoring protocol, locally and on SageMaker."""

@@ -1,0 +1,112 @@
+"""Batch scoring: a CSV or Parquet file scored in batches, with a progress bar.
+
+The output holds the input's rows (all of its columns, so ids pass through) plus the model's
+predictions: a ``prediction`` column, or one column per output when the model returns several.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 10_000
+_PARQUET = {".parquet", ".pq"}
+
+
+class BatchError(ValueError):
+    """A batch job that cannot run (unreadable input, unsupported file type)."""
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in _PARQUET:
+        return "parquet"
+    raise BatchError(f"{path}: expected a .csv or .parquet file")
+
+
+def count_rows(path: Path) -> int | None:
+    """The number of rows (cheap for Parquet: its footer says; CSV: counted lines)."""
+    if _kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return max(sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")) - 1, 0)
+
+
+def read_batches(path: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[pd.DataFrame]:
+    """Yield the file's rows as DataFrames of at most ``batch_size`` rows."""
+    if not path.is_file():
+        raise BatchError(f"{path}: no such file")
+    if _kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+            yield batch.to_pandas()
+    else:
+        yield from pd.read_csv(path, chunksize=batch_size)
+
+
+def predictions_frame(predictions, index) -> pd.DataFrame:
+    """The predictions as columns aligned with the batch's index."""
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.set_axis(index)
+    if isinstance(predictions, pd.Series):
+        return predictions.to_frame("prediction").set_axis(index)
+    arr = np.asarray(predictions)
+    if arr.ndim == 2 and arr.shape[1] > 1:
+        return pd.DataFrame(
+            arr, index=index, columns=[f"prediction_{i}" for i in range(arr.shape[1])]
+        )
+    return pd.DataFrame({"prediction": arr.reshape(len(index))}, index=index)
+
+
+def score_file(
+    scorer,
+    input_path: Path,
+    output_path: Path,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress=None,
+) -> int:
+    """Score ``input_path`` into ``output_path`` (CSV or Parquet by suffix); return the row count.
+
+    Args:
+        scorer: a :class:`serving.model.Scorer` (its ``predict_frame`` is called per batch).
+        input_path: CSV or Parquet input.
+        output_path: where the rows and predictions go.
+        batch_size: rows per batch.
+        progress: optional callable ``progress(rows_done)`` called after each batch.
+    """
+    out_kind = _kind(output_path)
+    rows = 0
+    writer = None
+    try:
+        for i, batch in enumerate(read_batches(input_path, batch_size)):
+            predictions = scorer.predict_frame(batch)
+            result = pd.concat([batch, predictions_frame(predictions, batch.index)], axis=1)
+            if out_kind == "csv":
+                result.to_csv(output_path, mode="w" if i == 0 else "a", header=i == 0, index=False)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pandas(result, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(output_path, table.schema)
+                writer.write_table(table)
+            rows += len(batch)
+            if progress is not None:
+                progress(rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    _logger.info("batch scored", extra={"rows": rows, "output": str(output_path)})
+    return rows

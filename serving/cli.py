@@ -1,0 +1,257 @@
+"""``python -m serving``: serve a registered model locally, score files, push to SageMaker.
+
+The commands only parse flags and delegate to :mod:`serving.server` and :mod:`serving.batch`
+(and :mod:`serving.sagemaker.cli` for ``sagemaker ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from serving import batch as batch_mod
+from serving import server as srv
+from serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_SECONDS
+from serving.follow import DEFAULT_POLL_SECONDS
+
+_logger = logging.getLogger(__name__)
+
+
+class CliError(Exception):
+    """A failure reported as one ``error: ...`` line."""
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _OneLineErrors(click.Group):
+    """Known failures become one ``error: ...`` line on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        from serving.model import ModelNotFound
+        from tracking.uris import ModelRefError
+
+        try:
+            return super().invoke(ctx)
+        except (CliError, ModelRefError, ModelNotFound, batch_mod.BatchError) as exc:
+            _fail(str(exc))
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException | OSError):
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                _fail(f"{exc.__class__.__name__}: {first}")
+            raise
+
+
+def _fail(message: str):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+MODEL_HELP = "NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/PATH."
+
+
+@click.group(cls=_OneLineErrors)
+def cli():
+    """Serve registered models over the MLflow scoring protocol, score files, deploy."""
+
+
+@cli.command("serve")
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--host",
+    default=srv.DEFAULT_HOST,
+    show_default=True,
+    help="Interface to bind (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--port",
+    default=srv.DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="TCP port.",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 256),
+    help="Worker processes (default: one per core).",
+)
+@click.option(
+    "--timeout",
+    default=DEFAULT_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a scoring request may take (then 504).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Larger request bodies get 413.",
+)
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Keep serving the version the alias names at start; do not follow it.",
+)
+@click.option(
+    "--poll-seconds",
+    default=DEFAULT_POLL_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="How often to check where the alias points.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Level of the JSON-lines logs on stderr.",
+)
+@click.option("--no-access-log", is_flag=True, help="Do not log one JSON line per request.")
+def serve_cmd(
+    model, host, port, workers, timeout, max_body_bytes, pin, poll_seconds, log_level, no_access_log
+):
+    """Serve MODEL over the MLflow scoring protocol (/invocations, /ping, /health, /version).
+
+    MODEL is NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or
+    runs:/ID/PATH. With an alias the server follows it: when the alias moves, the new version
+    is loaded in the background and swapped in (see /version and the X-Model-Version header).
+    The tracking location comes from MLFLOW_TRACKING_URI.
+    """
+    from serving.model import resolve_model
+    from tracking.connection import connect, tracking_uri
+    from tracking.uris import parse_model_ref
+
+    ref = parse_model_ref(model)
+    resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
+    cfg = srv.ServeConfig(
+        model=model,
+        host=host,
+        port=port,
+        workers=workers or _cores(),
+        timeout=timeout,
+        max_body_bytes=max_body_bytes,
+        pin=pin,
+        poll_seconds=poll_seconds,
+        tracking_uri=tracking_uri(),
+        log_level=log_level.upper(),
+        access_log=not no_access_log,
+    )
+    try:
+        code = srv.serve(cfg)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sys.exit(code)
+
+
+@cli.command("predict")
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="CSV or Parquet file to score.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Where to write rows + predictions (.csv or .parquet). "
+    "Default: INPUT-predictions.<same suffix> next to the input.",
+)
+@click.option(
+    "--batch-size",
+    default=batch_mod.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows per batch.",
+)
+def predict_cmd(model, input_path: Path, output_path: Path | None, batch_size: int):
+    """Score a CSV/Parquet file with MODEL in batches, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from serving.model import load_scorer, resolve_model
+    from tracking.connection import connect
+    from tracking.uris import parse_model_ref
+
+    logging.basicConfig(level=logging.WARNING)
+    ref = parse_model_ref(model)
+    if not input_path.is_file():
+        raise CliError(f"{input_path}: no such file")
+    output_path = output_path or input_path.with_name(
+        f"{input_path.stem}-predictions{input_path.suffix}"
+    )
+    info = resolve_model(connect(), ref)
+    scorer = load_scorer(info.uri)
+    total = batch_mod.count_rows(input_path)
+    columns = [MofNCompleteColumn(), BarColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=_stderr_console(), transient=False) as bar:
+        task = bar.add_task("scoring", total=total)
+        try:
+            rows = batch_mod.score_file(
+                scorer,
+                input_path,
+                output_path,
+                batch_size=batch_size,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+        except Exception as exc:
+            from serving.protocol import RequestError
+
+            if isinstance(exc, RequestError):
+                raise CliError(exc.message) from None
+            raise
+    version = info.version or info.run_id
+    click.echo(
+        f"scored {rows} rows with {info.name or info.uri} version {version} -> {output_path}"
+    )
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _mount_sagemaker() -> None:
+    """Add ``sagemaker ...`` when that package is present (it is built separately)."""
+    try:
+        from serving.sagemaker.cli import sagemaker
+    except ImportError as exc:
+        if (exc.name or "").startswith("serving.sagemaker"):
+            return  # not built (yet)
+        _logger.warning("serving.sagemaker.cli failed to import: %s", exc)
+        return
+    except Exception as exc:  # a broken sagemaker module must not take `serve` down with it
+        _logger.warning("serving.sagemaker.cli failed to import: %s", exc)
+        return
+    cli.add_command(sagemaker, "sagemaker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m serving``."""
+    _mount_sagemaker()
+    try:
+        cli.main(args=argv, prog_name="python -m serving", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        return 130
+    return 0

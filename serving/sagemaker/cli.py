@@ -1,0 +1,415 @@
+"""``python -m serving sagemaker ...``: flags in, keyword calls out (API in the sibling modules).
+
+Settings, most specific first: command-line flag, environment variable, the settings profile
+(``conf/profiles/$MLOPS_PROFILE.yaml``, section ``sagemaker``), built-in default.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from serving.sagemaker import target as _target
+
+_logger = logging.getLogger(__name__)
+
+ENV_ROLE = "MLOPS_SAGEMAKER_EXECUTION_ROLE_ARN"
+ENV_BUCKET = "MLOPS_SAGEMAKER_BUCKET"
+ENV_IMAGE = "MLFLOW_SAGEMAKER_DEPLOY_IMG_URL"  # mlflow's own variable for the same thing
+ENV_PREFIX = "MLOPS_SAGEMAKER_ARCHIVE_PREFIX"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    sys.exit(1)
+
+
+def _errors(func):
+    """Turn every expected failure into one ``error: ...`` line and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from serving.sagemaker.aws import SageMakerError, client_error_code, client_error_message
+        from tracking.settings import SettingsError
+        from tracking.uris import ModelRefError
+
+        try:
+            return func(*args, **kwargs)
+        except (SageMakerError, SettingsError, ModelRefError) as exc:
+            _fail(str(exc))
+        except Exception as exc:  # boto/mlflow errors: reported in one line, never a traceback
+            module = type(exc).__module__
+            if client_error_code(exc):
+                _fail(f"AWS {client_error_code(exc)}: {client_error_message(exc)}")
+            if module.startswith(("botocore", "boto3")):
+                _fail(f"AWS: {exc}")
+            if module.startswith("mlflow"):
+                _fail(getattr(exc, "message", str(exc)).splitlines()[0])
+            raise
+
+    return wrapper
+
+
+def _settings():
+    from tracking.settings import load_settings
+
+    return load_settings().sagemaker
+
+
+def _target_options(func):
+    """Options shared by every command that creates SageMaker resources."""
+    options = [
+        click.option("--execution-role-arn", envvar=ENV_ROLE, default=None,
+                     help=f"IAM role SageMaker assumes to pull the image and model [${ENV_ROLE}]."),
+        click.option("--bucket", envvar=ENV_BUCKET, default=None,
+                     help="S3 bucket for model archives [$" + ENV_BUCKET + "; default "
+                          "mlflow-sagemaker-REGION-ACCOUNT]."),
+        click.option("--image-url", envvar=ENV_IMAGE, default=None,
+                     help=f"ECR URI of the serving image [${ENV_IMAGE}; default "
+                          "ACCOUNT.dkr.ecr.REGION.amazonaws.com/mlflow-pyfunc:MLFLOW_VERSION]."),
+        click.option("--instance-type", default=None,
+                     help="Instance type [settings sagemaker.instance_type]."),
+        click.option("--instance-count", type=click.IntRange(min=1), default=None,
+                     help="Initial instance count [settings sagemaker.instance_count]."),
+        click.option("--archive-prefix", envvar=ENV_PREFIX,
+                     default=_target.DEFAULT_ARCHIVE_PREFIX, show_default=True,
+                     help=f"S3 key prefix of model archives [${ENV_PREFIX}]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _wait_options(default_timeout: int):
+    def decorate(func):
+        func = click.option("--timeout-seconds", type=click.FloatRange(min=0),
+                            default=default_timeout, show_default=True,
+                            help="How long to wait for the outcome.")(func)
+        return click.option("--async", "run_async", is_flag=True,
+                            help="Start the operation and return without waiting.")(func)
+
+    return decorate
+
+
+endpoint_option = click.option("--endpoint", "-e", required=True, help="SageMaker endpoint name.")
+
+
+class _Context:
+    """What the group resolved: region and the boto3 clients built from it."""
+
+    def __init__(self, region: str | None):
+        from serving.sagemaker.aws import Aws
+
+        self.aws = Aws(region)
+
+    @property
+    def region(self) -> str:
+        return self.aws.region or _settings().region
+
+
+def _mlflow_client():
+    from tracking.connection import connect
+
+    return connect()
+
+
+def _resolve_target(ctx: _Context, *, execution_role_arn, bucket, image_url, instance_type,
+                    instance_count, archive_prefix) -> _target.Target:
+    from serving.sagemaker.aws import SageMakerError
+
+    settings = _settings()
+    region = ctx.region
+    if not execution_role_arn:
+        raise SageMakerError(
+            f"no execution role: pass --execution-role-arn or set {ENV_ROLE} "
+            "(check the account with `python -m serving sagemaker preflight`)"
+        )
+    if not bucket or not image_url:
+        account = ctx.aws.client("sts").get_caller_identity()["Account"]
+        bucket = bucket or _target.default_bucket(account, region)
+        image_url = image_url or _target.default_image_url(account, region)
+    return _target.Target(
+        region=region,
+        execution_role_arn=execution_role_arn,
+        bucket=bucket,
+        image_url=image_url,
+        instance_type=instance_type or settings.instance_type,
+        instance_count=instance_count or settings.instance_count,
+        archive_prefix=archive_prefix,
+    )
+
+
+@click.group("sagemaker")
+@click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], default=None,
+              help="AWS region [$AWS_REGION, $AWS_DEFAULT_REGION, settings sagemaker.region].")
+@click.option("--verbose", "-v", is_flag=True, help="Log progress to stderr.")
+@click.pass_context
+def sagemaker(ctx: click.Context, region: str | None, verbose: bool) -> None:
+    """Serve registered models on Amazon SageMaker: deploy, roll out safely, scale, batch."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if region is None:
+        try:
+            region = _settings().region
+        except Exception as exc:  # settings errors are reported by the command that needs them
+            _logger.debug("settings not loaded: %s", exc)
+    ctx.obj = _Context(region)
+
+
+@sagemaker.command()
+@click.option("--execution-role-arn", envvar=ENV_ROLE, default=None,
+              help=f"IAM role SageMaker assumes [${ENV_ROLE}].")
+@click.option("--bucket", envvar=ENV_BUCKET, default=None,
+              help=f"S3 bucket for model archives [${ENV_BUCKET}].")
+@click.option("--image-url", envvar=ENV_IMAGE, default=None,
+              help=f"ECR URI of the serving image [${ENV_IMAGE}].")
+@click.pass_obj
+@_errors
+def preflight(obj: _Context, execution_role_arn, bucket, image_url) -> None:
+    """Check region, credentials, execution role, bucket and serving image; print fixes."""
+    from serving.sagemaker.preflight import preflight as run
+
+    aws = obj.aws
+    checks = run(
+        sts=aws.client("sts"), iam=aws.client("iam"), s3=aws.s3, ecr=aws.client("ecr"),
+        region=aws.region, known_regions=aws.session.get_available_regions("sagemaker"),
+        execution_role_arn=execution_role_arn, bucket=bucket, image_url=image_url,
+    )
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        line = f"{check.status.upper():<4}  {check.name:<{width}}  {check.detail}"
+        if check.fix:
+            line += f" -- fix: {check.fix}"
+        click.echo(line)
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        _fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@sagemaker.command()
+@click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
+@endpoint_option
+@_target_options
+@_wait_options(_target.DEFAULT_TIMEOUT_SECONDS)
+@click.pass_obj
+@_errors
+def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -> None:
+    """Create the endpoint serving REF, or update it to REF (all at once)."""
+    from serving.sagemaker.endpoints import deploy as run
+
+    result = run(
+        obj.aws.sagemaker, obj.aws.s3, _mlflow_client(), ref=ref, endpoint=endpoint,
+        target=_resolve_target(obj, **target), synchronous=not run_async,
+        timeout_seconds=timeout_seconds,
+    )
+    src = result.source
+    click.echo(
+        f"endpoint {endpoint} {result.action}: {src.name} version {src.version} "
+        f"(run {src.run_id or '-'}) {result.status}"
+    )
+
+
+@sagemaker.command()
+@click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
+@endpoint_option
+@click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Percent of the new fleet's capacity that takes traffic first (100: all).")
+@click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10, show_default=True,
+              help="Minutes the canary takes traffic, watched by the alarms, before the rest.")
+@click.option("--alias", default="champion", show_default=True,
+              help="Registry alias set to the rolled-out version on success ('' for none).")
+@click.option("--max-5xx", type=click.IntRange(min=1), default=1, show_default=True,
+              help="5xx errors per minute that roll the update back.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=1000,
+              show_default=True, help="p99 model latency (ms) per minute that rolls back.")
+@click.option("--termination-wait-seconds", type=click.IntRange(0, 3600), default=120,
+              show_default=True, help="Keep the old fleet (still guarded) this long after.")
+@_target_options
+@_wait_options(0)
+@click.pass_obj
+@_errors
+def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, max_latency_ms,
+            termination_wait_seconds, run_async, timeout_seconds, **target) -> None:
+    """Update ENDPOINT to REF with canary traffic and alarm rollback; then move the alias.
+
+    --timeout-seconds 0 (the default) waits for the update's own maximum plus 5 minutes.
+    """
+    from serving.sagemaker.rollout import rollout as run
+
+    result = run(
+        obj.aws.sagemaker, obj.aws.s3, obj.aws.cloudwatch, _mlflow_client(), ref=ref,
+        endpoint=endpoint, target=_resolve_target(obj, **target), canary_percent=canary,
+        bake_minutes=bake_minutes, alias=alias or None, max_5xx=max_5xx,
+        max_latency_ms=max_latency_ms, termination_wait_seconds=termination_wait_seconds,
+        synchronous=not run_async, timeout_seconds=timeout_seconds or None,
+    )
+    src = result.source
+    if run_async:
+        click.echo(f"endpoint {endpoint} rolling out {src.name} version {src.version}; "
+                   "alias not moved (--async): check `status`, then move it with the registry")
+        return
+    moved = f"; alias {alias} -> version {src.version}" if result.extra["alias_moved"] else ""
+    click.echo(f"endpoint {endpoint} rolled out: {src.name} version {src.version} "
+               f"{result.status}{moved}")
+
+
+@sagemaker.command()
+@endpoint_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+@_errors
+def status(obj: _Context, endpoint, as_json) -> None:
+    """Show what ENDPOINT serves: status, model version, variants, alarms."""
+    from serving.sagemaker.endpoints import endpoint_status
+
+    info = endpoint_status(obj.aws.sagemaker, endpoint, cloudwatch=obj.aws.cloudwatch)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"SageMaker endpoint {endpoint}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("status", info["status"])
+    table.add_row("model", f"{info['model_name']} version {info['model_version']}")
+    table.add_row("run id", info["run_id"])
+    table.add_row("endpoint config", info["endpoint_config"])
+    for variant in info["variants"]:
+        table.add_row(f"variant {variant['name']}",
+                      f"{variant['instances']} instance(s), weight {variant['weight']}")
+    routing = info["last_deployment"].get("BlueGreenUpdatePolicy", {}).get(
+        "TrafficRoutingConfiguration", {})
+    if routing:
+        table.add_row("last rollout", json.dumps(routing))
+    for name, state in info["alarms"].items():
+        table.add_row(f"alarm {name}", state)
+    if info["failure_reason"]:
+        table.add_row("failure reason", info["failure_reason"])
+    Console(width=120).print(table)
+
+
+def _read_frame(path: Path):
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    raise click.BadParameter(f"{path}: use a .csv, .parquet or .json file", param_hint="--input")
+
+
+@sagemaker.command()
+@endpoint_option
+@click.option("--input", "input_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV or Parquet rows (sent as dataframe_split), or a JSON scoring request.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON answer here instead of stdout.")
+@click.pass_obj
+@_errors
+def predict(obj: _Context, endpoint, input_path: Path, output_path: Path | None) -> None:
+    """Score a file on ENDPOINT (InvokeEndpoint) and print the JSON answer."""
+    from serving.sagemaker.endpoints import invoke
+
+    if input_path.suffix.lower() == ".json":
+        body = input_path.read_bytes()
+    else:
+        frame = _read_frame(input_path)
+        body = json.dumps(
+            {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+        ).encode()
+    answer = invoke(obj.aws.runtime, endpoint, body)
+    _logger.info("answered by variant %s", answer.variant)
+    text = answer.body.decode()
+    if output_path:
+        output_path.write_text(text)
+    else:
+        click.echo(text)
+
+
+@sagemaker.command()
+@endpoint_option
+@click.option("--min", "min_capacity", type=click.IntRange(min=1), required=True,
+              help="Fewest instances.")
+@click.option("--max", "max_capacity", type=click.IntRange(min=1), required=True,
+              help="Most instances.")
+@click.option("--target-invocations", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Invocations per instance per minute to hold (target tracking).")
+@click.option("--scale-in-cooldown", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Seconds between scale-in steps.")
+@click.option("--scale-out-cooldown", type=click.IntRange(min=0), default=60, show_default=True,
+              help="Seconds between scale-out steps.")
+@click.pass_obj
+@_errors
+def autoscale(obj: _Context, endpoint, min_capacity, max_capacity, target_invocations,
+              scale_in_cooldown, scale_out_cooldown) -> None:
+    """Scale ENDPOINT's instances on invocations per instance (Application Auto Scaling)."""
+    from serving.sagemaker.scaling import autoscale as run
+
+    done = run(
+        obj.aws.autoscaling, obj.aws.sagemaker, endpoint, min_capacity=min_capacity,
+        max_capacity=max_capacity, target_invocations=target_invocations,
+        scale_in_cooldown=scale_in_cooldown, scale_out_cooldown=scale_out_cooldown,
+    )
+    for item in done:
+        click.echo(f"{item['resource_id']}: {item['min']}-{item['max']} instances, "
+                   f"target {target_invocations:g} invocations/instance/min")
+
+
+@sagemaker.command()
+@click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
+@click.option("--input", "input_uri", required=True, help="s3://BUCKET/PREFIX of the input.")
+@click.option("--output", "output_uri", required=True, help="s3://BUCKET/PREFIX for answers.")
+@click.option("--content-type", default="text/csv", show_default=True,
+              help="Content type of the input objects (text/csv, application/json).")
+@click.option("--split-type", type=click.Choice(["None", "Line"]), default="None",
+              show_default=True, help="Send objects whole (None) or line by line (Line).")
+@click.option("--job-name", default=None, help="Transform job name (default generated).")
+@_target_options
+@_wait_options(3600)
+@click.pass_obj
+@_errors
+def batch(obj: _Context, ref, input_uri, output_uri, content_type, split_type, job_name,
+          run_async, timeout_seconds, **target) -> None:
+    """Score every object under an s3:// prefix with REF (a SageMaker transform job)."""
+    from serving.sagemaker.batch import batch as run
+
+    result = run(
+        obj.aws.sagemaker, obj.aws.s3, _mlflow_client(), ref=ref, input_uri=input_uri,
+        output_uri=output_uri, target=_resolve_target(obj, **target),
+        content_type=content_type, split_type=split_type, job_name=job_name,
+        synchronous=not run_async, timeout_seconds=timeout_seconds,
+    )
+    click.echo(f"transform job {result['job']} {result['status']}: answers in {result['output']}")
+
+
+@sagemaker.command()
+@endpoint_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_wait_options(_target.DEFAULT_TIMEOUT_SECONDS)
+@click.pass_obj
+@_errors
+def delete(obj: _Context, endpoint, yes, run_async, timeout_seconds) -> None:
+    """Delete ENDPOINT with its configs, models, guardrail alarms and scaling."""
+    from serving.sagemaker.endpoints import delete as run
+
+    if not yes and not click.confirm(f"Delete SageMaker endpoint {endpoint}?", default=False):
+        _fail("not confirmed; nothing deleted (pass --yes to skip the question)")
+    deleted = run(
+        obj.aws.sagemaker, endpoint, cloudwatch=obj.aws.cloudwatch,
+        autoscaling=obj.aws.autoscaling, synchronous=not run_async,
+        timeout_seconds=timeout_seconds,
+    )
+    click.echo(
+        f"endpoint {endpoint} deleted with {len(deleted['configs'])} config(s), "
+        f"{len(deleted['models'])} model(s), {len(deleted['alarms'])} alarm(s), "
+        f"{len(deleted['scaling'])} scaling target(s)"
+    )

@@ -1,0 +1,356 @@
+"""Real-time endpoints: deploy a version, wait, describe, invoke, delete.
+
+``deploy`` creates the endpoint or, when it exists, updates it to a new endpoint config
+(SageMaker's default blue/green, all at once). For a guarded update with canary traffic and
+automatic rollback use :func:`serving.sagemaker.rollout.rollout`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from serving.sagemaker.aws import SageMakerError, client_error_code, client_error_message
+from serving.sagemaker.package import (
+    ModelSource,
+    create_endpoint_config,
+    create_model,
+    resolve_model,
+    upload_archive,
+)
+from serving.sagemaker.target import (
+    DEFAULT_TIMEOUT_SECONDS,
+    POLL_MAX_SECONDS,
+    POLL_MIN_SECONDS,
+    TAG_ENDPOINT,
+    TAG_MODEL_NAME,
+    TAG_MODEL_VERSION,
+    TAG_RUN_ID,
+    Target,
+    check_name,
+)
+
+_logger = logging.getLogger(__name__)
+
+TRANSITIONAL = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a deploy or rollout left behind."""
+
+    endpoint: str
+    action: str
+    status: str
+    endpoint_config: str
+    model: str
+    source: ModelSource
+    extra: dict = field(default_factory=dict)
+
+
+def describe_endpoint(sm, endpoint: str) -> dict | None:
+    """``DescribeEndpoint``, or ``None`` when the endpoint does not exist."""
+    try:
+        return sm.describe_endpoint(EndpointName=endpoint)
+    except Exception as exc:  # botocore ClientError: "Could not find endpoint" is a 400
+        if client_error_code(exc) == "ValidationException" and "not find" in str(exc).lower():
+            return None
+        raise
+
+
+def require_endpoint(sm, endpoint: str) -> dict:
+    """``DescribeEndpoint`` or a one-line error telling how to create it."""
+    desc = describe_endpoint(sm, check_name(endpoint))
+    if desc is None:
+        raise SageMakerError(
+            f"endpoint {endpoint} does not exist; create it with "
+            f"`python -m serving sagemaker deploy NAME@ALIAS --endpoint {endpoint}`"
+        )
+    return desc
+
+
+def wait_for_endpoint(
+    sm,
+    endpoint: str,
+    *,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
+    """Poll until the endpoint leaves its transitional states; return the last description.
+
+    Polls back off from :data:`POLL_MIN_SECONDS` to :data:`POLL_MAX_SECONDS`.
+
+    Raises:
+        SageMakerError: still transitional after ``timeout_seconds``, or the endpoint vanished.
+    """
+    deadline = clock() + timeout_seconds
+    delay = POLL_MIN_SECONDS
+    while True:
+        desc = describe_endpoint(sm, endpoint)
+        if desc is None:
+            raise SageMakerError(f"endpoint {endpoint} disappeared while waiting for it")
+        status = desc["EndpointStatus"]
+        if status not in TRANSITIONAL:
+            return desc
+        if clock() >= deadline:
+            raise SageMakerError(
+                f"endpoint {endpoint} still {status} after {timeout_seconds:.0f}s; follow it "
+                f"with `python -m serving sagemaker status --endpoint {endpoint}`"
+            )
+        _logger.info("endpoint %s is %s; waiting", endpoint, status)
+        sleep(min(delay, max(deadline - clock(), 0.0)))
+        delay = min(delay * 2, POLL_MAX_SECONDS)
+
+
+def tag_endpoint(sm, endpoint_arn: str, tags: list[dict[str, str]]) -> None:
+    """Set tags on the endpoint, replacing the values of keys already there."""
+    sm.add_tags(ResourceArn=endpoint_arn, Tags=tags)
+
+
+def deploy(
+    sm,
+    s3,
+    client,
+    *,
+    ref: str,
+    endpoint: str,
+    target: Target,
+    synchronous: bool = True,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> Deployment:
+    """Create the endpoint serving ``ref``, or update it to ``ref`` when it exists.
+
+    Steps: model archive to S3 (once per version), SageMaker model, endpoint config, then
+    ``CreateEndpoint`` or ``UpdateEndpoint``; the endpoint is tagged with the model name,
+    version and run id once the version serves (at once when not ``synchronous``).
+
+    Args:
+        sm: boto3 SageMaker client.
+        s3: boto3 S3 client.
+        client: ``mlflow.MlflowClient`` of the registry.
+        ref: ``NAME@ALIAS`` or ``NAME/VERSION``.
+        endpoint: endpoint name.
+        target: region, role, bucket, image and instances.
+        synchronous: wait until the endpoint serves the version (or fails).
+        timeout_seconds: how long to wait when ``synchronous``.
+
+    Raises:
+        SageMakerError: bad reference, endpoint busy, or the endpoint did not take the version.
+    """
+    check_name(endpoint)
+    source = resolve_model(client, ref)
+    existing = describe_endpoint(sm, endpoint)
+    if existing is not None and existing["EndpointStatus"] in TRANSITIONAL:
+        raise SageMakerError(
+            f"endpoint {endpoint} is {existing['EndpointStatus']}; wait until it is InService"
+        )
+    data_url = upload_archive(s3, source, bucket=target.bucket, prefix=target.archive_prefix)
+    model = create_model(sm, source, endpoint=endpoint, model_data_url=data_url, target=target)
+    config = create_endpoint_config(
+        sm, source, endpoint=endpoint, model_name=model,
+        instance_type=target.instance_type, instance_count=target.instance_count,
+    )
+    tags = source.tags(endpoint)
+    if existing is None:
+        arn = sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, Tags=tags)[
+            "EndpointArn"
+        ]
+        action = "created"
+    else:
+        arn = existing["EndpointArn"]
+        sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
+        action = "updated"
+    _logger.info("%s endpoint %s with %s (config %s)", action, endpoint, source.uri, config)
+    if not synchronous:
+        tag_endpoint(sm, arn, tags)
+        return Deployment(endpoint, action, "Creating" if existing is None else "Updating",
+                          config, model, source)
+    desc = wait_for_endpoint(sm, endpoint, timeout_seconds=timeout_seconds)
+    if desc["EndpointStatus"] != "InService" or desc["EndpointConfigName"] != config:
+        reason = desc.get("FailureReason") or "no reason given"
+        raise SageMakerError(
+            f"endpoint {endpoint} did not take {source.name} version {source.version} "
+            f"({desc['EndpointStatus']}, serving config {desc['EndpointConfigName']}): {reason}"
+        )
+    tag_endpoint(sm, arn, tags)
+    return Deployment(endpoint, action, desc["EndpointStatus"], config, model, source)
+
+
+def endpoint_tags(sm, arn: str) -> dict[str, str]:
+    """The tags of a SageMaker resource as a mapping."""
+    tags: dict[str, str] = {}
+    kwargs: dict = {"ResourceArn": arn}
+    while True:
+        page = sm.list_tags(**kwargs)
+        tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+        if not page.get("NextToken"):
+            return tags
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:
+    """What serves on the endpoint: status, model version, variants, last deployment, alarms.
+
+    Args:
+        sm: boto3 SageMaker client.
+        endpoint: endpoint name.
+        cloudwatch: boto3 CloudWatch client; when given, guardrail alarm states are included.
+    """
+    desc = require_endpoint(sm, endpoint)
+    tags = endpoint_tags(sm, desc["EndpointArn"])
+    status = {
+        "endpoint": endpoint,
+        "status": desc["EndpointStatus"],
+        "endpoint_config": desc["EndpointConfigName"],
+        "model_name": tags.get(TAG_MODEL_NAME, ""),
+        "model_version": tags.get(TAG_MODEL_VERSION, ""),
+        "run_id": tags.get(TAG_RUN_ID, ""),
+        "failure_reason": desc.get("FailureReason", ""),
+        "variants": [
+            {
+                "name": v.get("VariantName"),
+                "instances": v.get("CurrentInstanceCount"),
+                "weight": v.get("CurrentWeight"),
+            }
+            for v in desc.get("ProductionVariants", [])
+        ],
+        "last_deployment": desc.get("LastDeploymentConfig") or {},
+        "alarms": {},
+    }
+    if cloudwatch is not None:
+        from serving.sagemaker.rollout import alarm_names
+
+        names = alarm_names(endpoint)
+        found = cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
+        status["alarms"] = {a["AlarmName"]: a["StateValue"] for a in found}
+    return status
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """An endpoint's answer."""
+
+    body: bytes
+    content_type: str
+    variant: str
+
+    def json(self):
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+def invoke(runtime, endpoint: str, body: bytes | str, content_type: str = "application/json",
+           accept: str = "application/json") -> Invocation:
+    """``InvokeEndpoint``: send ``body`` in the MLflow scoring protocol, return the answer.
+
+    Raises:
+        SageMakerError: the endpoint is missing, or the model refused the input (``ModelError``).
+    """
+    try:
+        resp = runtime.invoke_endpoint(
+            EndpointName=endpoint, Body=body, ContentType=content_type, Accept=accept
+        )
+    except Exception as exc:  # botocore ClientError: report AWS's own message on one line
+        if client_error_code(exc):
+            raise SageMakerError(
+                f"endpoint {endpoint}: {client_error_code(exc)}: {client_error_message(exc)}"
+            ) from None
+        raise
+    return Invocation(
+        body=resp["Body"].read(),
+        content_type=resp.get("ContentType", ""),
+        variant=resp.get("InvokedProductionVariant", ""),
+    )
+
+
+def predict_frame(runtime, endpoint: str, frame) -> list:
+    """Score a pandas DataFrame on the endpoint (``dataframe_split``); return the predictions."""
+    payload = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+    answer = invoke(runtime, endpoint, json.dumps(payload))
+    parsed = answer.json()
+    return parsed["predictions"] if isinstance(parsed, dict) and "predictions" in parsed else parsed
+
+
+def delete(
+    sm,
+    endpoint: str,
+    *,
+    cloudwatch=None,
+    autoscaling=None,
+    synchronous: bool = True,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, list[str]]:
+    """Delete the endpoint, the endpoint configs and models made for it, its alarms and scaling.
+
+    Model archives in S3 stay: they belong to model versions and other endpoints may use them.
+
+    Returns:
+        The names deleted, by kind.
+    """
+    desc = require_endpoint(sm, endpoint)
+    deleted: dict[str, list[str]] = {"endpoint": [], "configs": [], "models": [], "alarms": [],
+                                     "scaling": []}
+    if autoscaling is not None:
+        from serving.sagemaker.scaling import deregister
+
+        deleted["scaling"] = deregister(autoscaling, sm, endpoint, desc=desc)
+    configs = _own_configs(sm, endpoint) | {desc["EndpointConfigName"]}
+    sm.delete_endpoint(EndpointName=endpoint)
+    deleted["endpoint"].append(endpoint)
+    if synchronous:
+        deadline = time.monotonic() + timeout_seconds
+        while describe_endpoint(sm, endpoint) is not None:
+            if time.monotonic() > deadline:
+                raise SageMakerError(f"endpoint {endpoint} still deleting after {timeout_seconds}s")
+            sleep(POLL_MIN_SECONDS)
+    models: set[str] = set()
+    for config in sorted(configs):
+        try:
+            info = sm.describe_endpoint_config(EndpointConfigName=config)
+        except Exception as exc:  # botocore ClientError: already gone
+            if client_error_code(exc) == "ValidationException":
+                continue
+            raise
+        models.update(v["ModelName"] for v in info["ProductionVariants"])
+        sm.delete_endpoint_config(EndpointConfigName=config)
+        deleted["configs"].append(config)
+    for model in sorted(models):
+        try:
+            sm.delete_model(ModelName=model)
+            deleted["models"].append(model)
+        except Exception as exc:  # botocore ClientError: shared or already gone
+            if client_error_code(exc) != "ValidationException":
+                raise
+    if cloudwatch is not None:
+        from serving.sagemaker.rollout import alarm_names
+
+        names = alarm_names(endpoint)
+        existing = cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
+        if existing:
+            cloudwatch.delete_alarms(AlarmNames=[a["AlarmName"] for a in existing])
+            deleted["alarms"] = [a["AlarmName"] for a in existing]
+    return deleted
+
+
+def _own_configs(sm, endpoint: str) -> set[str]:
+    """Endpoint configs this tool made for ``endpoint`` (name prefix and endpoint tag)."""
+    names: set[str] = set()
+    # resource_name keeps at least the first 30 characters of the endpoint name
+    stem = endpoint[:30]
+    kwargs: dict = {"NameContains": stem, "MaxResults": 100}
+    while True:
+        page = sm.list_endpoint_configs(**kwargs)
+        for item in page.get("EndpointConfigs", []):
+            if not item["EndpointConfigName"].startswith(stem):
+                continue
+            tags = endpoint_tags(sm, item["EndpointConfigArn"])
+            if tags.get(TAG_ENDPOINT) == endpoint:
+                names.add(item["EndpointConfigName"])
+        if not page.get("NextToken"):
+            return names
+        kwargs["NextToken"] = page["NextToken"]

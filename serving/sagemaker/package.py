@@ -1,0 +1,198 @@
+"""From a registry reference to SageMaker resources: model archive in S3, model, endpoint config.
+
+The archive is the MLflow model directory as ``model.tar.gz`` (``MLmodel`` at its root), the
+layout the ``mlflow-pyfunc`` serving image unpacks into ``/opt/ml/model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.sagemaker.aws import SageMakerError, client_error_code
+from serving.sagemaker.target import (
+    TAG_ENDPOINT,
+    TAG_MODEL_NAME,
+    TAG_MODEL_URI,
+    TAG_MODEL_VERSION,
+    TAG_RUN_ID,
+    VARIANT_NAME,
+    Target,
+    resource_name,
+)
+from tracking.uris import ModelRefError, parse_model_ref, version_uri
+
+_logger = logging.getLogger(__name__)
+
+# The container's contract, as mlflow.sagemaker sets it: which flavor to load, where it runs.
+_FLAVOR = "python_function"
+_MISSING = ("404", "NoSuchBucket", "NoSuchKey", "NotFound")
+_CONTAINER_ENV = {"MLFLOW_DEPLOYMENT_FLAVOR_NAME": _FLAVOR, "SERVING_ENVIRONMENT": "SageMaker"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A registered model version resolved from ``NAME@ALIAS`` or ``NAME/VERSION``."""
+
+    name: str
+    version: str
+    run_id: str
+    ref: str
+
+    @property
+    def uri(self) -> str:
+        """``models:/NAME/VERSION`` (pinned, whatever alias was used to find it)."""
+        return version_uri(self.name, self.version)
+
+    def tags(self, endpoint: str) -> list[dict[str, str]]:
+        """SageMaker tags naming the model version a resource serves."""
+        values = {
+            TAG_ENDPOINT: endpoint,
+            TAG_MODEL_NAME: self.name,
+            TAG_MODEL_VERSION: self.version,
+            TAG_RUN_ID: self.run_id or "",
+            TAG_MODEL_URI: self.uri,
+        }
+        return [{"Key": key, "Value": value} for key, value in values.items()]
+
+
+def resolve_model(client, ref: str) -> ModelSource:
+    """Look up ``NAME@ALIAS`` / ``NAME/VERSION`` in the registry.
+
+    Args:
+        client: ``mlflow.MlflowClient`` of the registry.
+        ref: the model reference.
+
+    Raises:
+        SageMakerError: the reference is malformed or names nothing in the registry.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        parsed = parse_model_ref(ref, allow_run=False)
+    except ModelRefError as exc:
+        raise SageMakerError(str(exc)) from None
+    try:
+        if parsed.alias:
+            mv = client.get_model_version_by_alias(parsed.name, parsed.alias)
+        else:
+            mv = client.get_model_version(parsed.name, parsed.version)
+    except MlflowException as exc:
+        first = (exc.message or str(exc)).splitlines()[0]
+        raise SageMakerError(f"{ref} is not in the registry: {first}") from None
+    return ModelSource(name=mv.name, version=str(mv.version), run_id=mv.run_id or "", ref=ref)
+
+
+def archive_key(source: ModelSource, prefix: str) -> str:
+    """S3 key of a version's archive; one per version, shared by every endpoint and job."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in source.name)
+    return f"{prefix.strip('/')}/{safe}/v{source.version}/model.tar.gz"
+
+
+def _make_archive(model_dir: Path, out: Path) -> None:
+    if not (model_dir / "MLmodel").exists():
+        raise SageMakerError(f"{model_dir} has no MLmodel file: not an MLflow model")
+    with tarfile.open(out, "w:gz") as tar:
+        for entry in sorted(os.listdir(model_dir)):
+            tar.add(model_dir / entry, arcname=entry)
+
+
+def upload_archive(s3, source: ModelSource, *, bucket: str, prefix: str) -> str:
+    """Put the version's ``model.tar.gz`` in S3 (reused when already there); return its URI.
+
+    Args:
+        s3: boto3 S3 client.
+        source: the model version.
+        bucket: destination bucket.
+        prefix: key prefix.
+
+    Raises:
+        SageMakerError: the model has no ``python_function`` flavor, or the bucket is missing.
+    """
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    key = archive_key(source, prefix)
+    uri = f"s3://{bucket}/{key}"
+    if not _bucket_exists(s3, bucket):
+        raise SageMakerError(f"bucket {bucket} does not exist; create it: aws s3 mb s3://{bucket}")
+    if _object_exists(s3, bucket, key):
+        _logger.info("model archive %s already in S3; reusing it", uri)
+        return uri
+    with tempfile.TemporaryDirectory(prefix="sagemaker-archive-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source.uri, dst_path=tmp))
+        flavors = Model.load(str(local / "MLmodel")).flavors
+        if _FLAVOR not in flavors:
+            raise SageMakerError(
+                f"{source.ref} has no {_FLAVOR} flavor (has {', '.join(flavors)}); "
+                "the SageMaker image serves pyfunc models only"
+            )
+        out = Path(tmp) / "model.tar.gz"
+        _make_archive(local, out)
+        # SageMaker's managed policies only read objects tagged SageMaker=true (mlflow does too).
+        s3.upload_file(str(out), bucket, key, ExtraArgs={"Tagging": "SageMaker=true"})
+    _logger.info("uploaded %s as %s", source.uri, uri)
+    return uri
+
+
+def _bucket_exists(s3, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return True
+    except Exception as exc:  # botocore ClientError; anything but "missing" propagates
+        if client_error_code(exc) in _MISSING:
+            return False
+        raise
+
+
+def _object_exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception as exc:  # botocore ClientError; anything but "missing" propagates
+        if client_error_code(exc) in _MISSING:
+            return False
+        raise
+
+
+def create_model(sm, source: ModelSource, *, endpoint: str, model_data_url: str,
+                 target: Target, kind: str = "model") -> str:
+    """Create a SageMaker model serving ``source`` from ``model_data_url``; return its name."""
+    name = resource_name(endpoint, source.version, kind)
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "Image": target.image_url,
+            "ModelDataUrl": model_data_url,
+            "Environment": dict(_CONTAINER_ENV),
+        },
+        ExecutionRoleArn=target.execution_role_arn,
+        Tags=source.tags(endpoint),
+    )
+    _logger.info("created SageMaker model %s", name)
+    return name
+
+
+def create_endpoint_config(sm, source: ModelSource, *, endpoint: str, model_name: str,
+                           instance_type: str, instance_count: int) -> str:
+    """Create an endpoint config with one variant (:data:`VARIANT_NAME`); return its name."""
+    name = resource_name(endpoint, source.version, "config")
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": VARIANT_NAME,
+                "ModelName": model_name,
+                "InitialInstanceCount": instance_count,
+                "InstanceType": instance_type,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+        Tags=source.tags(endpoint),
+    )
+    _logger.info("created endpoint config %s", name)
+    return name

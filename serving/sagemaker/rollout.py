@@ -1,0 +1,264 @@
+"""Safe updates: SageMaker deployment guardrails, then the registry alias.
+
+``rollout`` sends ``UpdateEndpoint`` with a ``DeploymentConfig`` — blue/green with a canary
+share of capacity, a bake period, and automatic rollback when a CloudWatch alarm on the
+endpoint's 5xx errors or model latency fires — which mlflow's SageMaker client does not send.
+Only when the endpoint ends up serving the new version does the alias move; after a failure
+or rollback the old fleet keeps serving and the alias stays where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from serving.sagemaker.aws import SageMakerError
+from serving.sagemaker.endpoints import (
+    TRANSITIONAL,
+    Deployment,
+    require_endpoint,
+    tag_endpoint,
+    wait_for_endpoint,
+)
+from serving.sagemaker.package import (
+    create_endpoint_config,
+    create_model,
+    resolve_model,
+    upload_archive,
+)
+from serving.sagemaker.target import VARIANT_NAME, Target
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_CANARY_PERCENT = 10
+DEFAULT_BAKE_MINUTES = 10.0
+DEFAULT_ALIAS = "champion"
+# 5xx errors in one minute that count as a failed canary.
+DEFAULT_MAX_5XX = 1
+# p99 model latency (milliseconds) over one minute that counts as a failed canary.
+DEFAULT_MAX_LATENCY_MS = 1000.0
+# Keep the old fleet (and watch the alarms) this long after all traffic moved.
+DEFAULT_TERMINATION_WAIT_SECONDS = 120
+ALARM_PERIOD_SECONDS = 60
+MAX_BAKE_MINUTES = 60  # SageMaker's limit on WaitIntervalInSeconds (3600)
+
+
+class RolloutError(SageMakerError):
+    """The update failed or was rolled back; the old version keeps serving."""
+
+
+def alarm_names(endpoint: str) -> list[str]:
+    """Names of the endpoint's guardrail alarms (5xx errors, latency)."""
+    return [f"{endpoint}-guardrail-5xx", f"{endpoint}-guardrail-latency"]
+
+
+def put_guardrail_alarms(
+    cloudwatch,
+    endpoint: str,
+    *,
+    max_5xx: int = DEFAULT_MAX_5XX,
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
+) -> list[str]:
+    """Create (or update) the CloudWatch alarms the rollout watches; return their names.
+
+    Both watch ``AWS/SageMaker`` metrics of the endpoint's variant over one-minute periods:
+    ``Invocation5XXErrors`` (sum) and ``ModelLatency`` (p99, microseconds). Missing data
+    (no traffic) is not a breach.
+    """
+    five_xx, latency = alarm_names(endpoint)
+    dimensions = [
+        {"Name": "EndpointName", "Value": endpoint},
+        {"Name": "VariantName", "Value": VARIANT_NAME},
+    ]
+    common = {
+        "Namespace": "AWS/SageMaker",
+        "Dimensions": dimensions,
+        "Period": ALARM_PERIOD_SECONDS,
+        "EvaluationPeriods": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "notBreaching",
+    }
+    cloudwatch.put_metric_alarm(
+        AlarmName=five_xx,
+        AlarmDescription=f"{endpoint}: rollout guardrail on 5xx errors",
+        MetricName="Invocation5XXErrors",
+        Statistic="Sum",
+        Threshold=float(max_5xx),
+        **common,
+    )
+    cloudwatch.put_metric_alarm(
+        AlarmName=latency,
+        AlarmDescription=f"{endpoint}: rollout guardrail on p99 model latency",
+        MetricName="ModelLatency",
+        ExtendedStatistic="p99",
+        Threshold=float(max_latency_ms) * 1000.0,  # ModelLatency is in microseconds
+        Unit="Microseconds",
+        **common,
+    )
+    return [five_xx, latency]
+
+
+def deployment_config(
+    *,
+    canary_percent: int,
+    bake_minutes: float,
+    alarms: list[str],
+    termination_wait_seconds: int = DEFAULT_TERMINATION_WAIT_SECONDS,
+) -> dict:
+    """The ``DeploymentConfig`` of a guarded blue/green update.
+
+    ``canary_percent`` of the new fleet's capacity takes traffic first for ``bake_minutes``;
+    100 shifts everything at once (still baked and guarded).
+    """
+    if not 1 <= canary_percent <= 100:
+        raise SageMakerError(f"--canary {canary_percent}: use a percentage from 1 to 100")
+    if not 0 <= bake_minutes <= MAX_BAKE_MINUTES:
+        raise SageMakerError(
+            f"--bake-minutes {bake_minutes:g}: use 0 to {MAX_BAKE_MINUTES} (SageMaker's limit)"
+        )
+    wait = int(round(bake_minutes * 60))
+    routing: dict = {"WaitIntervalInSeconds": wait}
+    if canary_percent == 100:
+        routing["Type"] = "ALL_AT_ONCE"
+    else:
+        routing["Type"] = "CANARY"
+        routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": canary_percent}
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": routing,
+            "TerminationWaitInSeconds": termination_wait_seconds,
+            # SageMaker accepts 600..28800 and needs room for the bake and the termination wait.
+            "MaximumExecutionTimeoutInSeconds": min(
+                28800, max(600, wait + termination_wait_seconds + 600)
+            ),
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarms]},
+    }
+
+
+def rollout(
+    sm,
+    s3,
+    cloudwatch,
+    client,
+    *,
+    ref: str,
+    endpoint: str,
+    target: Target,
+    canary_percent: int = DEFAULT_CANARY_PERCENT,
+    bake_minutes: float = DEFAULT_BAKE_MINUTES,
+    alias: str | None = DEFAULT_ALIAS,
+    max_5xx: int = DEFAULT_MAX_5XX,
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
+    termination_wait_seconds: int = DEFAULT_TERMINATION_WAIT_SECONDS,
+    synchronous: bool = True,
+    timeout_seconds: float | None = None,
+) -> Deployment:
+    """Update an existing endpoint to ``ref`` behind guardrails; move ``alias`` on success.
+
+    The new endpoint config keeps the serving variant's instance type and current count
+    (autoscaling may have changed it).
+
+    Args:
+        sm: boto3 SageMaker client.
+        s3: boto3 S3 client.
+        cloudwatch: boto3 CloudWatch client (guardrail alarms).
+        client: ``mlflow.MlflowClient`` of the registry (the alias move).
+        ref: ``NAME@ALIAS`` or ``NAME/VERSION`` to roll out.
+        endpoint: an existing, InService endpoint.
+        target: role, bucket, image (instance settings come from the endpoint).
+        canary_percent: share of the new fleet's capacity that takes traffic first (1-100).
+        bake_minutes: how long the canary takes traffic before the rest shifts (0-60).
+        alias: registry alias set to the rolled-out version on success; ``None`` moves nothing.
+        max_5xx: 5xx errors per minute that roll back.
+        max_latency_ms: p99 model latency per minute that rolls back.
+        termination_wait_seconds: how long the old fleet stays (and alarms count) afterwards.
+        synchronous: wait for the outcome; without it the alias is never moved.
+        timeout_seconds: how long to wait; default the update's own maximum plus 5 minutes.
+
+    Raises:
+        RolloutError: the update failed or rolled back (the alias did not move).
+        SageMakerError: bad input, endpoint missing or busy.
+    """
+    source = resolve_model(client, ref)
+    desc = require_endpoint(sm, endpoint)
+    status = desc["EndpointStatus"]
+    if status in TRANSITIONAL:
+        raise SageMakerError(f"endpoint {endpoint} is {status}; wait until it is InService")
+    if status != "InService":
+        raise SageMakerError(
+            f"endpoint {endpoint} is {status}, so there is nothing safe to roll out over; "
+            f"use `python -m serving sagemaker deploy {ref} --endpoint {endpoint}`"
+        )
+    config_doc = deployment_config(
+        canary_percent=canary_percent, bake_minutes=bake_minutes, alarms=alarm_names(endpoint),
+        termination_wait_seconds=termination_wait_seconds,
+    )
+    serving = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+    variant = serving["ProductionVariants"][0]
+    live = {v["VariantName"]: v for v in desc.get("ProductionVariants", [])}
+    current = live.get(variant["VariantName"], {})
+    instance_type = variant.get("InstanceType") or target.instance_type
+    instance_count = current.get("CurrentInstanceCount") or variant.get(
+        "InitialInstanceCount", target.instance_count
+    )
+
+    data_url = upload_archive(s3, source, bucket=target.bucket, prefix=target.archive_prefix)
+    model = create_model(sm, source, endpoint=endpoint, model_data_url=data_url, target=target)
+    config = create_endpoint_config(
+        sm, source, endpoint=endpoint, model_name=model,
+        instance_type=instance_type, instance_count=instance_count,
+    )
+    put_guardrail_alarms(cloudwatch, endpoint, max_5xx=max_5xx, max_latency_ms=max_latency_ms)
+    sm.update_endpoint(
+        EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=config_doc
+    )
+    _logger.info(
+        "rolling out %s to %s: %d%% canary, %g min bake, rollback on %s",
+        source.uri, endpoint, canary_percent, bake_minutes, ", ".join(alarm_names(endpoint)),
+    )
+    extra = {"deployment_config": config_doc, "alias": alias, "alias_moved": False}
+    if not synchronous:
+        return Deployment(endpoint, "rolling out", "Updating", config, model, source, extra)
+
+    if timeout_seconds is None:
+        timeout_seconds = config_doc["BlueGreenUpdatePolicy"]["MaximumExecutionTimeoutInSeconds"]
+        timeout_seconds += 300
+    after = wait_for_endpoint(sm, endpoint, timeout_seconds=timeout_seconds)
+    if after["EndpointStatus"] != "InService" or after["EndpointConfigName"] != config:
+        _discard(sm, config, model)
+        what = "rolled back" if after["EndpointConfigName"] != config else "failed"
+        reason = after.get("FailureReason") or "no reason given"
+        held = _alias_version(client, source.name, alias) if alias else None
+        kept = f"; alias {alias} stays on version {held}" if held else ""
+        raise RolloutError(
+            f"rollout of {source.name} version {source.version} to {endpoint} {what} "
+            f"({after['EndpointStatus']}, serving {after['EndpointConfigName']}): {reason}{kept}"
+        )
+    tag_endpoint(sm, after["EndpointArn"], source.tags(endpoint))
+    if alias:
+        client.set_registered_model_alias(source.name, alias, source.version)
+        extra["alias_moved"] = True
+        _logger.info("alias %s of %s now on version %s", alias, source.name, source.version)
+    return Deployment(endpoint, "rolled out", after["EndpointStatus"], config, model, source,
+                      extra)
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _discard(sm, config: str, model: str) -> None:
+    """Remove the config and model of an update that did not take (they serve nothing)."""
+    for call, kwargs in (
+        (sm.delete_endpoint_config, {"EndpointConfigName": config}),
+        (sm.delete_model, {"ModelName": model}),
+    ):
+        try:
+            call(**kwargs)
+        except Exception:  # noqa: BLE001 - cleanup is best effort; the outcome is reported
+            _logger.warning("could not delete %s after the failed rollout", kwargs)

@@ -1,0 +1,118 @@
+"""Where models run on SageMaker: the deployment target, its defaults and resource names.
+
+Defaults are module-level constants, as in ``mlflow.sagemaker``. The CLI fills a
+:class:`Target` from flags, environment variables and the settings profile.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from serving.sagemaker.aws import SageMakerError
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+DEFAULT_INSTANCE_COUNT = 1
+DEFAULT_TIMEOUT_SECONDS = 1200
+DEFAULT_ARCHIVE_PREFIX = "mlflow-sagemaker"
+# The repository `mlflow sagemaker build-and-push-container` pushes to (tag: mlflow's version).
+DEFAULT_IMAGE_REPOSITORY = "mlflow-pyfunc"
+DEFAULT_BUCKET_PREFIX = "mlflow-sagemaker"
+# One stable variant name: autoscaling targets and alarm dimensions survive every update.
+VARIANT_NAME = "AllTraffic"
+POLL_MIN_SECONDS = 0.5
+POLL_MAX_SECONDS = 15.0
+
+TAG_ENDPOINT = "mlops.endpoint"
+TAG_MODEL_NAME = "mlops.model_name"
+TAG_MODEL_VERSION = "mlops.model_version"
+TAG_RUN_ID = "mlops.run_id"
+TAG_MODEL_URI = "mlops.model_uri"
+
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how a model runs on SageMaker.
+
+    Attributes:
+        region: AWS region of the endpoint, bucket and image.
+        execution_role_arn: IAM role SageMaker assumes to pull the image and the model archive.
+        bucket: S3 bucket that holds model archives.
+        image_url: ECR URI of the serving image (``mlflow sagemaker build-and-push-container``).
+        instance_type: instance type of real-time endpoints and transform jobs.
+        instance_count: initial instance count.
+        archive_prefix: key prefix of model archives in the bucket.
+    """
+
+    region: str
+    execution_role_arn: str
+    bucket: str
+    image_url: str
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = DEFAULT_INSTANCE_COUNT
+    archive_prefix: str = DEFAULT_ARCHIVE_PREFIX
+
+
+def default_image_url(account: str, region: str, mlflow_version: str | None = None) -> str:
+    """The image ``mlflow sagemaker build-and-push-container`` pushes for this mlflow version."""
+    if mlflow_version is None:
+        import mlflow.version
+
+        mlflow_version = mlflow.version.VERSION
+    registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
+    return f"{registry}/{DEFAULT_IMAGE_REPOSITORY}:{mlflow_version}"
+
+
+def default_bucket(account: str, region: str) -> str:
+    """The bucket mlflow's SageMaker client defaults to: ``mlflow-sagemaker-REGION-ACCOUNT``."""
+    return f"{DEFAULT_BUCKET_PREFIX}-{region}-{account}"
+
+
+def check_name(name: str, what: str = "endpoint") -> str:
+    """Return ``name`` if SageMaker accepts it as a resource name, else raise one line."""
+    if not _NAME.match(name or ""):
+        raise SageMakerError(
+            f"{what} name {name!r} is not valid: use 1-63 letters, digits and single hyphens"
+        )
+    return name
+
+
+def resource_name(endpoint: str, version: str | int, kind: str) -> str:
+    """A unique model/config/job name ``ENDPOINT-vVERSION-KIND-STAMP`` within 63 characters."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + uuid.uuid4().hex[:4]
+    suffix = f"-v{version}-{kind}-{stamp}"
+    return endpoint[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into ``(bucket, key)``; raise one line for anything else."""
+    if not uri.startswith("s3://") or len(uri) <= 5:
+        raise SageMakerError(f"{uri!r} is not an s3:// URI (use s3://BUCKET/PREFIX)")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise SageMakerError(f"{uri!r} has no bucket (use s3://BUCKET/PREFIX)")
+    return bucket, key
+
+
+def parse_image_url(url: str) -> tuple[str, str, str, str]:
+    """Split an ECR image URI into ``(account, region, repository, tag)``.
+
+    Raises:
+        SageMakerError: the URI is not ``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]``.
+    """
+    match = re.match(
+        r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+        r"(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]+))?$",
+        url or "",
+    )
+    if not match:
+        raise SageMakerError(
+            f"image URI {url!r} is not an ECR URI "
+            "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG)"
+        )
+    return match["account"], match["region"], match["repo"], match["tag"] or "latest"

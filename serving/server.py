@@ -1,0 +1,196 @@
+"""Running the scoring server: uvicorn on uvloop + httptools, Nagle off, one process per core.
+
+``uvicorn --workers N`` never sets ``TCP_NODELAY`` on the sockets it shares with its workers
+(uvicorn issue 3149), so every kept-alive response waits ~40 ms for a delayed ACK. Here each
+connection sets ``TCP_NODELAY`` itself (:class:`NoDelayHttpToolsProtocol`), and several workers
+each listen on their own ``SO_REUSEPORT`` socket, so the kernel spreads connections over them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_SECONDS
+from serving.follow import DEFAULT_POLL_SECONDS
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+# A worker that dies this soon after starting counts as a failed start; this many in a row
+# stop the server instead of restarting it forever.
+FAST_FAILURE_SECONDS = 30.0
+MAX_FAST_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything a worker process needs (picklable: workers are spawned)."""
+
+    model: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    pin: bool = False
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    tracking_uri: str | None = None
+    log_level: str = "INFO"
+    access_log: bool = True
+
+
+def _nodelay_protocol():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with Nagle's algorithm off on every connection."""
+
+        def connection_made(self, transport):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:  # not TCP (a Unix socket): nothing to do
+                    pass
+            super().connection_made(transport)
+
+    return NoDelayHttpToolsProtocol
+
+
+def bind_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``TCP_NODELAY`` (and ``SO_REUSEPORT``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    if listen:
+        sock.listen(2048)
+    return sock
+
+
+def build_app(cfg: ServeConfig, client):
+    """Resolve and load the model, start following its alias, and return the ASGI app."""
+    from serving.app import ModelHolder, ScoringApp, Served
+    from serving.follow import AliasFollower
+    from serving.model import load_scorer, resolve_model
+    from tracking.uris import parse_model_ref
+
+    ref = parse_model_ref(cfg.model)
+    info = resolve_model(client, ref)
+    holder = ModelHolder(Served(info, load_scorer(info.uri)))
+    if ref.alias and not cfg.pin:
+        AliasFollower(client, ref, holder, poll_seconds=cfg.poll_seconds).start()
+    return ScoringApp(holder, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes)
+
+
+def run_worker(cfg: ServeConfig) -> None:
+    """One serving process: load the model, then serve until SIGTERM/SIGINT.
+
+    The model loads before the socket opens, so a worker only gets connections once it can
+    answer them.
+    """
+    import uvicorn
+
+    from serving.logs import configure_logging
+    from tracking.connection import connect
+
+    configure_logging(cfg.log_level, cfg.access_log)
+    # What ``mlflow models serve`` sets: some flavors behave differently when serving.
+    os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
+    client = connect(cfg.tracking_uri)
+    app = build_app(cfg, client)
+    sock = bind_socket(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=_nodelay_protocol(),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
+    _logger.info(
+        "serving",
+        extra={
+            "host": cfg.host,
+            "port": cfg.port,
+            "pid": os.getpid(),
+            "model": cfg.model,
+            "follow": not cfg.pin,
+        },
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(cfg: ServeConfig) -> int:
+    """Serve with ``cfg.workers`` processes; return the exit code.
+
+    One worker runs in this process. Several are spawned and supervised: a worker that dies is
+    restarted; repeated failed starts stop the server.
+    """
+    if cfg.workers <= 1:
+        run_worker(cfg)
+        return 0
+    # Fail early (and hold the port) if it is taken; a socket that does not listen gets no
+    # connections, so the workers' listening sockets take them all.
+    guard = bind_socket(cfg.host, cfg.port, reuse_port=True, listen=False)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def _stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    procs: dict[int, tuple] = {}
+    fast_failures = 0
+
+    def _start(slot: int):
+        proc = ctx.Process(target=run_worker, args=(cfg,), name=f"serving-worker-{slot}")
+        proc.start()
+        procs[slot] = (proc, time.monotonic())
+
+    try:
+        for slot in range(cfg.workers):
+            _start(slot)
+        while not stopping:
+            time.sleep(0.2)
+            for slot, (proc, started) in list(procs.items()):
+                if proc.is_alive() or stopping:
+                    continue
+                fast = time.monotonic() - started < FAST_FAILURE_SECONDS
+                fast_failures = fast_failures + 1 if fast else 0
+                _logger.error(
+                    "worker exited; restarting", extra={"pid": proc.pid, "exitcode": proc.exitcode}
+                )
+                if fast_failures >= MAX_FAST_FAILURES:
+                    _logger.error("workers keep failing to start; stopping")
+                    return 1
+                _start(slot)
+        return 0
+    finally:
+        for proc, _ in procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc, _ in procs.values():
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+        guard.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

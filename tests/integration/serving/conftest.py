@@ -1,0 +1,60 @@
+"""Fixtures for the serving tests: a registry of small models, and real serving processes."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.support.processes import free_port, running
+
+
+@dataclass
+class Store:
+    """A tracking/registry store shared by a test module (its servers read it)."""
+
+    uri: str
+    path: Path
+    client: mlflow.MlflowClient
+
+
+@contextlib.contextmanager
+def _module_store(tmp_path_factory, template_sqlite_db):
+    folder = tmp_path_factory.mktemp("serving-store")
+    shutil.copy(template_sqlite_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("serving", artifact_location=(folder / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp)
+    try:
+        yield Store(uri, folder, client)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory, template_sqlite_db):
+    """A fresh SQLite store for the module, with an experiment whose artifacts it owns."""
+    with _module_store(tmp_path_factory, template_sqlite_db) as store:
+        yield store
+
+
+@contextlib.contextmanager
+def serving_process(store: Store, model: str, *args: str, workers: int = 2):
+    """``python -m serving serve MODEL`` as a real process; yields (base URL, process)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "serving", "serve", model, "--port", str(port),
+           "--workers", str(workers), *args]
+    env = {"MLFLOW_TRACKING_URI": store.uri}
+    with running(cmd, f"http://127.0.0.1:{port}/ping", "serving", env=env, cwd=store.path) as proc:
+        yield f"http://127.0.0.1:{port}", proc

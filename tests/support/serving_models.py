@@ -1,0 +1,79 @@
+"""Small registered models for the serving tests, logged as the workflow logs them.
+
+A scikit-learn Pipeline (StandardScaler + LogisticRegression) on sklearn's bundled breast-cancer
+data, with a signature, an input example and pinned pip requirements (fast to log), registered
+as a model version; and a custom pyfunc ``PythonModel`` the fast path cannot take.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+
+
+def cancer_data() -> tuple[pd.DataFrame, pd.Series]:
+    """The breast-cancer features (30 float columns) and target."""
+    from sklearn.datasets import load_breast_cancer
+
+    return load_breast_cancer(return_X_y=True, as_frame=True)
+
+
+def fit_pipeline(X, y, C: float = 1.0, kind: str = "logreg"):
+    """An unfitted-then-fitted Pipeline: scaler + logistic regression (or a small forest)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "forest":
+        est = RandomForestClassifier(n_estimators=100, random_state=0)
+    else:
+        est = LogisticRegression(C=C, max_iter=1000)
+    return make_pipeline(StandardScaler(), est).fit(X, y)
+
+
+def log_sklearn_version(client, name: str, pipe, X, tags: dict | None = None) -> str:
+    """Log ``pipe`` in a run and register it as a new version of ``name``; return the version."""
+    import sklearn
+    from mlflow.models import infer_signature
+
+    kwargs = {}
+    if any(hasattr(step, "estimators_") for step in getattr(pipe, "named_steps", {}).values()):
+        kwargs["serialization_format"] = "cloudpickle"
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            pipe,
+            name="model",
+            signature=infer_signature(X, pipe.predict(X)),
+            input_example=X.head(2),
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            **kwargs,
+        )
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, info.model_uri, run.info.run_id, tags=tags or {})
+    return str(mv.version)
+
+
+class _Doubler(mlflow.pyfunc.PythonModel):
+    """A custom model: ``2 * a + b`` per row (the fast path cannot take a PythonModel)."""
+
+    def predict(self, context, model_input, params=None):
+        return (2 * model_input["a"] + model_input["b"]).to_numpy()
+
+
+def log_custom_pyfunc() -> str:
+    """Log the custom model in a run; return its ``runs:/`` URI."""
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"a": [1.0, 2.0], "b": [0.5, 0.25]})
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_Doubler(),
+            signature=infer_signature(example, _Doubler().predict(None, example)),
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
+        )
+    return f"runs:/{run.info.run_id}/model"

@@ -1,0 +1,222 @@
+"""``python -m tracking``: start the tracking server, open the UI, provision users.
+
+The commands only parse flags and delegate to :mod:`tracking.server` and :mod:`tracking.auth`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+import click
+
+from tracking import server as srv
+from tracking.connection import tracking_uri
+from tracking.settings import PROFILES, SettingsError, load_settings
+
+_logger = logging.getLogger(__name__)
+
+
+class _OneLineErrors(click.Group):
+    """Known failures become one ``error: ...`` line on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        from tracking.auth import UsersFileError
+
+        try:
+            return super().invoke(ctx)
+        except (SettingsError, srv.ServerError, UsersFileError) as exc:
+            _fail(str(exc))
+        except Exception as exc:  # an MLflow/HTTP failure: one line, no traceback
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException | OSError):
+                _fail(f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
+
+
+def _fail(message: str):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@click.group(cls=_OneLineErrors)
+@click.option("-v", "--verbose", is_flag=True, help="Log what the launcher does.")
+def cli(verbose: bool):
+    """Tracking server launcher, UI and user provisioning."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command("server")
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    default=None,
+    help="Settings profile whose `server` section is used (default: $MLOPS_PROFILE or local).",
+)
+@click.option(
+    "--backend-store-uri",
+    default=None,
+    help="Database of runs and models: sqlite:///path.db or postgresql://user@host/db. "
+    "Default: $MLFLOW_BACKEND_STORE_URI, else the profile's.",
+)
+@click.option(
+    "--artifacts-destination",
+    default=None,
+    help="Where proxied artifacts are stored: a folder or s3://bucket/prefix. "
+    "Default: $MLFLOW_ARTIFACTS_DESTINATION, else the profile's.",
+)
+@click.option("--host", default=None, help="Interface to bind (0.0.0.0 for every interface).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port to listen on (0: any free)."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes.")
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="Comma-separated Host headers the server answers to (DNS-rebinding protection); "
+    "other Host headers are refused.",
+)
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="MLflow's basic-auth app. Needs MLFLOW_AUTH_ADMIN_USERNAME and "
+    "MLFLOW_AUTH_ADMIN_PASSWORD in the environment.",
+)
+@click.option(
+    "--jobs/--no-jobs",
+    default=False,
+    help="Run MLflow's GenAI job runner next to the server (off: the workflow does not use it).",
+)
+@click.option(
+    "-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Settings override, e.g. server.workers=2 (repeatable).",
+)  # fmt: skip
+def server_command(profile, overrides, auth, jobs, allowed_hosts, **flags):
+    """Start `mlflow server` from the settings' profile; flags override it.
+
+    Migrates the database first when it is behind, waits until /health answers, prints the UI
+    address, and on Ctrl-C/SIGTERM stops the whole process group.
+    """
+    settings = load_settings(profile, overrides)
+    if allowed_hosts is not None:
+        flags["allowed_hosts"] = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    server_settings = srv.resolve_server_settings(settings.server, **flags)
+    if server_settings.port == 0:
+        server_settings = server_settings.model_copy(
+            update={"port": _free_port(server_settings.host)}
+        )
+    config = srv.ServerConfig(server=server_settings, auth=auth, jobs=jobs)
+    _run(config, settings.experiment)
+
+
+@cli.command("ui")
+@click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True,
+              help="Port of the UI (0: any free).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--profile", type=click.Choice(PROFILES), default=None,
+              help="Settings profile (names the experiment to open).")  # fmt: skip
+def ui_command(port, host, profile):
+    """Open the embedded store ($MLFLOW_TRACKING_URI, default sqlite:///mlflow.db) in the UI.
+
+    Prints the address of the runs table of the settings' experiment (or the first one).
+    """
+    settings = load_settings(profile)
+    uri = tracking_uri()
+    if not srv.is_sql_store(uri) and not uri.startswith(("file:", "/", ".")):
+        srv_hint = uri if uri.startswith("http") else "a server"
+        raise srv.ServerError(f"MLFLOW_TRACKING_URI points at {srv_hint}; open it in a browser")
+    if port == 0:
+        port = _free_port(host)
+    server_settings = settings.server.model_copy(
+        update={
+            "backend_store_uri": uri,
+            "artifacts_destination": "./mlruns",
+            "host": host,
+            "port": port,
+            "workers": 1,
+        }
+    )
+    _run(srv.ServerConfig(server=server_settings), settings.experiment)
+
+
+def _run(config: srv.ServerConfig, experiment: str):
+    from tracking.runs import terminate_as_interrupt
+
+    s = config.server
+    try:
+        # Ctrl-C or SIGTERM while the server comes up still stops its whole process group.
+        with terminate_as_interrupt():
+            launch = srv.start(config)
+            try:
+                if config.auth:
+                    # The launcher asks the server for the experiment id as the admin.
+                    os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[srv.ADMIN_USERNAME_ENV]
+                    os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[srv.ADMIN_PASSWORD_ENV]
+                experiment_id = srv.find_experiment_id(launch.url, experiment)
+            except BaseException:
+                srv.stop_group(launch.proc)
+                raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if launch.store["upgraded"]:
+        click.echo(f"Migrated the database schema {launch.store['from'] or '(empty)'} -> "
+                   f"{launch.store['to']}")  # fmt: skip
+    for name in launch.store["indexes"]:
+        click.echo(f"Created index {name}")
+    click.echo(
+        f"MLflow tracking server: {launch.url}  (backend {srv._redact(s.backend_store_uri)}, "
+        f"artifacts {s.artifacts_destination}, {s.workers} worker(s), "
+        f"auth {'on' if config.auth else 'off'})"
+    )
+    click.echo(f"Runs table: {srv.experiment_runs_url(launch.url, experiment_id)}")
+    click.echo(f"Log to it with: export MLFLOW_TRACKING_URI={launch.url}   (Ctrl-C stops it)")
+    sys.stdout.flush()
+    sys.exit(srv.serve_forever(launch))
+
+
+@cli.group("users")
+def users_group():
+    """Users and permissions of a basic-auth server."""
+
+
+@users_group.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False))
+def users_apply(file):
+    """Create/update the users of FILE and grant their permissions on $MLFLOW_TRACKING_URI.
+
+    Runs as the admin from MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD; each
+    user's password comes from the variable its `password_env` names.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from tracking.auth import apply_users, load_users_file
+
+    spec = load_users_file(file)
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        raise srv.ServerError("MLFLOW_TRACKING_URI must be the http(s) address of the server")
+    srv.check_admin_env()
+    os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[srv.ADMIN_USERNAME_ENV]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[srv.ADMIN_PASSWORD_ENV]
+
+    import mlflow
+    from mlflow.server.auth.client import AuthServiceClient
+
+    applied = apply_users(AuthServiceClient(uri), mlflow.MlflowClient(tracking_uri=uri), spec)
+    table = Table("user", "action", "resource type", "resource", "permission")
+    for row in applied:
+        table.add_row(row.user, row.action, row.resource_type, row.resource, row.permission)
+    Console().print(table)

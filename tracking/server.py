@@ -1,0 +1,400 @@
+"""The tracking-server launcher: ``mlflow server`` from the settings' ``server`` section.
+
+What it adds to a bare ``mlflow server``:
+
+* the schema is migrated (``mlflow db upgrade``) before the start when the database is behind
+  (or empty), and the extra indexes the UI needs (:data:`EXTRA_INDEXES`) exist after every
+  migration;
+* it waits until ``/health`` answers and prints the UI address and the runs table of the
+  experiment;
+* the server runs in its own process group; Ctrl-C/SIGTERM stop the whole group (the uvicorn
+  workers included), so nothing is left behind;
+* ``--auth`` turns on MLflow's basic-auth app, with the admin credentials taken only from the
+  environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracking.settings import ServerSettings
+
+_logger = logging.getLogger(__name__)
+
+BACKEND_STORE_ENV = "MLFLOW_BACKEND_STORE_URI"
+ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
+ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
+ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
+JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+HEALTH_TIMEOUT_SECONDS = 120
+STOP_TIMEOUT_SECONDS = 15
+DEFAULT_EXPERIMENT = "mlops-registry"
+
+# Indexes stock MLflow lacks. Sorting the runs table by a metric (`search_runs` ordered by
+# `metrics.X`) scans `latest_metrics` by key and value: without this index SQLite takes ~6 s
+# over 10,000 runs, with it well under 0.2 s. The name is ours, so no MLflow migration
+# touches it, and `mlflow db upgrade` keeps working with it in place.
+EXTRA_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mlops_idx_latest_metrics_key_value_run": ("latest_metrics", ("key", "value", "run_uuid")),
+}
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+class ServerError(RuntimeError):
+    """The server cannot be started; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the launcher needs: the settings' ``server`` section plus run-time choices."""
+
+    server: ServerSettings
+    auth: bool = False
+    jobs: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The address clients use (a wildcard bind is reached through localhost)."""
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
+
+
+def resolve_server_settings(server: ServerSettings, **overrides) -> ServerSettings:
+    """Apply the environment, then command-line overrides, to the settings' ``server`` section.
+
+    ``MLFLOW_BACKEND_STORE_URI`` and ``MLFLOW_ARTIFACTS_DESTINATION`` win over the profile;
+    flags (``None`` means "not given") win over both.
+    """
+    update: dict = {}
+    if os.environ.get(BACKEND_STORE_ENV):
+        update["backend_store_uri"] = os.environ[BACKEND_STORE_ENV]
+    if os.environ.get(ARTIFACTS_DESTINATION_ENV):
+        update["artifacts_destination"] = os.environ[ARTIFACTS_DESTINATION_ENV]
+    for key, value in overrides.items():
+        if value is not None:
+            update[key] = tuple(value) if key == "allowed_hosts" else value
+    data = server.model_dump()
+    data.update(update)
+    return ServerSettings.model_validate(data)
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+def is_sql_store(uri: str) -> bool:
+    """Whether ``uri`` is a SQLAlchemy database URL MLflow migrates with alembic."""
+    scheme = urllib.parse.urlparse(uri).scheme.split("+", 1)[0]
+    return scheme in _SQL_SCHEMES
+
+
+def _engine(uri: str):
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+
+
+def schema_revisions(uri: str) -> tuple[str | None, str]:
+    """The database's alembic revision (``None`` when empty) and MLflow's head revision."""
+    from alembic.migration import MigrationContext
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    engine = _engine(uri)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    return current, _get_latest_schema_revision()
+
+
+def upgrade_schema(uri: str, env: dict | None = None) -> None:
+    """Run ``mlflow db upgrade URI`` (creates the tables of an empty database too).
+
+    Raises:
+        ServerError: the migration failed; the message names the last line of its output.
+    """
+    cmd = [sys.executable, "-m", "mlflow", "db", "upgrade", uri]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+        raise ServerError(f"mlflow db upgrade failed: {lines[-1] if lines else done.returncode}")
+
+
+def ensure_indexes(uri: str) -> list[str]:
+    """Create the :data:`EXTRA_INDEXES` that are missing; return the names created.
+
+    An index with the same columns under another name counts as present.
+    """
+    import sqlalchemy
+
+    created = []
+    engine = _engine(uri)
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        tables = set(inspector.get_table_names())
+        metadata = sqlalchemy.MetaData()
+        for name, (table, columns) in EXTRA_INDEXES.items():
+            if table not in tables:
+                continue
+            existing = inspector.get_indexes(table)
+            if any(
+                ix["name"] == name or tuple(ix["column_names"]) == columns for ix in existing
+            ):
+                continue
+            tbl = sqlalchemy.Table(table, metadata, autoload_with=engine)
+            sqlalchemy.Index(name, *(tbl.c[c] for c in columns)).create(engine)
+            created.append(name)
+            _logger.info("created index %s on %s%s", name, table, columns)
+    finally:
+        engine.dispose()
+    return created
+
+
+def prepare_store(uri: str, env: dict | None = None) -> dict:
+    """Migrate the backend store when it is behind and make sure the extra indexes exist.
+
+    Returns:
+        ``{"from": revision or None, "to": head, "upgraded": bool, "indexes": [created]}``.
+        A non-SQL store (``file:``) is left alone.
+    """
+    if not is_sql_store(uri):
+        return {"from": None, "to": None, "upgraded": False, "indexes": []}
+    _make_sqlite_parent(uri)
+    current, head = schema_revisions(uri)
+    upgraded = current != head
+    if upgraded:
+        _logger.info("migrating %s from %s to %s", _redact(uri), current or "empty", head)
+        upgrade_schema(uri, env=env)
+    return {"from": current, "to": head, "upgraded": upgraded, "indexes": ensure_indexes(uri)}
+
+
+def _make_sqlite_parent(uri: str) -> None:
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        Path(uri[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _redact(uri: str) -> str:
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
+    return uri
+
+
+# -- auth -------------------------------------------------------------------------------------
+
+
+def auth_database_uri(backend_store_uri: str) -> str:
+    """Where the basic-auth app keeps users: next to a SQLite store, else in the same database.
+
+    MLflow's auth tables and their alembic version table (``alembic_version_auth``) do not
+    collide with the tracking schema, so a PostgreSQL backend can hold both.
+    """
+    if backend_store_uri.startswith("sqlite:///"):
+        path = Path(backend_store_uri[len("sqlite:///") :]).expanduser()
+        return f"sqlite:///{path.parent / 'basic_auth.db'}"
+    return backend_store_uri
+
+
+def write_auth_config(path: Path, database_uri: str, default_permission: str = "READ") -> Path:
+    """Write a basic-auth ini without any secret (the admin comes from the environment)."""
+    path.write_text(
+        "[mlflow]\n"
+        f"default_permission = {default_permission}\n"
+        f"database_uri = {database_uri}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return path
+
+
+def check_admin_env(env: dict | None = None) -> None:
+    """Refuse to start ``--auth`` without the admin credentials in the environment.
+
+    Raises:
+        ServerError: one line naming the missing variables.
+    """
+    env = os.environ if env is None else env
+    missing = [k for k in (ADMIN_USERNAME_ENV, ADMIN_PASSWORD_ENV) if not env.get(k)]
+    if missing:
+        raise ServerError(
+            f"--auth needs the admin credentials in the environment: set {' and '.join(missing)}"
+        )
+
+
+# -- the process ------------------------------------------------------------------------------
+
+
+def build_command(config: ServerConfig) -> list[str]:
+    """The ``mlflow server`` command line for ``config``."""
+    s = config.server
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", s.backend_store_uri,
+        "--artifacts-destination", s.artifacts_destination,
+        "--serve-artifacts",
+        "--host", s.host,
+        "--port", str(s.port),
+        "--workers", str(s.workers),
+    ]  # fmt: skip
+    if s.allowed_hosts:
+        cmd += ["--allowed-hosts", ",".join(s.allowed_hosts)]
+    if config.auth:
+        cmd += ["--app-name", "basic-auth"]
+    return cmd
+
+
+def server_env(config: ServerConfig, base: dict | None = None) -> dict:
+    """The child's environment: the venv's bin first on PATH (mlflow execs ``uvicorn``)."""
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    # MLflow's GenAI job runner spawns a pool of huey consumers per server; the workflow does
+    # not use it, so it stays off unless asked for (--jobs).
+    env.setdefault(JOBS_ENV, "true" if config.jobs else "false")
+    env.update(config.extra_env)
+    return env
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Poll ``url/health`` until it answers 200.
+
+    Raises:
+        ServerError: the process exited first or the timeout passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"mlflow server exited with code {proc.returncode} before healthy")
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError):
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.25)
+    raise ServerError(f"{url}/health did not answer within {timeout:.0f} s")
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    """Send ``sig`` to the server's whole process group, then SIGKILL what is left.
+
+    Returns:
+        The server's exit code.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _logger.warning("server did not stop within %.0f s; killing its process group", timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    # uvicorn workers may outlive the parent for a moment; the group must end empty.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
+def experiment_runs_url(url: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the UI (3.17 opens experiments on a GenAI page)."""
+    return f"{url}/#/experiments/{experiment_id}/runs"
+
+
+def find_experiment_id(url: str, name: str = DEFAULT_EXPERIMENT, env: dict | None = None) -> str:
+    """The id of experiment ``name`` on the server at ``url``, else of its first experiment."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    found = client.search_experiments(max_results=1, order_by=["creation_time ASC"])
+    return found[0].experiment_id if found else "0"
+
+
+@dataclass
+class Launch:
+    """A started server: its process (own group), address and what the start did."""
+
+    proc: subprocess.Popen
+    url: str
+    store: dict
+    auth_config: Path | None = None
+
+
+def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECONDS) -> Launch:
+    """Prepare the store, start ``mlflow server`` in its own process group, wait for health.
+
+    Args:
+        config: what to start.
+        log: file object for the server's output (default: inherit the launcher's).
+        timeout: seconds to wait for ``/health``.
+
+    Raises:
+        ServerError: bad credentials setup, failed migration, or a server that never answered.
+    """
+    env = server_env(config)
+    auth_config = None
+    if config.auth:
+        check_admin_env(env)
+        if not env.get(AUTH_CONFIG_ENV):
+            handle, name = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini")
+            os.close(handle)
+            auth_config = write_auth_config(
+                Path(name), auth_database_uri(config.server.backend_store_uri)
+            )
+            env[AUTH_CONFIG_ENV] = str(auth_config)
+    store = prepare_store(config.server.backend_store_uri, env=env)
+    proc = subprocess.Popen(
+        build_command(config), env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        wait_healthy(config.url, proc, timeout)
+    except BaseException:
+        stop_group(proc)
+        raise
+    return Launch(proc=proc, url=config.url, store=store, auth_config=auth_config)
+
+
+def serve_forever(launch: Launch, stop_timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+    """Block until the server exits or the launcher gets SIGINT/SIGTERM; stop the group.
+
+    Returns:
+        0 after a requested stop, else the server's own exit code.
+    """
+    requested: list[int] = []
+
+    def _forward(signum, frame):  # noqa: ARG001
+        requested.append(signum)
+
+    previous = {s: signal.signal(s, _forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not requested and launch.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launch.proc.wait(0.5)
+    finally:
+        code = stop_group(launch.proc, signal.SIGTERM, stop_timeout)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if launch.auth_config is not None:
+            launch.auth_config.unlink(missing_ok=True)
+    return 0 if requested else code
