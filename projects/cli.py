@@ -136,12 +136,17 @@ def run_step(until: str, opts: dict) -> int:
         return 2
     from projects.pipeline import Workflow
 
+    from mlflow.exceptions import MlflowException
+
     client = connect()
     try:
         with terminate_as_interrupt():
             result = Workflow(settings, client, _s3_factory).run(until)
     except WorkflowError as exc:
         click.echo(f"error: {exc}", err=True)
+        return 1
+    except MlflowException as exc:  # e.g. the server refused (401/403) or is unreachable
+        click.echo(f"error: tracking server: {str(exc).strip().splitlines()[0]}", err=True)
         return 1
     except KeyboardInterrupt:
         click.echo("interrupted: the workflow's runs were ended KILLED", err=True)

@@ -219,14 +219,12 @@ class Workflow:
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.exceptions import MlflowException
 
+        target = self.settings.data.target if self.settings.data.target in df.columns else None
         try:
-            dataset = mlflow.data.from_pandas(
-                df, source=source, targets=self.settings.data.target, name=name
-            )
+            dataset = mlflow.data.from_pandas(df, source=source, targets=target, name=name)
         except MlflowException:  # bundled:/SQL sources have no MLflow resolver
             dataset = mlflow.data.from_pandas(
-                df, source=CodeDatasetSource({"source": source}),
-                targets=self.settings.data.target, name=name,
+                df, source=CodeDatasetSource({"source": source}), targets=target, name=name
             )
         mlflow.log_input(dataset, context=context)
 
@@ -263,15 +261,10 @@ class Workflow:
         def compute(run_id):
             import mlflow
 
-            from projects.validate import (
-                check_data, clean_data, plot_distributions, profile_data, profile_html,
-            )
+            from projects.validate import check_data, clean_data, profile_data, profile_html
 
             raw = self._frame("raw", "ingest", "data/raw.parquet")
             profile = profile_data(raw)
-            fig = plot_distributions(raw)
-            mlflow.log_figure(fig, "profile/distributions.png")
-            __import__("matplotlib.pyplot").pyplot.close(fig)
             mlflow.log_table(profile, "profile/profile.json")
             try:
                 check_data(raw, s.data.target, s.data.task, dict(s.data.columns))
@@ -283,8 +276,7 @@ class Workflow:
                 s.clean.outlier_iqr,
             )
             dropped = 1 - report.rows_out / max(report.rows_in, 1)
-            mlflow.log_text(profile_html(profile, "distributions.png", report),
-                            "profile/profile.html")
+            mlflow.log_text(profile_html(raw, profile, report), "profile/profile.html")
             if dropped > s.clean.max_dropped_share:
                 raise WorkflowError(
                     f"table: rule 'max_dropped_share' failed: cleaning dropped {dropped:.0%} "

@@ -54,45 +54,43 @@ def profile_data(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_distributions(df: pd.DataFrame, max_rows: int = 20_000):
-    """One figure with a small distribution plot per column (histogram or top-10 bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sample = df.sample(max_rows, random_state=0) if len(df) > max_rows else df
-    ncols = 5
-    nrows = max(1, -(-len(df.columns) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.2 * nrows), squeeze=False)
-    for ax, name in zip(axes.flat, df.columns, strict=False):
-        col = sample[name].dropna()
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            ax.hist(col.to_numpy(dtype=float), bins=30, color="#3b7dd8")
-        else:
-            counts = col.astype(str).value_counts().head(10)
-            ax.barh(counts.index[::-1], counts.values[::-1], color="#3b7dd8")
-        ax.set_title(str(name), fontsize=8)
-        ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(df.columns) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
+def distribution_svg(col: pd.Series, bins: int = 24, width: int = 160, height: int = 36) -> str:
+    """A small inline SVG of a column's distribution: a histogram, or top-10 value bars."""
+    col = col.dropna()
+    if col.empty:
+        return ""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        counts, _ = np.histogram(col.to_numpy(dtype=float), bins=bins)
+    else:
+        counts = col.astype(str).value_counts().head(10).to_numpy()
+    peak = max(int(counts.max()), 1)
+    step = width / len(counts)
+    bars = "".join(
+        f"<rect x='{i * step:.1f}' y='{height - height * c / peak:.1f}' width='{step * 0.9:.1f}'"
+        f" height='{height * c / peak:.1f}'/>"
+        for i, c in enumerate(counts)
+    )
+    return f"<svg width='{width}' height='{height}' fill='#3b7dd8'>{bars}</svg>"
 
 
-def profile_html(profile: pd.DataFrame, image_name: str, report: CleaningReport) -> str:
-    """A self-contained HTML page (the MLflow UI renders it) of the profile and the cleaning."""
-    table = profile.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+def profile_html(df: pd.DataFrame, profile: pd.DataFrame, report: CleaningReport) -> str:
+    """A self-contained HTML page (the MLflow UI renders it): per-column profile with a
+    distribution plot, and what cleaning did."""
+    sample = df.sample(20_000, random_state=0) if len(df) > 20_000 else df
+    shown = profile.copy()
+    shown["distribution"] = [distribution_svg(sample[c]) for c in profile["column"]]
+    table = shown.to_html(
+        index=False, na_rep="", escape=True, float_format=lambda v: f"{v:.4g}",
+        formatters={"distribution": lambda v: v}
+    ).replace("&lt;", "<").replace("&gt;", ">").replace("&#x27;", "'")
     cleaning = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v:g}</td></tr>" for k, v in report.metrics().items()
     )
     return (
         "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;font-size:13px}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-        "</head><body><h2>Data profile</h2>"
-        f"{table}<h2>Cleaning</h2><table>{cleaning}</table>"
-        f"<h2>Distributions</h2><img src='{html.escape(image_name)}' style='max-width:100%'>"
-        "</body></html>"
+        f"</head><body><h2>Data profile ({len(df)} rows, {df.shape[1]} columns)</h2>"
+        f"{table}<h2>Cleaning</h2><table>{cleaning}</table></body></html>"
     )
 
 

@@ -171,7 +171,7 @@ def open_ledger(client, timeout_seconds: float = BOOTSTRAP_TIMEOUT_SECONDS) -> L
     exp_id, created = _experiment(client, create=True)
     if created:
         run = client.create_run(exp_id, run_name=LEDGER_RUN_NAME, tags={LEDGER_TAG: "1"})
-        client.set_terminated(run.info.run_id, "FINISHED")
+        client.update_run(run.info.run_id, status="FINISHED")
         _logger.info("created the alias ledger run %s", run.info.run_id)
         return Ledger(client, run.info.run_id)
     deadline = time.monotonic() + timeout_seconds

@@ -65,7 +65,6 @@ class Policy(_Frozen):
     champion: ChampionGate | None = None
     signature_compatible: bool = True
     required_tags: tuple[str, ...] = ()
-    trusted_types: tuple[str, ...] = ()
 
     @field_validator("thresholds")
     @classmethod
@@ -183,10 +182,9 @@ def _fmt(value: float | None) -> str:
 
 def _metric_passes(name: str, threshold, candidate: float, baseline: float | None) -> bool:
     """Decide one metric gate with MLflow's model validation."""
+    import mlflow
     from mlflow.models.evaluation import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException
-
-    import mlflow
 
     try:
         mlflow.validate_evaluation_results(

@@ -145,6 +145,45 @@ def reconcile_alias(client, ledger: Ledger, name: str, alias: str) -> str | None
     raise RegistryError(f"alias {alias!r} of {name!r} kept moving; run the command again")
 
 
+@dataclass(frozen=True)
+class AliasState:
+    """What a command saw when it started: the ledger's last move and the alias's holder.
+
+    The move is a compare-and-set against this state: it claims move ``slot + 1``, which is
+    only free if nobody moved the alias since.
+    """
+
+    slot: int
+    holder: str | None
+
+
+def read_state(client, name: str, alias: str) -> AliasState:
+    """The current :class:`AliasState` of ``alias`` (ledger head first, then the alias)."""
+    ledger = find_ledger(client)
+    slot = ledger.head(name, alias)[0] if ledger else 0
+    return AliasState(slot, alias_holder(client, name, alias))
+
+
+def check_expected(state: AliasState, name: str, alias: str, expected: str | None) -> None:
+    """Refuse when the alias is not held by ``expected`` (``"none"``: held by nobody).
+
+    Raises:
+        LostRace: the alias has another holder than the caller expects.
+    """
+    if expected is None:
+        return
+    want = None if expected.lower() == "none" else str(expected)
+    if state.holder != want:
+        raise LostRace(
+            f"{alias!r} of {name!r} is held by {_v(state.holder)}, not by {_v(want)} as "
+            "expected; nothing changed"
+        )
+
+
+def _v(version: str | None) -> str:
+    return f"version {version}" if version else "no version"
+
+
 def move_alias(
     client,
     name: str,
@@ -155,8 +194,22 @@ def move_alias(
     kind: str = "promote",
     forced: bool = False,
     gates: list[dict] | None = None,
+    state: AliasState | None = None,
 ) -> Outcome:
-    """Move ``alias`` of ``name`` to ``version`` through the compare-and-set ledger.
+    """Move ``alias`` of ``name`` to ``version`` if nobody moved it since ``state``.
+
+    Args:
+        client: MLflow client of the registry.
+        name: registered model.
+        version: version to move the alias to.
+        alias: the alias.
+        reason: why (recorded).
+        by: who (recorded).
+        kind: ``promote`` or ``rollback`` (recorded).
+        forced: the policy was overridden (recorded).
+        gates: gate results to record.
+        state: what the caller decided on (default: read now). A move since then makes
+            this one lose.
 
     Idempotent: if ``alias`` already points at ``version`` nothing is written.
 
@@ -168,22 +221,21 @@ def move_alias(
     from mlflow.exceptions import MlflowException
 
     version = str(version)
-    current = alias_holder(client, name, alias)
-    if current == version:
-        return Outcome("unchanged", name, alias, version, current)
-    ledger = find_ledger(client)
-    slot = (ledger.head(name, alias)[0] if ledger else 0) + 1
+    state = state or read_state(client, name, alias)
+    if state.holder == version:
+        return Outcome("unchanged", name, alias, version, state.holder)
+    slot = state.slot + 1
     at = now_ms()
     attempt = Attempt(
-        id=new_attempt_id(at), alias=alias, version=version, previous=current, by=by, at=at,
-        reason=reason, kind=kind, forced=forced, slot=slot, gates=list(gates or []),
+        id=new_attempt_id(at), alias=alias, version=version, previous=state.holder, by=by,
+        at=at, reason=reason, kind=kind, forced=forced, slot=slot, gates=list(gates or []),
     )
     action = f"move {alias!r} of {name!r}"
     # First write: the record. A user who may not move the alias (403) stops here.
     _write(client, name, attempt, action)
     value = claim_value(attempt.id, version)
     try:
-        ledger = ledger or open_ledger(client)
+        ledger = open_ledger(client)
         holder = ledger.claim(name, alias, slot, value)
     except MlflowException as exc:
         _forget(client, name, attempt)
@@ -195,9 +247,13 @@ def move_alias(
         winner_id, winner_version = parse_claim(holder)
         lost = replace(attempt, outcome="lost", winner=winner_id)
         _write(client, name, lost, action)
+        if winner_version == version:
+            # Someone else made the same move first: the alias is where this caller wants it.
+            return Outcome("unchanged", name, alias, version, state.holder, lost)
         raise LostRace(
             f"lost the race for {alias!r} of {name!r}: move {slot} went to version "
-            f"{winner_version} (attempt {winner_id}) meanwhile; nothing changed"
+            f"{winner_version} (attempt {winner_id}) since this command started; nothing "
+            "changed"
         )
     won = replace(attempt, outcome="won")
     try:
@@ -214,8 +270,8 @@ def move_alias(
         _write(client, name, won, action)
     except RegistryError as exc:  # the ledger already says who won; the record is a copy
         _logger.warning("move applied but its record was not updated: %s", exc)
-    _logger.info("%s@%s: %s -> %s (%s)", name, alias, current, version, attempt.id)
-    return Outcome("promoted", name, alias, version, current, won)
+    _logger.info("%s@%s: %s -> %s (%s)", name, alias, state.holder, version, attempt.id)
+    return Outcome("promoted", name, alias, version, state.holder, won)
 
 
 def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
@@ -286,17 +342,16 @@ def rollback(
     """
     from registry.versions import resolve_version
 
-    current = alias_holder(client, name, alias)
+    state = read_state(client, name, alias)
     if to is None:
-        moves = [a for a in read_history(client, name, alias)]
-        to = rollback_target(moves, current)
+        to = rollback_target(read_history(client, name, alias), state.holder)
         if to is None:
             raise RegistryError(
                 f"no previous {alias!r} of {name!r} in the history to roll back to"
             )
     else:
         to = str(resolve_version(client, f"{name}/{to}").version)
-    return move_alias(client, name, to, alias, reason, by, kind="rollback")
+    return move_alias(client, name, to, alias, reason, by, kind="rollback", state=state)
 
 
 def promote_version(
@@ -307,6 +362,7 @@ def promote_version(
     by: str,
     policy_path: str | None = None,
     force: bool = False,
+    expect_previous: str | None = None,
 ):
     """Validate ``ref`` against its model's policy, then move ``alias`` to it.
 
@@ -318,6 +374,8 @@ def promote_version(
         by: who (recorded).
         policy_path: a policy file instead of ``conf/policies/<NAME>.yaml``.
         force: move even if gates fail or there is no policy (recorded as forced).
+        expect_previous: move only if the alias is held by this version now (``"none"``:
+            by no version). Without it, the holder seen when the command starts is expected.
 
     Returns:
         ``(Outcome, Validation | None)``.
@@ -334,7 +392,10 @@ def promote_version(
 
     mv = resolve_version(client, ref)
     name, version = mv.name, str(mv.version)
-    if alias_holder(client, name, alias) == version:
+    # The compare-and-set expects the state the gates are evaluated against.
+    state = read_state(client, name, alias)
+    check_expected(state, name, alias, expect_previous)
+    if state.holder == version:
         return Outcome("unchanged", name, alias, version, version), None
     validation = None
     try:
@@ -355,5 +416,5 @@ def promote_version(
                 validation,
             )
     outcome = move_alias(client, name, version, alias, reason, by, kind="promote",
-                         forced=force, gates=gates)
+                         forced=force, gates=gates, state=state)
     return outcome, validation

@@ -15,8 +15,6 @@ _logger = logging.getLogger(__name__)
 TEST_DATA_TAG = "mlops.test_data"
 TARGET_TAG = "mlops.target"
 TASK_TAG = "mlops.task"
-#: Types trusted when a scikit-learn model saved with skops is loaded (the workflow's trees).
-DEFAULT_TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
 
 
 def score_predictions(task: str, y_true, y_pred, y_proba=None) -> dict[str, float]:
@@ -87,35 +85,58 @@ def load_test_data(client, tags: dict[str, str]):
         try:
             frame = pd.read_parquet(download(client, uri, tmp))
         except (MlflowException, OSError, ValueError) as exc:
-            raise RegistryError(f"cannot read test data {uri}: {str(exc).splitlines()[0]}") from None
+            first = str(exc).splitlines()[0]
+            raise RegistryError(f"cannot read test data {uri}: {first}") from None
     if target not in frame.columns:
         raise RegistryError(f"test data {uri} has no target column {target!r}")
     return frame.drop(columns=[target]), frame[target]
 
 
-def load_model(client, name: str, version: str, trusted_types=DEFAULT_TRUSTED_TYPES):
-    """The version's model: the scikit-learn object when it has that flavor, else pyfunc."""
+def load_model(client, name: str, version: str):
+    """The version's model: the scikit-learn object when it has that flavor, else pyfunc.
+
+    Models saved with skops load with the types trusted when they were logged
+    (``skops_trusted_types`` in the MLmodel file).
+    """
     import mlflow
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory(prefix="registry-model-") as tmp:
         local = download(client, model_location(client, name, version), tmp)
         if "sklearn" in Model.load(str(Path(local) / "MLmodel")).flavors:
-            return mlflow.sklearn.load_model(str(local), skops_trusted_types=list(trusted_types))
+            return mlflow.sklearn.load_model(str(local))
     # Other flavors may read their files lazily: keep them in a folder that outlives the call.
     local = download(client, model_location(client, name, version), tempfile.mkdtemp())
     return mlflow.pyfunc.load_model(str(local))
 
 
+def select_inputs(X, inputs: dict[str, str] | None, version: str):
+    """The columns of ``X`` a version's signature names (all of ``X`` if it names none).
+
+    Raises:
+        RegistryError: the test split lacks a column the version needs.
+    """
+    names = [c for c in (inputs or {}) if not c.startswith("[")]
+    if not names:
+        return X
+    missing = [c for c in names if c not in X.columns]
+    if missing:
+        raise RegistryError(
+            f"version {version} needs input columns the test split lacks: {', '.join(missing)}"
+        )
+    return X[names]
+
+
 def score_version(client, name: str, version: str, X, y, task: str,
-                  trusted_types=DEFAULT_TRUSTED_TYPES) -> dict[str, float]:
-    """Score ``name/version`` on ``(X, y)``.
+                  inputs: dict[str, str] | None = None) -> dict[str, float]:
+    """Score ``name/version`` on ``(X, y)``, feeding it the columns of its signature.
 
     Raises:
         RegistryError: the model cannot be loaded or cannot predict on ``X``.
     """
+    X = select_inputs(X, inputs, version)
     try:
-        model = load_model(client, name, version, trusted_types)
+        model = load_model(client, name, version)
         y_pred = model.predict(X)
         y_proba = None
         if task == "classification" and hasattr(model, "predict_proba"):

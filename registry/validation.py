@@ -7,12 +7,7 @@ from dataclasses import dataclass
 
 from registry.errors import RegistryError
 from registry.policy import Evidence, GateResult, Policy, evaluate_policy
-from registry.scoring import (
-    DEFAULT_TRUSTED_TYPES,
-    infer_task,
-    load_test_data,
-    score_version,
-)
+from registry.scoring import infer_task, load_test_data, score_version
 from registry.versions import alias_holder, read_model_files
 
 _logger = logging.getLogger(__name__)
@@ -54,7 +49,6 @@ def validate_version(client, mv, policy: Policy) -> Validation:
     champion_version = alias_holder(client, name, policy.champion_alias)
     if champion_version == version:
         champion_version = None  # the candidate already serves: nothing to beat
-    trusted = policy.trusted_types or DEFAULT_TRUSTED_TYPES
 
     files = read_model_files(client, name, version)
     champion_files = read_model_files(client, name, champion_version) if champion_version else None
@@ -66,11 +60,11 @@ def validate_version(client, mv, policy: Policy) -> Validation:
         try:
             X, y = load_test_data(client, tags)
             task = infer_task(tags, y)
-            metrics = score_version(client, name, version, X, y, task, trusted)
+            metrics = score_version(client, name, version, X, y, task, files.inputs)
             if champion_version:
                 try:
                     champion_metrics = score_version(
-                        client, name, champion_version, X, y, task, trusted
+                        client, name, champion_version, X, y, task, champion_files.inputs
                     )
                 except RegistryError as exc:
                     champion_problem = str(exc)

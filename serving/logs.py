@@ -24,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
@@ -41,6 +42,7 @@ def configure_logging(level: str = "INFO", access_log: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else logging.WARNING)
     # uvicorn's own access log is replaced by ours; its error log flows through the root handler.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -153,7 +153,9 @@ class PyfuncScorer(Scorer):
             result = invocations(body, content_type, self.pyfunc_model, self._input_schema)
         except MlflowException as exc:
             status = exc.get_http_status_code()
-            message = exc.message.split("\n")[0][:500]
+            # mlflow prefixes the whole input ("Failed to predict data '<frame>'. \nError: ...").
+            message = exc.message.rsplit("\nError: ", 1)[-1]
+            message = " ".join(message.split())[:500]
             code = exc.error_code if isinstance(exc.error_code, str) else "BAD_REQUEST"
             raise RequestError(status if 400 <= status < 600 else 400, message, code) from exc
         if result.status != 200:

@@ -29,9 +29,24 @@ FAST_FAILURE_SECONDS = 30.0
 MAX_FAST_FAILURES = 3
 
 
+# Imported once by the fork server that the workers fork from.
+_PRELOAD = (
+    "serving.server",
+    "serving.app",
+    "serving.model",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    "sklearn.pipeline",
+    "pandas",
+    "uvicorn",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvloop",
+)
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    """Everything a worker process needs (picklable: workers are spawned)."""
+    """Everything a worker process needs (picklable: it is sent to each worker)."""
 
     model: str
     host: str = DEFAULT_HOST
@@ -149,7 +164,10 @@ def serve(cfg: ServeConfig) -> int:
     # Fail early (and hold the port) if it is taken; a socket that does not listen gets no
     # connections, so the workers' listening sockets take them all.
     guard = bind_socket(cfg.host, cfg.port, reuse_port=True, listen=False)
-    ctx = multiprocessing.get_context("spawn")
+    # Workers fork from a fork server that imported the heavy modules once (not N times), and
+    # holds no registry connection or thread of this process.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(_PRELOAD))
     stopping = False
 
     def _stop(signum, frame):

@@ -244,6 +244,20 @@ def check_admin_env(env: dict | None = None) -> None:
 # -- the process ------------------------------------------------------------------------------
 
 
+def allowed_host_patterns(hosts) -> list[str]:
+    """MLflow's ``--allowed-hosts`` patterns: a name without a port matches it on any port.
+
+    Browsers and clients send ``Host: name:port``; MLflow compares the whole header.
+    """
+    patterns: list[str] = []
+    for host in hosts:
+        patterns.append(host)
+        if host != "*" and not host.endswith("*") and ":" not in host.lstrip("[").split("]")[-1]:
+            # fnmatch reads "[" as a character class: escape an IPv6 literal's bracket.
+            patterns.append(f"{host.replace('[', '[[]', 1)}:*")
+    return list(dict.fromkeys(patterns))
+
+
 def build_command(config: ServerConfig) -> list[str]:
     """The ``mlflow server`` command line for ``config``."""
     s = config.server
@@ -257,7 +271,7 @@ def build_command(config: ServerConfig) -> list[str]:
         "--workers", str(s.workers),
     ]  # fmt: skip
     if s.allowed_hosts:
-        cmd += ["--allowed-hosts", ",".join(s.allowed_hosts)]
+        cmd += ["--allowed-hosts", ",".join(allowed_host_patterns(s.allowed_hosts))]
     if config.auth:
         cmd += ["--app-name", "basic-auth"]
     return cmd

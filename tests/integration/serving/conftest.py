@@ -42,6 +42,20 @@ def _module_store(tmp_path_factory, template_sqlite_db):
         mlflow.set_registry_uri(None)
 
 
+@contextlib.contextmanager
+def using_store(store: Store):
+    """Point the fluent API (``start_run``, ``log_model``) at ``store`` for a block."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.uri)
+    mlflow.set_registry_uri(store.uri)
+    mlflow.set_experiment("serving")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        mlflow.set_registry_uri(before)
+
+
 @pytest.fixture(scope="module")
 def module_store(tmp_path_factory, template_sqlite_db):
     """A fresh SQLite store for the module, with an experiment whose artifacts it owns."""

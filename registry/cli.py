@@ -1,0 +1,250 @@
+"""``python -m registry``: parse flags, connect, delegate, print.
+
+Exit codes: 0 done (or nothing to do), 1 refused or failed (one ``error:`` line on stderr),
+2 bad usage, 3 lost a race for the alias to a concurrent promotion.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import warnings
+
+import click
+
+from registry.errors import GateFailure, LostRace, RegistryError, explain
+from registry.promotion import DEFAULT_ALIAS
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LOST_RACE = 3
+
+_logger = logging.getLogger(__name__)
+
+
+def _console():
+    from rich.console import Console
+
+    width = int(os.environ.get("COLUMNS", "0") or 0) or None
+    return Console(width=width, soft_wrap=False)
+
+
+def _client(uri: str | None = None):
+    from tracking.connection import connect
+
+    return connect(uri)
+
+
+def current_user() -> str:
+    """Who acts: the tracking user (``MLFLOW_TRACKING_USERNAME``) or the OS user."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+
+
+def _print(*renderables) -> None:
+    console = _console()
+    for r in renderables:
+        console.print(r)
+
+
+policy_option = click.option(
+    "--policy", "policy_path", type=click.Path(dir_okay=False),
+    help="Policy file (default: conf/policies/<NAME>.yaml, or $MLOPS_POLICY_DIR/<NAME>.yaml).",
+)
+reason_option = click.option("--reason", required=True, help="Why (recorded in the history).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+def cli(verbose: bool) -> None:
+    """The registry for release managers: which version serves, and why.
+
+    Reads the registry at $MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db). Versions are
+    referred to as NAME/VERSION or NAME@ALIAS.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+
+
+@cli.command("list")
+@click.argument("name", required=False)
+def list_command(name: str | None) -> None:
+    """Registered models (or just NAME): versions, aliases, key metrics."""
+    from registry.render import models_table
+    from registry.versions import list_models
+
+    _print(models_table(list_models(_client(), name=name)))
+
+
+@cli.command()
+@click.argument("ref")
+def show(ref: str) -> None:
+    """One version: source run, metrics, params, signature, requirements, lineage, history."""
+    from registry.promotion import read_history
+    from registry.render import version_tables
+    from registry.versions import describe_version, resolve_version
+
+    client = _client()
+    info = describe_version(client, resolve_version(client, ref))
+    history = [a for a in read_history(client, info.name) if a.version == info.version]
+    _print(*version_tables(info, history))
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+def diff(a: str, b: str) -> None:
+    """Two versions side by side (B compared to A): params, metrics, signature, requirements."""
+    from registry.diff import diff_versions
+    from registry.render import diff_tables
+    from registry.versions import describe_version, resolve_version
+
+    client = _client()
+    va = describe_version(client, resolve_version(client, a))
+    vb = describe_version(client, resolve_version(client, b))
+    _print(*diff_tables(diff_versions(va, vb)))
+
+
+@cli.command()
+@click.argument("ref")
+@policy_option
+def validate(ref: str, policy_path: str | None) -> None:
+    """Run the promotion policy for REF and print each gate with its numbers."""
+    from registry.policy import load_policy
+    from registry.render import gates_table
+    from registry.validation import validate_version
+    from registry.versions import resolve_version
+
+    client = _client()
+    mv = resolve_version(client, ref)
+    result = validate_version(client, mv, load_policy(mv.name, policy_path))
+    _print(gates_table(result))
+    if not result.passed:
+        failed = ", ".join(g.gate for g in result.failed)
+        raise RegistryError(f"{mv.name}/{mv.version} failed {len(result.failed)} of "
+                            f"{len(result.gates)} gates: {failed}")
+    click.echo(f"{mv.name}/{mv.version} passed all {len(result.gates)} gates")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--to", "alias", default=DEFAULT_ALIAS, show_default=True,
+              help="Alias to move to REF.")
+@reason_option
+@click.option("--force", is_flag=True, help="Move even if gates fail (recorded as forced).")
+@click.option("--expect-previous", metavar="VERSION|none",
+              help="Move only if the alias is held by this version now (compare-and-set).")
+@policy_option
+def promote(ref: str, alias: str, reason: str, force: bool, expect_previous: str | None,
+            policy_path: str | None) -> None:
+    """Move ALIAS to REF if it passes its policy; record who, when, why and the gates.
+
+    The move is a compare-and-set against the holder seen when the command starts: if a
+    concurrent promotion moves the alias first, this one changes nothing and exits 3.
+    """
+    from registry.promotion import promote_version
+    from registry.render import gates_table
+
+    client = _client()
+    try:
+        outcome, validation = promote_version(
+            client, ref, alias, reason, current_user(), policy_path=policy_path, force=force,
+            expect_previous=expect_previous,
+        )
+    except GateFailure as exc:
+        if exc.validation is not None:
+            _print(gates_table(exc.validation))
+        raise
+    if validation is not None:
+        _print(gates_table(validation))
+    ref_text = f"{outcome.name}/{outcome.version}"
+    if outcome.status == "unchanged":
+        click.echo(f"{ref_text} is already {alias}; nothing changed")
+        return
+    forced = " (forced)" if force else ""
+    click.echo(f"promoted {ref_text} to {alias}{forced}; previous: {outcome.previous or 'none'}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--to", "to", help="Version to return to (default: the previous champion).")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move back.")
+@reason_option
+def rollback(name: str, to: str | None, alias: str, reason: str) -> None:
+    """Move the champion back to the previous champion (from the history), in one command."""
+    from registry.promotion import rollback as do_rollback
+
+    outcome = do_rollback(_client(), name, reason, current_user(), to=to, alias=alias)
+    if outcome.status == "unchanged":
+        click.echo(f"{name}/{outcome.version} is already {alias}; nothing changed")
+        return
+    click.echo(f"rolled back {alias} of {name} to version {outcome.version}; "
+               f"previous: {outcome.previous or 'none'}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--alias", help="Only moves of this alias.")
+def history(name: str, alias: str | None) -> None:
+    """Every alias move of NAME (and every lost attempt), oldest first."""
+    from registry.promotion import read_history
+    from registry.render import history_table
+
+    _print(history_table(name, read_history(_client(), name, alias)))
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--to-registry", "to_registry", required=True,
+              help="Tracking/registry URI of the target server (e.g. the prod server).")
+def copy(ref: str, to_registry: str) -> None:
+    """Copy REF (NAME/VERSION) with its artifacts, tags and lineage to another registry."""
+    import mlflow
+
+    from registry.copying import copy_version
+    from registry.versions import resolve_version
+
+    source = _client()
+    mv = resolve_version(source, ref)
+    target = mlflow.MlflowClient(tracking_uri=to_registry, registry_uri=to_registry)
+    result = copy_version(source, target, mv.name, str(mv.version))
+    if result.status == "exists":
+        click.echo(f"{ref} is already in {to_registry} as {result.name}/{result.version}; "
+                   "nothing changed")
+        return
+    click.echo(f"copied {mv.name}/{mv.version} to {to_registry} as {result.name}/"
+               f"{result.version} (source: {result.source_link})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    from mlflow.exceptions import MlflowException
+
+    from tracking.uris import ModelRefError
+
+    try:
+        cli.main(args=argv, prog_name="python -m registry", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return EXIT_ERROR
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except LostRace as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_LOST_RACE
+    except (RegistryError, ModelRefError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_ERROR
+    except MlflowException as exc:
+        click.echo(f"error: {explain(exc)}", err=True)
+        return EXIT_ERROR
+    except OSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_ERROR
+    return 0

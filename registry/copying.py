@@ -1,0 +1,187 @@
+"""Copy a version from one tracking server's registry to another's (dev to prod).
+
+The copy carries the model artifacts (so the signature and requirements), the version's tags,
+the source run's params and metrics, the test split (so ``validate`` works on the target) and
+a link back to the source. On the target it is a new run in experiment
+``mlops-registry-copies`` plus a new version of the same registered model. Copying the same
+source version again finds the earlier copy and changes nothing; a copy that fails mid-way is
+removed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.errors import RegistryError, explain
+from registry.scoring import TEST_DATA_TAG
+from registry.versions import download, list_versions, model_location
+
+_logger = logging.getLogger(__name__)
+
+COPIES_EXPERIMENT = "mlops-registry-copies"
+SOURCE_PREFIX = "mlops.source."
+#: Registered-model tags that belong to one registry and are not copied.
+LOCAL_TAG_PREFIXES = ("mlops.history.",)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """Where the copy landed: ``copied`` now, or ``exists`` from an earlier copy."""
+
+    status: str
+    name: str
+    version: str
+    run_id: str | None
+    source_link: str
+
+
+def source_link(tracking_uri: str, name: str, version: str) -> str:
+    """A link to the source version: its UI page on an http(s) server, else its URI."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
+    return f"{tracking_uri}#models:/{name}/{version}"
+
+
+def find_copy(client, name: str, link: str) -> str | None:
+    """The target version already copied from ``link``, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = list_versions(client, name)
+    except MlflowException:
+        return None
+    for mv in versions:
+        if (mv.tags or {}).get(SOURCE_PREFIX + "link") == link:
+            return str(mv.version)
+    return None
+
+
+def _experiment_id(client) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(COPIES_EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(COPIES_EXPERIMENT)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+            return client.get_experiment_by_name(COPIES_EXPERIMENT).experiment_id
+        raise
+
+
+def copy_version(source, target, name: str, version: str) -> CopyResult:
+    """Copy ``name/version`` from the ``source`` client's registry to the ``target``'s.
+
+    Raises:
+        RegistryError: unknown version, unreadable artifacts, or the target refused a write
+            (everything created on the target so far is deleted again).
+    """
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    from registry.versions import resolve_version
+
+    mv = resolve_version(source, f"{name}/{version}", allow_alias=False)
+    version = str(mv.version)
+    link = source_link(source.tracking_uri, name, version)
+    existing = find_copy(target, name, link)
+    if existing:
+        return CopyResult("exists", name, existing, None, link)
+
+    tags = dict(mv.tags or {})
+    run = source.get_run(mv.run_id) if mv.run_id else None
+    created_model = created_run = created_version = None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            model_dir = download(source, model_location(source, name, version), Path(tmp) / "m")
+            test_file = None
+            if tags.get(TEST_DATA_TAG):
+                test_file = download(source, tags[TEST_DATA_TAG], Path(tmp) / "t")
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(f"cannot read {name}/{version}: {explain(exc)}") from None
+        source_tags = {
+            SOURCE_PREFIX + "link": link,
+            SOURCE_PREFIX + "tracking_uri": source.tracking_uri,
+            SOURCE_PREFIX + "model": f"{name}/{version}",
+            SOURCE_PREFIX + "run_id": mv.run_id or "",
+            SOURCE_PREFIX + "model_source": mv.source or "",
+        }
+        try:
+            exp_id = _experiment_id(target)
+            new_run = target.create_run(
+                exp_id, run_name=f"copy of {name}/{version}",
+                tags={**source_tags, "mlflow.note.content": f"Copied from {link}"},
+            )
+            created_run = new_run.info.run_id
+            if run is not None:
+                params = [Param(k, v) for k, v in run.data.params.items()]
+                metrics = [Metric(k, v, now(), 0) for k, v in run.data.metrics.items()]
+                for i in range(0, len(params), 100):
+                    target.log_batch(created_run, params=params[i:i + 100])
+                for i in range(0, len(metrics), 1000):
+                    target.log_batch(created_run, metrics=metrics[i:i + 1000])
+            target.log_artifacts(created_run, str(model_dir), "model")
+            if test_file is not None:
+                target.log_artifact(created_run, str(test_file), "splits")
+                tags[SOURCE_PREFIX + "test_data"] = tags[TEST_DATA_TAG]
+                tags[TEST_DATA_TAG] = f"runs:/{created_run}/splits/{test_file.name}"
+            target.update_run(created_run, status="FINISHED")
+
+            try:
+                target.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                src_model = source.get_registered_model(name)
+                model_tags = {
+                    k: v for k, v in (src_model.tags or {}).items()
+                    if not k.startswith(LOCAL_TAG_PREFIXES)
+                }
+                target.create_registered_model(
+                    name, tags=model_tags, description=src_model.description or None
+                )
+                created_model = name
+            new = target.create_model_version(
+                name,
+                source=f"{new_run.info.artifact_uri.rstrip('/')}/model",
+                run_id=created_run,
+                tags={**tags, **source_tags},
+                description=(mv.description + "\n\n" if mv.description else "")
+                + f"Copied from {link}",
+            )
+            created_version = str(new.version)
+        except MlflowException as exc:
+            _undo(target, created_run, created_model, name, created_version)
+            raise RegistryError(explain(exc, f"copy {name}/{version} to the target")) from None
+    _logger.info("copied %s/%s to %s as version %s", name, version, target.tracking_uri,
+                 created_version)
+    return CopyResult("copied", name, created_version, created_run, link)
+
+
+def now() -> int:
+    """Milliseconds since the epoch."""
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _undo(target, run_id, model_name, name, version) -> None:
+    """Delete what a failed copy created on the target (best effort, logged)."""
+    from mlflow.exceptions import MlflowException
+
+    steps = []
+    if version:
+        steps.append(lambda: target.delete_model_version(name, version))
+    if model_name:
+        steps.append(lambda: target.delete_registered_model(model_name))
+    if run_id:
+        steps.append(lambda: target.delete_run(run_id))
+    for step in steps:
+        try:
+            step()
+        except MlflowException as exc:
+            _logger.warning("cleanup after a failed copy: %s", exc)

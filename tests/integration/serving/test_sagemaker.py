@@ -1,0 +1,362 @@
+"""``python -m serving sagemaker`` against an honest test double of AWS.
+
+AWS itself is mocked — it cannot exist here: S3, SageMaker, CloudWatch, IAM, STS, ECR and
+Application Auto Scaling are moto 5.2.5, extended in-process (``tests/support/moto_sagemaker``:
+``UpdateEndpoint`` with guardrail rollbacks, ``InvokeEndpoint`` and transform jobs answered by
+the pushed model archive served with the real MLflow scoring server) and driven by boto3 over
+HTTP. The MLflow registry, the models and the scoring servers are real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import boto3
+import mlflow
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from serving.sagemaker.cli import sagemaker
+from tests.support.moto_sagemaker import ACCOUNT_ID, sagemaker_moto  # noqa: F401 - fixture
+from tests.support.processes import REPO, child_env
+
+pytestmark = pytest.mark.integration
+
+ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/sagemaker-execution"
+IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/mlflow-pyfunc:{mlflow.__version__}"
+MODEL = "cancer"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, template_sqlite_db, sagemaker_moto):  # noqa: F811
+    """A registry for the module with two versions of one model, v1 and v2.
+
+    v2 learns the flipped target, so which version answered is plain in every prediction.
+    Shared by the module so the double's scoring servers (one per archive) are shared too.
+    """
+    folder = tmp_path_factory.mktemp("sagemaker-registry")
+    shutil.copy(template_sqlite_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("sagemaker", artifact_location=(folder / "a").as_uri())
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    client.create_registered_model(MODEL)
+    models = {}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        for version, target in (("1", y), ("2", 1 - y)):
+            pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+            pipe.fit(X, target)
+            with mlflow.start_run(experiment_id=experiment) as run:
+                info = mlflow.sklearn.log_model(
+                    pipe, name="model", input_example=X.head(3),
+                    pip_requirements=["scikit-learn", "pandas"],
+                )
+            mv = client.create_model_version(MODEL, info.model_uri, run.info.run_id,
+                                             tags={"mlops.task": "classification"})
+            assert str(mv.version) == version
+            pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+            models[version] = (pyfunc, run.info.run_id)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    bucket = f"models-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=sagemaker_moto.url, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing",
+                 ).create_bucket(Bucket=bucket)
+    return uri, X, models, bucket
+
+
+@pytest.fixture
+def aws(monkeypatch, sagemaker_moto, registry):  # noqa: F811 - the fixture imported above
+    """boto3 sent to the double, MLflow to the module's registry; one bucket per module."""
+    for key in ("AWS_PROFILE", "AWS_REGION", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", sagemaker_moto.url)
+    monkeypatch.setenv("MLOPS_SAGEMAKER_EXECUTION_ROLE_ARN", ROLE)
+    monkeypatch.setenv("MLFLOW_SAGEMAKER_DEPLOY_IMG_URL", IMAGE)
+    sagemaker_moto.bucket = registry[3]
+    monkeypatch.setenv("MLOPS_SAGEMAKER_BUCKET", registry[3])
+    uri = registry[0]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return sagemaker_moto
+
+
+@pytest.fixture
+def versions(aws, registry):
+    """The module's two versions with champion on v1 and challenger on v2."""
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+    return registry[1], registry[2]
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(sagemaker, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def champion() -> str:
+    return str(mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion").version)
+
+
+def predict(endpoint: str, rows: pd.DataFrame, tmp_path) -> list:
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    result = cli("predict", "--endpoint", endpoint, "--input", str(path))
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)["predictions"]
+
+
+def _alarm_when_updating(endpoint: str, alarm: str, stop: threading.Event) -> None:
+    """What CloudWatch does when the canary answers 5xx: the guardrail alarm fires."""
+    sm, cw = boto3.client("sagemaker"), boto3.client("cloudwatch")
+    while not stop.is_set():
+        if sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "Updating":
+            cw.set_alarm_state(AlarmName=alarm, StateValue="ALARM",
+                               StateReason="canary answered 5xx (test)")
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
+    X, models = versions
+    rows = X.sample(25, random_state=0)
+    v1, v2 = (models[v][0].predict(rows).tolist() for v in ("1", "2"))
+    assert v1 != v2
+    endpoint = f"cancer-{uuid.uuid4().hex[:6]}"
+    sm = boto3.client("sagemaker")
+
+    # deploy the champion: archive, model, config, endpoint, tags
+    result = cli("deploy", f"{MODEL}@champion", "--endpoint", endpoint)
+    assert result.exit_code == 0, result.stderr
+    assert f"endpoint {endpoint} created: {MODEL} version 1" in result.stdout
+    desc = sm.describe_endpoint(EndpointName=endpoint)
+    assert desc["EndpointStatus"] == "InService"
+    first_config = desc["EndpointConfigName"]
+    tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=desc["EndpointArn"])["Tags"]}
+    assert tags["mlops.model_name"] == MODEL
+    assert tags["mlops.model_version"] == "1"
+    assert tags["mlops.run_id"] == models["1"][1]
+    assert predict(endpoint, rows, tmp_path) == v1
+
+    # roll out the challenger; the canary trips the 5xx alarm: rollback, alias stays
+    stop = threading.Event()
+    tripper = threading.Thread(
+        target=_alarm_when_updating, args=(endpoint, f"{endpoint}-guardrail-5xx", stop)
+    )
+    tripper.start()
+    try:
+        result = cli("rollout", f"{MODEL}@challenger", "--endpoint", endpoint,
+                     "--canary", "10", "--bake-minutes", "2")
+    finally:
+        stop.set()
+        tripper.join()
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "rolled back" in result.stderr and f"{endpoint}-guardrail-5xx" in result.stderr
+    assert "alias champion stays on version 1" in result.stderr
+    assert champion() == "1"
+    desc = sm.describe_endpoint(EndpointName=endpoint)
+    assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", first_config)
+    assert predict(endpoint, rows, tmp_path) == v1
+
+    update = aws.updates_for(endpoint)[-1]
+    assert update.outcome == "RolledBack"
+    policy = update.deployment_config["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+        "WaitIntervalInSeconds": 120,
+    }
+    assert update.alarms == [f"{endpoint}-guardrail-5xx", f"{endpoint}-guardrail-latency"]
+    alarms = boto3.client("cloudwatch").describe_alarms(AlarmNames=update.alarms)["MetricAlarms"]
+    assert {a["MetricName"] for a in alarms} == {"Invocation5XXErrors", "ModelLatency"}
+
+    # roll out again with healthy alarms: the endpoint takes v2, then the alias moves
+    result = cli("rollout", f"{MODEL}@challenger", "--endpoint", endpoint,
+                 "--canary", "10", "--bake-minutes", "0.5", "--termination-wait-seconds", "0")
+    assert result.exit_code == 0, result.stderr
+    assert "alias champion -> version 2" in result.stdout
+    assert champion() == "2"
+    assert aws.updates_for(endpoint)[-1].outcome == "Succeeded"
+    assert predict(endpoint, rows, tmp_path) == v2
+    status = cli("status", "--endpoint", endpoint)
+    assert status.exit_code == 0
+    assert f"{MODEL} version 2" in status.stdout and "InService" in status.stdout
+
+    # delete: endpoint, configs, models and alarms go
+    result = cli("delete", "--endpoint", endpoint, "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+    assert not [c for c in sm.list_endpoint_configs(NameContains=endpoint)["EndpointConfigs"]]
+    gone = cli("status", "--endpoint", endpoint)
+    assert gone.exit_code == 1
+    assert gone.stderr == f"error: endpoint {endpoint} does not exist; create it with " \
+        f"`python -m serving sagemaker deploy NAME@ALIAS --endpoint {endpoint}`\n"
+
+
+def test_model_error_is_reported_and_endpoint_keeps_serving(aws, versions, tmp_path):
+    X, models = versions
+    endpoint = f"errors-{uuid.uuid4().hex[:6]}"
+    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint).exit_code == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1]]}}))
+    result = cli("predict", "--endpoint", endpoint, "--input", str(bad))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: endpoint {endpoint}: ModelError: ")
+    rows = X.head(5)
+    assert predict(endpoint, rows, tmp_path) == models["1"][0].predict(rows).tolist()
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+    bad_ref = cli("deploy", "not a ref", "--endpoint", endpoint)
+    assert bad_ref.exit_code == 1
+    assert bad_ref.stderr.startswith("error: 'not a ref' is not a model reference; use ")
+
+
+def test_batch_transform_over_s3(aws, versions):
+    X, models = versions
+    rows = X.sample(40, random_state=1)
+    s3 = boto3.client("s3")
+    for i, part in enumerate((rows.iloc[:20], rows.iloc[20:])):
+        s3.put_object(Bucket=aws.bucket, Key=f"batch/in/part-{i}.csv",
+                      Body=part.to_csv(index=False).encode())
+    result = cli("batch", f"{MODEL}/1", "--input", f"s3://{aws.bucket}/batch/in",
+                 "--output", f"s3://{aws.bucket}/batch/out")
+    assert result.exit_code == 0, result.stderr
+    assert "Completed" in result.stdout
+    answers = []
+    for i in range(2):
+        body = s3.get_object(Bucket=aws.bucket, Key=f"batch/out/part-{i}.csv.out")["Body"]
+        answers += json.loads(body.read())["predictions"]
+    assert answers == models["1"][0].predict(rows).tolist()
+
+
+def test_autoscale_registers_target_tracking(aws, versions):
+    endpoint = f"scaled-{uuid.uuid4().hex[:6]}"
+    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint).exit_code == 0
+    result = cli("autoscale", "--endpoint", endpoint, "--min", "1", "--max", "4",
+                 "--target-invocations", "500")
+    assert result.exit_code == 0, result.stderr
+    scaling = boto3.client("application-autoscaling")
+    rid = f"endpoint/{endpoint}/variant/AllTraffic"
+    targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                                ResourceIds=[rid])["ScalableTargets"]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 4)]
+    policy = scaling.describe_scaling_policies(ServiceNamespace="sagemaker",
+                                               ResourceId=rid)["ScalingPolicies"][0]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 500.0
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == \
+        "SageMakerVariantInvocationsPerInstance"
+    bad = cli("autoscale", "--endpoint", endpoint, "--min", "3", "--max", "2",
+              "--target-invocations", "500")
+    assert (bad.exit_code, bad.stderr) == (1, "error: --max 2 is below --min 3\n")
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                             ResourceIds=[rid])["ScalableTargets"] == []
+
+
+# ---------------------------------------------------------------------------- preflight
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
+@pytest.fixture
+def account(aws):
+    """A ready account: trusted role, bucket, and the serving image in ECR."""
+    iam = boto3.client("iam")
+    name = f"sm-{uuid.uuid4().hex[:8]}"
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST))
+    ecr = boto3.client("ecr")
+    repo = f"mlflow-pyfunc-{uuid.uuid4().hex[:6]}"
+    ecr.create_repository(repositoryName=repo)
+    manifest = {"schemaVersion": 2, "mediaType":
+                "application/vnd.docker.distribution.manifest.v2+json", "layers": []}
+    ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest),
+                  imageTag=mlflow.__version__)
+    image = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/{repo}:{mlflow.__version__}"
+    return {"role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", "role_name": name,
+            "bucket": aws.bucket, "image": image}
+
+
+def preflight(account, **override):
+    values = {**account, **override}
+    return cli("preflight", "--execution-role-arn", values["role"], "--bucket",
+               values["bucket"], "--image-url", values["image"])
+
+
+def test_preflight_passes_on_a_ready_account(account):
+    result = preflight(account)
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["OK", "region"], ["OK", "credentials"], ["OK", "role"], ["OK", "bucket"], ["OK", "image"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "check", "fix"),
+    [
+        ({"role": f"arn:aws:iam::{ACCOUNT_ID}:role/missing"}, "role",
+         "fix: create it: aws iam create-role --role-name missing"),
+        ({"bucket": "no-such-bucket-here"}, "bucket",
+         "fix: create it: aws s3 mb s3://no-such-bucket-here --region us-east-1"),
+        ({"image": f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/absent:1.0"}, "image",
+         "fix: push the image: mlflow sagemaker build-and-push-container (needs Docker)"),
+        ({"image": IMAGE.replace("us-east-1", "eu-west-1")}, "image",
+         "fix: push it to us-east-1:"),
+    ],
+)
+def test_preflight_failure_names_its_fix(account, override, check, fix):
+    result = preflight(account, **override)
+    assert result.exit_code == 1
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and failed[0].split()[1] == check
+    assert fix in failed[0]
+    assert result.stderr == f"error: 1 check(s) failed: {check}\n"
+
+
+def test_preflight_role_not_trusted_by_sagemaker(account):
+    iam = boto3.client("iam")
+    lambda_only = json.loads(json.dumps(TRUST).replace("sagemaker", "lambda"))
+    iam.update_assume_role_policy(RoleName=account["role_name"],
+                                  PolicyDocument=json.dumps(lambda_only))
+    result = preflight(account)
+    assert result.exit_code == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FAIL"))
+    assert "does not trust sagemaker.amazonaws.com" in line
+    assert f"aws iam update-assume-role-policy --role-name {account['role_name']}" in line
+
+
+def test_cli_process_reports_one_line_errors(aws):
+    """The real entry point: bad input is one ``error:`` line on stderr, no traceback."""
+    env = child_env({"AWS_ENDPOINT_URL": aws.url})
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.sagemaker", "status", "--endpoint", "bad_name!"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    assert "endpoint name 'bad_name!' is not valid" in proc.stderr

@@ -1,0 +1,75 @@
+import pytest
+
+from tracking.settings import SettingsError, load_settings, parse_overrides
+
+
+def test_local_profile_is_default_and_crowns_champion():
+    s = load_settings()
+    assert s.profile == "local"
+    assert s.register.auto_champion is True
+    assert s.data.source == "bundled:breast_cancer"
+    assert s.metric == "roc_auc"
+
+
+def test_team_profile_leaves_promotion_to_release_managers():
+    s = load_settings("team")
+    assert s.register.auto_champion is False
+    assert s.server.workers == 4
+
+
+def test_overrides_win_and_are_typed():
+    s = load_settings("local", ["train.metric=f1", "cache=false", "split.seed=7", "data.task=regression"])
+    assert s.train.metric == "f1"
+    assert s.cache is False
+    assert s.split.seed == 7
+    assert s.metric == "f1"
+
+
+def test_auto_metric_follows_the_task():
+    assert load_settings(overrides=["data.task=regression"]).metric == "rmse"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.metrc=f1"], "setting train.metrc: unknown key"),
+        (["split.test_size=abc"], "setting split.test_size:"),
+        (["split.test_size=1.5"], "setting split.test_size:"),
+        (["clean.impute=sometimes"], "setting clean.impute:"),
+        (["nosuch=1"], "setting nosuch: unknown key"),
+        (["novalue"], "expected key=value"),
+    ],
+)
+def test_bad_settings_fail_with_one_line_naming_the_key(overrides, message):
+    with pytest.raises(SettingsError) as err:
+        load_settings("local", overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_profile():
+    with pytest.raises(SettingsError, match="unknown profile 'prod'; known profiles: aws, local, team"):
+        load_settings("prod")
+
+
+def test_settings_are_frozen():
+    s = load_settings()
+    with pytest.raises(Exception):
+        s.cache = False  # type: ignore[misc]
+
+
+def test_parse_overrides_nests_and_parses_yaml():
+    assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=x"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
+
+
+def test_every_key_of_the_settings_files_is_commented():
+    from tracking.settings import conf_dir
+
+    for path in [conf_dir() / "base.yaml", *sorted((conf_dir() / "profiles").glob("*.yaml"))]:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+                continue
+            previous = lines[i - 1].strip() if i else ""
+            assert previous.startswith("#") or "#" in line, f"{path.name}:{i + 1} {stripped} has no comment"
