@@ -40,10 +40,12 @@ _OVERRIDES = {
 def workflow_options(func):
     """Options shared by every step, declared once."""
     options = [
-        click.option("--profile", default="", help="Settings profile: local (default), team, aws."),
+        click.option("--profile", default="",
+                     help="Settings profile: local (default), team, aws."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any setting (dotted key); repeatable, or ';'-separated."),
-        click.option("--cache", default="", help="true/false: reuse unchanged steps (default true)."),
+        click.option("--cache", default="",
+                     help="true/false: reuse unchanged steps (default true)."),
         click.option("--source", default="",
                      help="Data: bundled:NAME, a CSV/Parquet path, s3://..., or a SQLAlchemy URL."),
         click.option("--query", default="", help="SQL query for a SQLAlchemy source."),
@@ -57,7 +59,8 @@ def workflow_options(func):
         click.option("--candidates", default="",
                      help="YAML list replacing train.candidates, e.g. "
                           "'[{estimator: linear, grid: {C: [0.5, 1]}}]'."),
-        click.option("--n-jobs", "n_jobs", default="", help="Parallel jobs of the sweep (-1: all)."),
+        click.option("--n-jobs", "n_jobs", default="",
+                     help="Parallel jobs of the sweep (-1: all)."),
         click.option("--test-size", "test_size", default="", help="Test share of the rows."),
         click.option("--val-size", "val_size", default="", help="Validation share of the rest."),
         click.option("--seed", default="", help="Seed of the split and the estimators."),
@@ -113,14 +116,14 @@ def _s3_factory():
 
 def run_step(until: str, opts: dict) -> int:
     """Load settings, connect, run the workflow up to ``until``, print the summary."""
+    import warnings
+
     from pydantic import ValidationError
 
     from projects.errors import WorkflowError
     from tracking.connection import connect, tracking_uri
     from tracking.runs import terminate_as_interrupt
     from tracking.settings import SettingsError
-
-    import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -134,9 +137,9 @@ def run_step(until: str, opts: dict) -> int:
         msg = str(exc).splitlines()[0]
         click.echo(f"error: {msg}", err=True)
         return 2
-    from projects.pipeline import Workflow
-
     from mlflow.exceptions import MlflowException
+
+    from projects.pipeline import Workflow
 
     client = connect()
     try:

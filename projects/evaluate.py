@@ -29,8 +29,11 @@ def compare_with_champion(
 
 
 def plot_evaluation(task: str, model, test: pd.DataFrame, target: str) -> dict:
-    """Figures by artifact name: confusion matrix + ROC/PR (classification) or residuals +
-    predicted-vs-actual (regression), and permutation feature importance."""
+    """Figures by artifact name.
+
+    Confusion matrix + ROC/PR (classification) or residuals + predicted-vs-actual (regression),
+    and permutation feature importance on a test sample.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

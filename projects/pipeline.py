@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from projects import STEPS
 from projects.errors import WorkflowError
 from tracking.runs import run_with_status
@@ -215,7 +214,6 @@ class Workflow:
 
     def _log_dataset(self, df, name: str, context: str, source: str):
         import mlflow
-
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.exceptions import MlflowException
 
@@ -230,6 +228,7 @@ class Workflow:
 
     # -------------------------------------------------------------------- steps
     def ingest(self) -> StepOutcome:
+        """Read the raw data; reused when the source's content is unchanged."""
         from projects.ingest import fingerprint_source, frame_digest, ingest_data, parse_source
 
         data = self.settings.data
@@ -256,6 +255,7 @@ class Workflow:
         return self._run_step("ingest", cache_key("ingest", self.settings, fingerprint), compute)
 
     def validate(self) -> StepOutcome:
+        """Profile, check and clean the raw data."""
         s = self.settings
 
         def compute(run_id):
@@ -292,6 +292,7 @@ class Workflow:
         return self._run_step("validate", cache_key("validate", s, up), compute)
 
     def prepare(self) -> StepOutcome:
+        """Split the clean data into train/validation/test."""
         s = self.settings
 
         def compute(run_id):
@@ -321,6 +322,7 @@ class Workflow:
         return self._run_step("prepare", cache_key("prepare", s, up), compute)
 
     def train(self) -> StepOutcome:
+        """Sweep the candidates and log the best model."""
         s = self.settings
         metric = s.metric
 
@@ -392,6 +394,7 @@ class Workflow:
         return train.tags.get("mlops.model_uri") or run_uri(train.run_id)
 
     def evaluate(self) -> StepOutcome:
+        """Score the best model on the test split, plot, compare with the champion."""
         s = self.settings
         champion = self._champion()
         if champion is not None and champion.source == self._model_uri():
@@ -407,8 +410,8 @@ class Workflow:
             model = self._load_model()
             start = time.perf_counter()
             metrics = evaluate_model(s.data.task, model, test, s.data.target)
-            figures = plot_evaluation(s.data.task, model, test, s.data.target)
             self.timings["evaluate_predict"] = time.perf_counter() - start
+            figures = plot_evaluation(s.data.task, model, test, s.data.target)
             for name, fig in figures.items():
                 mlflow.log_figure(fig, f"plots/{name}")
                 plt.close(fig)
@@ -438,6 +441,7 @@ class Workflow:
             return None
 
     def register(self) -> StepOutcome:
+        """Register the model version with lineage tags and set its aliases."""
         s = self.settings
         ev = self.outcomes["evaluate"]
         test_metrics = {k: v for k, v in ev.metrics.items() if k.startswith("test_")}

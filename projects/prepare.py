@@ -76,7 +76,9 @@ def build_preprocessor(types: FeatureTypes) -> ColumnTransformer:
         steps.append(
             (
                 "numeric",
-                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
                 list(types.numeric),
             )
         )

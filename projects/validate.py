@@ -74,8 +74,10 @@ def distribution_svg(col: pd.Series, bins: int = 24, width: int = 160, height: i
 
 
 def profile_html(df: pd.DataFrame, profile: pd.DataFrame, report: CleaningReport) -> str:
-    """A self-contained HTML page (the MLflow UI renders it): per-column profile with a
-    distribution plot, and what cleaning did."""
+    """A self-contained HTML page the MLflow UI renders.
+
+    The per-column profile with a distribution plot per column, and what cleaning did.
+    """
     sample = df.sample(20_000, random_state=0) if len(df) > 20_000 else df
     shown = profile.copy()
     shown["distribution"] = [distribution_svg(sample[c]) for c in profile["column"]]

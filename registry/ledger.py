@@ -53,15 +53,25 @@ def slot_key(name: str, alias: str, slot: int) -> str:
     return f"{model_key(name)}/{alias}/{slot:0{SLOT_DIGITS}d}"
 
 
-def claim_value(attempt_id: str, version: str) -> str:
-    """The parameter value an attempt writes: its id and the version it moves the alias to."""
-    return f"{attempt_id} v{version}"
+def claim_value(attempt_id: str, version: str, previous: str | None) -> str:
+    """The parameter value an attempt writes: its id, the new and the previous holder."""
+    return f"{attempt_id} v{version} p{previous or ''}"
 
 
-def parse_claim(value: str) -> tuple[str, str]:
-    """``(attempt_id, version)`` from a claim value."""
-    attempt_id, _, version = value.partition(" v")
-    return attempt_id, version
+@dataclass(frozen=True)
+class Claim:
+    """A taken slot: which attempt moved the alias from ``previous`` to ``version``."""
+
+    attempt_id: str
+    version: str
+    previous: str | None
+
+
+def parse_claim(value: str) -> Claim:
+    """The :class:`Claim` a parameter value records."""
+    attempt_id, _, rest = value.partition(" v")
+    version, _, previous = rest.partition(" p")
+    return Claim(attempt_id, version, previous or None)
 
 
 @dataclass
@@ -81,13 +91,24 @@ class Ledger:
             if key.startswith(prefix) and key[len(prefix):].isdigit()
         }
 
+    def last_held_by(self, name: str, alias: str, version: str | None) -> int | None:
+        """The last slot after which ``version`` (None: nobody) held ``alias``, if any."""
+        found = None
+        for slot, value in self.slots(name, alias).items():
+            claim = parse_claim(value)
+            if claim.version == version:
+                found = max(found or 0, slot)
+            if claim.previous == version:
+                found = max(found or 0, slot - 1)
+        return found
+
     def head(self, name: str, alias: str) -> tuple[int, str | None]:
         """``(slot, version)`` of the last move of ``alias`` (``(0, None)`` when none)."""
         slots = self.slots(name, alias)
         if not slots:
             return 0, None
         slot = max(slots)
-        return slot, parse_claim(slots[slot])[1]
+        return slot, parse_claim(slots[slot]).version
 
     def claim(self, name: str, alias: str, slot: int, value: str) -> str:
         """Try to take ``slot`` with ``value``; return the value that holds the slot.

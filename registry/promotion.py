@@ -157,27 +157,35 @@ class AliasState:
     holder: str | None
 
 
-def read_state(client, name: str, alias: str) -> AliasState:
-    """The current :class:`AliasState` of ``alias`` (ledger head first, then the alias)."""
-    ledger = find_ledger(client)
-    slot = ledger.head(name, alias)[0] if ledger else 0
-    return AliasState(slot, alias_holder(client, name, alias))
+def read_state(client, name: str, alias: str, expect: str | None = None) -> AliasState:
+    """The state a move will compare against.
 
-
-def check_expected(state: AliasState, name: str, alias: str, expected: str | None) -> None:
-    """Refuse when the alias is not held by ``expected`` (``"none"``: held by nobody).
+    Args:
+        client: MLflow client of the registry.
+        name: registered model.
+        alias: the alias.
+        expect: None for the state now (ledger head, then the alias's holder); else a
+            version (``"none"``: nobody) the caller expects to hold the alias: the state is
+            then the last time it did, so the move loses if the alias moved since.
 
     Raises:
-        LostRace: the alias has another holder than the caller expects.
+        LostRace: ``expect`` never held the alias and does not hold it now.
     """
-    if expected is None:
-        return
-    want = None if expected.lower() == "none" else str(expected)
-    if state.holder != want:
-        raise LostRace(
-            f"{alias!r} of {name!r} is held by {_v(state.holder)}, not by {_v(want)} as "
-            "expected; nothing changed"
-        )
+    ledger = find_ledger(client)
+    slot = ledger.head(name, alias)[0] if ledger else 0
+    holder = alias_holder(client, name, alias)
+    if expect is None:
+        return AliasState(slot, holder)
+    want = None if expect.lower() == "none" else str(expect)
+    held = ledger.last_held_by(name, alias, want) if ledger else None
+    if held is not None:
+        return AliasState(held, want)
+    if holder == want:  # moved outside the ledger (or no move recorded yet)
+        return AliasState(slot, holder)
+    raise LostRace(
+        f"{alias!r} of {name!r} is held by {_v(holder)}, not by {_v(want)} as expected; "
+        "nothing changed"
+    )
 
 
 def _v(version: str | None) -> str:
@@ -233,7 +241,7 @@ def move_alias(
     action = f"move {alias!r} of {name!r}"
     # First write: the record. A user who may not move the alias (403) stops here.
     _write(client, name, attempt, action)
-    value = claim_value(attempt.id, version)
+    value = claim_value(attempt.id, version, state.holder)
     try:
         ledger = open_ledger(client)
         holder = ledger.claim(name, alias, slot, value)
@@ -244,16 +252,16 @@ def move_alias(
         _forget(client, name, attempt)
         raise
     if holder != value:
-        winner_id, winner_version = parse_claim(holder)
-        lost = replace(attempt, outcome="lost", winner=winner_id)
+        winner = parse_claim(holder)
+        lost = replace(attempt, outcome="lost", winner=winner.attempt_id)
         _write(client, name, lost, action)
-        if winner_version == version:
+        if winner.version == version:
             # Someone else made the same move first: the alias is where this caller wants it.
             return Outcome("unchanged", name, alias, version, state.holder, lost)
         raise LostRace(
             f"lost the race for {alias!r} of {name!r}: move {slot} went to version "
-            f"{winner_version} (attempt {winner_id}) since this command started; nothing "
-            "changed"
+            f"{winner.version} (attempt {winner.attempt_id}) since this command started; "
+            "nothing changed"
         )
     won = replace(attempt, outcome="won")
     try:
@@ -297,10 +305,10 @@ def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
         if ledger is not None and a.alias not in slots:
             slots[a.alias] = ledger.slots(name, a.alias)
         holder = slots.get(a.alias, {}).get(a.slot)
-        if holder == claim_value(a.id, a.version):
+        if holder is not None and parse_claim(holder).attempt_id == a.id:
             a = replace(a, outcome="won")
         elif holder is not None:
-            a = replace(a, outcome="lost", winner=parse_claim(holder)[0])
+            a = replace(a, outcome="lost", winner=parse_claim(holder).attempt_id)
         elif now_ms() - a.at > PENDING_GRACE_SECONDS * 1000:
             a = replace(a, outcome="abandoned")
         resolved.append(a)
@@ -393,8 +401,7 @@ def promote_version(
     mv = resolve_version(client, ref)
     name, version = mv.name, str(mv.version)
     # The compare-and-set expects the state the gates are evaluated against.
-    state = read_state(client, name, alias)
-    check_expected(state, name, alias, expect_previous)
+    state = read_state(client, name, alias, expect_previous)
     if state.holder == version:
         return Outcome("unchanged", name, alias, version, version), None
     validation = None

@@ -152,17 +152,20 @@ def _parse_json(body: bytes, columns: list[Column]) -> pd.DataFrame | np.ndarray
         )
     key = keys[0]
     data = doc[key]
+    # numpy silently turns true/false into 1/0 in a numeric array; look for them only when the
+    # body can hold one, so plain numeric bodies pay nothing.
+    strict = b"true" in body or b"false" in body
     if key == "dataframe_split":
-        return _from_split(data, columns)
+        return _from_split(data, columns, strict)
     if key == "dataframe_records":
-        return _from_records(data, columns, key)
+        return _from_records(data, columns, key, strict)
     # instances / inputs (TF-serving style): records, rows in signature order, or columns.
     if isinstance(data, dict):
         return _from_columnar(data, columns, key)
     if isinstance(data, list) and data and isinstance(data[0], dict):
-        return _from_records(data, columns, key)
+        return _from_records(data, columns, key, strict)
     if isinstance(data, list) and data and isinstance(data[0], list):
-        return _from_rows(data, [c.name for c in columns], columns)
+        return _from_rows(data, [c.name for c in columns], columns, strict)
     raise RequestError(
         400, f"{key} must be a list of records, a list of rows or an object of columns"
     )
@@ -184,7 +187,7 @@ def _check_names(given, columns: list[Column]) -> None:
         raise RequestError(400, f"input does not match the model signature: {'; '.join(parts)}")
 
 
-def _from_split(data, columns: list[Column]) -> pd.DataFrame | np.ndarray:
+def _from_split(data, columns: list[Column], strict: bool = True) -> pd.DataFrame | np.ndarray:
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise RequestError(
             400, 'dataframe_split must be an object {"columns": [...], "data": [...]}'
@@ -195,10 +198,12 @@ def _from_split(data, columns: list[Column]) -> pd.DataFrame | np.ndarray:
     elif not isinstance(names, list):
         raise RequestError(400, "dataframe_split.columns must be a list of column names")
     _check_names(names, columns)
-    return _from_rows(data["data"], names, columns)
+    return _from_rows(data["data"], names, columns, strict)
 
 
-def _from_records(data, columns: list[Column], key: str) -> pd.DataFrame | np.ndarray:
+def _from_records(
+    data, columns: list[Column], key: str, strict: bool = True
+) -> pd.DataFrame | np.ndarray:
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise RequestError(400, f"{key} must be a list of objects (one per row)")
     if not data:
@@ -212,7 +217,7 @@ def _from_records(data, columns: list[Column], key: str) -> pd.DataFrame | np.nd
                 _check_names(list(record), columns)
             except RequestError as exc:
                 raise RequestError(400, f"row {i}: {exc.message}") from None
-    return _from_rows([[r[n] for n in names] for r in data], names, columns)
+    return _from_rows([[r[n] for n in names] for r in data], names, columns, strict)
 
 
 def _from_columnar(data: dict, columns: list[Column], key: str) -> pd.DataFrame:
@@ -227,7 +232,9 @@ def _from_columnar(data: dict, columns: list[Column], key: str) -> pd.DataFrame:
     return _frame({c.name: _column(c, by_name[c.name]) for c in columns})
 
 
-def _from_rows(rows, names: list, columns: list[Column]) -> pd.DataFrame | np.ndarray:
+def _from_rows(
+    rows, names: list, columns: list[Column], strict: bool = True
+) -> pd.DataFrame | np.ndarray:
     """Rows of values in ``names`` order, checked and typed.
 
     When all of the signature's columns are of one numeric type the result is one 2-D array in
@@ -239,7 +246,8 @@ def _from_rows(rows, names: list, columns: list[Column]) -> pd.DataFrame | np.nd
     if len(names) != len(columns):
         _check_names(names, columns)
     kinds = {c.type for c in columns}
-    if len(kinds) == 1 and kinds <= (_NUMERIC | _INTEGER):
+    has_bool = strict and any(type(v) is bool for row in rows if isinstance(row, list) for v in row)
+    if len(kinds) == 1 and kinds <= (_NUMERIC | _INTEGER) and not has_bool:
         # Common case (all columns one numeric type): one 2-D array, one block, no per-value work.
         try:
             arr = np.array(rows)
@@ -271,9 +279,12 @@ def _frame(cols: dict) -> pd.DataFrame:
 
 def _column(col: Column, values) -> np.ndarray:
     """Check one column's values against its MLflow type; return them as pyfunc would type them."""
+    t = col.type
+    if t != "boolean" and not isinstance(values, np.ndarray):
+        if any(type(v) is bool for v in values):  # numpy would take true/false as 1/0
+            raise RequestError(400, f"column {col.name!r} expects {t} values, got boolean")
     arr = values if isinstance(values, np.ndarray) else np.array(values)
     kind = arr.dtype.kind
-    t = col.type
     if t in _NUMERIC:
         if kind in "fiu":
             return arr.astype(_DTYPES[t], copy=False)
@@ -346,7 +357,9 @@ def predictions_json(predictions) -> bytes:
 
     obj = _get_jsonable_obj(predictions, pandas_orient="records")
     return orjson.dumps(
-        {"predictions": obj}, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default
+        {"predictions": obj},
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+        default=_json_default,
     )
 
 

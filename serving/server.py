@@ -126,6 +126,11 @@ def run_worker(cfg: ServeConfig) -> None:
     configure_logging(cfg.log_level, cfg.access_log)
     # What ``mlflow models serve`` sets: some flavors behave differently when serving.
     os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
+    if cfg.workers > 1:
+        # One process per core already: BLAS/OpenMP pools of a core each would oversubscribe.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
     client = connect(cfg.tracking_uri)
     app = build_app(cfg, client)
     sock = bind_socket(cfg.host, cfg.port, reuse_port=cfg.workers > 1)

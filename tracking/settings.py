@@ -32,6 +32,8 @@ class _Frozen(BaseModel):
 
 
 class DataSettings(_Frozen):
+    """Where the data comes from and what to predict."""
+
     source: str = "bundled:breast_cancer"
     query: str | None = None
     table: str | None = None
@@ -41,6 +43,8 @@ class DataSettings(_Frozen):
 
 
 class CleanSettings(_Frozen):
+    """Cleaning rules of the validate step."""
+
     drop_duplicates: bool = True
     impute: Literal["none", "mean", "median", "most_frequent"] = "median"
     outliers: Literal["none", "clip", "drop"] = "clip"
@@ -49,17 +53,23 @@ class CleanSettings(_Frozen):
 
 
 class SplitSettings(_Frozen):
+    """The prepare step's split."""
+
     test_size: float = Field(0.2, gt=0, lt=1)
     val_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
 
 
 class Candidate(_Frozen):
+    """One estimator of the sweep and its parameter grid."""
+
     estimator: Literal["linear", "random_forest", "gradient_boosting"]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
 
 class TrainSettings(_Frozen):
+    """The train step's sweep."""
+
     metric: Literal["auto", "roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"] = "auto"
     n_jobs: int = -1
     candidates: tuple[Candidate, ...] = (Candidate(estimator="linear"),)
@@ -73,6 +83,8 @@ class TrainSettings(_Frozen):
 
 
 class RegisterSettings(_Frozen):
+    """Where versions are registered and which aliases they get."""
+
     model_name: str = "mlops-registry-model"
     challenger_alias: str = "challenger"
     champion_alias: str = "champion"
@@ -80,6 +92,8 @@ class RegisterSettings(_Frozen):
 
 
 class ServerSettings(_Frozen):
+    """Defaults of ``python -m tracking server``."""
+
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
@@ -89,6 +103,8 @@ class ServerSettings(_Frozen):
 
 
 class SageMakerSettings(_Frozen):
+    """Defaults of ``python -m serving sagemaker``."""
+
     region: str = "us-east-1"
     instance_type: str = "ml.m5.large"
     instance_count: int = Field(1, ge=1)

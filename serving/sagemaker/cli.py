@@ -221,8 +221,9 @@ def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -
               help="Percent of the new fleet's capacity that takes traffic first (100: all).")
 @click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10, show_default=True,
               help="Minutes the canary takes traffic, watched by the alarms, before the rest.")
-@click.option("--alias", default="champion", show_default=True,
-              help="Registry alias set to the rolled-out version on success ('' for none).")
+@click.option("--alias", default=None,
+              help="Registry alias set to the rolled-out version on success ('' for none) "
+                   "[settings register.champion_alias: champion].")
 @click.option("--max-5xx", type=click.IntRange(min=1), default=1, show_default=True,
               help="5xx errors per minute that roll the update back.")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=1000,
@@ -240,7 +241,10 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
     --timeout-seconds 0 (the default) waits for the update's own maximum plus 5 minutes.
     """
     from serving.sagemaker.rollout import rollout as run
+    from tracking.settings import load_settings
 
+    if alias is None:
+        alias = load_settings().register.champion_alias
     result = run(
         obj.aws.sagemaker, obj.aws.s3, obj.aws.cloudwatch, _mlflow_client(), ref=ref,
         endpoint=endpoint, target=_resolve_target(obj, **target), canary_percent=canary,

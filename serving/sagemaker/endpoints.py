@@ -148,6 +148,12 @@ def deploy(
         raise SageMakerError(
             f"endpoint {endpoint} is {existing['EndpointStatus']}; wait until it is InService"
         )
+    if existing is not None and existing["EndpointStatus"] == "Failed":
+        raise SageMakerError(
+            f"endpoint {endpoint} is Failed ({existing.get('FailureReason') or 'no reason'}); "
+            f"SageMaker cannot update it: `python -m serving sagemaker delete --endpoint "
+            f"{endpoint}` first"
+        )
     data_url = upload_archive(s3, source, bucket=target.bucket, prefix=target.archive_prefix)
     model = create_model(sm, source, endpoint=endpoint, model_data_url=data_url, target=target)
     config = create_endpoint_config(

@@ -110,6 +110,9 @@ def upload_archive(s3, source: ModelSource, *, bucket: str, prefix: str) -> str:
         bucket: destination bucket.
         prefix: key prefix.
 
+    The model is downloaded through MLflow's current registry location (the CLI's
+    ``tracking.connection.connect`` sets it).
+
     Raises:
         SageMakerError: the model has no ``python_function`` flavor, or the bucket is missing.
     """

@@ -105,6 +105,7 @@ class SageMakerDouble:
         self._lock = threading.RLock()
         self._originals: list[tuple[type, str, Any]] = []
         self._server = None
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> SageMakerDouble:
@@ -120,6 +121,8 @@ class SageMakerDouble:
 
     def stop(self) -> None:
         """Stop the scoring servers and moto; restore moto's own methods."""
+        with self._lock:
+            self._closed = True
         try:
             self._stack.close()
         finally:
@@ -191,13 +194,29 @@ class SageMakerDouble:
                 sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
             ]
+            server = running(cmd, f"http://127.0.0.1:{port}/ping", "sagemaker-container",
+                             timeout=120)
+            server.__enter__()
             with self._lock:
-                self._stack.enter_context(
-                    running(cmd, f"http://127.0.0.1:{port}/ping", "sagemaker-container",
-                            timeout=120)
-                )
+                if self._closed:  # the double stopped while this server came up
+                    server.__exit__(None, None, None)
+                    raise RuntimeError("the SageMaker double is stopped")
+                self._stack.push(server.__exit__)
                 self._scorers[key] = f"http://127.0.0.1:{port}"
             return self._scorers[key]
+
+    def warm(self, backend, config) -> None:
+        """Start the config's scoring servers in the background, as SageMaker provisions."""
+
+        def run():
+            for variant in config.production_variants:
+                model = backend._models.get(variant["ModelName"])
+                url = (model.primary_container or {}).get("ModelDataUrl") if model else None
+                if url:
+                    with contextlib.suppress(Exception):  # invoke reports it if it persists
+                        self.scoring_url(backend.account_id, url)
+
+        threading.Thread(target=run, daemon=True).start()
 
     @staticmethod
     def _post(url: str, body: bytes, content_type: str, accept: str | None):
@@ -319,6 +338,8 @@ class SageMakerDouble:
                     "Failed to download model data for " + ", ".join(missing)
                     + ". Please ensure that the model data exists in S3."
                 )
+            else:
+                double.warm(backend, backend.endpoint_configs[endpoint_config_name])
             return endpoint
 
         def describe_endpoint(backend, endpoint_name):
@@ -365,6 +386,8 @@ class SageMakerDouble:
             with double._lock:
                 double.updates.append(update)
                 double._pending[(backend.account_id, backend.region_name, endpoint_name)] = update
+            if not update.missing_archives:
+                double.warm(backend, config)
             endpoint.endpoint_status = "Updating"
             endpoint.failure_reason = None
             endpoint.pending_deployment_summary = {

@@ -160,6 +160,7 @@ def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
     assert predict(endpoint, rows, tmp_path) == v1
 
     # roll out the challenger; the canary trips the 5xx alarm: rollback, alias stays
+    # (the double runs 5 bake minutes in 15 s: time enough for the alarm to fire)
     stop = threading.Event()
     tripper = threading.Thread(
         target=_alarm_when_updating, args=(endpoint, f"{endpoint}-guardrail-5xx", stop)
@@ -167,7 +168,7 @@ def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
     tripper.start()
     try:
         result = cli("rollout", f"{MODEL}@challenger", "--endpoint", endpoint,
-                     "--canary", "10", "--bake-minutes", "2")
+                     "--canary", "10", "--bake-minutes", "5")
     finally:
         stop.set()
         tripper.join()
@@ -185,7 +186,7 @@ def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
     policy = update.deployment_config["BlueGreenUpdatePolicy"]
     assert policy["TrafficRoutingConfiguration"] == {
         "Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
-        "WaitIntervalInSeconds": 120,
+        "WaitIntervalInSeconds": 300,
     }
     assert update.alarms == [f"{endpoint}-guardrail-5xx", f"{endpoint}-guardrail-latency"]
     alarms = boto3.client("cloudwatch").describe_alarms(AlarmNames=update.alarms)["MetricAlarms"]
@@ -226,6 +227,10 @@ def test_model_error_is_reported_and_endpoint_keeps_serving(aws, versions, tmp_p
     rows = X.head(5)
     assert predict(endpoint, rows, tmp_path) == models["1"][0].predict(rows).tolist()
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+    missing = cli("rollout", f"{MODEL}/2", "--endpoint", endpoint)
+    assert (missing.exit_code, missing.stderr.split(";")[0]) == (
+        1, f"error: endpoint {endpoint} does not exist")
+    assert champion() == "1"
     bad_ref = cli("deploy", "not a ref", "--endpoint", endpoint)
     assert bad_ref.exit_code == 1
     assert bad_ref.stderr.startswith("error: 'not a ref' is not a model reference; use ")

@@ -7,7 +7,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from projects.prepare import feature_types, split_data
 from projects.train import (
-    CandidateResult, expand_candidates, is_better, make_pipeline, pick_best, train_candidates,
+    CandidateResult,
+    expand_candidates,
+    is_better,
+    make_pipeline,
+    pick_best,
+    train_candidates,
 )
 from tracking.settings import Candidate
 

@@ -1,0 +1,281 @@
+"""Serving benchmark: `python -m serving serve` vs stock `mlflow models serve`, side by side.
+
+Both servers serve the same registered LogisticRegression pipeline (breast-cancer data, 30 float
+columns) and get the same payloads from the same load generator, wrk. Scenarios:
+
+  1 row,   1 connection   p50 latency            goal: ours <= 1 ms
+  1 row,   8 connections  throughput             goal: ours >= 10 x stock
+  1000 rows, 4 connections throughput            goal: ours >= 8 x stock
+  100-tree random forest, 1 row, 8 connections   goal: >= 0.75 x (cores / in-process predict)
+
+wrk comes from Debian (`apt-get install -y wrk`): a C load generator with a Lua hook for the
+POST body, far lighter than any Python client, so it measures the servers rather than itself.
+The script installs it when it is missing and it runs as root, else it says how to.
+
+Usage: python benchmarks/bench_serving.py [--duration 8] [--keep-logs]
+Stock is started with default flags: `mlflow models serve -m URI --env-manager local -p PORT`.
+Ours with defaults: `python -m serving serve NAME@champion --port PORT` (one worker per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.processes import free_port, running  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found: installing Debian's package (apt-get install -y wrk) ...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, check=True)
+        path = shutil.which("wrk")
+    if not path:
+        sys.exit("error: wrk is needed: `sudo apt-get install -y wrk` (Debian/Ubuntu)")
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(wrk: str, url: str, body: Path, lua: Path, conns: int, duration: float) -> dict:
+    cmd = [
+        wrk,
+        f"-t{min(conns, 2)}",
+        f"-c{conns}",
+        f"-d{duration:g}s",
+        "--latency",
+        "-s",
+        str(lua),
+        f"{url}/invocations",
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, env={**os.environ, "BENCH_BODY": str(body)}
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return {"rps": rps, "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)], "errors": errors}
+
+
+def log_models(store: Path):
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("bench", artifact_location=(store / "artifacts").as_uri())
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    pipes = {
+        "bench-lr": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "bench-rf": make_pipeline(
+            StandardScaler(), RandomForestClassifier(n_estimators=100, random_state=0)
+        ),
+    }
+    for name, pipe in pipes.items():
+        pipe.fit(X, y)
+        with mlflow.start_run(experiment_id=exp) as run:
+            info = mlflow.sklearn.log_model(
+                pipe,
+                name="model",
+                signature=infer_signature(X, pipe.predict(X)),
+                input_example=X.head(2),
+                serialization_format="cloudpickle",
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            )
+        client.create_registered_model(name)
+        mv = client.create_model_version(name, info.model_uri, run.info.run_id)
+        client.set_registered_model_alias(name, "champion", mv.version)
+    return uri, X, pipes
+
+
+def in_process_seconds(predict, rows, repeat: int = 300) -> float:
+    for _ in range(20):
+        predict(rows)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        predict(rows)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    n_cores = cores()
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    uri, X, pipes = log_models(work)
+
+    import mlflow
+
+    one, thousand = X.head(1), X.sample(1000, replace=True, random_state=0)
+    bodies = {}
+    for label, rows in (("1", one), ("1000", thousand)):
+        bodies[label] = work / f"rows-{label}.json"
+        split = json.loads(rows.to_json(orient="split", index=False))
+        bodies[label].write_text(json.dumps({"dataframe_split": split}))
+    lua = work / "post.lua"
+    lua.write_text(LUA)
+
+    lr_pyfunc = mlflow.pyfunc.load_model("models:/bench-lr@champion")
+    inproc = {
+        "lr sklearn 1 row": in_process_seconds(pipes["bench-lr"].predict, one),
+        "lr pyfunc 1 row": in_process_seconds(lr_pyfunc.predict, one),
+        "rf sklearn 1 row": in_process_seconds(pipes["bench-rf"].predict, one, repeat=100),
+    }
+    env = {"MLFLOW_TRACKING_URI": uri}
+    d = args.duration
+    results: dict[str, dict] = {}
+
+    def scenarios(name: str, url: str):
+        run_wrk(wrk, url, bodies["1"], lua, 2, 2)  # warm up
+        results[f"{name} 1row c1"] = run_wrk(wrk, url, bodies["1"], lua, 1, d)
+        results[f"{name} 1row c8"] = run_wrk(wrk, url, bodies["1"], lua, 8, d)
+        results[f"{name} 1000rows c4"] = run_wrk(wrk, url, bodies["1000"], lua, 4, d)
+
+    port = free_port()
+    stock_cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/bench-lr@champion",
+        "--env-manager",
+        "local",
+        "-p",
+        str(port),
+    ]
+    print(f"stock: {' '.join(stock_cmd[1:])}")
+    with running(
+        stock_cmd, f"http://127.0.0.1:{port}/ping", "bench-stock", env=env, cwd=work, timeout=180
+    ):
+        scenarios("stock", f"http://127.0.0.1:{port}")
+
+    for model, label in (("bench-lr@champion", "ours"), ("bench-rf@champion", "ours-rf")):
+        port = free_port()
+        cmd = [sys.executable, "-m", "serving", "serve", model, "--port", str(port)]
+        print(f"ours:  {' '.join(cmd[1:])}  (workers: {n_cores})")
+        with running(
+            cmd, f"http://127.0.0.1:{port}/ping", f"bench-{label}", env=env, cwd=work, timeout=180
+        ):
+            time.sleep(3)  # every worker up (the first one answers /ping)
+            url = f"http://127.0.0.1:{port}"
+            if label == "ours":
+                scenarios("ours", url)
+            else:
+                run_wrk(wrk, url, bodies["1"], lua, 8, 2)
+                # in-process time measured right next to the run (the machine's load drifts)
+                inproc["rf sklearn 1 row"] = min(
+                    inproc["rf sklearn 1 row"],
+                    in_process_seconds(pipes["bench-rf"].predict, one, repeat=100),
+                )
+                results["ours rf 1row c8"] = run_wrk(wrk, url, bodies["1"], lua, 8, d)
+
+    rf_target = 0.75 * n_cores / inproc["rf sklearn 1 row"]
+    rows = [
+        (
+            "1 row, 1 conn: p50 (ms)",
+            results["stock 1row c1"]["p50_ms"],
+            results["ours 1row c1"]["p50_ms"],
+            "ours <= 1 ms",
+            results["ours 1row c1"]["p50_ms"] <= 1.0,
+        ),
+        (
+            "1 row, 8 conns: req/s",
+            results["stock 1row c8"]["rps"],
+            results["ours 1row c8"]["rps"],
+            ">= 10x stock",
+            results["ours 1row c8"]["rps"] >= 10 * results["stock 1row c8"]["rps"],
+        ),
+        (
+            "1000 rows, 4 conns: req/s",
+            results["stock 1000rows c4"]["rps"],
+            results["ours 1000rows c4"]["rps"],
+            ">= 8x stock",
+            results["ours 1000rows c4"]["rps"] >= 8 * results["stock 1000rows c4"]["rps"],
+        ),
+    ]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"serving benchmark ({n_cores} cores, wrk {d:g}s per run)")
+    for col in ("scenario", "stock mlflow", "ours", "ratio", "goal", "met"):
+        table.add_column(col, justify="right" if col not in ("scenario", "goal") else "left")
+    for label, stock, ours, goal, met in rows:
+        ratio = stock / ours if "p50" in label else ours / stock
+        table.add_row(
+            label, f"{stock:,.2f}", f"{ours:,.2f}", f"{ratio:,.1f}x", goal, "yes" if met else "NO"
+        )
+    rf = results["ours rf 1row c8"]["rps"]
+    t_rf = inproc["rf sklearn 1 row"]
+    table.add_row(
+        "RF 100 trees, 1 row, 8 conns: req/s",
+        "-",
+        f"{rf:,.1f}",
+        f"{rf * t_rf / n_cores:,.2f} of cores/t",
+        f">= {rf_target:,.1f} = 0.75 x {n_cores} / {t_rf * 1e3:.2f} ms",
+        "yes" if rf >= rf_target else "NO",
+    )
+    console.print(table)
+    console.print(
+        "in-process predict, 1 row (median): "
+        + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in inproc.items())
+    )
+    errors = {k: v["errors"] for k, v in results.items() if v["errors"]}
+    console.print(f"failed requests: {errors or 'none'}")
+    console.print(f"raw: {json.dumps(results)}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

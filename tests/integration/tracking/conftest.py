@@ -1,0 +1,103 @@
+"""Servers started with the project's launcher (``python -m tracking server``), shared per module.
+
+Starting an ``mlflow server`` costs ~5-10 s on this machine, so tests of a module that only add
+their own runs share one server (module scope) instead of one each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import free_port, running
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432"
+
+
+def launcher_cmd(backend: str, artifacts: str, port: int, *extra: str) -> list[str]:
+    """The launcher's command line as an admin would type it."""
+    return [
+        sys.executable, "-m", "tracking", "server",
+        "--backend-store-uri", backend,
+        "--artifacts-destination", artifacts,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def launched(backend: str, artifacts: str, *extra: str, env=None, cwd=None, name="tracking"):
+    """Start the launcher, wait for /health, yield ``(url, process)``; stop it afterwards."""
+    port = free_port()
+    cmd = launcher_cmd(backend, artifacts, port, *extra)
+    with running(cmd, f"http://127.0.0.1:{port}/health", name, env=env, cwd=cwd) as proc:
+        yield f"http://127.0.0.1:{port}", proc
+
+
+@contextlib.contextmanager
+def fresh_pg_database(template: str | None = None):
+    """A fresh PostgreSQL database, optionally a copy of ``template``; dropped afterwards."""
+    import psycopg
+
+    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    """Name of a PostgreSQL database migrated once per test run; fresh databases copy it.
+
+    Migrating an empty database takes ~30-50 s on this machine; ``CREATE DATABASE ...
+    TEMPLATE`` copies the migrated one in about a second.
+    """
+    from tracking.server import upgrade_schema
+
+    with fresh_pg_database() as url:
+        upgrade_schema(url)
+        yield url.rsplit("/", 1)[1]
+
+
+def sqlite_copy(template: Path, directory: Path) -> str:
+    """A migrated SQLite store copied from the session template (saves the migration)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = directory / "server.db"
+    shutil.copy(template, db)
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def module_server(request, tmp_path_factory, template_sqlite_db):
+    """The launcher on SQLite, then on a fresh PostgreSQL database; yields a dict.
+
+    Keys: ``url``, ``backend``, ``kind``, ``artifacts`` (the proxied artifact folder).
+    """
+    tmp = tmp_path_factory.mktemp(f"server-{request.param}")
+    artifacts = tmp / "artifacts"
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            backend = sqlite_copy(template_sqlite_db, tmp)
+            extra = ()
+        else:
+            backend = stack.enter_context(
+                fresh_pg_database(request.getfixturevalue("pg_template"))
+            )
+            extra = ("--workers", "2")
+        url, _ = stack.enter_context(
+            launched(backend, str(artifacts), *extra, cwd=tmp, name=f"tracking-{request.param}")
+        )
+        yield {"url": url, "backend": backend, "kind": request.param, "artifacts": artifacts}

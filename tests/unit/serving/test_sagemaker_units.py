@@ -1,0 +1,164 @@
+"""Unit tests of the SageMaker layer's pure parts: names, URIs, deployment config, checks.
+
+No AWS here at all; the few AWS clients are plain fakes standing in for boto3 clients.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import pytest
+from botocore.exceptions import ClientError, NoCredentialsError
+from click.testing import CliRunner
+
+from serving.sagemaker.aws import SageMakerError
+from serving.sagemaker.cli import sagemaker
+from serving.sagemaker.endpoints import wait_for_endpoint
+from serving.sagemaker.preflight import (
+    TRUST_POLICY,
+    _trusts_sagemaker,
+    check_credentials,
+    check_region,
+)
+from serving.sagemaker.rollout import deployment_config
+from serving.sagemaker.target import (
+    check_name,
+    default_image_url,
+    parse_image_url,
+    parse_s3_uri,
+    resource_name,
+)
+
+
+def test_canary_deployment_config_has_guardrails():
+    config = deployment_config(canary_percent=10, bake_minutes=5, alarms=["a-5xx", "a-lat"])
+    policy = config["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY",
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+        "WaitIntervalInSeconds": 300,
+    }
+    assert 600 <= policy["MaximumExecutionTimeoutInSeconds"] <= 28800
+    assert policy["MaximumExecutionTimeoutInSeconds"] > 300 + policy["TerminationWaitInSeconds"]
+    assert config["AutoRollbackConfiguration"] == {
+        "Alarms": [{"AlarmName": "a-5xx"}, {"AlarmName": "a-lat"}]
+    }
+
+
+def test_full_canary_is_all_at_once():
+    routing = deployment_config(canary_percent=100, bake_minutes=0, alarms=[])[
+        "BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+
+
+@pytest.mark.parametrize(("canary", "bake", "message"), [
+    (0, 5, "--canary 0: use a percentage from 1 to 100"),
+    (10, 61, "--bake-minutes 61: use 0 to 60 (SageMaker's limit)"),
+])
+def test_deployment_config_rejects_out_of_range(canary, bake, message):
+    with pytest.raises(SageMakerError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        deployment_config(canary_percent=canary, bake_minutes=bake, alarms=[])
+
+
+def test_image_urls_parse_and_default():
+    url = default_image_url("123456789012", "eu-west-1", "3.17.2")
+    assert url == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-pyfunc:3.17.2"
+    assert parse_image_url(url) == ("123456789012", "eu-west-1", "mlflow-pyfunc", "3.17.2")
+    assert parse_image_url(url.rsplit(":", 1)[0])[3] == "latest"
+    with pytest.raises(SageMakerError, match="is not an ECR URI"):
+        parse_image_url("docker.io/library/python:3.11")
+
+
+def test_s3_uris():
+    assert parse_s3_uri("s3://bucket/in/part") == ("bucket", "in/part")
+    assert parse_s3_uri("s3://bucket") == ("bucket", "")
+    with pytest.raises(SageMakerError, match="is not an s3:// URI"):
+        parse_s3_uri("/local/path")
+
+
+def test_resource_names_fit_sagemaker_limits():
+    name = resource_name("e" * 80, "123", "config")
+    assert len(name) <= 63 and check_name(name) == name
+    assert resource_name("churn", "4", "model").startswith("churn-v4-model-")
+    with pytest.raises(SageMakerError, match="name 'bad_name' is not valid"):
+        check_name("bad_name")
+
+
+def test_trust_policy_parsing_accepts_aws_forms():
+    assert _trusts_sagemaker(json.loads(TRUST_POLICY))
+    assert _trusts_sagemaker(urllib.parse.quote(TRUST_POLICY))  # IAM's URL-encoded form
+    listed = {"Statement": [{"Effect": "Allow", "Action": ["sts:AssumeRole"],
+                             "Principal": {"Service": ["ec2.amazonaws.com",
+                                                       "sagemaker.amazonaws.com"]}}]}
+    assert _trusts_sagemaker(listed)
+    denied = json.loads(TRUST_POLICY.replace("Allow", "Deny"))
+    assert not _trusts_sagemaker(denied)
+    assert not _trusts_sagemaker(TRUST_POLICY.replace("sagemaker", "lambda"))
+
+
+def test_region_check():
+    assert check_region("us-east-1", ["us-east-1"]).ok
+    missing = check_region(None, ["us-east-1"])
+    assert (missing.status, missing.fix) == (
+        "fail", "set AWS_DEFAULT_REGION (or pass --region), e.g. us-east-1")
+    assert check_region("mars-1", ["us-east-1"]).detail == "mars-1 has no SageMaker"
+
+
+class _Sts:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def get_caller_identity(self):
+        raise self.exc
+
+
+def test_credentials_check_names_the_fix():
+    check, identity = check_credentials(_Sts(NoCredentialsError()))
+    assert identity is None and check.status == "fail"
+    assert check.fix.startswith("configure them: aws configure")
+    expired = ClientError({"Error": {"Code": "ExpiredToken", "Message": "x"}}, "GetCallerIdentity")
+    check, _ = check_credentials(_Sts(expired))
+    assert check.detail == "credentials rejected (ExpiredToken)"
+
+
+class _Endpoint:
+    def __init__(self, statuses):
+        self.statuses = list(statuses)
+
+    def describe_endpoint(self, EndpointName):  # noqa: N803 - boto3's argument name
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return {"EndpointStatus": status, "EndpointConfigName": "c", "EndpointArn": "arn"}
+
+
+def test_wait_returns_the_settled_state_and_times_out():
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    sm = _Endpoint(["Creating", "Creating", "InService"])
+    assert wait_for_endpoint(sm, "e", timeout_seconds=60, sleep=sleep, clock=clock)[
+        "EndpointStatus"] == "InService"
+    with pytest.raises(SageMakerError, match="endpoint e still Updating after 30s"):
+        wait_for_endpoint(_Endpoint(["Updating"]), "e", timeout_seconds=30, sleep=sleep,
+                          clock=clock)
+
+
+@pytest.mark.parametrize("command", [
+    "preflight", "deploy", "status", "predict", "rollout", "autoscale", "batch", "delete",
+])
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(sagemaker, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_bad_endpoint_name_is_one_error_line():
+    result = CliRunner().invoke(sagemaker, ["status", "--endpoint", "no_underscores"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: endpoint name 'no_underscores' is not valid: "
+        "use 1-63 letters, digits and single hyphens\n"
+    )

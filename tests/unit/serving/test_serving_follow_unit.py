@@ -1,0 +1,77 @@
+"""The alias follower against a real (SQLite) registry: swap on move, keep serving on failure."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from serving.app import ModelHolder, Served
+from serving.follow import AliasFollower
+from serving.model import ModelNotFound, load_scorer, resolve_model
+from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
+from tracking.uris import parse_model_ref
+
+
+@pytest.fixture
+def registry():
+    X, y = cancer_data()
+    client = mlflow.MlflowClient()
+    v1 = log_sklearn_version(client, "cancer", fit_pipeline(X, y, C=1.0), X)
+    v2 = log_sklearn_version(client, "cancer", fit_pipeline(X, y, C=0.01), X)
+    client.set_registered_model_alias("cancer", "champion", v1)
+    return client, v1, v2
+
+
+def _serving(client, ref):
+    info = resolve_model(client, ref)
+    return ModelHolder(Served(info, load_scorer(info.uri)))
+
+
+def test_follower_swaps_to_the_new_version(registry):
+    client, v1, v2 = registry
+    ref = parse_model_ref("cancer@champion")
+    holder = _serving(client, ref)
+    follower = AliasFollower(client, ref, holder, poll_seconds=60)
+    assert follower.check() is False
+    client.set_registered_model_alias("cancer", "champion", v2)
+    assert follower.check() is True
+    assert holder.current.info.version == v2
+    assert holder.current.info.uri == f"models:/cancer/{v2}"
+    assert holder.current.scorer.kind == "sklearn"
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(registry):
+    client, v1, v2 = registry
+    ref = parse_model_ref("cancer@champion")
+    holder = _serving(client, ref)
+
+    def broken(uri):
+        raise OSError("artifact store unreachable")
+
+    follower = AliasFollower(client, ref, holder, poll_seconds=60, loader=broken)
+    client.set_registered_model_alias("cancer", "champion", v2)
+    assert follower.check() is False
+    assert holder.current.info.version == v1
+    client.delete_registered_model_alias("cancer", "champion")
+    assert follower.check() is False  # alias gone: keep serving
+    assert holder.current.info.version == v1
+
+
+def test_resolve_names_the_missing_alias(registry):
+    client, _, _ = registry
+    with pytest.raises(ModelNotFound, match="cancer@nope"):
+        resolve_model(client, parse_model_ref("cancer@nope"))
+    info = resolve_model(client, parse_model_ref("models:/cancer/2"))
+    assert (info.name, info.version, info.alias) == ("cancer", "2", None)
+
+
+def test_fast_path_uses_arrays_for_a_plain_pipeline_and_matches_pyfunc(registry):
+    import json
+
+    X, _ = cancer_data()
+    scorer = load_scorer("models:/cancer@champion")
+    assert scorer.kind == "sklearn" and scorer.as_array
+    rows = X.sample(40, random_state=3)
+    body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
+    got = json.loads(scorer.score(body.encode(), "application/json"))["predictions"]
+    assert got == mlflow.pyfunc.load_model("models:/cancer@champion").predict(rows).tolist()
