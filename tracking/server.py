@@ -38,6 +38,7 @@ ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
 ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
+SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 HEALTH_TIMEOUT_SECONDS = 120
@@ -415,6 +416,13 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
     auth_config = None
     if config.auth:
         check_admin_env(env)
+        if not env.get(SECRET_KEY_ENV):
+            # CSRF tokens of the auth app are signed with it: one key for all workers of this
+            # server; replicas behind a load balancer need the same key from the environment.
+            import secrets
+
+            env[SECRET_KEY_ENV] = secrets.token_hex(32)
+            _logger.warning("%s is unset: using a random key for this server", SECRET_KEY_ENV)
         if not env.get(AUTH_CONFIG_ENV):
             handle, name = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini")
             os.close(handle)

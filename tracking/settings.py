@@ -114,6 +114,26 @@ class SageMakerSettings(_Frozen):
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
+class MonitorSettings(_Frozen):
+    """Thresholds of ``python -m serving monitor`` (crossing one exits non-zero)."""
+
+    psi_threshold: float = Field(0.2, gt=0)
+    p_value: float = Field(0.001, gt=0, lt=1)
+    max_drifted_features: int = Field(0, ge=0)
+    prediction_psi_threshold: float = Field(0.2, gt=0)
+    max_metric_drop: float = Field(0.05, ge=0)
+    min_rows: int = Field(50, ge=1)
+    experiment: str = "mlops-registry-monitoring"
+
+
+class CaptureSettings(_Frozen):
+    """Request/prediction capture of ``python -m serving serve --capture``."""
+
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    max_file_mb: float = Field(16, gt=0)
+    max_total_mb: float = Field(1024, gt=0)
+
+
 class Settings(_Frozen):
     """The validated settings of one profile."""
 
@@ -127,6 +147,8 @@ class Settings(_Frozen):
     register: RegisterSettings = RegisterSettings()
     server: ServerSettings = ServerSettings()
     sagemaker: SageMakerSettings = SageMakerSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    capture: CaptureSettings = CaptureSettings()
 
     @property
     def metric(self) -> str:

@@ -98,7 +98,7 @@ def test_alias_moves_under_load_without_a_failed_request(servers):
         assert load.wait_for_version(servers["v1"]), "the rollback never answered"
     assert load.failures == []
     assert all(status == 200 for _, status, _ in load.results)
-    assert len(load.results) > 200, "the load was not steady"
+    assert len(load.results) > 100, "the load was not steady"
     switched = [t for t, _, v in load.results[:before_rollback] if v == servers["v2"]]
     assert switched and switched[0] - moved_at < 10, "the switch took more than 10 s"
     assert _version(url) == servers["v1"]
