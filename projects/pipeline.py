@@ -335,6 +335,9 @@ class Workflow:
             train = self._frame("train", "prepare", "splits/train.parquet")
             val = self._frame("val", "prepare", "splits/val.parquet")
             types = feature_types(train, s.data.target)
+            # the model's run names the data it was fitted on (monitoring compares against it)
+            self._log_dataset(train, "train", "training", run_uri(
+                self.outcomes["prepare"].run_id, "splits/train.parquet"))
             candidates = expand_candidates(s.train.candidates)
             start = time.perf_counter()
             results = train_candidates(s.data.task, types, candidates, train, val,
@@ -460,6 +463,7 @@ class Workflow:
                 target=s.data.target,
                 train_run_id=self.outcomes["train"].run_id,
                 test_data_uri=run_uri(self.outcomes["prepare"].run_id, "splits/test.parquet"),
+                train_data_uri=run_uri(self.outcomes["prepare"].run_id, "splits/train.parquet"),
                 test_metrics=test_metrics,
             )
             name = s.register.model_name

@@ -19,6 +19,7 @@ def lineage_tags(
     train_run_id: str,
     test_data_uri: str,
     test_metrics: dict[str, float],
+    train_data_uri: str = "",
 ) -> dict[str, str]:
     """The tags every registered version carries (read by the registry's gates)."""
     tags = {
@@ -30,6 +31,7 @@ def lineage_tags(
         "mlops.target": target,
         "mlops.run_id_train": train_run_id,
         "mlops.test_data": test_data_uri,
+        "mlops.train_data": train_data_uri,
     }
     tags.update({f"mlops.metric.{k}": f"{v:.6g}" for k, v in test_metrics.items()})
     return tags

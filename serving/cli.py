@@ -130,10 +130,12 @@ def serve_cmd(
     is loaded in the background and swapped in (see /version and the X-Model-Version header).
     The tracking location comes from MLFLOW_TRACKING_URI.
     """
+    from serving.logs import configure_logging
     from serving.model import resolve_model
     from tracking.connection import connect, tracking_uri
     from tracking.uris import parse_model_ref
 
+    configure_logging(log_level, not no_access_log)
     ref = parse_model_ref(model)
     resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
     cfg = srv.ServeConfig(

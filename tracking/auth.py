@@ -127,7 +127,7 @@ class Applied:
     """One line of what ``apply_users`` did."""
 
     user: str
-    action: str  # created | updated
+    action: str  # created | updated | unchanged
     resource_type: str
     resource: str
     permission: str
@@ -180,12 +180,29 @@ def apply_users(
                 if resource not in experiment_ids:
                     experiment_ids[resource] = _experiment_id(tracking_client, resource)
                 resource_id = experiment_ids[resource]
-            auth_client.grant_user_permission(
-                user.name, _RESOURCE_TYPES[kind], resource_id, permission
-            )
-            applied.append(Applied(user.name, action, _RESOURCE_TYPES[kind], resource, permission))
-            _logger.info("%s: %s %s on %s %s", user.name, action, permission, kind, resource)
+            grant = _grant(auth_client, user.name, _RESOURCE_TYPES[kind], resource_id, permission)
+            applied.append(Applied(user.name, grant, _RESOURCE_TYPES[kind], resource, permission))
+            _logger.info("%s: %s %s on %s %s", user.name, grant, permission, kind, resource)
     return applied
+
+
+def _grant(auth_client, username: str, resource_type: str, resource_id: str, permission: str):
+    """Grant, or replace an existing grant; return created | updated | unchanged."""
+    from mlflow.exceptions import RestException
+
+    try:
+        auth_client.grant_user_permission(username, resource_type, resource_id, permission)
+        return "created"
+    except RestException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    current = auth_client.get_user_permission(username, resource_type, resource_id)
+    if current.permission == permission:
+        return "unchanged"
+    # The API has no update of a user's grant: revoke and grant again.
+    auth_client.revoke_user_permission(username, resource_type, resource_id)
+    auth_client.grant_user_permission(username, resource_type, resource_id, permission)
+    return "updated"
 
 
 def _experiment_id(tracking_client, name: str) -> str:

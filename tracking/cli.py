@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 
 import click
 
@@ -52,6 +53,10 @@ def _free_port(host: str) -> int:
 @click.option("-v", "--verbose", is_flag=True, help="Log what the launcher does.")
 def cli(verbose: bool):
     """Tracking server launcher, UI and user provisioning."""
+    # Third-party deprecation notices are not the user's business on this command line.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=r"(mlflow|starlette)\.")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -14,8 +14,8 @@ from tests.support.processes import REPO, child_env, free_port
 
 pytestmark = pytest.mark.integration
 
-ADMIN = {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-123"}
-PASSWORDS = {"ALICE_PW": "alice-pw-123", "SCORING_PW": "scoring-pw-123", "RITA_PW": "rita-pw-123"}
+ADMIN = {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123"}
+PASSWORDS = {"ALICE_PW": "alice-password-123", "SCORING_PW": "scoring-password-123", "RITA_PW": "rita-password-123"}
 MODEL = "mlops-registry-model"
 USERS_FILE = textwrap.dedent(
     f"""\
@@ -110,7 +110,8 @@ def test_users_apply_prints_grants_and_is_idempotent(auth_server):
     assert "alice" in out and "EDIT" in out and "MANAGE" in out
     again = _apply(auth_server["url"], auth_server["users"])
     assert again.returncode == 0, again.stderr
-    assert "updated" in again.stdout and "created" not in again.stdout
+    assert "unchanged" in again.stdout and "created" not in again.stdout
+    assert "Warning" not in again.stderr
 
 
 def test_users_apply_without_a_password_fails_in_one_line(auth_server, tmp_path):

@@ -45,6 +45,19 @@ def test_predict_default_output_is_next_to_the_input(champion, tmp_path):
     assert len(pd.read_csv(tmp_path / "batch-predictions.csv")) == 5
 
 
+@pytest.fixture
+def restore_logging():
+    """``serve`` configures JSON logging on the root logger; give pytest's handlers back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -55,7 +68,7 @@ def test_predict_default_output_is_next_to_the_input(champion, tmp_path):
         (["serve"], "error: Missing argument 'MODEL'"),
     ],
 )
-def test_bad_input_is_one_error_line(champion, capsys, argv, message):
+def test_bad_input_is_one_error_line(champion, capsys, restore_logging, argv, message):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(message), err

@@ -1,0 +1,148 @@
+"""``python -m serving monitor``: judge captured traffic against a version, log a monitoring run,
+and optionally start the training workflow on new data when a threshold is crossed."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from serving import monitor as mon
+from serving.model import resolve_model
+from tracking.uris import ModelRef
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorResult:
+    """What the monitor found, for the CLI's output and exit code."""
+
+    name: str
+    version: str
+    rows: int
+    drift: pd.DataFrame
+    gates: list[mon.Gate]
+    run_id: str
+    prediction_psi: float | None = None
+    retrain: dict = field(default_factory=dict)
+
+    @property
+    def crossed(self) -> bool:
+        """Whether any threshold was crossed."""
+        return not all(g.passed for g in self.gates)
+
+
+def _read_table(path: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise mon.MonitorError(f"{path!r}: no such file")
+    return pd.read_parquet(p) if p.suffix.lower() in {".parquet", ".pq"} else pd.read_csv(p)
+
+
+def _metric_name(feature: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", feature)[:200]
+
+
+def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | None = None,
+                s3_client=None) -> MonitorResult:
+    """Compare captured inputs/predictions (and labels) with the version; log a monitoring run.
+
+    Raises:
+        ModelNotFound: unknown model/alias/version.
+        MonitorError: unreadable or too little captured data, missing lineage.
+    """
+    import mlflow
+
+    from serving import protocol
+
+    info = resolve_model(client, ref)
+    mv = client.get_model_version(info.name, info.version)
+    tags = mv.tags
+    target = tags.get("mlops.target", "target")
+    task = tags.get("mlops.task", "classification")
+    metric = tags.get("mlops.selection_metric", "accuracy")
+    train_uri = tags.get("mlops.train_data") or tags.get("mlops.test_data", "").replace(
+        "test.parquet", "train.parquet")
+    if not train_uri:
+        raise mon.MonitorError(f"{info.name}/{info.version} has no mlops.train_data lineage tag")
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = pd.read_parquet(mlflow.artifacts.download_artifacts(train_uri, dst_path=tmp))
+    reference = reference.drop(columns=[target], errors="ignore")
+
+    model = mlflow.pyfunc.load_model(info.uri)
+    columns = protocol.columns_from_schema(model.metadata.get_input_schema())
+
+    def parse(body: bytes, content_type: str):
+        return protocol.parse_frame(body, protocol.split_content_type(content_type), columns)
+
+    live, live_pred = mon.captured_frames(mon.read_capture_lines(captured, s3_client), parse)
+    m = settings.monitor
+    if len(live) < m.min_rows:
+        raise mon.MonitorError(f"only {len(live)} captured rows; at least {m.min_rows} needed "
+                               "(monitor.min_rows)")
+    drift = mon.feature_drift(reference, live[reference.columns], m.psi_threshold, m.p_value)
+    drifted = drift.loc[drift["drifted"], "feature"].tolist()
+    gates = [mon.Gate("drifted features", len(drifted), m.max_drifted_features,
+                      len(drifted) <= m.max_drifted_features, ", ".join(drifted) or "none")]
+    pred_psi, ref_pred = None, None
+    if len(live_pred):
+        ref_pred = np.asarray(model.predict(reference))
+        pred_psi = mon.psi(pd.Series(ref_pred), pd.Series(live_pred))
+        gates.append(mon.Gate("prediction PSI", pred_psi, m.prediction_psi_threshold,
+                              pred_psi < m.prediction_psi_threshold))
+    live_value = None
+    if labels:
+        labelled = _read_table(labels)
+        if target not in labelled.columns:
+            raise mon.MonitorError(f"labels {labels!r} lack the target column {target!r}")
+        X, y = labelled[reference.columns], labelled[target]
+        raw = model.get_raw_model() if hasattr(model, "get_raw_model") else None
+        proba = raw.predict_proba(X) if hasattr(raw, "predict_proba") else None
+        live_value = mon.live_metric(task, metric, y, np.asarray(model.predict(X)), proba)
+        test_value = tags.get(f"mlops.metric.test_{metric}")
+        if test_value is None:
+            raise mon.MonitorError(f"{info.name}/{info.version} has no test {metric} tag")
+        gates.append(mon.metric_gate(metric, live_value, float(test_value), m.max_metric_drop))
+
+    exp = client.get_experiment_by_name(m.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(m.experiment)
+    title = f"Monitoring {info.name} v{info.version} ({len(live)} captured rows)"
+    page = mon.report_html(title, drift, gates, reference, live, ref_pred, live_pred)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"monitor-{info.name}-v{info.version}",
+                          tags={"mlops.model_name": info.name, "mlops.model_version": info.version,
+                                "mlops.monitor.verdict": "ok" if all(g.passed for g in gates)
+                                else "threshold crossed"}) as run:
+        mlflow.log_params({"model": info.name, "version": info.version,
+                           "captured": captured[:500], "labels": (labels or "")[:500],
+                           "rows": len(live)})
+        metrics = {f"psi.{_metric_name(r.feature)}": r.psi for r in drift.itertuples()
+                   if np.isfinite(r.psi)}
+        metrics["drifted_features"] = len(drifted)
+        if pred_psi is not None:
+            metrics["prediction_psi"] = pred_psi
+        if live_value is not None:
+            metrics[f"live_{metric}"] = live_value
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(page, "monitoring/report.html")
+        mlflow.log_table(drift, "monitoring/feature_drift.json")
+    return MonitorResult(info.name, info.version, len(live), drift, gates, run.info.run_id,
+                         pred_psi)
+
+
+def retrain(project: str, data: str, profile: str, experiment: str, target: str | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Start the training workflow (``mlflow run``) on ``data`` with ``profile``."""
+    cmd = [sys.executable, "-m", "mlflow", "run", project, "--env-manager", "local",
+           "--experiment-name", experiment, "-P", f"source={data}", "-P", f"profile={profile}"]
+    if target:
+        cmd += ["-P", f"target={target}"]
+    _logger.info("retraining: %s", " ".join(cmd))
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)

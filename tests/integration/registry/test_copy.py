@@ -1,0 +1,90 @@
+"""``copy`` between two real tracking servers: a dev server on SQLite, a prod one on PostgreSQL."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from registry.cli import main
+from tests.integration.registry.conftest import (
+    log_candidate,
+    register,
+    start_server,
+    unique,
+    write_policy,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def prod_server(template_sqlite_db, tmp_path_factory):
+    with start_server("postgres", template_sqlite_db, tmp_path_factory.mktemp("prod")) as url:
+        yield url
+
+
+def test_copy_dev_to_prod(sqlite_registry_server, prod_server, tmp_path, monkeypatch, capsys):
+    dev, prod = sqlite_registry_server, prod_server
+    name = unique("copied")
+    logged = log_candidate(dev, n_features=5)
+    version = register(dev, name, logged, tags={"team": "fraud"})
+    dev_client = mlflow.MlflowClient(dev, dev)
+    dev_client.set_registered_model_tag(name, "owner", "risk-team")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dev)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("MLOPS_POLICY_DIR", str(tmp_path))
+
+    code = main(["copy", f"{name}/{version}", "--to-registry", prod])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"copied {name}/{version} to {prod} as {name}/1" in out.out
+
+    prod_client = mlflow.MlflowClient(prod, prod)
+    copied = prod_client.get_model_version(name, "1")
+    tags = copied.tags
+    link = f"{dev}/#/models/{name}/versions/{version}"
+    assert tags["mlops.source.link"] == link and link in copied.description
+    assert tags["mlops.source.run_id"] == logged["run_id"]
+    for key in ("mlops.data_digest", "mlops.git_commit", "mlops.settings_hash", "team"):
+        assert tags[key] == dev_client.get_model_version(name, version).tags[key]
+    assert prod_client.get_registered_model(name).tags["owner"] == "risk-team"
+    # Lineage: the prod run carries the source run's params and metrics.
+    run = prod_client.get_run(copied.run_id)
+    assert run.data.params["n_features"] == "5"
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(logged["metrics"]["test_roc_auc"])
+    # Artifacts and signature: the prod copy loads and predicts like the source.
+    mlflow.set_registry_uri(prod)
+    mlflow.set_tracking_uri(prod)
+    info = mlflow.models.get_model_info(f"models:/{name}/1")
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == logged["columns"]
+    model = mlflow.pyfunc.load_model(f"models:/{name}/1")
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    X = load_breast_cancer(as_frame=True).data[logged["columns"]].head(20)
+    mlflow.set_registry_uri(dev)
+    mlflow.set_tracking_uri(dev)
+    source = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    assert list(model.predict(X)) == list(source.predict(pd.DataFrame(X)))
+
+    # The test split came along: the copy validates on prod against prod's data.
+    assert tags["mlops.test_data"].startswith(f"runs:/{copied.run_id}/")
+    write_policy(tmp_path, name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", prod)
+    assert main(["validate", f"{name}/1"]) == 0
+    assert "passed all 5 gates" in capsys.readouterr().out
+
+    # Copying again finds the earlier copy and changes nothing.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dev)
+    assert main(["copy", f"{name}/{version}", "--to-registry", prod]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    assert len(prod_client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_copy_unknown_version_is_one_line(sqlite_registry_server, prod_server, monkeypatch,
+                                          capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_registry_server)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    assert main(["copy", "nobody/1", "--to-registry", prod_server]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown model 'nobody'"]
