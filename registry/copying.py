@@ -3,7 +3,8 @@
 The copy carries the model artifacts (so the signature and requirements), the version's tags,
 the source run's params and metrics, the test split (so ``validate`` works on the target) and
 a link back to the source. On the target it is a new run in experiment
-``mlops-registry-copies`` plus a new version of the same registered model. Copying the same
+``mlops-registry-copies`` holding a logged model (MLflow 3's model entity, its MLmodel
+re-pointed at the new id) plus a new version of the same registered model. Copying the same
 source version again finds the earlier copy and changes nothing; a copy that fails mid-way is
 removed again.
 """
@@ -94,7 +95,7 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
 
     tags = dict(mv.tags or {})
     run = source.get_run(mv.run_id) if mv.run_id else None
-    created_model = created_run = created_version = None
+    created_model = created_run = created_version = created_logged = None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             model_dir = download(source, model_location(source, name, version), Path(tmp) / "m")
@@ -124,7 +125,14 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
                     target.log_batch(created_run, params=params[i:i + 100])
                 for i in range(0, len(metrics), 1000):
                     target.log_batch(created_run, metrics=metrics[i:i + 1000])
-            target.log_artifacts(created_run, str(model_dir), "model")
+            logged = target.create_logged_model(
+                exp_id, name=_logged_model_name(mv), source_run_id=created_run,
+                tags=source_tags, params=dict(run.data.params) if run is not None else None,
+            )
+            created_logged = logged.model_id
+            _point_mlmodel_at(model_dir, logged.model_id)
+            target.log_model_artifacts(logged.model_id, str(model_dir))
+            target.finalize_logged_model(logged.model_id, "READY")
             if test_file is not None:
                 target.log_artifact(created_run, str(test_file), "splits")
                 tags[SOURCE_PREFIX + "test_data"] = tags[TEST_DATA_TAG]
@@ -147,15 +155,16 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
                 created_model = name
             new = target.create_model_version(
                 name,
-                source=f"{new_run.info.artifact_uri.rstrip('/')}/model",
+                source=f"models:/{created_logged}",
                 run_id=created_run,
+                model_id=created_logged,
                 tags={**tags, **source_tags},
                 description=(mv.description + "\n\n" if mv.description else "")
                 + f"Copied from {link}",
             )
             created_version = str(new.version)
         except MlflowException as exc:
-            _undo(target, created_run, created_model, name, created_version)
+            _undo(target, created_run, created_model, name, created_version, created_logged)
             raise RegistryError(explain(exc, f"copy {name}/{version} to the target")) from None
     _logger.info("copied %s/%s to %s as version %s", name, version, target.tracking_uri,
                  created_version)
@@ -169,7 +178,23 @@ def now() -> int:
     return int(time.time() * 1000)
 
 
-def _undo(target, run_id, model_name, name, version) -> None:
+def _logged_model_name(mv) -> str:
+    """The logged model's name at the source (``model`` by the workflow's convention)."""
+    source = mv.source or ""
+    return source.rstrip("/").rsplit("/", 1)[-1] if source.startswith("runs:/") else "model"
+
+
+def _point_mlmodel_at(model_dir: Path, model_id: str) -> None:
+    """Make the copied MLmodel name the target's logged model, not the source's."""
+    from mlflow.models import Model
+
+    path = Path(model_dir) / "MLmodel"
+    mlmodel = Model.load(str(path))
+    mlmodel.model_id = model_id
+    mlmodel.save(str(path))
+
+
+def _undo(target, run_id, model_name, name, version, logged_id=None) -> None:
     """Delete what a failed copy created on the target (best effort, logged)."""
     from mlflow.exceptions import MlflowException
 
@@ -178,6 +203,8 @@ def _undo(target, run_id, model_name, name, version) -> None:
         steps.append(lambda: target.delete_model_version(name, version))
     if model_name:
         steps.append(lambda: target.delete_registered_model(model_name))
+    if logged_id:
+        steps.append(lambda: target.delete_logged_model(logged_id))
     if run_id:
         steps.append(lambda: target.delete_run(run_id))
     for step in steps:

@@ -67,6 +67,7 @@ class ScoringApp:
         holder: the model to serve (may be swapped while serving).
         timeout: seconds a scoring request may take before a 504.
         max_body_bytes: larger request bodies get a 413.
+        capture: a :class:`serving.capture.CaptureWriter` for answered requests, or None.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class ScoringApp:
         holder: ModelHolder,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        capture=None,
     ):
         import mlflow.version
 
@@ -82,6 +84,7 @@ class ScoringApp:
         self.max_body_bytes = max_body_bytes
         self._mlflow_version = mlflow.version.VERSION
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="score")
+        self.capture = capture
 
     async def __call__(self, scope, receive, send):
         """Dispatch one ASGI event."""
@@ -93,6 +96,7 @@ class ScoringApp:
         served = self.holder.current
         method, path = scope["method"], scope["path"]
         nbytes = 0
+        body = b""
         try:
             if path == "/invocations":
                 if method != "POST":
@@ -144,6 +148,10 @@ class ScoringApp:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        if self.capture is not None and status == 200 and body:
+            # after the response is sent: a queue put, never on the request's latency
+            self.capture.record(body, _header(scope, b"content-type") or "application/json",
+                                payload, served.info.name or "", served.info.version or "")
         if _access.isEnabledFor(logging.INFO):
             _access.info(
                 "request",
@@ -203,6 +211,8 @@ class ScoringApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._pool.shutdown(wait=False)
+                if self.capture is not None:
+                    self.capture.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -37,11 +37,12 @@ class _OneLineErrors(click.Group):
 
     def invoke(self, ctx):
         from serving.model import ModelNotFound
+        from tracking.settings import SettingsError
         from tracking.uris import ModelRefError
 
         try:
             return super().invoke(ctx)
-        except (CliError, ModelRefError, ModelNotFound, batch_mod.BatchError) as exc:
+        except (CliError, ModelRefError, ModelNotFound, SettingsError, batch_mod.BatchError) as exc:
             _fail(str(exc))
         except Exception as exc:
             from mlflow.exceptions import MlflowException
@@ -120,8 +121,29 @@ def cli():
     help="Level of the JSON-lines logs on stderr.",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log one JSON line per request.")
+@click.option(
+    "--capture",
+    default=None,
+    metavar="PATH",
+    help="Capture requests and predictions (JSON lines) to a folder or s3:// prefix, for "
+    "`python -m serving monitor`. Off by default.",
+)
+@click.option(
+    "--capture-sample-rate",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="Share of requests captured (default: settings capture.sample_rate, 1.0).",
+)
+@click.option(
+    "--capture-max-mb",
+    default=None,
+    type=click.FloatRange(min=0.001),
+    help="Stop capturing after this many MB per worker (default: capture.max_total_mb).",
+)
+@click.option("--profile", default=None, help="Settings profile for the capture defaults.")
 def serve_cmd(
-    model, host, port, workers, timeout, max_body_bytes, pin, poll_seconds, log_level, no_access_log
+    model, host, port, workers, timeout, max_body_bytes, pin, poll_seconds, log_level,
+    no_access_log, capture, capture_sample_rate, capture_max_mb, profile,
 ):
     """Serve MODEL over the MLflow scoring protocol (/invocations, /ping, /health, /version).
 
@@ -133,9 +155,11 @@ def serve_cmd(
     from serving.logs import configure_logging
     from serving.model import resolve_model
     from tracking.connection import connect, tracking_uri
+    from tracking.settings import load_settings
     from tracking.uris import parse_model_ref
 
     configure_logging(log_level, not no_access_log)
+    cap = load_settings(profile).capture
     ref = parse_model_ref(model)
     resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
     cfg = srv.ServeConfig(
@@ -150,6 +174,10 @@ def serve_cmd(
         tracking_uri=tracking_uri(),
         log_level=log_level.upper(),
         access_log=not no_access_log,
+        capture=capture,
+        capture_sample_rate=cap.sample_rate if capture_sample_rate is None else capture_sample_rate,
+        capture_max_file_bytes=int(cap.max_file_mb * 1024 * 1024),
+        capture_max_total_bytes=int((capture_max_mb or cap.max_total_mb) * 1024 * 1024),
     )
     try:
         code = srv.serve(cfg)
@@ -244,9 +272,16 @@ def _mount_sagemaker() -> None:
     cli.add_command(sagemaker, "sagemaker")
 
 
+def _mount_monitor() -> None:
+    from serving.monitor_cli import monitor_cmd
+
+    cli.add_command(monitor_cmd, "monitor")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m serving``."""
     _mount_sagemaker()
+    _mount_monitor()
     try:
         cli.main(args=argv, prog_name="python -m serving", standalone_mode=False)
     except SystemExit as exc:

@@ -9,7 +9,11 @@ import time
 import orjson
 
 # Attributes every LogRecord carries; anything else was passed with ``extra=`` and is logged.
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's copy of msg with terminal colours
+}
 
 ACCESS_LOGGER = "serving.access"
 

@@ -123,17 +123,12 @@ def psi(reference: pd.Series, live: pd.Series, bins: int = 10) -> float:
     ref, cur = reference.dropna(), live.dropna()
     if ref.empty or cur.empty:
         return float("nan")
-    if _is_numeric(ref) and _is_numeric(cur):
+    # few distinct values (class labels, flags, counts): compare them as categories
+    if _is_numeric(ref) and _is_numeric(cur) and ref.nunique() > bins:
         edges = np.unique(np.quantile(ref.to_numpy(dtype=float), np.linspace(0, 1, bins + 1)))
         edges = np.concatenate([[-np.inf], edges[1:-1], [np.inf]])
-        if len(edges) < 3:  # constant reference: one bin for the value, one for the rest
-            value = float(ref.iloc[0])
-            ref_share = np.array([1.0, 0.0])
-            equal = np.isclose(cur.to_numpy(dtype=float), value)
-            cur_share = np.array([equal.mean(), 1 - equal.mean()])
-        else:
-            ref_share = np.histogram(ref.to_numpy(dtype=float), edges)[0] / len(ref)
-            cur_share = np.histogram(cur.to_numpy(dtype=float), edges)[0] / len(cur)
+        ref_share = np.histogram(ref.to_numpy(dtype=float), edges)[0] / len(ref)
+        cur_share = np.histogram(cur.to_numpy(dtype=float), edges)[0] / len(cur)
     else:
         ref_counts = ref.astype(str).value_counts(normalize=True)
         cur_counts = cur.astype(str).value_counts(normalize=True)

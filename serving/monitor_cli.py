@@ -90,8 +90,10 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
         data = str(Path(retrain_data or labels).resolve())
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        proc = start_retrain(project, data, settings.profile, settings.experiment, env=env)
-        summary = [x for x in proc.stdout.splitlines() if x.startswith(("model version", "workflow"))]
+        proc = start_retrain(project, data, settings.profile, settings.experiment, result.name,
+                             result.target, env=env)
+        summary = [x for x in proc.stdout.splitlines()
+                   if x.startswith(("model version", "workflow"))]
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             fail(f"retraining failed: {last}", 1)

@@ -1,5 +1,8 @@
-"""``python -m serving monitor``: judge captured traffic against a version, log a monitoring run,
-and optionally start the training workflow on new data when a threshold is crossed."""
+"""``python -m serving monitor``: judge captured traffic against a version.
+
+Logs a monitoring run, and can start the training workflow on new data when a threshold is
+crossed.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ class MonitorResult:
     gates: list[mon.Gate]
     run_id: str
     prediction_psi: float | None = None
-    retrain: dict = field(default_factory=dict)
+    target: str = "target"
 
     @property
     def crossed(self) -> bool:
@@ -134,14 +137,19 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
         mlflow.log_text(page, "monitoring/report.html")
         mlflow.log_table(drift, "monitoring/feature_drift.json")
     return MonitorResult(info.name, info.version, len(live), drift, gates, run.info.run_id,
-                         pred_psi)
+                         pred_psi, target)
 
 
-def retrain(project: str, data: str, profile: str, experiment: str, target: str | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    """Start the training workflow (``mlflow run``) on ``data`` with ``profile``."""
+def retrain(project: str, data: str, profile: str, experiment: str, model_name: str,
+            target: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Start the training workflow (``mlflow run``) on ``data`` for the same registered model.
+
+    The new version goes through the normal registry gates: outside the ``local`` profile it
+    only becomes ``challenger``.
+    """
     cmd = [sys.executable, "-m", "mlflow", "run", project, "--env-manager", "local",
-           "--experiment-name", experiment, "-P", f"source={data}", "-P", f"profile={profile}"]
+           "--experiment-name", experiment, "-P", f"source={data}", "-P", f"profile={profile}",
+           "-P", f"model_name={model_name}"]
     if target:
         cmd += ["-P", f"target={target}"]
     _logger.info("retraining: %s", " ".join(cmd))

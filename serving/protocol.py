@@ -339,11 +339,10 @@ def check_frame(
     """
     names = [str(c) for c in frame.columns]
     if allow_extra:
-        names = [n for n in names if n in {c.name for c in columns}]
-        _check_names(names, columns)
-    else:
-        _check_names(names, columns)
-    frame.columns = [str(c) for c in frame.columns]
+        wanted = {c.name for c in columns}
+        names = [n for n in names if n in wanted]
+    _check_names(names, columns)
+    frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
     return _frame({c.name: _column(c, frame[c.name].to_numpy()) for c in columns})
 
 

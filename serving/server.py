@@ -59,6 +59,10 @@ class ServeConfig:
     tracking_uri: str | None = None
     log_level: str = "INFO"
     access_log: bool = True
+    capture: str | None = None
+    capture_sample_rate: float = 1.0
+    capture_max_file_bytes: int = 16 * 1024 * 1024
+    capture_max_total_bytes: int = 1024 * 1024 * 1024
 
 
 def _nodelay_protocol():
@@ -109,7 +113,25 @@ def build_app(cfg: ServeConfig, client):
     holder = ModelHolder(Served(info, load_scorer(info.uri)))
     if ref.alias and not cfg.pin:
         AliasFollower(client, ref, holder, poll_seconds=cfg.poll_seconds).start()
-    return ScoringApp(holder, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes)
+    capture = None
+    if cfg.capture:
+        from serving.capture import CaptureWriter
+
+        s3 = None
+        if cfg.capture.startswith("s3://"):
+            import boto3
+
+            s3 = boto3.client("s3")
+        capture = CaptureWriter(
+            cfg.capture,
+            sample_rate=cfg.capture_sample_rate,
+            max_file_bytes=cfg.capture_max_file_bytes,
+            max_total_bytes=cfg.capture_max_total_bytes,
+            s3_client=s3,
+        )
+    return ScoringApp(
+        holder, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, capture=capture
+    )
 
 
 def run_worker(cfg: ServeConfig) -> None:

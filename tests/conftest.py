@@ -65,6 +65,8 @@ def _mlflow_server(backend_uri: str, artifacts: str, extra_args=(), env=None):
         "--workers", "1",
         *extra_args,
     ]
+    # MLflow's GenAI job runner (a pool of huey consumers per server) is not used here.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     return port, running(cmd, f"http://127.0.0.1:{port}/health", "mlflow-server", env=env)
 
 

@@ -28,6 +28,8 @@ class _OneLineErrors(click.Group):
 
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            _fail(exc.format_message())
         except (SettingsError, srv.ServerError, UsersFileError) as exc:
             _fail(str(exc))
         except Exception as exc:  # an MLflow/HTTP failure: one line, no traceback

@@ -35,7 +35,12 @@ def child_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update({k: str(v) for k, v in (extra or {}).items()})
+    extra = {k: str(v) for k, v in (extra or {}).items()}
+    # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI: a child told to use another
+    # tracking store must not keep the parent's registry
+    if "MLFLOW_TRACKING_URI" in extra and "MLFLOW_REGISTRY_URI" not in extra:
+        env.pop("MLFLOW_REGISTRY_URI", None)
+    env.update(extra)
     return env
 
 

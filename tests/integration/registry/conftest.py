@@ -1,7 +1,7 @@
-"""Registry test fixtures: module-scoped real servers and versions registered the workflow's way.
+"""Registry test fixtures: shared real servers and versions registered the workflow's way.
 
-Servers are shared by the tests of a module (each test uses its own model names), so a module
-pays for each server start once.
+Servers and logged models are package-scoped: every registry test module shares them (each test
+uses its own model names), so the package pays for each server start once.
 """
 
 from __future__ import annotations
@@ -64,20 +64,36 @@ def start_server(kind: str, template_db: Path, workdir: Path, extra_args=(), env
 
 
 @pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    scope="package", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def registry_server(request, template_sqlite_db, tmp_path_factory):
-    """A real ``mlflow server`` shared by a module: on SQLite, then on PostgreSQL."""
+    """A real ``mlflow server`` shared by the package: on SQLite, then on PostgreSQL."""
     workdir = tmp_path_factory.mktemp(f"server-{request.param}")
     with start_server(request.param, template_sqlite_db, workdir) as url:
         yield url
 
 
-@pytest.fixture(scope="module")
-def sqlite_registry_server(template_sqlite_db, tmp_path_factory):
-    """A second real SQLite-backed server, shared by a module (the "dev" side of copies)."""
+@pytest.fixture(scope="package")
+def logged_models(registry_server):
+    """Three logged models on the server: weak (1 column), strong (10), another column."""
+    return {
+        "weak": log_candidate(registry_server, n_features=1),
+        "strong": log_candidate(registry_server, n_features=10),
+        "other": log_candidate(registry_server, columns=["worst area"]),
+    }
+
+
+@pytest.fixture(scope="package")
+def dev_server(template_sqlite_db, tmp_path_factory):
+    """A second real SQLite-backed server (the "dev" side of copies)."""
     with start_server("sqlite", template_sqlite_db, tmp_path_factory.mktemp("dev")) as url:
         yield url
+
+
+@pytest.fixture(scope="package")
+def dev_logged(dev_server):
+    """A logged model (5 columns) on the dev server."""
+    return log_candidate(dev_server, n_features=5)
 
 
 def _split():

@@ -15,7 +15,7 @@ import pytest
 
 from registry.ledger import find_ledger
 from registry.promotion import read_history
-from tests.integration.registry.conftest import log_candidate, register, unique, write_policy
+from tests.integration.registry.conftest import register, unique, write_policy
 from tests.support.processes import REPO, child_env
 
 pytestmark = pytest.mark.integration
@@ -23,9 +23,9 @@ pytestmark = pytest.mark.integration
 RACERS = 8
 
 
-@pytest.fixture(scope="module")
-def logged(registry_server):
-    return log_candidate(registry_server, n_features=4)
+@pytest.fixture
+def logged(logged_models):
+    return logged_models["strong"]
 
 
 def _versions(uri, name, logged, n):

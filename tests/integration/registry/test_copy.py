@@ -1,4 +1,5 @@
-"""``copy`` between two real tracking servers: a dev server on SQLite, a prod one on PostgreSQL."""
+"""``copy`` between two real tracking servers: a dev server on SQLite to a prod server on SQLite,
+then on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,35 +7,33 @@ import mlflow
 import pytest
 
 from registry.cli import main
-from tests.integration.registry.conftest import (
-    log_candidate,
-    register,
-    start_server,
-    unique,
-    write_policy,
-)
+from tests.integration.registry.conftest import register, unique, write_policy
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def prod_server(template_sqlite_db, tmp_path_factory):
-    with start_server("postgres", template_sqlite_db, tmp_path_factory.mktemp("prod")) as url:
-        yield url
+@pytest.fixture
+def prod_server(registry_server):
+    return registry_server
 
 
-def test_copy_dev_to_prod(sqlite_registry_server, prod_server, tmp_path, monkeypatch, capsys):
-    dev, prod = sqlite_registry_server, prod_server
+def test_copy_dev_to_prod(dev_server, dev_logged, prod_server, tmp_path, monkeypatch, capsys):
+    dev, prod = dev_server, prod_server
     name = unique("copied")
-    logged = log_candidate(dev, n_features=5)
+    logged = dev_logged
     version = register(dev, name, logged, tags={"team": "fraud"})
     dev_client = mlflow.MlflowClient(dev, dev)
     dev_client.set_registered_model_tag(name, "owner", "risk-team")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", dev)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("MLOPS_POLICY_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "250")
 
-    code = main(["copy", f"{name}/{version}", "--to-registry", prod])
+    def cli(uri, *args):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        # connect() exports MLFLOW_REGISTRY_URI (mlflow.set_registry_uri does): reset it.
+        monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        return main(list(args))
+
+    code = cli(dev, "copy", f"{name}/{version}", "--to-registry", prod)
     out = capsys.readouterr()
     assert code == 0, out.err
     assert f"copied {name}/{version} to {prod} as {name}/1" in out.out
@@ -52,6 +51,17 @@ def test_copy_dev_to_prod(sqlite_registry_server, prod_server, tmp_path, monkeyp
     run = prod_client.get_run(copied.run_id)
     assert run.data.params["n_features"] == "5"
     assert run.data.metrics["test_roc_auc"] == pytest.approx(logged["metrics"]["test_roc_auc"])
+    # The test split came along: the copy validates on prod against prod's data.
+    assert tags["mlops.test_data"].startswith(f"runs:/{copied.run_id}/")
+    write_policy(tmp_path, name)
+    assert cli(prod, "validate", f"{name}/1") == 0
+    assert "passed all 5 gates" in capsys.readouterr().out
+
+    # Copying again finds the earlier copy and changes nothing.
+    assert cli(dev, "copy", f"{name}/{version}", "--to-registry", prod) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    assert len(prod_client.search_model_versions(f"name = '{name}'")) == 1
+
     # Artifacts and signature: the prod copy loads and predicts like the source.
     mlflow.set_registry_uri(prod)
     mlflow.set_tracking_uri(prod)
@@ -67,23 +77,9 @@ def test_copy_dev_to_prod(sqlite_registry_server, prod_server, tmp_path, monkeyp
     source = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     assert list(model.predict(X)) == list(source.predict(pd.DataFrame(X)))
 
-    # The test split came along: the copy validates on prod against prod's data.
-    assert tags["mlops.test_data"].startswith(f"runs:/{copied.run_id}/")
-    write_policy(tmp_path, name)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", prod)
-    assert main(["validate", f"{name}/1"]) == 0
-    assert "passed all 5 gates" in capsys.readouterr().out
 
-    # Copying again finds the earlier copy and changes nothing.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", dev)
-    assert main(["copy", f"{name}/{version}", "--to-registry", prod]) == 0
-    assert "nothing changed" in capsys.readouterr().out
-    assert len(prod_client.search_model_versions(f"name = '{name}'")) == 1
-
-
-def test_copy_unknown_version_is_one_line(sqlite_registry_server, prod_server, monkeypatch,
-                                          capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_registry_server)
+def test_copy_unknown_version_is_one_line(dev_server, prod_server, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dev_server)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     assert main(["copy", "nobody/1", "--to-registry", prod_server]) == 1
     err = capsys.readouterr().err.strip().splitlines()

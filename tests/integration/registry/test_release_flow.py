@@ -13,19 +13,14 @@ import mlflow
 import pytest
 
 from registry.cli import main
-from tests.integration.registry.conftest import log_candidate, register, unique, write_policy
+from tests.integration.registry.conftest import register, unique, write_policy
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def logged(registry_server):
-    """Three logged models on the module's server: weak (1 column), strong (10), other column."""
-    return {
-        "weak": log_candidate(registry_server, n_features=1),
-        "strong": log_candidate(registry_server, n_features=10),
-        "other": log_candidate(registry_server, columns=["worst area"]),
-    }
+@pytest.fixture
+def logged(logged_models):
+    return logged_models
 
 
 @pytest.fixture

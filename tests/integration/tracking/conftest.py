@@ -84,7 +84,8 @@ def sqlite_copy(template: Path, directory: Path) -> str:
 def module_server(request, tmp_path_factory, template_sqlite_db):
     """The launcher on SQLite, then on a fresh PostgreSQL database; yields a dict.
 
-    Keys: ``url``, ``backend``, ``kind``, ``artifacts`` (the proxied artifact folder).
+    Keys: ``url``, ``backend``, ``kind``, ``artifacts`` (the proxied artifact folder), ``log``
+    (the server's output, uvicorn's access log included).
     """
     tmp = tmp_path_factory.mktemp(f"server-{request.param}")
     artifacts = tmp / "artifacts"
@@ -97,7 +98,49 @@ def module_server(request, tmp_path_factory, template_sqlite_db):
                 fresh_pg_database(request.getfixturevalue("pg_template"))
             )
             extra = ("--workers", "2")
-        url, _ = stack.enter_context(
+        url, proc = stack.enter_context(
             launched(backend, str(artifacts), *extra, cwd=tmp, name=f"tracking-{request.param}")
         )
-        yield {"url": url, "backend": backend, "kind": request.param, "artifacts": artifacts}
+        yield {"url": url, "backend": backend, "kind": request.param, "artifacts": artifacts,
+               "log": proc.log_path}  # fmt: skip
+
+
+def run_workflow(url: str, cwd: Path, timeout: float = 300):
+    """``python -m projects main`` against ``url``: one small candidate, no step cache."""
+    import subprocess
+
+    from tests.support.processes import REPO, child_env
+
+    cmd = [
+        sys.executable, "-m", "projects", "main",
+        "--candidates", "[{estimator: linear, grid: {C: [1.0]}}]",
+        "--n-jobs", "1", "--cache", "false",
+    ]  # fmt: skip
+    env = child_env({"MLFLOW_TRACKING_URI": url, "PYTHONPATH": str(REPO)})
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def assert_workflow_logged(url: str, server_log: Path | None = None, log_offset: int = 0) -> str:
+    """What a data scientist sees after ``main``: finished runs and a challenger version.
+
+    ``server_log[log_offset:]`` is the server's access log while the workflow ran.
+
+    Returns:
+        The run id of the registered version.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    experiment = client.get_experiment_by_name("mlops-registry")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    assert any(k.startswith("val_") for r in runs for k in r.data.metrics)
+    version = client.get_model_version_by_alias("mlops-registry-model", "challenger")
+    assert version.tags.get("mlops.task") == "classification"
+    if server_log is not None:
+        # Batched: the workflow never sends one metric per request.
+        requests = server_log.read_bytes()[log_offset:].decode(errors="replace")
+        assert "/api/2.0/mlflow/runs/log-batch" in requests
+        assert "/api/2.0/mlflow/runs/log-metric " not in requests
+    return version.run_id

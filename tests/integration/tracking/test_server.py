@@ -16,6 +16,7 @@ import pytest
 import requests
 import sqlalchemy
 
+from tests.integration.tracking.conftest import assert_workflow_logged, run_workflow
 from tracking.logger import BatchLogger
 from tracking.server import EXTRA_INDEXES
 
@@ -113,6 +114,16 @@ def test_runs_sorted_by_metric(module_server):
         client.set_terminated(run_id)
     found = client.search_runs([experiment_id], order_by=["metrics.roc_auc DESC"], max_results=2)
     assert [r.data.metrics["roc_auc"] for r in found] == [0.9, 0.3]
+
+
+@pytest.mark.slow
+def test_workflow_main_runs_end_to_end(module_server, tmp_path):
+    offset = module_server["log"].stat().st_size  # the server is shared: only this run's requests
+    done = run_workflow(module_server["url"], tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert_workflow_logged(module_server["url"], module_server["log"], offset)
+    # The model went through the server's artifact proxy into its destination.
+    assert list(module_server["artifacts"].rglob("MLmodel"))
 
 
 # -- security ---------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""`make ui` (``python -m tracking ui``) in headless Chromium: the runs table after a few runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+
+import mlflow
+import pytest
+from selenium.webdriver.common.keys import Keys
+
+from tests.support.processes import ARTIFACTS, free_port, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.ui]
+
+RUNS = {"ui-run-linear": 0.91, "ui-run-forest": 0.95, "ui-run-boosting": 0.93}
+
+
+def _driver(profile_dir):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                "--window-size=2400,1000", f"--user-data-dir={profile_dir}"):  # fmt: skip
+        options.add_argument(arg)
+    service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    return webdriver.Chrome(service=service, options=options)
+
+
+def _wait_text(driver, ready, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = driver.find_element("tag name", "body").text
+        if ready(text) or time.monotonic() > deadline:
+            assert ready(text), f"the runs are not shown:\n{text[:2000]}"
+            return text
+        time.sleep(0.5)
+
+
+def _wait_cells(driver, wanted: set[str], timeout: float = 30) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        cells = {c.text for c in driver.find_elements("css selector", ".ag-cell")}
+        if wanted <= cells or time.monotonic() > deadline:
+            return cells
+        time.sleep(0.5)
+
+
+@pytest.mark.skipif(not shutil.which("chromedriver"), reason="make chromium installs it")
+def test_ui_shows_the_runs_table_with_a_metric_column(isolated_tracking, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=isolated_tracking)
+    experiment_id = client.create_experiment("mlops-registry")
+    for name, auc in RUNS.items():
+        run_id = client.create_run(experiment_id, run_name=name).info.run_id
+        client.log_param(run_id, "estimator", name.rsplit("-", 1)[1])
+        client.log_metric(run_id, "roc_auc", auc)
+        client.set_terminated(run_id)
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "tracking", "ui", "--port", str(port)]
+    env = {"MLFLOW_TRACKING_URI": isolated_tracking}
+    with running(cmd, f"http://127.0.0.1:{port}/health", "tracking-ui", env=env, cwd=tmp_path) as p:
+        deadline = time.monotonic() + 60
+        while not (m := re.search(r"^Runs table: (\S+)", p.log_path.read_text(), re.M)):
+            assert time.monotonic() < deadline, p.log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        runs_url = m.group(1)
+        assert runs_url == f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+
+        driver = _driver(tmp_path / "chromium-profile")
+        try:
+            driver.get(runs_url)
+            _wait_text(driver, lambda text: all(name in text for name in RUNS))
+            # 3.17's runs table starts with attribute columns only; a user adds a metric
+            # column from the "Columns" menu, which lists the experiment's metrics.
+            driver.find_element("xpath", "//button[contains(., 'Columns')]").click()
+            driver.find_element("xpath", "//span[normalize-space(text())='roc_auc']").click()
+            driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+            cells = _wait_cells(driver, {f"{auc:g}" for auc in RUNS.values()})
+            text = driver.find_element("tag name", "body").text
+            ARTIFACTS.mkdir(exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / "ui-runs-table.png"))
+        finally:
+            driver.quit()
+    assert {f"{auc:g}" for auc in RUNS.values()} <= cells
+    assert "roc_auc" in text, text[:2000]

@@ -1,0 +1,127 @@
+"""The launcher's pure parts: command line, settings precedence, users file, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import sqlalchemy
+from click.testing import CliRunner
+
+from tracking import server as srv
+from tracking.auth import ROLE_PERMISSIONS, UsersFileError, load_users_file
+from tracking.cli import cli
+from tracking.settings import ServerSettings, load_settings
+
+
+def test_command_carries_the_profile_and_flags():
+    settings = load_settings("team").server
+    config = srv.ServerConfig(server=settings, auth=True)
+    cmd = srv.build_command(config)
+    assert cmd[:4] == [sys.executable, "-m", "mlflow", "server"]
+    opts = {flag: cmd[i + 1] for i, flag in enumerate(cmd) if flag.startswith("--")
+            and i + 1 < len(cmd)}  # fmt: skip
+    assert opts["--backend-store-uri"] == "postgresql://mlflow@localhost:5432/mlflow"
+    assert opts["--artifacts-destination"] == "s3://mlflow-artifacts"
+    assert opts["--workers"] == "4"
+    assert "mlflow.internal:*" in cmd[cmd.index("--allowed-hosts") + 1].split(",")
+    assert cmd[-2:] == ["--app-name", "basic-auth"]
+
+
+def test_environment_then_flags_override_the_profile(monkeypatch):
+    base = ServerSettings()
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "postgresql://env/db")
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", "s3://env-bucket")
+    resolved = srv.resolve_server_settings(base, artifacts_destination="s3://flag", port=None)
+    assert resolved.backend_store_uri == "postgresql://env/db"
+    assert resolved.artifacts_destination == "s3://flag"
+    assert resolved.port == base.port
+
+
+def test_allowed_hosts_match_any_port():
+    patterns = srv.allowed_host_patterns(["localhost", "mlflow.internal:443", "[::1]", "*"])
+    assert patterns == ["localhost", "localhost:*", "mlflow.internal:443", "[::1]", "[[]::1]:*",
+                        "*"]  # fmt: skip
+
+
+def test_child_gets_the_venv_bin_first_and_no_job_runner():
+    env = srv.server_env(srv.ServerConfig(server=ServerSettings()), base={"PATH": "/usr/bin"})
+    assert env["PATH"].split(":")[0] == str(__import__("pathlib").Path(sys.executable).parent)
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_auth_database_sits_next_to_a_sqlite_store():
+    assert srv.auth_database_uri("sqlite:////data/mlflow.db") == "sqlite:////data/basic_auth.db"
+    assert srv.auth_database_uri("postgresql://h/db") == "postgresql://h/db"
+
+
+def test_ensure_indexes_is_idempotent_and_pins_sqlite_estimates(isolated_tracking):
+    assert srv.ensure_indexes(isolated_tracking) == list(srv.EXTRA_INDEXES)
+    assert srv.ensure_indexes(isolated_tracking) == []
+    engine = sqlalchemy.create_engine(isolated_tracking)
+    with engine.connect() as conn:
+        stats = dict(
+            conn.execute(
+                sqlalchemy.text("SELECT idx, stat FROM sqlite_stat1 WHERE tbl='latest_metrics'")
+            ).all()
+        )
+    engine.dispose()
+    assert stats["mlops_idx_latest_metrics_key_value_run"] == "1000000 1000 1 1"
+
+
+def test_prepare_store_leaves_a_current_database_alone(isolated_tracking):
+    result = srv.prepare_store(isolated_tracking)
+    assert result["upgraded"] is False and result["from"] == result["to"]
+
+
+def test_users_file_roles_and_explicit_permissions(tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        "users:\n"
+        "  - {name: alice, role: data_scientist, password_env: A, experiments: [exp]}\n"
+        "  - {name: rita, role: release_manager, password_env: R, models: {m: edit}}\n"
+    )
+    alice, rita = load_users_file(path).users
+    assert alice.grants() == [("experiments", "exp", ROLE_PERMISSIONS["data_scientist"]["experiments"])]
+    assert ROLE_PERMISSIONS["data_scientist"]["experiments"] == "EDIT"
+    assert ROLE_PERMISSIONS["service"]["models"] == "READ"
+    assert ROLE_PERMISSIONS["release_manager"]["models"] == "MANAGE"
+    assert rita.grants() == [("models", "m", "EDIT")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("users:\n  - {name: a, role: boss, password_env: X}\n", "users.0.role"),
+        ("users:\n  - {name: a, role: service, password_env: X, pw: 1}\n", "unknown key"),
+        ("users: [\n", "not valid YAML"),
+    ],
+)
+def test_users_file_errors_are_one_line(tmp_path, text, message):
+    path = tmp_path / "users.yaml"
+    path.write_text(text)
+    with pytest.raises(UsersFileError, match=message) as info:
+        load_users_file(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["server", "--auth", "--port", "0"], {},
+         "error: --auth needs the admin credentials in the environment: set "
+         "MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD"),
+        (["server", "--workers", "0"], {}, "error: Invalid value for '--workers'"),
+        (["server", "-o", "server.nope=1"], {}, "error: setting server.nope: unknown key"),
+        (["users", "apply", "missing.yaml"], {}, "error: missing.yaml: no such file"),
+        (["ui"], {"MLFLOW_TRACKING_URI": "http://team:5000"},
+         "error: MLFLOW_TRACKING_URI points at http://team:5000"),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_error_line(monkeypatch, args, env, expected):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
