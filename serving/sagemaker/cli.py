@@ -76,6 +76,11 @@ def _target_options(func):
                      help="Instance type [settings sagemaker.instance_type]."),
         click.option("--instance-count", type=click.IntRange(min=1), default=None,
                      help="Initial instance count [settings sagemaker.instance_count]."),
+        click.option("--data-capture", "data_capture_uri", default=None, metavar="S3URI",
+                     help="Capture requests and predictions to this s3:// prefix (SageMaker "
+                          "data capture; `python -m serving monitor --captured` reads it)."),
+        click.option("--capture-percent", type=click.IntRange(1, 100), default=100,
+                     show_default=True, help="Share of requests captured with --data-capture."),
         click.option("--archive-prefix", envvar=ENV_PREFIX,
                      default=_target.DEFAULT_ARCHIVE_PREFIX, show_default=True,
                      help=f"S3 key prefix of model archives [${ENV_PREFIX}]."),
@@ -119,7 +124,8 @@ def _mlflow_client():
 
 
 def _resolve_target(ctx: _Context, *, execution_role_arn, bucket, image_url, instance_type,
-                    instance_count, archive_prefix) -> _target.Target:
+                    instance_count, archive_prefix, data_capture_uri=None,
+                    capture_percent=100) -> _target.Target:
     from serving.sagemaker.aws import SageMakerError
 
     settings = _settings()
@@ -141,6 +147,8 @@ def _resolve_target(ctx: _Context, *, execution_role_arn, bucket, image_url, ins
         instance_type=instance_type or settings.instance_type,
         instance_count=instance_count or settings.instance_count,
         archive_prefix=archive_prefix,
+        data_capture_uri=data_capture_uri,
+        capture_percent=capture_percent,
     )
 
 

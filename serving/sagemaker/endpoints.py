@@ -159,6 +159,7 @@ def deploy(
     config = create_endpoint_config(
         sm, source, endpoint=endpoint, model_name=model,
         instance_type=target.instance_type, instance_count=target.instance_count,
+        data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
     )
     tags = source.tags(endpoint)
     if existing is None:

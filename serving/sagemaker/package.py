@@ -181,11 +181,28 @@ def create_model(sm, source: ModelSource, *, endpoint: str, model_data_url: str,
 
 
 def create_endpoint_config(sm, source: ModelSource, *, endpoint: str, model_name: str,
-                           instance_type: str, instance_count: int) -> str:
-    """Create an endpoint config with one variant (:data:`VARIANT_NAME`); return its name."""
+                           instance_type: str, instance_count: int,
+                           data_capture_uri: str | None = None,
+                           capture_percent: int = 100) -> str:
+    """Create an endpoint config with one variant (:data:`VARIANT_NAME`); return its name.
+
+    With ``data_capture_uri`` the endpoint captures requests and predictions there (SageMaker
+    data capture: JSON lines per hour under ``<uri>/<endpoint>/<variant>/...``).
+    """
     name = resource_name(endpoint, source.version, "config")
+    extra = {}
+    if data_capture_uri:
+        extra["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": int(capture_percent),
+            "DestinationS3Uri": data_capture_uri,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"],
+                                         "JsonContentTypes": ["application/json"]},
+        }
     sm.create_endpoint_config(
         EndpointConfigName=name,
+        **extra,
         ProductionVariants=[
             {
                 "VariantName": VARIANT_NAME,

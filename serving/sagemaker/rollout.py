@@ -207,6 +207,7 @@ def rollout(
     config = create_endpoint_config(
         sm, source, endpoint=endpoint, model_name=model,
         instance_type=instance_type, instance_count=instance_count,
+        data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
     )
     put_guardrail_alarms(cloudwatch, endpoint, max_5xx=max_5xx, max_latency_ms=max_latency_ms)
     sm.update_endpoint(

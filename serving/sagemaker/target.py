@@ -47,6 +47,9 @@ class Target:
         instance_type: instance type of real-time endpoints and transform jobs.
         instance_count: initial instance count.
         archive_prefix: key prefix of model archives in the bucket.
+        data_capture_uri: ``s3://`` prefix where the endpoint captures requests and
+            predictions (SageMaker data capture, read by ``python -m serving monitor``), or None.
+        capture_percent: share of requests captured (1-100).
     """
 
     region: str
@@ -56,6 +59,8 @@ class Target:
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = DEFAULT_INSTANCE_COUNT
     archive_prefix: str = DEFAULT_ARCHIVE_PREFIX
+    data_capture_uri: str | None = None
+    capture_percent: int = 100
 
 
 def default_image_url(account: str, region: str, mlflow_version: str | None = None) -> str:

@@ -33,6 +33,7 @@ state only through ``SetAlarmState``), and the exact ``RollingBack`` interlude.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sys
 import tarfile
@@ -305,6 +306,40 @@ class SageMakerDouble:
             weights = [1.0] * len(variants)
         return config_name, random.choices(variants, weights=weights)[0]
 
+    def capture(self, backend, endpoint: str, config_name: str, variant: str, body: bytes,
+                content_type: str, answer: bytes, answer_type: str) -> None:
+        """SageMaker data capture: one JSON line per invocation under the config's S3 URI.
+
+        The layout and fields are those SageMaker writes
+        (``<uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/<id>.jsonl``); each invocation is its own
+        object here, where SageMaker batches a few minutes of lines into one.
+        """
+        cfg = backend.endpoint_configs[config_name].data_capture_config or {}
+        if not cfg.get("EnableCapture"):
+            return
+        if random.uniform(0, 100) >= float(cfg.get("InitialSamplingPercentage", 100)):
+            return
+        import base64
+        import datetime
+        import uuid
+
+        def part(data: bytes, ctype: str, mode: str) -> dict:
+            return {"observedContentType": ctype, "mode": mode, "encoding": "BASE64",
+                    "data": base64.b64encode(data).decode()}
+
+        now = datetime.datetime.now(datetime.UTC)
+        line = json.dumps({
+            "captureData": {"endpointInput": part(body, content_type, "INPUT"),
+                            "endpointOutput": part(answer, answer_type, "OUTPUT")},
+            "eventMetadata": {"eventId": str(uuid.uuid4()),
+                              "inferenceTime": now.isoformat(timespec="seconds")},
+            "eventVersion": "0",
+        }).encode() + b"\n"
+        dest = urllib.parse.urlparse(cfg["DestinationS3Uri"])
+        key = "/".join(x for x in (dest.path.strip("/"), endpoint, variant,
+                                   now.strftime("%Y/%m/%d/%H"), f"{uuid.uuid4().hex}.jsonl") if x)
+        self._s3(backend.account_id).put_object(dest.netloc, key, line)
+
     # ------------------------------------------------------------------ patches
     def _install(self) -> None:
         from moto.core.exceptions import JsonRESTError
@@ -436,7 +471,7 @@ class SageMakerDouble:
                 raise ValidationError(
                     message=f"Endpoint {name} is {endpoint.endpoint_status}, not in service."
                 )
-            _, variant = double.route(
+            config_name, variant = double.route(
                 backend, endpoint, response.headers.get("X-Amzn-SageMaker-Target-Variant")
             )
             model = backend._models[variant["ModelName"]]
@@ -454,6 +489,8 @@ class SageMakerDouble:
                     f"Received client error ({status}) from primary with message "
                     f"\"{answer.decode(errors='replace')}\". See CloudWatch logs for {name}."
                 )
+            double.capture(backend, endpoint.endpoint_name, config_name, variant["VariantName"],
+                           body, response.headers.get("Content-Type", ""), answer, content_type)
             headers = {
                 "Content-Type": content_type,
                 "x-Amzn-Invoked-Production-Variant": variant["VariantName"],

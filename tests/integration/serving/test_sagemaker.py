@@ -218,7 +218,14 @@ def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
 def test_model_error_is_reported_and_endpoint_keeps_serving(aws, versions, tmp_path):
     X, models = versions
     endpoint = f"errors-{uuid.uuid4().hex[:6]}"
-    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint).exit_code == 0
+    bucket = aws.bucket
+    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint,
+               "--data-capture", f"s3://{bucket}/capture").exit_code == 0
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"])
+    assert config["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{bucket}/capture"
+    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 100
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1]]}}))
     result = cli("predict", "--endpoint", endpoint, "--input", str(bad))
@@ -226,6 +233,17 @@ def test_model_error_is_reported_and_endpoint_keeps_serving(aws, versions, tmp_p
     assert result.stderr.startswith(f"error: endpoint {endpoint}: ModelError: ")
     rows = X.head(5)
     assert predict(endpoint, rows, tmp_path) == models["1"][0].predict(rows).tolist()
+    # the endpoint's data capture holds the answered request, readable by the monitor
+    from serving import monitor, protocol
+
+    s3 = boto3.client("s3")
+    captured = monitor.read_capture_lines(f"s3://{bucket}/capture/{endpoint}", s3)
+    assert len(captured) == 1  # the answered request; the refused one was not captured
+    columns = protocol.columns_from_schema(models["1"][0].metadata.get_input_schema())
+    inputs, preds = monitor.captured_frames(captured, lambda body, ctype: protocol.parse_frame(
+        body, protocol.split_content_type(ctype), columns))
+    pd.testing.assert_frame_equal(inputs, rows.reset_index(drop=True), check_dtype=False)
+    assert preds.tolist() == models["1"][0].predict(rows).tolist()
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
     missing = cli("rollout", f"{MODEL}/2", "--endpoint", endpoint)
     assert (missing.exit_code, missing.stderr.split(";")[0]) == (

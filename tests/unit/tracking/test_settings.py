@@ -54,7 +54,9 @@ def test_unknown_profile():
 
 def test_settings_are_frozen():
     s = load_settings()
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         s.cache = False  # type: ignore[misc]
 
 
