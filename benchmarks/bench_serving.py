@@ -84,7 +84,9 @@ def run_wrk(wrk: str, url: str, body: Path, lua: Path, conns: int, duration: flo
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return {"rps": rps, "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)], "errors": errors}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)], "errors": errors,
+            "requests": requests}
 
 
 def log_models(store: Path):
