@@ -183,7 +183,7 @@ def _run(config: srv.ServerConfig, experiment: str):
     for name in launch.store["indexes"]:
         click.echo(f"Created index {name}")
     click.echo(
-        f"MLflow tracking server: {launch.url}  (backend {srv._redact(s.backend_store_uri)}, "
+        f"MLflow tracking server: {launch.url}  (backend {srv.redact_uri(s.backend_store_uri)}, "
         f"artifacts {s.artifacts_destination}, {s.workers} worker(s), "
         f"auth {'on' if config.auth else 'off'})"
     )

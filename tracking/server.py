@@ -229,7 +229,7 @@ def prepare_store(uri: str, env: dict | None = None) -> dict:
     current, head = schema_revisions(uri)
     upgraded = current != head
     if upgraded:
-        _logger.info("migrating %s from %s to %s", _redact(uri), current or "empty", head)
+        _logger.info("migrating %s from %s to %s", redact_uri(uri), current or "empty", head)
         upgrade_schema(uri, env=env)
     return {"from": current, "to": head, "upgraded": upgraded, "indexes": ensure_indexes(uri)}
 
@@ -239,7 +239,8 @@ def _make_sqlite_parent(uri: str) -> None:
         Path(uri[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def _redact(uri: str) -> str:
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password masked, for printing."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.password:
         netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
@@ -379,7 +380,7 @@ def experiment_runs_url(url: str, experiment_id: str) -> str:
     return f"{url}/#/experiments/{experiment_id}/runs"
 
 
-def find_experiment_id(url: str, name: str = DEFAULT_EXPERIMENT, env: dict | None = None) -> str:
+def find_experiment_id(url: str, name: str = DEFAULT_EXPERIMENT) -> str:
     """The id of experiment ``name`` on the server at ``url``, else of its first experiment."""
     import mlflow
 
@@ -430,14 +431,21 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
                 Path(name), auth_database_uri(config.server.backend_store_uri)
             )
             env[AUTH_CONFIG_ENV] = str(auth_config)
-    store = prepare_store(config.server.backend_store_uri, env=env)
-    proc = subprocess.Popen(
-        build_command(config), env=env, stdout=log, stderr=log, start_new_session=True
-    )
+    try:
+        store = prepare_store(config.server.backend_store_uri, env=env)
+        proc = subprocess.Popen(
+            build_command(config), env=env, stdout=log, stderr=log, start_new_session=True
+        )
+    except BaseException:
+        if auth_config is not None:
+            auth_config.unlink(missing_ok=True)
+        raise
     try:
         wait_healthy(config.url, proc, timeout)
     except BaseException:
         stop_group(proc)
+        if auth_config is not None:
+            auth_config.unlink(missing_ok=True)
         raise
     return Launch(proc=proc, url=config.url, store=store, auth_config=auth_config)
 
