@@ -100,3 +100,58 @@ def test_sigkill_mid_logging_loses_nothing_acknowledged(tmp_path, template_sqlit
             assert len(acked) > killed_at
         client.set_terminated(run_id, "KILLED")
         assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_sigkill_mid_workflow_run_then_restart_completes_it(tmp_path, template_sqlite_db):
+    """The server dies while the workflow trains; restarted, the workflow's client retries.
+
+    MLflow's default retry policy (7 retries, exponential backoff) covers a restart of a few
+    seconds: the workflow finishes, every step run ends FINISHED, one version is registered.
+    """
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    from tests.support.processes import child_env
+
+    backend = sqlite_copy(template_sqlite_db, tmp_path / "store")
+    artifacts = str(tmp_path / "artifacts")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame(rng.normal(size=(20_000, 4)), columns=list("abcd"))
+    data["target"] = (data["a"] + rng.normal(size=len(data)) > 0).astype(int)
+    data.to_csv(tmp_path / "data.csv", index=False)
+    cmd = [sys.executable, "-m", "projects", "main", "--source", str(tmp_path / "data.csv"),
+           "--experiment", "faults", "--candidates",
+           "[{estimator: random_forest, grid: {n_estimators: [150]}}]"]
+    with _server(backend, artifacts, port) as first:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env({"MLFLOW_TRACKING_URI": url}),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        deadline = time.monotonic() + 120
+        training = []
+        while not training and time.monotonic() < deadline and proc.poll() is None:
+            exp = client.get_experiment_by_name("faults")
+            if exp:
+                training = client.search_runs(
+                    [exp.experiment_id],
+                    "tags.`mlops.step` = 'train' and attributes.status = 'RUNNING'")
+            time.sleep(0.2)
+        assert training, proc.communicate()[1][-2000:]
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    time.sleep(2)  # the server is down for a while
+    with _server(backend, artifacts, port):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert "model version  mlops-registry-model v1" in out
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+        steps = {r.data.tags.get("mlops.step", "workflow"): r.info.status for r in runs}
+        assert set(steps.values()) == {"FINISHED"}, steps
+        assert {"workflow", "ingest", "validate", "prepare", "train", "evaluate",
+                "register"} <= set(steps)
+        assert len(client.search_model_versions("name = 'mlops-registry-model'")) == 1
