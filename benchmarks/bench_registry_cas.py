@@ -70,7 +70,7 @@ def _cas_racer(uri, name, version, barrier, out, rounds):
 
 def race(target, uri, name, versions, rounds, final_alias):
     """Run one racing mode; returns (mean processes told they won, rounds ending consistent)."""
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(len(versions)), ctx.Queue()
     procs = [ctx.Process(target=target, args=(uri, name, v, barrier, out, rounds))
              for v in versions]

@@ -202,13 +202,6 @@ for _step in ("main", *STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m projects``."""
-    try:
-        cli.main(args=argv, prog_name="python -m projects", standalone_mode=False)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        return 130
-    return 0
+    from tracking.cliutil import run_group
+
+    return run_group(cli, argv, "python -m projects")

@@ -280,15 +280,8 @@ def _mount_monitor() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m serving``."""
+    from tracking.cliutil import run_group
+
     _mount_sagemaker()
     _mount_monitor()
-    try:
-        cli.main(args=argv, prog_name="python -m serving", standalone_mode=False)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        return 130
-    return 0
+    return run_group(cli, argv, "python -m serving")

@@ -100,7 +100,7 @@ def test_claims_released_at_one_instant_have_one_winner(registry_server, logged)
     name = unique("barrier")
     versions = _versions(registry_server, name, logged, RACERS)
     rounds = 3
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(RACERS), ctx.Queue()
     procs = [ctx.Process(target=_racer, args=(registry_server, name, v, barrier, results,
                                                rounds)) for v in versions]
