@@ -146,3 +146,26 @@ def test_bad_input_is_one_line(world):
     out = cli("serving", "monitor", f"{MODEL}@champion", "--captured", str(root / "missing"),
               store=store, cwd=root)
     assert out.returncode == 2 and "no such file or folder" in out.stderr
+
+
+def test_capture_under_concurrent_load_loses_no_request(world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, store, _ = world
+    capture = root / "capture-load"
+    port = free_port()
+    cmd = [sys.executable, "-m", "serving", "serve", f"{MODEL}@champion", "--port", str(port),
+           "--workers", "2", "--capture", str(capture)]
+    rows = make_batch(8, 5).drop(columns=["target"])
+    with running(cmd, f"http://127.0.0.1:{port}/ping", "serving-capture-load",
+                 env={"MLFLOW_TRACKING_URI": store}, cwd=root):
+        url = f"http://127.0.0.1:{port}"
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post(url, rows), range(400)))
+    # the servers stopped (SIGTERM): each worker flushed and closed its capture file
+    assert len(answers) == 400
+    files = list(capture.rglob("*.jsonl"))
+    lines = [orjson.loads(x) for f in files for x in f.read_text().splitlines()]
+    assert len(lines) == 400
+    assert len({f.name.split("-")[1] for f in files}) >= 1  # one file per worker process
+    assert all(len(x["response"]["predictions"]) == 8 for x in lines)
