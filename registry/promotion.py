@@ -325,6 +325,12 @@ def champion_stack(moves: list[Attempt]) -> list[str]:
     for move in sorted(moves, key=lambda a: a.slot):
         if move.outcome != "won":
             continue
+        if move.previous and move.previous != move.version and (
+            not stack or stack[-1] != move.previous
+        ):
+            # the alias was set outside this command line before this move (the workflow's
+            # auto_champion on a local store, or a plain MLflow client): it still reigned
+            stack.append(move.previous)
         if move.kind == "rollback" and move.version in stack:
             del stack[stack.index(move.version) + 1:]
         else:

@@ -120,3 +120,12 @@ def test_explain_http_statuses():
     unauth = MlflowException("API request failed with error code 401 != 200. Response body: ''")
     assert "(401)" in explain(unauth)
     assert explain(MlflowException("first line\nsecond")) == "first line"
+
+
+def test_a_champion_set_outside_the_registry_cli_is_rolled_back_to():
+    # the workflow's auto_champion (local profile) crowned version 1 without a history entry;
+    # the first recorded promotion names it as the previous holder
+    first = Attempt(id="1", alias="champion", version="2", previous="1", by="u", at=1,
+                    reason="r", kind="promote", slot=1, outcome="won")
+    assert champion_stack([first]) == ["1", "2"]
+    assert rollback_target([first], "2") == "1"
