@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
-from registry.errors import LostRace, RegistryError, explain
+from registry.errors import LostRace, RegistryError, explain, http_status
 from registry.ledger import Ledger, claim_value, find_ledger, open_ledger, parse_claim
 from registry.versions import alias_holder, as_json, get_model
 
@@ -137,11 +137,20 @@ def reconcile_alias(client, ledger: Ledger, name: str, alias: str) -> str | None
     followed by a check against the newest claim: a slow winner of an older slot cannot
     leave the alias behind.
     """
+    from mlflow.exceptions import MlflowException
+
     for _ in range(RECONCILE_ROUNDS):
         _, head = ledger.head(name, alias)
         if head is None or alias_holder(client, name, alias) == head:
             return head
-        client.set_registered_model_alias(name, alias, head)
+        try:
+            client.set_registered_model_alias(name, alias, head)
+        except MlflowException as exc:
+            if http_status(exc) in (401, 403):
+                raise
+            # Two first-ever writes of an alias collide on PostgreSQL's primary key (400):
+            # the other write landed, so look again.
+            _logger.info("alias write collided (%s); checking again", exc)
     raise RegistryError(f"alias {alias!r} of {name!r} kept moving; run the command again")
 
 
@@ -267,7 +276,6 @@ def move_alias(
     try:
         for key, val in _version_tags(won).items():
             client.set_model_version_tag(name, version, key, val)
-        client.set_registered_model_alias(name, alias, version)
         reconcile_alias(client, ledger, name, alias)
     except MlflowException as exc:
         raise RegistryError(
