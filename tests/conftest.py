@@ -22,11 +22,13 @@ _TEMPLATE_DB: Path | None = None
 @pytest.fixture(scope="session")
 def template_sqlite_db(tmp_path_factory) -> Path:
     """A migrated, empty MLflow SQLite store, made once and copied per test (migrations ~2 s)."""
-    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
-    client.search_experiments()
+    # the Default experiment's artifact location is fixed now: a temporary folder, never the
+    # checkout (a relative ./mlruns would resolve against the cwd of this first call)
+    store = SqlAlchemyStore(f"sqlite:///{path}", (path.parent / "mlruns").as_uri())
+    store.engine.dispose()
     return path
 
 
@@ -42,6 +44,8 @@ def isolated_tracking(tmp_path, monkeypatch, template_sqlite_db):
     shutil.copy(template_sqlite_db, store)
     uri = f"sqlite:///{store}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # mlflow.set_registry_uri exports MLFLOW_REGISTRY_URI; monkeypatch restores it afterwards
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

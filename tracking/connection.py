@@ -23,13 +23,16 @@ def registry_uri() -> str:
 def connect(uri: str | None = None):
     """Point the fluent API at ``uri`` (default :func:`tracking_uri`) and return a client.
 
+    The registry is ``$MLFLOW_REGISTRY_URI`` when it is set and no ``uri`` is given, else the
+    tracking location itself.
+
     Returns:
         mlflow.MlflowClient bound to the tracking and registry locations.
     """
     import mlflow
 
+    reg = registry_uri() if uri is None else uri
     uri = uri or tracking_uri()
     mlflow.set_tracking_uri(uri)
-    reg = os.environ.get("MLFLOW_REGISTRY_URI") or uri
     mlflow.set_registry_uri(reg)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=reg)
