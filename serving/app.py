@@ -194,6 +194,10 @@ class ScoringApp:
     async def _score(self, served: Served, body: bytes, content_type: str | None) -> bytes:
         scorer = served.scorer
         if scorer.inline(len(body)):
+            if scorer.batched:
+                # Concurrent small requests of this scorer (so this model version) share one
+                # predict call; see serving.microbatch.
+                return await scorer.score_batched(body, content_type)
             return scorer.score(body, content_type)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, scorer.score, body, content_type)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from serving import protocol
+from serving.microbatch import MicroBatcher, batches_identically
 from serving.protocol import RequestError
 from tracking.uris import ModelRef, version_uri
 
@@ -83,9 +84,20 @@ class Scorer:
     def __init__(self, pyfunc_model):
         self.pyfunc_model = pyfunc_model
 
+    # Whether :meth:`score_batched` may merge this scorer's requests (see serving.microbatch).
+    batched = False
+
     def inline(self, nbytes: int) -> bool:
         """Whether a body of ``nbytes`` may be scored on the event loop."""
         return False
+
+    async def score_batched(self, body: bytes, content_type: str | None) -> bytes:
+        """Score one request body on the event loop, predicted together with concurrent ones.
+
+        Raises:
+            RequestError: a request the model cannot take (4xx).
+        """
+        return self.score(body, content_type)
 
     def score(self, body: bytes, content_type: str | None) -> bytes:
         """Score one request body; return the JSON response body.
@@ -106,12 +118,19 @@ class SklearnScorer(Scorer):
     kind = "sklearn"
 
     def __init__(
-        self, pyfunc_model, predict_fn, columns: list[protocol.Column], as_array: bool = False
+        self,
+        pyfunc_model,
+        predict_fn,
+        columns: list[protocol.Column],
+        as_array: bool = False,
+        batch: bool = False,
     ):
         super().__init__(pyfunc_model)
         self._predict = predict_fn
         self.columns = columns
         self.as_array = as_array
+        self.batched = batch
+        self.batcher = MicroBatcher(predict_fn) if batch else None
 
     def inline(self, nbytes: int) -> bool:
         """Small bodies are scored on the event loop."""
@@ -119,19 +138,35 @@ class SklearnScorer(Scorer):
 
     def score(self, body: bytes, content_type: str | None) -> bytes:
         """Parse, check, predict, serialize."""
-        mime = protocol.split_content_type(content_type)
-        frame = protocol.parse_frame(body, mime, self.columns, as_array=self.as_array)
+        frame = self._parse(body, content_type)
         try:
             predictions = self._predict(frame)
         except Exception as exc:
-            raise RequestError(
-                400, f"the model could not score this input: {protocol._one_line(exc)}"
-            ) from exc
+            raise _cannot_score(exc) from exc
         return protocol.predictions_json(predictions)
+
+    async def score_batched(self, body: bytes, content_type: str | None) -> bytes:
+        """Parse and check this request alone; predict its rows with those of concurrent ones."""
+        if self.batcher is None:
+            return self.score(body, content_type)
+        frame = self._parse(body, content_type)
+        try:
+            predictions = await self.batcher.predict(frame)
+        except Exception as exc:
+            raise _cannot_score(exc) from exc
+        return protocol.predictions_json(predictions)
+
+    def _parse(self, body: bytes, content_type: str | None):
+        mime = protocol.split_content_type(content_type)
+        return protocol.parse_frame(body, mime, self.columns, as_array=self.as_array)
 
     def predict_frame(self, frame: pd.DataFrame):
         """Check the batch against the signature and predict it."""
         return self._predict(protocol.check_frame(frame, self.columns, allow_extra=True))
+
+
+def _cannot_score(exc: Exception) -> RequestError:
+    return RequestError(400, f"the model could not score this input: {protocol._one_line(exc)}")
 
 
 class PyfuncScorer(Scorer):
@@ -193,9 +228,23 @@ def _fast_scorer(model) -> SklearnScorer | None:
     predict_fn = getattr(raw, pyfunc_conf.get("predict_fn", "predict"), None)
     if predict_fn is None:
         return None
+    as_array = _takes_arrays(raw, predict_fn, columns)
     return SklearnScorer(
-        model, predict_fn, columns, as_array=_takes_arrays(raw, predict_fn, columns)
+        model,
+        predict_fn,
+        columns,
+        as_array=as_array,
+        batch=as_array and batches_identically(predict_fn, _probe(columns)),
     )
+
+
+def _probe(columns: list[protocol.Column]):
+    """Rows of made-up values for a single-type numeric signature (see :func:`_takes_arrays`)."""
+    import numpy as np
+
+    dtype = {"double": np.float64, "float": np.float32, "long": np.int64}[columns[0].type]
+    probe = np.random.default_rng(0).normal(size=(16, len(columns))) * 10
+    return probe.astype(dtype) if dtype != np.int64 else np.rint(probe).astype(dtype)
 
 
 def _takes_arrays(raw, predict_fn, columns: list[protocol.Column]) -> bool:
@@ -216,10 +265,7 @@ def _takes_arrays(raw, predict_fn, columns: list[protocol.Column]) -> bool:
     fitted = getattr(raw, "feature_names_in_", None)
     if fitted is None or list(fitted) != names:
         return False
-    dtype = {"double": np.float64, "float": np.float32, "long": np.int64}[columns[0].type]
-    rng = np.random.default_rng(0)
-    probe = rng.normal(size=(16, len(names))) * 10
-    probe = probe.astype(dtype) if dtype != np.int64 else np.rint(probe).astype(dtype)
+    probe = _probe(columns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
