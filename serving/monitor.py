@@ -258,7 +258,9 @@ def report_html(title: str, drift: pd.DataFrame, gates: list[Gate], reference: p
         f"<td>{html.escape(g.detail)}</td></tr>"
         for g in gates
     )
-    table = drift.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+    # drifted features first, then by PSI: what needs a look is at the top
+    ordered = drift.sort_values(["drifted", "psi"], ascending=[False, False])
+    table = ordered.to_html(index=False, float_format=lambda v: f"{v:.4g}")
     return (
         "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;font-size:13px}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
