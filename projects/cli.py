@@ -75,10 +75,12 @@ def workflow_options(func):
     return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
 
 
-def build_overrides(opts: dict) -> list[str]:
-    """Turn the CLI options into ``key=value`` settings overrides (CLI wins over profiles)."""
-    import yaml
+def build_overrides(opts: dict) -> tuple[list[str], list[str] | None]:
+    """Turn the CLI options into ``key=value`` settings overrides (CLI wins over profiles).
 
+    Returns:
+        The overrides, and the ``--estimators`` subset of the sweep (None: keep the sweep).
+    """
     out = []
     for item in opts.get("sets") or ():
         out.extend(part.strip() for part in item.split(";") if part.strip())
@@ -88,8 +90,8 @@ def build_overrides(opts: dict) -> list[str]:
             out.append(f"{key}={value}")
     if opts.get("candidates"):
         out.append(f"train.candidates={opts['candidates']}")
-    return out, (yaml.safe_load(opts["estimators"].replace(",", " , ").join("[]"))
-                 if opts.get("estimators") else None)
+    estimators = [e.strip() for e in (opts.get("estimators") or "").split(",") if e.strip()]
+    return out, estimators or None
 
 
 def _settings(opts: dict):

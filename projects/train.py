@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -129,7 +130,7 @@ def train_candidates(
     """Fit every candidate, in parallel over the cores (joblib), in candidate order."""
     from joblib import Parallel, delayed
 
-    jobs = min(len(candidates), n_jobs if n_jobs > 0 else (__import__("os").cpu_count() or 1))
+    jobs = min(len(candidates), n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
     if jobs <= 1:
         return [fit_candidate(task, types, e, p, seed, train, val, target) for e, p in candidates]
     return Parallel(n_jobs=jobs)(

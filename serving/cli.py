@@ -257,24 +257,12 @@ def _stderr_console():
     return Console(stderr=True)
 
 
-def _mount_sagemaker() -> None:
-    """Add ``sagemaker ...`` when that package is present (it is built separately)."""
-    try:
-        from serving.sagemaker.cli import sagemaker
-    except ImportError as exc:
-        if (exc.name or "").startswith("serving.sagemaker"):
-            return  # not built (yet)
-        _logger.warning("serving.sagemaker.cli failed to import: %s", exc)
-        return
-    except Exception as exc:  # a broken sagemaker module must not take `serve` down with it
-        _logger.warning("serving.sagemaker.cli failed to import: %s", exc)
-        return
-    cli.add_command(sagemaker, "sagemaker")
-
-
-def _mount_monitor() -> None:
+def _mount_subcommands() -> None:
+    """Add ``sagemaker ...`` and ``monitor`` (their modules import boto3/scipy only when run)."""
     from serving.monitor_cli import monitor_cmd
+    from serving.sagemaker.cli import sagemaker
 
+    cli.add_command(sagemaker, "sagemaker")
     cli.add_command(monitor_cmd, "monitor")
 
 
@@ -282,6 +270,5 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m serving``."""
     from tracking.cliutil import run_group
 
-    _mount_sagemaker()
-    _mount_monitor()
+    _mount_subcommands()
     return run_group(cli, argv, "python -m serving")

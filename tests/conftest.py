@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, free_port, running
-
-_TEMPLATE_DB: Path | None = None
+from tests.support.postgres import fresh_pg_database
+from tests.support.processes import free_port, running
 
 
 @pytest.fixture(scope="session")
@@ -84,22 +82,25 @@ def sqlite_server(tmp_path, template_sqlite_db):
         yield f"http://127.0.0.1:{port}"
 
 
-PG_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432")
+@pytest.fixture(scope="session")
+def pg_template():
+    """Name of a PostgreSQL database migrated once per test run; fresh databases copy it.
+
+    Migrating an empty database takes ~30-50 s here; ``CREATE DATABASE ... TEMPLATE`` copies
+    the migrated one in about a second.
+    """
+    from tracking.server import upgrade_schema
+
+    with fresh_pg_database() as url:
+        upgrade_schema(url)
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture
-def pg_database():
-    """A fresh PostgreSQL database on the machine's server; dropped afterwards."""
-    import psycopg
-
-    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_database(pg_template):
+    """A fresh, migrated PostgreSQL database on the machine's server; dropped afterwards."""
+    with fresh_pg_database(pg_template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -140,5 +141,3 @@ def aws_env(monkeypatch, moto_server):
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_server)
     return moto_server
 
-
-__all__ = ["REPO"]

@@ -70,21 +70,18 @@ def resolve_model(client, ref: str) -> ModelSource:
     Raises:
         SageMakerError: the reference is malformed or names nothing in the registry.
     """
-    from mlflow.exceptions import MlflowException
+    from serving.model import ModelNotFound
+    from serving.model import resolve_model as resolve_version
 
     try:
         parsed = parse_model_ref(ref, allow_run=False)
     except ModelRefError as exc:
         raise SageMakerError(str(exc)) from None
     try:
-        if parsed.alias:
-            mv = client.get_model_version_by_alias(parsed.name, parsed.alias)
-        else:
-            mv = client.get_model_version(parsed.name, parsed.version)
-    except MlflowException as exc:
-        first = (exc.message or str(exc)).splitlines()[0]
-        raise SageMakerError(f"{ref} is not in the registry: {first}") from None
-    return ModelSource(name=mv.name, version=str(mv.version), run_id=mv.run_id or "", ref=ref)
+        info = resolve_version(client, parsed)
+    except ModelNotFound as exc:
+        raise SageMakerError(f"not in the registry: {exc}") from None
+    return ModelSource(name=info.name, version=info.version, run_id=info.run_id or "", ref=ref)
 
 
 def archive_key(source: ModelSource, prefix: str) -> str:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import fresh_pg_database
 from tests.support.processes import free_port, running
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432"
 
 
 def launcher_cmd(backend: str, artifacts: str, port: int, *extra: str) -> list[str]:
@@ -38,36 +36,6 @@ def launched(backend: str, artifacts: str, *extra: str, env=None, cwd=None, name
     cmd = launcher_cmd(backend, artifacts, port, *extra)
     with running(cmd, f"http://127.0.0.1:{port}/health", name, env=env, cwd=cwd) as proc:
         yield f"http://127.0.0.1:{port}", proc
-
-
-@contextlib.contextmanager
-def fresh_pg_database(template: str | None = None):
-    """A fresh PostgreSQL database, optionally a copy of ``template``; dropped afterwards."""
-    import psycopg
-
-    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
-    copy = f' TEMPLATE "{template}"' if template else ""
-    with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"{copy}')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def pg_template():
-    """Name of a PostgreSQL database migrated once per test run; fresh databases copy it.
-
-    Migrating an empty database takes ~30-50 s on this machine; ``CREATE DATABASE ...
-    TEMPLATE`` copies the migrated one in about a second.
-    """
-    from tracking.server import upgrade_schema
-
-    with fresh_pg_database() as url:
-        upgrade_schema(url)
-        yield url.rsplit("/", 1)[1]
 
 
 def sqlite_copy(template: Path, directory: Path) -> str:

@@ -13,12 +13,8 @@ import boto3
 import mlflow
 import pytest
 
-from tests.integration.tracking.conftest import (
-    assert_workflow_logged,
-    fresh_pg_database,
-    launched,
-    run_workflow,
-)
+from tests.integration.tracking.conftest import assert_workflow_logged, launched, run_workflow
+from tests.support.postgres import fresh_pg_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
