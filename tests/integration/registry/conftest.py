@@ -14,51 +14,29 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _mlflow_server
+from tests.support.postgres import fresh_pg_database
 
 FEATURES_STRONG = 10
 TARGET = "target"
 
 
-def _new_pg_database() -> tuple[str, str]:
-    import psycopg
-
-    from tests.conftest import PG_DSN
-
-    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def _drop_pg_database(name: str) -> None:
-    import psycopg
-
-    from tests.conftest import PG_DSN
-
-    with psycopg.connect(f"{PG_DSN}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def start_server(kind: str, template_db: Path, workdir: Path, extra_args=(), env=None):
+def start_server(kind: str, template_db: Path, workdir: Path, extra_args=(), env=None,
+                 pg_template: str | None = None):
     """Context manager yielding the URL of a real ``mlflow server`` on SQLite or PostgreSQL."""
     import contextlib
 
     @contextlib.contextmanager
     def _run():
-        dbname = None
-        if kind == "postgres":
-            dbname, backend = _new_pg_database()
-        else:
-            db = workdir / "server.db"
-            shutil.copy(template_db, db)
-            backend = f"sqlite:///{db}"
-        try:
+        with contextlib.ExitStack() as stack:
+            if kind == "postgres":
+                backend = stack.enter_context(fresh_pg_database(pg_template))
+            else:
+                db = workdir / "server.db"
+                shutil.copy(template_db, db)
+                backend = f"sqlite:///{db}"
             port, ctx = _mlflow_server(backend, str(workdir / "artifacts"), extra_args, env)
             with ctx:
                 yield f"http://127.0.0.1:{port}"
-        finally:
-            if dbname:
-                _drop_pg_database(dbname)
 
     return _run()
 
@@ -69,7 +47,8 @@ def start_server(kind: str, template_db: Path, workdir: Path, extra_args=(), env
 def registry_server(request, template_sqlite_db, tmp_path_factory):
     """A real ``mlflow server`` shared by the package: on SQLite, then on PostgreSQL."""
     workdir = tmp_path_factory.mktemp(f"server-{request.param}")
-    with start_server(request.param, template_sqlite_db, workdir) as url:
+    template = request.getfixturevalue("pg_template") if request.param == "postgres" else None
+    with start_server(request.param, template_sqlite_db, workdir, pg_template=template) as url:
         yield url
 
 
