@@ -2,7 +2,7 @@
 
 Starts a real server with the project's launcher on SQLite and on PostgreSQL and measures, in
 the same run against the same server, `mlflow.log_metric` one call at a time and
-`tracking.logger.BatchLogger` (log_batch, up to 1,000 points a request). Goal: >= 5,000
+`core.logger.BatchLogger` (log_batch, up to 1,000 points a request). Goal: >= 5,000
 metrics/s and >= 250x per-call.
 
     .venv/bin/python benchmarks/bench_tracking_logging.py [--per-call 150] [--batched 50000]
@@ -33,8 +33,8 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def server(backend: str, tmp: str):
+    from core.settings import ServerSettings
     from tracking.server import ServerConfig, start, stop_group
-    from tracking.settings import ServerSettings
 
     config = ServerConfig(
         server=ServerSettings(host="127.0.0.1", port=_free_port(), workers=1,
@@ -66,7 +66,7 @@ def pg_database():
 def measure(url: str, per_call: int, batched: int) -> tuple[float, float]:
     import mlflow
 
-    from tracking.logger import BatchLogger
+    from core.logger import BatchLogger
 
     mlflow.set_tracking_uri(url)
     client = mlflow.MlflowClient(tracking_uri=url)

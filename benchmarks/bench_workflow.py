@@ -111,9 +111,9 @@ def bench_in_process(work: Path) -> None:
     """The same cold run / re-run inside one Python process (as an API call, no start-up)."""
     sys.path.insert(0, str(REPO))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'inproc.db'}"
+    from core.connection import connect
+    from core.settings import load_settings
     from projects.pipeline import Workflow
-    from tracking.connection import connect
-    from tracking.settings import load_settings
 
     data = work / "inproc.csv"
     _write_data(data, 10_000, seed=0)
@@ -146,9 +146,9 @@ def _write_data(path: Path, rows: int, seed: int, features: int = 8):
 def bench_large(work: Path, rows: int) -> None:
     sys.path.insert(0, str(REPO))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'large.db'}"
+    from core.connection import connect
+    from core.settings import load_settings
     from projects.pipeline import Workflow
-    from tracking.connection import connect
-    from tracking.settings import load_settings
 
     data = work / "large.csv"
     _write_data(data, rows, seed=3)

@@ -95,7 +95,7 @@ def build_overrides(opts: dict) -> tuple[list[str], list[str] | None]:
 
 
 def _settings(opts: dict):
-    from tracking.settings import load_settings
+    from core.settings import load_settings
 
     overrides, estimators = build_overrides(opts)
     settings = load_settings(opts.get("profile") or None, overrides)
@@ -104,7 +104,7 @@ def _settings(opts: dict):
         cands = [known.get(e) or {"estimator": e, "grid": {}} for e in estimators]
         data = settings.model_dump()
         data["train"]["candidates"] = [c if isinstance(c, dict) else c.model_dump() for c in cands]
-        from tracking.settings import Settings
+        from core.settings import Settings
 
         settings = Settings.model_validate(data)
     return settings
@@ -122,10 +122,10 @@ def run_step(until: str, opts: dict) -> int:
 
     from pydantic import ValidationError
 
+    from core.connection import connect, tracking_uri
+    from core.runs import terminate_as_interrupt
+    from core.settings import SettingsError
     from projects.errors import WorkflowError
-    from tracking.connection import connect, tracking_uri
-    from tracking.runs import terminate_as_interrupt
-    from tracking.settings import SettingsError
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -204,6 +204,6 @@ for _step in ("main", *STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m projects``."""
-    from tracking.cliutil import run_group
+    from core.cli import run_group
 
     return run_group(cli, argv, "python -m projects")

@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.runs import run_with_status
+from core.settings import Settings
+from core.uris import alias_uri, run_uri
 from projects import STEPS
 from projects.errors import WorkflowError
-from tracking.runs import run_with_status
-from tracking.settings import Settings
-from tracking.uris import alias_uri, run_uri
 
 _logger = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent

@@ -31,7 +31,7 @@ def _console():
 
 
 def _client(uri: str | None = None):
-    from tracking.connection import connect
+    from core.connection import connect
 
     return connect(uri)
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     from mlflow.exceptions import MlflowException
 
-    from tracking.uris import ModelRefError
+    from core.uris import ModelRefError
 
     try:
         cli.main(args=argv, prog_name="python -m registry", standalone_mode=False)

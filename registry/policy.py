@@ -83,7 +83,7 @@ def policy_path(model: str, policy_dir: str | Path | None = None) -> Path:
     if policy_dir is None:
         import os
 
-        from tracking.settings import conf_dir
+        from core.settings import conf_dir
 
         policy_dir = os.environ.get(POLICY_DIR_ENV) or conf_dir() / "policies"
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", model)

@@ -1,326 +1,35 @@
-"""Alias moves: promote, roll back, and the history of both.
+"""Promotion and rollback: the registry's gates in front of the one alias move.
 
-Where things are recorded (all MLflow-native, on the registry server):
-
-* each attempt: a registered-model tag ``mlops.history.<attempt id>`` holding a JSON record
-  (alias, version, previous holder, who, when, why, forced, kind, gate results, ledger slot,
-  outcome). Attempt ids start with the UTC time in milliseconds, so the tags sort oldest first
-  and travel with the model (visible on its page in the UI);
-* the winner: version tags ``mlops.promotion.<alias>.{by,at,reason,previous,forced,gates,
-  attempt,kind}`` on the version that took the alias;
-* who won each move: the compare-and-set ledger (:mod:`registry.ledger`), which is the truth
-  an attempt's outcome is read from.
+Whether a version *may* take an alias is decided here (the model's promotion policy); the move
+itself, its compare-and-set and its history record are :mod:`core.aliases`, shared with every
+other package that moves aliases (the workflow, SageMaker rollouts, retraining).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import uuid
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 
-from registry.errors import LostRace, RegistryError, explain, http_status
-from registry.ledger import Ledger, claim_value, find_ledger, open_ledger, parse_claim
-from registry.versions import alias_holder, as_json, get_model
+from core.aliases import (
+    DEFAULT_ALIAS,
+    HISTORY_TAG_PREFIX,
+    PROMOTION_TAG_PREFIX,
+    AliasState,
+    Attempt,
+    Outcome,
+    iso,
+    move_alias,
+    read_history,
+    read_state,
+)
+from registry.errors import RegistryError
+
+__all__ = [
+    "DEFAULT_ALIAS", "HISTORY_TAG_PREFIX", "PROMOTION_TAG_PREFIX", "AliasState", "Attempt",
+    "Outcome", "champion_stack", "iso", "move_alias", "promote_version", "read_history",
+    "read_state", "rollback", "rollback_target",
+]
 
 _logger = logging.getLogger(__name__)
-
-HISTORY_TAG_PREFIX = "mlops.history."
-PROMOTION_TAG_PREFIX = "mlops.promotion."
-DEFAULT_ALIAS = "champion"
-#: Attempts still pending after this long are shown as abandoned (their process died).
-PENDING_GRACE_SECONDS = 120
-RECONCILE_ROUNDS = 20
-
-
-def now_ms() -> int:
-    """Milliseconds since the epoch."""
-    return int(time.time() * 1000)
-
-
-def iso(ms: int) -> str:
-    """``2026-11-26T14:38:59Z`` from milliseconds since the epoch."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One attempt to move an alias, as recorded in the model's history."""
-
-    id: str
-    alias: str
-    version: str
-    previous: str | None
-    by: str
-    at: int
-    reason: str
-    kind: str = "promote"
-    forced: bool = False
-    slot: int = 0
-    outcome: str = "pending"
-    winner: str | None = None
-    gates: list[dict] = field(default_factory=list)
-
-    @property
-    def tag(self) -> str:
-        """The registered-model tag that holds this record."""
-        return HISTORY_TAG_PREFIX + self.id
-
-    def to_json(self) -> str:
-        """The tag value."""
-        return as_json(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Attempt:
-        """Parse a tag value (unknown keys are ignored)."""
-        data = json.loads(text)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a promotion did: ``promoted``, ``unchanged`` (already there)."""
-
-    status: str
-    name: str
-    alias: str
-    version: str
-    previous: str | None
-    attempt: Attempt | None = None
-
-
-def new_attempt_id(at_ms: int) -> str:
-    """A unique, time-ordered attempt id."""
-    return f"{at_ms:013d}-{uuid.uuid4().hex[:8]}"
-
-
-def _write(client, name: str, attempt: Attempt, action: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.set_registered_model_tag(name, attempt.tag, attempt.to_json())
-    except MlflowException as exc:
-        raise RegistryError(explain(exc, action)) from None
-
-
-def _forget(client, name: str, attempt: Attempt) -> None:
-    """Remove an attempt's record after it failed before taking part in the race."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.delete_registered_model_tag(name, attempt.tag)
-    except MlflowException as exc:  # the record then shows as abandoned
-        _logger.warning("could not remove attempt %s: %s", attempt.id, exc)
-
-
-def _version_tags(attempt: Attempt) -> dict[str, str]:
-    prefix = f"{PROMOTION_TAG_PREFIX}{attempt.alias}."
-    return {
-        prefix + "by": attempt.by,
-        prefix + "at": iso(attempt.at),
-        prefix + "reason": attempt.reason,
-        prefix + "previous": attempt.previous or "",
-        prefix + "forced": str(attempt.forced).lower(),
-        prefix + "kind": attempt.kind,
-        prefix + "attempt": attempt.id,
-        prefix + "gates": as_json(attempt.gates),
-    }
-
-
-def reconcile_alias(client, ledger: Ledger, name: str, alias: str) -> str | None:
-    """Point ``alias`` at the ledger's head version; repeat until both agree.
-
-    Every process that writes the alias runs this afterwards, so the last write is always
-    followed by a check against the newest claim: a slow winner of an older slot cannot
-    leave the alias behind.
-    """
-    from mlflow.exceptions import MlflowException
-
-    for _ in range(RECONCILE_ROUNDS):
-        _, head = ledger.head(name, alias)
-        if head is None or alias_holder(client, name, alias) == head:
-            return head
-        try:
-            client.set_registered_model_alias(name, alias, head)
-        except MlflowException as exc:
-            if http_status(exc) in (401, 403):
-                raise
-            # Two first-ever writes of an alias collide on PostgreSQL's primary key (400):
-            # the other write landed, so look again.
-            _logger.info("alias write collided (%s); checking again", exc)
-    raise RegistryError(f"alias {alias!r} of {name!r} kept moving; run the command again")
-
-
-@dataclass(frozen=True)
-class AliasState:
-    """What a command saw when it started: the ledger's last move and the alias's holder.
-
-    The move is a compare-and-set against this state: it claims move ``slot + 1``, which is
-    only free if nobody moved the alias since.
-    """
-
-    slot: int
-    holder: str | None
-
-
-def read_state(client, name: str, alias: str, expect: str | None = None) -> AliasState:
-    """The state a move will compare against.
-
-    Args:
-        client: MLflow client of the registry.
-        name: registered model.
-        alias: the alias.
-        expect: None for the state now (ledger head, then the alias's holder); else a
-            version (``"none"``: nobody) the caller expects to hold the alias: the state is
-            then the last time it did, so the move loses if the alias moved since.
-
-    Raises:
-        LostRace: ``expect`` never held the alias and does not hold it now.
-    """
-    ledger = find_ledger(client)
-    slot = ledger.head(name, alias)[0] if ledger else 0
-    holder = alias_holder(client, name, alias)
-    if expect is None:
-        return AliasState(slot, holder)
-    want = None if expect.lower() == "none" else str(expect)
-    held = ledger.last_held_by(name, alias, want) if ledger else None
-    if held is not None:
-        return AliasState(held, want)
-    if holder == want:  # moved outside the ledger (or no move recorded yet)
-        return AliasState(slot, holder)
-    raise LostRace(
-        f"{alias!r} of {name!r} is held by {_v(holder)}, not by {_v(want)} as expected; "
-        "nothing changed"
-    )
-
-
-def _v(version: str | None) -> str:
-    return f"version {version}" if version else "no version"
-
-
-def move_alias(
-    client,
-    name: str,
-    version: str,
-    alias: str,
-    reason: str,
-    by: str,
-    kind: str = "promote",
-    forced: bool = False,
-    gates: list[dict] | None = None,
-    state: AliasState | None = None,
-) -> Outcome:
-    """Move ``alias`` of ``name`` to ``version`` if nobody moved it since ``state``.
-
-    Args:
-        client: MLflow client of the registry.
-        name: registered model.
-        version: version to move the alias to.
-        alias: the alias.
-        reason: why (recorded).
-        by: who (recorded).
-        kind: ``promote`` or ``rollback`` (recorded).
-        forced: the policy was overridden (recorded).
-        gates: gate results to record.
-        state: what the caller decided on (default: read now). A move since then makes
-            this one lose.
-
-    Idempotent: if ``alias`` already points at ``version`` nothing is written.
-
-    Raises:
-        LostRace: a concurrent move of the same alias won; this attempt is recorded as lost
-            and nothing else changed.
-        RegistryError: the server refused a write (e.g. 403); nothing was changed.
-    """
-    from mlflow.exceptions import MlflowException
-
-    version = str(version)
-    state = state or read_state(client, name, alias)
-    if state.holder == version:
-        return Outcome("unchanged", name, alias, version, state.holder)
-    slot = state.slot + 1
-    at = now_ms()
-    attempt = Attempt(
-        id=new_attempt_id(at), alias=alias, version=version, previous=state.holder, by=by,
-        at=at, reason=reason, kind=kind, forced=forced, slot=slot, gates=list(gates or []),
-    )
-    action = f"move {alias!r} of {name!r}"
-    # First write: the record. A user who may not move the alias (403) stops here.
-    _write(client, name, attempt, action)
-    value = claim_value(attempt.id, version, state.holder)
-    try:
-        ledger = open_ledger(client)
-        holder = ledger.claim(name, alias, slot, value)
-    except MlflowException as exc:
-        _forget(client, name, attempt)
-        raise RegistryError(explain(exc, "record the move in the ledger")) from None
-    except RegistryError:
-        _forget(client, name, attempt)
-        raise
-    if holder != value:
-        winner = parse_claim(holder)
-        lost = replace(attempt, outcome="lost", winner=winner.attempt_id)
-        _write(client, name, lost, action)
-        if winner.version == version:
-            # Someone else made the same move first: the alias is where this caller wants it.
-            return Outcome("unchanged", name, alias, version, state.holder, lost)
-        raise LostRace(
-            f"lost the race for {alias!r} of {name!r}: move {slot} went to version "
-            f"{winner.version} (attempt {winner.attempt_id}) since this command started; "
-            "nothing changed"
-        )
-    won = replace(attempt, outcome="won")
-    try:
-        for key, val in _version_tags(won).items():
-            client.set_model_version_tag(name, version, key, val)
-        reconcile_alias(client, ledger, name, alias)
-    except MlflowException as exc:
-        raise RegistryError(
-            f"move {slot} of {alias!r} is recorded for version {version} but applying it "
-            f"failed ({explain(exc)}); run the command again to finish it"
-        ) from None
-    try:
-        _write(client, name, won, action)
-    except RegistryError as exc:  # the ledger already says who won; the record is a copy
-        _logger.warning("move applied but its record was not updated: %s", exc)
-    _logger.info("%s@%s: %s -> %s (%s)", name, alias, state.holder, version, attempt.id)
-    return Outcome("promoted", name, alias, version, state.holder, won)
-
-
-def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
-    """Every recorded attempt to move an alias of ``name``, oldest first.
-
-    Outcomes are read from the ledger (who holds each slot), so an attempt whose process
-    died mid-way is shown as ``lost`` or ``abandoned``, never as a move that happened.
-    """
-    model = get_model(client, name)
-    attempts = []
-    for key, value in (model.tags or {}).items():
-        if key.startswith(HISTORY_TAG_PREFIX):
-            try:
-                attempts.append(Attempt.from_json(value))
-            except (ValueError, TypeError):
-                _logger.warning("unreadable history tag %s", key)
-    if alias:
-        attempts = [a for a in attempts if a.alias == alias]
-    ledger = find_ledger(client)
-    slots: dict[str, dict[int, str]] = {}
-    resolved = []
-    for a in attempts:
-        if ledger is not None and a.alias not in slots:
-            slots[a.alias] = ledger.slots(name, a.alias)
-        holder = slots.get(a.alias, {}).get(a.slot)
-        if holder is not None and parse_claim(holder).attempt_id == a.id:
-            a = replace(a, outcome="won")
-        elif holder is not None:
-            a = replace(a, outcome="lost", winner=parse_claim(holder).attempt_id)
-        elif now_ms() - a.at > PENDING_GRACE_SECONDS * 1000:
-            a = replace(a, outcome="abandoned")
-        resolved.append(a)
-    return sorted(resolved, key=lambda a: (a.at, a.id))
 
 
 def champion_stack(moves: list[Attempt]) -> list[str]:
@@ -331,8 +40,8 @@ def champion_stack(moves: list[Attempt]) -> list[str]:
     """
     stack: list[str] = []
     for move in sorted(moves, key=lambda a: a.slot):
-        if move.outcome != "won":
-            continue
+        if move.outcome != "won" or move.version is None:
+            continue  # lost, abandoned, or a removal of the alias (nobody reigned)
         if move.previous and move.previous != move.version and (
             not stack or stack[-1] != move.previous
         ):

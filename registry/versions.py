@@ -1,29 +1,23 @@
 """Reading the registry: resolve references, describe versions, list models.
 
 Every function takes the MLflow client it reads through (the CLI makes it with
-``tracking.connection.connect``), so the same code reads a dev and a prod server.
+``core.connection.connect``), so the same code reads a dev and a prod server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import models
 from registry.errors import RegistryError
-from tracking.uris import ModelRefError, parse_model_ref
 
 _logger = logging.getLogger(__name__)
 
 METRIC_TAG_PREFIX = "mlops.metric."
 LINEAGE_TAGS = ("mlops.data_digest", "mlops.git_commit", "mlops.settings_hash")
-
-
-def _not_found(exc: BaseException) -> bool:
-    code = getattr(exc, "error_code", "")
-    return code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower()
 
 
 def quote(value: str) -> str:
@@ -37,54 +31,24 @@ def get_model(client, name: str):
     Raises:
         RegistryError: ``unknown model 'name'``.
     """
-    from mlflow.exceptions import MlflowException
-
     try:
-        return client.get_registered_model(name)
-    except MlflowException as exc:
-        if _not_found(exc):
-            raise RegistryError(f"unknown model {name!r}") from None
-        raise
-
-
-def alias_holder(client, name: str, alias: str) -> str | None:
-    """The version ``alias`` points at, or None if the model has no such alias."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        if _not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
-            return None
-        raise
+        return models.get_model(client, name)
+    except models.ModelNotFound as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def resolve_version(client, ref: str, allow_alias: bool = True):
-    """The ModelVersion behind ``NAME/VERSION`` (or ``NAME@ALIAS``).
+    """The ModelVersion behind ``NAME/VERSION`` (or ``NAME@ALIAS``), via the one resolver.
 
     Raises:
-        RegistryError: malformed reference, unknown model, version or alias.
+        RegistryError: unknown model, version or alias.
+        ModelRefError: malformed reference (bad usage).
     """
-    from mlflow.exceptions import MlflowException
-
     try:
-        parsed = parse_model_ref(ref, allow_run=False)
-    except ModelRefError as exc:
+        return models.resolve_model(client, ref, allow_run=False,
+                                    allow_alias=allow_alias).model_version
+    except models.ModelNotFound as exc:
         raise RegistryError(str(exc)) from None
-    if parsed.alias and not allow_alias:
-        raise RegistryError(f"{ref!r}: give a version (NAME/VERSION), not an alias")
-    get_model(client, parsed.name)
-    if parsed.alias:
-        holder = alias_holder(client, parsed.name, parsed.alias)
-        if holder is None:
-            raise RegistryError(f"model {parsed.name!r} has no alias {parsed.alias!r}")
-        return client.get_model_version(parsed.name, holder)
-    try:
-        return client.get_model_version(parsed.name, parsed.version)
-    except MlflowException as exc:
-        if _not_found(exc):
-            raise RegistryError(f"model {parsed.name!r} has no version {parsed.version}") from None
-        raise
 
 
 def registry_uri_of(client) -> str:
@@ -279,8 +243,3 @@ def list_models(client, name: str | None = None) -> list[ModelRow]:
                 run_id=mv.run_id,
             ))
     return rows
-
-
-def as_json(obj) -> str:
-    """Compact JSON for tag values."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str)

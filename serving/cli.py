@@ -36,9 +36,9 @@ class _OneLineErrors(click.Group):
     """Known failures become one ``error: ...`` line on stderr and exit code 1."""
 
     def invoke(self, ctx):
+        from core.settings import SettingsError
+        from core.uris import ModelRefError
         from serving.model import ModelNotFound
-        from tracking.settings import SettingsError
-        from tracking.uris import ModelRefError
 
         try:
             return super().invoke(ctx)
@@ -152,11 +152,11 @@ def serve_cmd(
     is loaded in the background and swapped in (see /version and the X-Model-Version header).
     The tracking location comes from MLFLOW_TRACKING_URI.
     """
+    from core.connection import connect, tracking_uri
+    from core.settings import load_settings
+    from core.uris import parse_model_ref
     from serving.logs import configure_logging
     from serving.model import resolve_model
-    from tracking.connection import connect, tracking_uri
-    from tracking.settings import load_settings
-    from tracking.uris import parse_model_ref
 
     configure_logging(log_level, not no_access_log)
     cap = load_settings(profile).capture
@@ -214,9 +214,9 @@ def predict_cmd(model, input_path: Path, output_path: Path | None, batch_size: i
     """Score a CSV/Parquet file with MODEL in batches, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from core.connection import connect
+    from core.uris import parse_model_ref
     from serving.model import load_scorer, resolve_model
-    from tracking.connection import connect
-    from tracking.uris import parse_model_ref
 
     logging.basicConfig(level=logging.WARNING)
     ref = parse_model_ref(model)
@@ -268,7 +268,7 @@ def _mount_subcommands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m serving``."""
-    from tracking.cliutil import run_group
+    from core.cli import run_group
 
     _mount_subcommands()
     return run_group(cli, argv, "python -m serving")

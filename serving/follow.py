@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from core.uris import ModelRef
 from serving.app import ModelHolder, Served
 from serving.model import ModelVersionInfo, load_scorer, resolve_model
-from tracking.uris import ModelRef
 
 _logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.uris import ModelRef, version_uri
 from serving import protocol
 from serving.microbatch import MicroBatcher, batches_identically
 from serving.protocol import RequestError
-from tracking.uris import ModelRef, version_uri
 
 _logger = logging.getLogger(__name__)
 

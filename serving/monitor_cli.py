@@ -35,13 +35,13 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     from rich.console import Console
     from rich.table import Table
 
+    from core.connection import connect
+    from core.settings import SettingsError, load_settings
+    from core.uris import ModelRefError, parse_model_ref
     from serving import monitor as mon
     from serving.model import ModelNotFound
     from serving.monitoring import retrain as start_retrain
     from serving.monitoring import run_monitor
-    from tracking.connection import connect
-    from tracking.settings import SettingsError, load_settings
-    from tracking.uris import ModelRefError, parse_model_ref
 
     def fail(message: str, code: int = 2):
         click.echo(f"error: {message}", err=True)

@@ -103,10 +103,10 @@ def bind_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> 
 
 def build_app(cfg: ServeConfig, client):
     """Resolve and load the model, start following its alias, and return the ASGI app."""
+    from core.uris import parse_model_ref
     from serving.app import ModelHolder, ScoringApp, Served
     from serving.follow import AliasFollower
     from serving.model import load_scorer, resolve_model
-    from tracking.uris import parse_model_ref
 
     ref = parse_model_ref(cfg.model)
     info = resolve_model(client, ref)
@@ -142,8 +142,8 @@ def run_worker(cfg: ServeConfig) -> None:
     """
     import uvicorn
 
+    from core.connection import connect
     from serving.logs import configure_logging
-    from tracking.connection import connect
 
     configure_logging(cfg.log_level, cfg.access_log)
     # What ``mlflow models serve`` sets: some flavors behave differently when serving.

@@ -1,5 +1,1 @@
-"""Settings, the MLflow connection and the tracking-server launcher.
-
-The bottom layer: ``projects``, ``registry`` and ``serving`` depend on it; it depends on none
-of them.
-"""
+"""The tracking server: launcher, auth app, user provisioning, the UI helper, run reaping."""

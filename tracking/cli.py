@@ -13,9 +13,9 @@ import warnings
 
 import click
 
+from core.connection import tracking_uri
+from core.settings import PROFILES, SettingsError, load_settings
 from tracking import server as srv
-from tracking.connection import tracking_uri
-from tracking.settings import PROFILES, SettingsError, load_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def ui_command(port, host, profile):
 
 
 def _run(config: srv.ServerConfig, experiment: str):
-    from tracking.runs import terminate_as_interrupt
+    from core.runs import terminate_as_interrupt
 
     s = config.server
     try:

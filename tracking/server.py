@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracking.settings import ServerSettings
+from core.settings import ServerSettings
 
 _logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ def _errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from core.settings import SettingsError
+        from core.uris import ModelRefError
         from serving.sagemaker.aws import SageMakerError, client_error_code, client_error_message
-        from tracking.settings import SettingsError
-        from tracking.uris import ModelRefError
 
         try:
             return func(*args, **kwargs)
@@ -56,7 +56,7 @@ def _errors(func):
 
 
 def _settings():
-    from tracking.settings import load_settings
+    from core.settings import load_settings
 
     return load_settings().sagemaker
 
@@ -118,7 +118,7 @@ class _Context:
 
 
 def _mlflow_client():
-    from tracking.connection import connect
+    from core.connection import connect
 
     return connect()
 
@@ -248,8 +248,8 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
 
     --timeout-seconds 0 (the default) waits for the update's own maximum plus 5 minutes.
     """
+    from core.settings import load_settings
     from serving.sagemaker.rollout import rollout as run
-    from tracking.settings import load_settings
 
     if alias is None:
         alias = load_settings().register.champion_alias

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.uris import ModelRefError, parse_model_ref, version_uri
 from serving.sagemaker.aws import SageMakerError, client_error_code
 from serving.sagemaker.target import (
     TAG_ENDPOINT,
@@ -24,7 +25,6 @@ from serving.sagemaker.target import (
     Target,
     resource_name,
 )
-from tracking.uris import ModelRefError, parse_model_ref, version_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def upload_archive(s3, source: ModelSource, *, bucket: str, prefix: str) -> str:
         prefix: key prefix.
 
     The model is downloaded through MLflow's current registry location (the CLI's
-    ``tracking.connection.connect`` sets it).
+    ``core.connection.connect`` sets it).
 
     Raises:
         SageMakerError: the model has no ``python_function`` flavor, or the bucket is missing.

@@ -13,7 +13,7 @@ import sys
 import mlflow
 import pytest
 
-from registry.ledger import find_ledger
+from core.ledger import find_ledger
 from registry.promotion import read_history
 from tests.integration.registry.conftest import register, unique, write_policy
 from tests.support.processes import REPO, child_env

@@ -12,10 +12,10 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from core.settings import ServerSettings
 from tests.integration.tracking.conftest import sqlite_copy
 from tests.support.processes import free_port, running
 from tracking.server import ServerConfig, build_command, server_env
-from tracking.settings import ServerSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 import sqlalchemy
 
+from core.logger import BatchLogger
 from tests.integration.tracking.conftest import assert_workflow_logged, run_workflow
-from tracking.logger import BatchLogger
 from tracking.server import EXTRA_INDEXES
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
+from core.settings import load_settings
 from projects.pipeline import cache_key, code_hash, settings_hash
-from tracking.settings import load_settings
 
 
 def test_key_changes_with_settings_the_step_depends_on_only():

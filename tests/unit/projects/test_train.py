@@ -5,6 +5,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from core.settings import Candidate
 from projects.prepare import feature_types, split_data
 from projects.train import (
     CandidateResult,
@@ -14,7 +15,6 @@ from projects.train import (
     pick_best,
     train_candidates,
 )
-from tracking.settings import Candidate
 
 
 def test_grid_expands_into_candidates_in_order():

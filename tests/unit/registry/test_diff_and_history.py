@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.ledger import Claim, claim_value, model_key, parse_claim, slot_key
 from registry.diff import diff_versions
 from registry.errors import RegistryError, explain
-from registry.ledger import Claim, claim_value, model_key, parse_claim, slot_key
 from registry.promotion import Attempt, champion_stack, rollback_target
 from registry.scoring import score_predictions, select_inputs
 from registry.versions import ModelFiles, VersionInfo
@@ -100,11 +100,25 @@ def test_rollback_target_when_alias_moved_outside_the_tool():
 def test_ledger_keys_and_claims():
     assert slot_key("mlops-registry-model", "champion", 7) == "mlops-registry-model/champion/000007"
     odd = model_key("team/model:x")
-    assert "/" not in odd and ":" not in odd and odd.startswith("team_model_x~")
+    assert "/" not in odd and ":" not in odd and odd.startswith("team_model_x-")
     assert model_key("team/model:x") != model_key("team_model_x")
     value = claim_value("0001-abc", "3", "2")
     assert parse_claim(value) == Claim("0001-abc", "3", "2")
     assert parse_claim(claim_value("0001-abc", "3", None)) == Claim("0001-abc", "3", None)
+    # a removal is a move to no version
+    assert parse_claim(claim_value("0001-abc", None, "3")) == Claim("0001-abc", None, "3")
+
+
+@pytest.mark.parametrize("name", [
+    "churn+xgb", "modèle", "model with spaces", "..hidden", ".", "a" * 240, "名前", "x/y:z",
+    "tab\tname", "quote'name", "émoji🙂",
+])
+def test_ledger_keys_pass_mlflows_own_param_validation(name):
+    from mlflow.utils.validation import _validate_param
+
+    key = slot_key(name, "champion", 1)
+    _validate_param(key, "v")  # raises MlflowException when MLflow would refuse the key
+    assert len(key) <= 250
 
 
 def test_attempt_record_round_trips():

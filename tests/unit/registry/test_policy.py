@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import conf_dir
 from registry.errors import RegistryError
 from registry.policy import (
     Evidence,
@@ -13,7 +14,6 @@ from registry.policy import (
     policy_path,
     schema_changes,
 )
-from tracking.settings import conf_dir
 
 INPUTS = {"a": "double", "b": "double", "c": "long"}
 TAGS = {"mlops.data_digest": "d", "mlops.git_commit": "g"}

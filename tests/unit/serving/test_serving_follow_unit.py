@@ -5,11 +5,11 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from core.uris import parse_model_ref
 from serving.app import ModelHolder, Served
 from serving.follow import AliasFollower
 from serving.model import ModelNotFound, load_scorer, resolve_model
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
-from tracking.uris import parse_model_ref
 
 
 @pytest.fixture

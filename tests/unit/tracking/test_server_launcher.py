@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
+from core.settings import ServerSettings, load_settings
 from tracking import server as srv
 from tracking.auth import ROLE_PERMISSIONS, UsersFileError, load_users_file
 from tracking.cli import cli
-from tracking.settings import ServerSettings, load_settings
 
 
 def test_command_carries_the_profile_and_flags():

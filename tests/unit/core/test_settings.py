@@ -1,6 +1,6 @@
 import pytest
 
-from tracking.settings import SettingsError, load_settings, parse_overrides
+from core.settings import SettingsError, load_settings, parse_overrides
 
 
 def test_local_profile_is_default_and_crowns_champion():
@@ -65,7 +65,7 @@ def test_parse_overrides_nests_and_parses_yaml():
 
 
 def test_every_key_of_the_settings_files_is_commented():
-    from tracking.settings import conf_dir
+    from core.settings import conf_dir
 
     for path in [conf_dir() / "base.yaml", *sorted((conf_dir() / "profiles").glob("*.yaml"))]:
         lines = path.read_text().splitlines()

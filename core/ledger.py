@@ -14,6 +14,8 @@ attempts that read the same state exactly one claim succeeds; every other one le
 The winner then moves the alias and reconciles it to the ledger's head, so a slow winner of an
 earlier slot cannot leave the alias behind a later one.
 
+Removing an alias is a move to no version (an empty version in the claim).
+
 Bootstrap: the experiment name is unique in the store, so exactly one process creates the
 experiment; only that process creates the run, and the others wait for it to appear.
 """
@@ -26,7 +28,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from registry.errors import RegistryError
+from core.errors import MlopsError
 
 _logger = logging.getLogger(__name__)
 
@@ -37,15 +39,26 @@ LEDGER_TAG = "mlops.ledger"
 BOOTSTRAP_TIMEOUT_SECONDS = 30.0
 SLOT_DIGITS = 6
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\- ]")
+#: What MLflow accepts in one segment of a parameter key (its rule is ``[/\w.\- :]``, with
+#: Unicode ``\w``; ``/`` separates our segments and ``:`` is refused on Windows servers).
+_SEGMENT = re.compile(r"^[\w.\- ]+$")
+_UNSAFE = re.compile(r"[^\w.\- ]")
+#: Room left in MLflow's 250-character keys for ``/<alias>/<slot>``.
+MAX_MODEL_KEY = 160
 
 
 def model_key(name: str) -> str:
-    """``name`` made safe for a parameter key (a short hash keeps altered names distinct)."""
-    safe = _UNSAFE.sub("_", name).strip() or "_"
-    if safe != name:
-        safe += "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    return safe[:180]
+    """``name`` as one segment of a parameter key MLflow accepts, distinct per name.
+
+    A name made only of letters (any script), digits, ``_``, ``.``, ``-`` and spaces is used
+    as it is. Any other name (``churn+xgb``, a leading ``.``, a very long name) is made safe
+    and gets ``-`` and a hash of the whole name, which keeps altered names distinct.
+    """
+    if _SEGMENT.match(name) and not name.startswith(".") and len(name) <= MAX_MODEL_KEY:
+        return name
+    safe = _UNSAFE.sub("_", name).lstrip(".") or "_"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{safe[: MAX_MODEL_KEY - 13]}-{digest}"
 
 
 def slot_key(name: str, alias: str, slot: int) -> str:
@@ -53,9 +66,12 @@ def slot_key(name: str, alias: str, slot: int) -> str:
     return f"{model_key(name)}/{alias}/{slot:0{SLOT_DIGITS}d}"
 
 
-def claim_value(attempt_id: str, version: str, previous: str | None) -> str:
-    """The parameter value an attempt writes: its id, the new and the previous holder."""
-    return f"{attempt_id} v{version} p{previous or ''}"
+def claim_value(attempt_id: str, version: str | None, previous: str | None) -> str:
+    """The parameter value an attempt writes: its id, the new and the previous holder.
+
+    An empty version is a removal of the alias.
+    """
+    return f"{attempt_id} v{version or ''} p{previous or ''}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,7 @@ class Claim:
     """A taken slot: which attempt moved the alias from ``previous`` to ``version``."""
 
     attempt_id: str
-    version: str
+    version: str | None
     previous: str | None
 
 
@@ -71,7 +87,7 @@ def parse_claim(value: str) -> Claim:
     """The :class:`Claim` a parameter value records."""
     attempt_id, _, rest = value.partition(" v")
     version, _, previous = rest.partition(" p")
-    return Claim(attempt_id, version, previous or None)
+    return Claim(attempt_id, version or None, previous or None)
 
 
 @dataclass
@@ -137,7 +153,7 @@ def _experiment(client, create: bool):
     exp = client.get_experiment_by_name(LEDGER_EXPERIMENT)
     if exp is not None:
         if exp.lifecycle_stage != "active":
-            raise RegistryError(
+            raise MlopsError(
                 f"the ledger experiment {LEDGER_EXPERIMENT!r} is deleted: restore it "
                 f"(mlflow experiments restore --experiment-id {exp.experiment_id})"
             )
@@ -149,8 +165,8 @@ def _experiment(client, create: bool):
             LEDGER_EXPERIMENT,
             tags={
                 LEDGER_TAG: "1",
-                "mlflow.note.content": "Compare-and-set ledger of alias moves (python -m "
-                "registry). One run; one parameter per move. Do not edit.",
+                "mlflow.note.content": "Compare-and-set ledger of alias moves (core.aliases). "
+                "One run; one parameter per move. Do not edit.",
             },
         )
         return exp_id, True
@@ -175,7 +191,7 @@ def find_ledger(client) -> Ledger | None:
 
 def _only(client, runs) -> Ledger:
     if len(runs) > 1:
-        raise RegistryError(
+        raise MlopsError(
             f"the ledger experiment {LEDGER_EXPERIMENT!r} holds {len(runs)} runs; "
             "it must hold exactly one"
         )
@@ -186,7 +202,7 @@ def open_ledger(client, timeout_seconds: float = BOOTSTRAP_TIMEOUT_SECONDS) -> L
     """The ledger, created on first use.
 
     Raises:
-        RegistryError: the process that created the ledger experiment did not create its run
+        MlopsError: the process that created the ledger experiment did not create its run
             within ``timeout_seconds``.
     """
     exp_id, created = _experiment(client, create=True)
@@ -201,7 +217,7 @@ def open_ledger(client, timeout_seconds: float = BOOTSTRAP_TIMEOUT_SECONDS) -> L
         if runs:
             return _only(client, runs)
         if time.monotonic() > deadline:
-            raise RegistryError(
+            raise MlopsError(
                 f"the ledger experiment {LEDGER_EXPERIMENT!r} has no run after "
                 f"{timeout_seconds:.0f}s; if its creator crashed, delete the experiment and retry"
             )

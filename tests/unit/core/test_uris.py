@@ -1,6 +1,6 @@
 import pytest
 
-from tracking.uris import ModelRefError, alias_uri, parse_model_ref, run_uri, version_uri
+from core.uris import ModelRefError, alias_uri, parse_model_ref, run_uri, version_uri
 
 
 @pytest.mark.parametrize(
