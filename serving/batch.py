@@ -32,14 +32,21 @@ def _kind(path: Path) -> str:
     raise BatchError(f"{path}: expected a .csv or .parquet file")
 
 
-def count_rows(path: Path) -> int | None:
-    """The number of rows (cheap for Parquet: its footer says; CSV: counted lines)."""
+def count_rows(path: Path, batch_size: int = 1 << 16) -> int | None:
+    """The number of rows :func:`read_batches` will yield.
+
+    Parquet: its footer says. CSV: counted by the same reader that scores the file (one column,
+    as text), so quoted fields with line breaks and blank lines count as the reader sees them.
+    """
     if _kind(path) == "parquet":
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as f:
-        return max(sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")) - 1, 0)
+    try:
+        chunks = pd.read_csv(path, chunksize=batch_size, usecols=[0], dtype=str)
+        return sum(len(chunk) for chunk in chunks)
+    except (pd.errors.EmptyDataError, ValueError):
+        return 0
 
 
 def read_batches(path: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[pd.DataFrame]:
