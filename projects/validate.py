@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,27 +72,45 @@ def distribution_svg(col: pd.Series, bins: int = 24, width: int = 160, height: i
     return f"<svg width='{width}' height='{height}' fill='#3b7dd8'>{bars}</svg>"
 
 
+_PROFILE_PAGE = """<html><head><meta charset="utf-8"><style>body{font-family:sans-serif;\
+font-size:13px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>
+</head><body><h2>Data profile ({{ rows }} rows, {{ columns|length }} columns)</h2>
+<table><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in table %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<h2>Cleaning</h2><table>{% for k, v in cleaning %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>
+{% endfor %}</table></body></html>
+"""
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def profile_html(df: pd.DataFrame, profile: pd.DataFrame, report: CleaningReport) -> str:
     """A self-contained HTML page the MLflow UI renders.
 
-    The per-column profile with a distribution plot per column, and what cleaning did.
+    The per-column profile with a distribution plot per column, and what cleaning did. Rendered
+    by Jinja2 with autoescaping: column names and values from the data are text, never markup;
+    only the SVG plots, built here from numbers, are marked safe.
     """
+    from jinja2 import Environment
+    from markupsafe import Markup
+
     sample = df.sample(20_000, random_state=0) if len(df) > 20_000 else df
-    shown = profile.copy()
-    shown["distribution"] = [distribution_svg(sample[c]) for c in profile["column"]]
-    table = shown.to_html(
-        index=False, na_rep="", escape=True, float_format=lambda v: f"{v:.4g}",
-        formatters={"distribution": lambda v: v}
-    ).replace("&lt;", "<").replace("&gt;", ">").replace("&#x27;", "'")
-    cleaning = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:g}</td></tr>" for k, v in report.metrics().items()
-    )
-    return (
-        "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;font-size:13px}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-        f"</head><body><h2>Data profile ({len(df)} rows, {df.shape[1]} columns)</h2>"
-        f"{table}<h2>Cleaning</h2><table>{cleaning}</table></body></html>"
-    )
+    header = [*map(str, profile.columns), "distribution"]
+    table = [
+        [*(_cell(v) for v in row), Markup(distribution_svg(sample[row[0]]))]
+        for row in profile.itertuples(index=False, name=None)
+    ]
+    cleaning = [(k, f"{v:g}") for k, v in report.metrics().items()]
+    template = Environment(autoescape=True).from_string(_PROFILE_PAGE)
+    return template.render(rows=len(df), columns=list(df.columns), header=header, table=table,
+                           cleaning=cleaning)
 
 
 def check_data(

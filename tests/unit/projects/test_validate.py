@@ -80,3 +80,18 @@ def test_profile_lists_every_column_with_a_distribution_plot():
     page = profile_html(df, profile, clean_data(df, "target", True, "none", "none", 3)[1])
     assert page.count("<svg") == 3
     assert "Data profile (40 rows, 3 columns)" in page
+
+
+def test_profile_page_escapes_names_and_values_from_the_data():
+    evil_name = "<script>alert('name')</script>"
+    evil_value = "<img src=x onerror=alert('value')>"
+    df = pd.DataFrame({
+        evil_name: [1.0, 2.0, 3.0, 4.0],
+        "colour": [evil_value, "red", evil_value, "blue"],
+        "target": [0, 1, 0, 1],
+    })
+    profile = profile_data(df)
+    page = profile_html(df, profile, clean_data(df, "target", True, "none", "none", 3)[1])
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;" in page
+    assert page.count("<svg") == 3  # the plots are still rendered as markup
