@@ -70,9 +70,23 @@ class Candidate(_Frozen):
 class TrainSettings(_Frozen):
     """The train step's sweep."""
 
-    metric: Literal["auto", "roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"] = "auto"
+    metric: str = "auto"
     n_jobs: int = -1
     candidates: tuple[Candidate, ...] = (Candidate(estimator="linear"),)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from pydantic_core import PydanticCustomError
+
+        from core import metrics
+
+        if value != "auto" and value not in metrics.METRICS:
+            # one line, as "setting train.metric: unknown metric 'x'; known: auto, roc_auc, ..."
+            known = ", ".join(("auto", *metrics.METRICS))
+            raise PydanticCustomError("unknown_metric", "unknown metric {value}; known: {known}",
+                                      {"value": repr(value), "known": known})
+        return value
 
     @field_validator("candidates")
     @classmethod
@@ -88,7 +102,21 @@ class RegisterSettings(_Frozen):
     model_name: str = "mlops-registry-model"
     challenger_alias: str = "challenger"
     champion_alias: str = "champion"
-    auto_champion: bool = False
+    # None: automatic (on only for the embedded store with the local profile; the workflow
+    # decides, see projects.register.auto_champion_decision); True/False: set explicitly.
+    auto_champion: bool | None = None
+    # What started the run; recorded as the kind of its alias moves (auto or retrain).
+    trigger: Literal["workflow", "retrain"] = "workflow"
+    # Why it was started (e.g. the monitoring run that crossed a threshold), for the history.
+    trigger_reason: str = ""
+
+    @field_validator("auto_champion", mode="before")
+    @classmethod
+    def _automatic(cls, value: Any) -> Any:
+        # "auto" (or an empty value) spells out the default: the workflow decides
+        if isinstance(value, str) and value.strip().lower() in ("", "auto", "none", "null"):
+            return None
+        return value
 
 
 class ServerSettings(_Frozen):
@@ -153,9 +181,11 @@ class Settings(_Frozen):
     @property
     def metric(self) -> str:
         """The selection metric, with ``auto`` resolved for the task."""
+        from core import metrics
+
         if self.train.metric != "auto":
             return self.train.metric
-        return "roc_auc" if self.data.task == "classification" else "rmse"
+        return metrics.auto_metric(self.data.task)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of some sections (used in cache keys and lineage tags)."""
@@ -192,23 +222,65 @@ def _read_yaml(path: Path) -> dict:
     return loaded
 
 
+def _is_text(annotation) -> bool:
+    """Whether a settings field holds text: ``str``, a Literal of strings, or ``str | None``."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if annotation is str:
+        return True
+    if origin is Literal:
+        return all(isinstance(arg, str) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_is_text(a) for a in args)
+    return False
+
+
+def _annotation(parts: list[str]):
+    """The type of the setting at ``parts`` (a dotted key split), or None if unknown."""
+    import typing
+
+    model: type[BaseModel] | None = Settings
+    annotation = None
+    for part in parts:
+        if model is None:
+            # inside a mapping field (e.g. data.columns.NAME): its value type
+            if typing.get_origin(annotation) is dict:
+                annotation = typing.get_args(annotation)[1]
+                continue
+            return None
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        annotation = info.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+    return annotation
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
     """Turn ``["train.metric=f1", "cache=false"]`` into a nested mapping.
 
-    Values are parsed as YAML scalars/lists, so ``false``, ``3`` and ``[1, 2]`` get their types.
+    Values keep the type of their setting: a text setting takes the text as written
+    (``data.target=no`` stays ``"no"``, ``data.target=1e3`` stays ``"1e3"``); numbers, flags,
+    lists and mappings are read as YAML (``false``, ``3``, ``[1, 2]``) and then validated.
     """
     nested: dict = {}
     for item in items:
         if "=" not in item:
             raise SettingsError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        parts = key.strip().split(".")
+        if _is_text(_annotation(parts)):
             value = raw
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
         node = nested
-        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value

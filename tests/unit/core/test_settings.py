@@ -6,7 +6,7 @@ from core.settings import SettingsError, load_settings, parse_overrides
 def test_local_profile_is_default_and_crowns_champion():
     s = load_settings()
     assert s.profile == "local"
-    assert s.register.auto_champion is True
+    assert s.register.auto_champion is None  # automatic: the workflow decides by the store
     assert s.data.source == "bundled:breast_cancer"
     assert s.metric == "roc_auc"
 
@@ -75,3 +75,19 @@ def test_every_key_of_the_settings_files_is_commented():
                 continue
             previous = lines[i - 1].strip() if i else ""
             assert previous.startswith("#") or "#" in line, f"{path.name}:{i + 1} {stripped} has no comment"
+
+
+@pytest.mark.parametrize("raw", ["no", "yes", "1e3", "off", "null", "007", "2026-12-01", "[x]"])
+def test_text_settings_keep_the_text_as_written(raw):
+    settings = load_settings(overrides=[f"data.target={raw}", f"register.model_name={raw}"])
+    assert settings.data.target == raw
+    assert settings.register.model_name == raw
+
+
+def test_typed_settings_are_read_as_values():
+    settings = load_settings(overrides=["cache=false", "split.seed=7", "split.test_size=0.3",
+                                        "data.columns={a: float}", "train.n_jobs=1"])
+    assert settings.cache is False and settings.split.seed == 7
+    assert settings.split.test_size == 0.3 and settings.data.columns == {"a": "float"}
+    # a mapping entry whose values are text
+    assert load_settings(overrides=["data.columns.no=str"]).data.columns == {"no": "str"}
