@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from projects.train import is_better, score
+from core.metrics import is_better
+from projects.train import score
 
 
 def evaluate_model(task: str, model, test: pd.DataFrame, target: str) -> dict[str, float]:

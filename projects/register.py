@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from projects.train import is_better
+from core.metrics import is_better
 
 _logger = logging.getLogger(__name__)
 

@@ -6,15 +6,12 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
 
+from core import metrics
 from projects.prepare import FeatureTypes, build_preprocessor
-
-# Metrics where lower is better; every other metric is maximised.
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 
 
 @dataclass
@@ -79,32 +76,19 @@ def expand_candidates(candidates) -> list[tuple[str, dict]]:
 
 
 def score(task: str, model, X: pd.DataFrame, y: pd.Series) -> tuple[dict[str, float], float]:
-    """Metrics of ``model`` on (X, y) and the seconds spent predicting."""
-    from sklearn import metrics as m
+    """The catalogue's metrics of ``model`` on (X, y) and the seconds spent predicting.
 
+    The model's ``classes_`` give the class order, so the positive class and the ``log_loss``
+    labels are the ones evaluate, the registry and the monitor use too.
+    """
     start = time.perf_counter()
     pred = model.predict(X)
-    out: dict[str, float] = {}
-    if task == "classification":
-        proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
-        elapsed = time.perf_counter() - start
-        classes = list(getattr(model, "classes_", np.unique(y)))
-        binary = len(classes) == 2
-        out["accuracy"] = m.accuracy_score(y, pred)
-        out["f1"] = m.f1_score(y, pred, average="binary" if binary else "macro",
-                               pos_label=classes[-1] if binary else 1)
-        if proba is not None and len(np.unique(y)) == len(classes):
-            if binary:
-                out["roc_auc"] = m.roc_auc_score(y == classes[-1], proba[:, 1])
-            else:
-                out["roc_auc"] = m.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
-            out["log_loss"] = m.log_loss(y, proba, labels=classes)
-    else:
-        elapsed = time.perf_counter() - start
-        out["rmse"] = float(np.sqrt(m.mean_squared_error(y, pred)))
-        out["mae"] = m.mean_absolute_error(y, pred)
-        out["r2"] = m.r2_score(y, pred)
-    return {k: float(v) for k, v in out.items()}, elapsed
+    proba = None
+    if task == "classification" and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(X)
+    elapsed = time.perf_counter() - start
+    classes = getattr(model, "classes_", None) if task == "classification" else None
+    return metrics.compute(task, y, pred, proba, classes), elapsed
 
 
 def fit_candidate(task, types, estimator, params, seed, train, val, target) -> CandidateResult:
@@ -113,8 +97,8 @@ def fit_candidate(task, types, estimator, params, seed, train, val, target) -> C
     start = time.perf_counter()
     model.fit(train.drop(columns=[target]), train[target])
     fit_seconds = time.perf_counter() - start
-    metrics, predict_seconds = score(task, model, val.drop(columns=[target]), val[target])
-    return CandidateResult(estimator, params, metrics, fit_seconds, predict_seconds, model)
+    scores, predict_seconds = score(task, model, val.drop(columns=[target]), val[target])
+    return CandidateResult(estimator, params, scores, fit_seconds, predict_seconds, model)
 
 
 def train_candidates(
@@ -139,14 +123,9 @@ def train_candidates(
 
 
 def pick_best(results: list[CandidateResult], metric: str) -> CandidateResult:
-    """The best candidate by ``metric`` (lower is better for errors and log loss)."""
-    scored = [r for r in results if metric in r.metrics and np.isfinite(r.metrics[metric])]
-    if not scored:
-        raise ValueError(f"no candidate produced the selection metric {metric!r}")
-    sign = 1 if metric in LOWER_IS_BETTER else -1
-    return min(scored, key=lambda r: sign * r.metrics[metric])
-
-
-def is_better(metric: str, new: float, old: float) -> bool:
-    """Whether ``new`` beats ``old`` on ``metric``."""
-    return new < old if metric in LOWER_IS_BETTER else new > old
+    """The best candidate by ``metric``, in the catalogue's direction (first one on ties)."""
+    metrics.get(metric)  # an unknown name fails with the catalogue's one-line error
+    try:
+        return metrics.best(metric, results, lambda r: r.metrics.get(metric))
+    except metrics.MetricError:
+        raise ValueError(f"no candidate produced the selection metric {metric!r}") from None

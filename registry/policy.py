@@ -17,20 +17,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core import metrics
 from registry.errors import RegistryError
 
 POLICY_DIR_ENV = "MLOPS_POLICY_DIR"
-
-#: Metrics the registry scores, and whether greater is better.
-GREATER_IS_BETTER = {
-    "roc_auc": True,
-    "accuracy": True,
-    "f1": True,
-    "log_loss": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-}
 
 
 class _Frozen(BaseModel):
@@ -38,9 +28,12 @@ class _Frozen(BaseModel):
 
 
 def _known_metric(name: str) -> str:
-    if name not in GREATER_IS_BETTER:
-        raise ValueError(f"unknown metric {name!r}; known: {', '.join(GREATER_IS_BETTER)}")
-    return name
+    # the catalogue's one-line error: "unknown metric 'x'; known: roc_auc, ..."
+    return metrics.get(name).name
+
+
+def _greater_is_better(name: str) -> bool:
+    return metrics.get(name).greater_is_better
 
 
 class ChampionGate(_Frozen):
@@ -203,7 +196,7 @@ def _threshold_gates(policy: Policy, candidate: Evidence) -> list[GateResult]:
 
     gates = []
     for name, limit in policy.thresholds.items():
-        greater = GREATER_IS_BETTER[name]
+        greater = _greater_is_better(name)
         op = ">=" if greater else "<="
         value = candidate.metrics.get(name)
         if value is None or math.isnan(value):
@@ -222,7 +215,7 @@ def _champion_gate(policy: Policy, candidate: Evidence, champion: Evidence | Non
     from mlflow.models import MetricThreshold
 
     spec = policy.champion
-    greater = GREATER_IS_BETTER[spec.metric]
+    greater = _greater_is_better(spec.metric)
     sign = "+" if greater else "-"
     need = f"{sign}{spec.min_absolute_change:g}"
     if spec.min_relative_change:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
+from core import metrics
 from registry.errors import RegistryError
 from registry.versions import download, model_location
 
@@ -17,43 +19,22 @@ TARGET_TAG = "mlops.target"
 TASK_TAG = "mlops.task"
 
 
-def score_predictions(task: str, y_true, y_pred, y_proba=None) -> dict[str, float]:
-    """Test metrics from predictions.
+def score_predictions(task: str, y_true, y_pred, y_proba=None, classes=None) -> dict[str, float]:
+    """Test metrics from predictions, computed by the metric catalogue (:mod:`core.metrics`).
 
     Args:
         task: ``classification`` or ``regression``.
         y_true: true targets.
         y_pred: predicted labels (classification) or values (regression).
         y_proba: class probabilities (n_samples x n_classes), if the model gives them.
+        classes: the model's ``classes_`` (the order of ``y_proba``'s columns), if known.
 
     Returns:
-        ``roc_auc``, ``accuracy``, ``f1``, ``log_loss`` (classification; the probability-based
-        ones only with ``y_proba``) or ``rmse``, ``mae``, ``r2`` (regression).
+        Every metric of the task the predictions allow: ``roc_auc``, ``accuracy``, ``f1``,
+        ``log_loss`` (classification; the probability-based ones only with ``y_proba``) or
+        ``rmse``, ``mae``, ``r2`` (regression).
     """
-    import numpy as np
-    from sklearn import metrics as m
-
-    if task == "regression":
-        return {
-            "rmse": float(math.sqrt(m.mean_squared_error(y_true, y_pred))),
-            "mae": float(m.mean_absolute_error(y_true, y_pred)),
-            "r2": float(m.r2_score(y_true, y_pred)),
-        }
-    classes = np.unique(y_true)
-    binary = len(classes) <= 2
-    out = {
-        "accuracy": float(m.accuracy_score(y_true, y_pred)),
-        "f1": float(m.f1_score(y_true, y_pred, average="binary" if binary else "macro",
-                               pos_label=classes.max() if binary else 1)),
-    }
-    if y_proba is not None:
-        proba = np.asarray(y_proba)
-        if binary and proba.ndim == 2:
-            out["roc_auc"] = float(m.roc_auc_score(y_true, proba[:, -1]))
-        elif proba.ndim == 2:
-            out["roc_auc"] = float(m.roc_auc_score(y_true, proba, multi_class="ovr"))
-        out["log_loss"] = float(m.log_loss(y_true, proba))
-    return out
+    return metrics.compute(task, y_true, y_pred, y_proba, classes)
 
 
 def infer_task(tags: dict[str, str], y) -> str:
@@ -96,18 +77,26 @@ def load_model(client, name: str, version: str):
     """The version's model: the scikit-learn object when it has that flavor, else pyfunc.
 
     Models saved with skops load with the types trusted when they were logged
-    (``skops_trusted_types`` in the MLmodel file).
+    (``skops_trusted_types`` in the MLmodel file). A scikit-learn model is fully in memory
+    once loaded, so its download folder goes at once; other flavors may read their files
+    lazily, so theirs lives exactly as long as the returned model object.
     """
     import mlflow
     from mlflow.models import Model
 
-    with tempfile.TemporaryDirectory(prefix="registry-model-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="registry-model-")
+    try:
         local = download(client, model_location(client, name, version), tmp)
         if "sklearn" in Model.load(str(Path(local) / "MLmodel")).flavors:
-            return mlflow.sklearn.load_model(str(local))
-    # Other flavors may read their files lazily: keep them in a folder that outlives the call.
-    local = download(client, model_location(client, name, version), tempfile.mkdtemp())
-    return mlflow.pyfunc.load_model(str(local))
+            model = mlflow.sklearn.load_model(str(local))
+            shutil.rmtree(tmp, ignore_errors=True)
+            return model
+        model = mlflow.pyfunc.load_model(str(local))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(model, shutil.rmtree, tmp, ignore_errors=True)
+    return model
 
 
 def select_inputs(X, inputs: dict[str, str] | None, version: str):
@@ -138,9 +127,12 @@ def score_version(client, name: str, version: str, X, y, task: str,
     try:
         model = load_model(client, name, version)
         y_pred = model.predict(X)
-        y_proba = None
+        y_proba = classes = None
         if task == "classification" and hasattr(model, "predict_proba"):
             y_proba = model.predict_proba(X)
+        if task == "classification":
+            # the model's class order: the positive class and log_loss labels of train/evaluate
+            classes = getattr(model, "classes_", None)
     except RegistryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any model failure is a one-line gate failure
@@ -148,4 +140,4 @@ def score_version(client, name: str, version: str, X, y, task: str,
             f"version {version} cannot be scored: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
-    return score_predictions(task, y, y_pred, y_proba)
+    return score_predictions(task, y, y_pred, y_proba, classes)

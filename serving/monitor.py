@@ -18,6 +18,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from core import metrics
+
 # Bins with no reference or live rows get this share instead of 0 (PSI takes logs).
 _EPS = 1e-4
 
@@ -185,32 +187,99 @@ def feature_drift(
     return pd.DataFrame(rows)
 
 
-def live_metric(task: str, metric: str, y_true, y_pred, proba=None) -> float:
-    """The selection metric on labelled live data."""
-    from sklearn import metrics as m
+def live_metric(task: str, metric: str, y_true, y_pred, proba=None, classes=None) -> float:
+    """Metric ``metric`` on labelled live data, as the metric catalogue computes it.
 
-    if task == "classification":
-        if metric == "roc_auc" and proba is not None:
-            return float(m.roc_auc_score(y_true, proba[:, 1]) if proba.shape[1] == 2
-                         else m.roc_auc_score(y_true, proba, multi_class="ovr"))
-        if metric == "f1":
-            return float(m.f1_score(y_true, y_pred, average="macro"))
-        return float(m.accuracy_score(y_true, y_pred))
-    if metric == "mae":
-        return float(m.mean_absolute_error(y_true, y_pred))
-    if metric == "r2":
-        return float(m.r2_score(y_true, y_pred))
-    return float(np.sqrt(m.mean_squared_error(y_true, y_pred)))
+    Args:
+        task: ``classification`` or ``regression``.
+        metric: a catalogue name of that task.
+        y_true: the live labels.
+        y_pred: what the model predicted for them.
+        proba: class probabilities, if the model gives them.
+        classes: the model's ``classes_`` (its probability-column order), if known.
+
+    Raises:
+        MonitorError: unknown metric, a metric of the other task, or one these inputs cannot
+            give (say, ``roc_auc`` without probabilities); never another metric instead.
+    """
+    try:
+        metrics.resolve(metric, task)
+        return metrics.compute_one(metric, y_true, y_pred, proba, classes)
+    except metrics.MetricError as exc:
+        raise MonitorError(str(exc)) from None
 
 
-def metric_gate(metric: str, live: float, reference: float, max_drop: float) -> Gate:
-    """Live metric vs the version's test metric: fails when it is worse by more than max_drop."""
-    lower_better = metric in {"rmse", "mae", "log_loss"}
-    drop = (live - reference) if lower_better else (reference - live)
-    return Gate(f"live {metric}", live, reference - max_drop if not lower_better
-                else reference + max_drop, drop <= max_drop,
-                f"test {metric} {reference:.4f}, live {live:.4f}, drop {drop:+.4f} "
-                f"(allowed {max_drop})")
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric measured on live data and on the version's test split.
+
+    Attributes:
+        metric: the metric compared (the same on both sides).
+        live: its value on the labelled live data.
+        reference: its value on the version's test split.
+        note: why this is not the selection metric ("" when it is).
+    """
+
+    metric: str
+    live: float
+    reference: float
+    note: str = ""
+
+
+def compare_live_metric(task: str, wanted: str, y_true, y_pred, reference: dict[str, float],
+                        proba=None, classes=None) -> MetricComparison:
+    """The live value of a metric next to the version's test value of the same metric.
+
+    ``wanted`` (the version's selection metric) when both sides have it; else the first metric
+    of the catalogue for ``task`` that both sides have, with a note saying why.
+
+    Args:
+        task: ``classification`` or ``regression``.
+        wanted: the metric to compare (``auto`` for the task's default).
+        y_true: the live labels.
+        y_pred: what the model predicted for them.
+        reference: test metrics of the version by name (from its ``mlops.metric.test_*`` tags).
+        proba: class probabilities, if the model gives them.
+        classes: the model's ``classes_``, if known.
+
+    Raises:
+        MonitorError: no metric can be computed on both sides.
+    """
+    try:
+        wanted = metrics.resolve(wanted, task)
+    except metrics.MetricError as exc:
+        raise MonitorError(f"selection metric: {exc}") from None
+    why = None
+    if wanted not in reference:
+        why = f"the version has no test {wanted} (tag mlops.metric.test_{wanted})"
+    else:
+        try:
+            value = metrics.compute_one(wanted, y_true, y_pred, proba, classes)
+            return MetricComparison(wanted, value, reference[wanted])
+        except metrics.MetricUnavailable as exc:
+            why = f"{wanted} is not computable on the live data: {exc}"
+    live = metrics.compute(task, y_true, y_pred, proba, classes)
+    for name in metrics.names(task):
+        if name in live and name in reference:
+            return MetricComparison(name, live[name], reference[name],
+                                    f"compared {name} instead of {wanted}: {why}")
+    raise MonitorError(f"no metric to compare: {why}, and no other {task} metric is on "
+                       "both the live data and the version's tags")
+
+
+def metric_gate(metric: str, live: float, reference: float, max_drop: float,
+                note: str = "") -> Gate:
+    """Live metric vs the version's test value of the same metric.
+
+    Fails when the live value is worse by more than ``max_drop`` in the metric's direction.
+    """
+    entry = metrics.get(metric)
+    drop = entry.worse_by(live, reference)
+    limit = reference - max_drop if entry.greater_is_better else reference + max_drop
+    detail = (f"test {metric} {reference:.4f}, live {live:.4f}, drop {drop:+.4f} "
+              f"(allowed {max_drop})")
+    return Gate(f"live {metric}", live, limit, drop <= max_drop,
+                f"{detail}; {note}" if note else detail)
 
 
 # ---------------------------------------------------------------------------------- report

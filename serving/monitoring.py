@@ -23,6 +23,9 @@ from serving.model import resolve_model
 
 _logger = logging.getLogger(__name__)
 
+#: Prefix of the tags holding a version's test metrics (written by the register step).
+TEST_METRIC_TAG = "mlops.metric.test_"
+
 
 @dataclass
 class MonitorResult:
@@ -54,6 +57,18 @@ def _metric_name(feature: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", feature)[:200]
 
 
+def _test_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The version's test metrics from its ``mlops.metric.test_<name>`` tags."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(TEST_METRIC_TAG):
+            try:
+                out[key.removeprefix(TEST_METRIC_TAG)] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
 def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | None = None,
                 s3_client=None) -> MonitorResult:
     """Compare captured inputs/predictions (and labels) with the version; log a monitoring run.
@@ -71,7 +86,8 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     tags = mv.tags
     target = tags.get("mlops.target", "target")
     task = tags.get("mlops.task", "classification")
-    metric = tags.get("mlops.selection_metric", "accuracy")
+    # the metric train selected on; "auto" (the task's default) when the tag is missing
+    metric = tags.get("mlops.selection_metric") or "auto"
     train_uri = tags.get("mlops.train_data") or tags.get("mlops.test_data", "").replace(
         "test.parquet", "train.parquet")
     if not train_uri:
@@ -109,11 +125,15 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
         X, y = labelled[reference.columns], labelled[target]
         raw = model.get_raw_model() if hasattr(model, "get_raw_model") else None
         proba = raw.predict_proba(X) if hasattr(raw, "predict_proba") else None
-        live_value = mon.live_metric(task, metric, y, np.asarray(model.predict(X)), proba)
-        test_value = tags.get(f"mlops.metric.test_{metric}")
-        if test_value is None:
-            raise mon.MonitorError(f"{info.name}/{info.version} has no test {metric} tag")
-        gates.append(mon.metric_gate(metric, live_value, float(test_value), m.max_metric_drop))
+        # the model's class order, as train and evaluate used it for the test metrics
+        classes = getattr(raw, "classes_", None)
+        compared = mon.compare_live_metric(task, metric, y, np.asarray(model.predict(X)),
+                                           _test_metrics(tags), proba, classes)
+        if compared.note:
+            _logger.warning("%s/%s: %s", info.name, info.version, compared.note)
+        metric, live_value = compared.metric, compared.live
+        gates.append(mon.metric_gate(metric, live_value, compared.reference, m.max_metric_drop,
+                                     compared.note))
 
     exp = client.get_experiment_by_name(m.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(m.experiment)

@@ -5,12 +5,12 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from core.metrics import is_better
 from core.settings import Candidate
 from projects.prepare import feature_types, split_data
 from projects.train import (
     CandidateResult,
     expand_candidates,
-    is_better,
     make_pipeline,
     pick_best,
     train_candidates,
@@ -64,3 +64,11 @@ def test_lower_is_better_metrics():
     assert pick_best([a, b], "rmse") is a
     assert pick_best([a, b], "r2") is b
     assert is_better("log_loss", 0.1, 0.2) and not is_better("roc_auc", 0.1, 0.2)
+
+
+def test_pick_best_names_a_metric_no_candidate_has_and_refuses_unknown_ones():
+    a = CandidateResult("linear", {}, {"rmse": 1.0}, 0, 0)
+    with pytest.raises(ValueError, match="no candidate produced the selection metric 'r2'"):
+        pick_best([a], "r2")
+    with pytest.raises(ValueError, match="unknown metric 'rsme'; known: roc_auc, accuracy"):
+        pick_best([a], "rsme")
