@@ -34,7 +34,7 @@ def _fresh_session():
 def _plain_racer(uri, name, version, barrier, out, rounds):
     import mlflow
 
-    from registry.versions import alias_holder
+    from core.models import alias_holder
 
     _fresh_session()
     client = mlflow.MlflowClient(uri, uri)

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.aliases import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX
 from registry.errors import RegistryError, explain
 from registry.scoring import TEST_DATA_TAG
 from registry.versions import download, list_versions, model_location
@@ -24,8 +25,11 @@ _logger = logging.getLogger(__name__)
 
 COPIES_EXPERIMENT = "mlops-registry-copies"
 SOURCE_PREFIX = "mlops.source."
-#: Registered-model tags that belong to one registry and are not copied.
-LOCAL_TAG_PREFIXES = ("mlops.history.",)
+#: Registered-model tags that belong to one registry and are not copied: its alias-move history.
+LOCAL_TAG_PREFIXES = (HISTORY_TAG_PREFIX,)
+#: Version tags that record moves made on the source registry (who promoted it there, when,
+#: why): they describe moves that never happened on the target, so they stay behind.
+LOCAL_VERSION_TAG_PREFIXES = (PROMOTION_TAG_PREFIX, "mlops.promoted_by", "mlops.promotion_reason")
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
     if existing:
         return CopyResult("exists", name, existing, None, link)
 
-    tags = dict(mv.tags or {})
+    tags = {k: v for k, v in (mv.tags or {}).items()
+            if not k.startswith(LOCAL_VERSION_TAG_PREFIXES)}
     run = source.get_run(mv.run_id) if mv.run_id else None
     created_model = created_run = created_version = created_logged = None
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.models import alias_holder
 from registry.errors import RegistryError
 from registry.policy import Evidence, GateResult, Policy, evaluate_policy
 from registry.scoring import infer_task, load_test_data, score_version
-from registry.versions import alias_holder, read_model_files
+from registry.versions import read_model_files
 
 _logger = logging.getLogger(__name__)
 

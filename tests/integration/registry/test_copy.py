@@ -33,6 +33,11 @@ def test_copy_dev_to_prod(dev_server, dev_logged, prod_server, tmp_path, monkeyp
         monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
         return main(list(args))
 
+    # promoted on dev: that move is dev's, not prod's
+    assert cli(dev, "promote", f"{name}/{version}", "--reason", "dev release", "--force") == 0
+    assert any(k.startswith("mlops.promotion.champion.")
+               for k in dev_client.get_model_version(name, version).tags)
+    capsys.readouterr()
     code = cli(dev, "copy", f"{name}/{version}", "--to-registry", prod)
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -47,6 +52,11 @@ def test_copy_dev_to_prod(dev_server, dev_logged, prod_server, tmp_path, monkeyp
     for key in ("mlops.data_digest", "mlops.git_commit", "mlops.settings_hash", "team"):
         assert tags[key] == dev_client.get_model_version(name, version).tags[key]
     assert prod_client.get_registered_model(name).tags["owner"] == "risk-team"
+    # promotion records stay on dev: prod's registry never saw those moves
+    assert not [k for k in tags if k.startswith("mlops.promotion")]
+    assert not [k for k in prod_client.get_registered_model(name).tags
+                if k.startswith("mlops.history.")]
+    assert "champion" not in (prod_client.get_registered_model(name).aliases or {})
     # Lineage: the prod run carries the source run's params and metrics.
     run = prod_client.get_run(copied.run_id)
     assert run.data.params["n_features"] == "5"
