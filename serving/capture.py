@@ -99,6 +99,8 @@ class CaptureWriter:
         self._size = 0
         self._seq = 0
         self._random = random.Random()
+        self._closing = threading.Event()
+        self._abort = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="capture-writer", daemon=True)
         self._thread.start()
 
@@ -106,6 +108,9 @@ class CaptureWriter:
                version: str) -> None:
         """Sample and enqueue one request/response pair; never blocks the caller."""
         self.stats.seen += 1
+        if self._closing.is_set():
+            self.stats.dropped_queue_full += 1
+            return
         if self.sample_rate < 1 and self._random.random() >= self.sample_rate:
             return
         try:
@@ -122,24 +127,59 @@ class CaptureWriter:
         if self._handle:
             self._handle.flush()
 
-    def close(self) -> None:
-        """Write what is queued, close the file (uploading it for ``s3://``)."""
-        self._queue.put(None)
-        self._thread.join(30)
-        self._rotate()
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write what is queued and close the file (uploading it for ``s3://``).
+
+        Never blocks longer than ``timeout``, even when the queue is full: new records are
+        refused from now on, the writer thread drains the queue, closes its own file and
+        exits. Only the writer thread touches the file, so nothing rotates under it. What is
+        still queued when the time is up is counted as dropped.
+
+        Returns:
+            True when everything queued was written and the writer has stopped.
+        """
+        self._closing.set()
+        self._thread.join(max(timeout, 0))
+        if self._thread.is_alive():
+            self._abort.set()
+            self._thread.join(5)
+        if self._thread.is_alive():
+            _logger.warning("capture: the writer is still busy after %.0fs; leaving it", timeout)
+            return False
+        if self._is_s3:
+            import shutil
+
+            shutil.rmtree(self._root, ignore_errors=True)
+        return self._abort.is_set() is False
 
     # ------------------------------------------------------------------ writer thread
     def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                self._write(item)
-            except Exception:  # noqa: BLE001 - capture must never take the server down
-                _logger.exception("capture: could not write a record")
-            finally:
+        try:
+            while not self._abort.is_set():
+                try:
+                    item = self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    if self._closing.is_set():
+                        return
+                    continue
+                try:
+                    self._write(item)
+                except Exception:  # noqa: BLE001 - capture must never take the server down
+                    _logger.exception("capture: could not write a record")
+                finally:
+                    self._queue.task_done()
+        finally:
+            while True:  # aborted: what is left was never written
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self.stats.dropped_queue_full += 1
                 self._queue.task_done()
+            try:
+                self._rotate()
+            except Exception:  # noqa: BLE001 - e.g. the upload failed; reported, not raised
+                _logger.exception("capture: could not close the capture file")
 
     def _write(self, item) -> None:
         ts, request, content_type, response, model, version = item
