@@ -68,7 +68,8 @@ def workflow_options(func):
         click.option("--outliers", default="", help="none, clip or drop."),
         click.option("--model-name", "model_name", default="", help="Registered model name."),
         click.option("--auto-champion", "auto_champion", default="",
-                     help="true/false: also set champion when the new version wins."),
+                     help="true/false: also set champion when the new version wins (default "
+                          "auto: only on the embedded store with the local profile)."),
         click.option("--experiment", default="", help="Experiment (when not under mlflow run)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
@@ -169,6 +170,9 @@ def _print_summary(result, uri: str) -> None:
         aliases = ", ".join(result.aliases) or "none"
         click.echo(f"model version  {result.model_name} v{result.model_version} "
                    f"(aliases: {aliases})")
+        if result.crown_reason:
+            crowned = "crowned" if result.crowned else "not crowned"
+            click.echo(f"champion       {crowned}: {result.crown_reason}")
         click.echo(f"serve it       python -m serving serve {result.model_name}@champion")
     click.echo(f"tracking       {uri}")
     click.echo(f"open the UI    make ui   → http://127.0.0.1:5000/#/experiments/"

@@ -1,16 +1,28 @@
 """Chain the steps as MLflow runs, with step caching (the Kedro ``pipeline.py`` of the project).
 
 Every step is a nested child run of the workflow run, tagged ``mlops.step``. A computed step
-carries ``mlops.cache_key``: a hash of the step's code, its settings and its input (the data's
-fingerprint for ``ingest``, the upstream step's key after that). When a finished run with the
-same key exists in the experiment, the step is reused: a child run tagged ``mlops.reused_from``
-records it and its outputs are read from that run. The cache is thus the tracking store: it
-serves a whole team on a shared server, and a new store starts cold.
+carries ``mlops.cache_key``: a hash of everything its outputs depend on:
+
+* its code: the source of every module of this repository (``projects``, ``core``) the step
+  imports, found by walking the imports with :mod:`ast` from the step's module and from the
+  step's method here, transitively, plus this file;
+* its settings, as canonical JSON (mappings sorted, lists in order);
+* its input: the data's fingerprint for ``ingest``, the key of the step whose outputs it reads
+  after that (``register`` reads evaluate's metrics, so it follows ``evaluate``);
+* the installed versions of the packages that shape the model (:data:`MODEL_PACKAGES`).
+
+When a finished run with the same key exists in the experiment, the step is reused: a child
+run tagged ``mlops.reused_from`` records it and its outputs are read from that run. The cache
+is thus the tracking store: it serves a whole team on a shared server, and a new store starts
+cold.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -19,24 +31,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.runs import run_with_status
+from core.runs import reap_dead_runs, run_with_status
 from core.settings import Settings
-from core.uris import alias_uri, run_uri
+from core.uris import run_uri, version_uri
 from projects import STEPS
 from projects.errors import WorkflowError
 
 _logger = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
-
-# Source files whose content is part of each step's cache key (pipeline.py glues them all).
-CODE_FILES = {
-    "ingest": ("ingest.py", "errors.py"),
-    "validate": ("validate.py", "errors.py"),
-    "prepare": ("prepare.py", "errors.py"),
-    "train": ("train.py", "prepare.py"),
-    "evaluate": ("evaluate.py", "train.py"),
-    "register": ("register.py", "train.py"),
-}
+#: The repository's root: the packages whose code goes into the cache keys live under it.
+REPO_ROOT = _HERE.parent
+#: Packages of this repository whose modules a step's code hash covers.
+PROJECT_PACKAGES = ("projects", "core")
+#: Installed packages whose versions shape a model: part of every step's key.
+MODEL_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "mlflow")
 # Settings sections (dotted) each step's outputs depend on.
 SETTINGS_KEYS = {
     "ingest": ("data.source", "data.query", "data.table", "data.target"),
@@ -47,38 +55,184 @@ SETTINGS_KEYS = {
                  "register.champion_alias"),
     "register": ("register", "metric"),
 }
+# Settings that only say why a run was started: recorded with the alias moves, no output
+# depends on them, so a retraining run still reuses unchanged steps.
+SETTINGS_IGNORED = ("register.trigger", "register.trigger_reason")
 CACHE_TAG = "mlops.cache_key"
 REUSED_TAG = "mlops.reused_from"
 STEP_TAG = "mlops.step"
 PIP_PACKAGES = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "skops")
 
 
-def code_hash(step: str) -> str:
-    """Hash of the source files a step runs (an edited step invalidates its cache)."""
+def _digest(obj, length: int = 16) -> str:
+    """Hash of canonical JSON: key order of mappings does not count, order of lists does."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The source file of ``module`` under ``root`` if it belongs to this repository."""
+    parts = module.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _imported_names(node: ast.AST, module: str, is_package: bool,
+                    skip_definitions: bool = False) -> set[str]:
+    """Module names an AST imports (``from a import b`` gives ``a`` and ``a.b``).
+
+    Imports inside functions count too (steps import lazily); with ``skip_definitions`` the
+    bodies of functions and classes are skipped (what importing the module itself runs).
+    """
+    names: set[str] = set()
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        for child in ast.iter_child_nodes(current):
+            if skip_definitions and isinstance(
+                    child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                continue
+            if isinstance(child, ast.Import):
+                names.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:  # relative: resolved against the importing package
+                    package = module.split(".") if is_package else module.split(".")[:-1]
+                    package = package[: len(package) - (child.level - 1)]
+                    base = ".".join([*package, *([base] if base else [])])
+                names.add(base)
+                names.update(f"{base}.{alias.name}" for alias in child.names)
+            todo.append(child)
+    return names
+
+
+def _closure(roots: set[str], root: Path) -> dict[str, Path]:
+    """Every module of this repository that importing ``roots`` runs, with its file."""
+    found: dict[str, Path] = {}
+    todo = sorted(roots)
+    while todo:
+        module = todo.pop()
+        if module in found:
+            continue
+        path = _module_file(root, module)
+        if path is None:  # outside the repository, or an attribute (from a import name)
+            continue
+        found[module] = path
+        parts = module.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parents run first
+        todo.extend(_file_imports(module, path.name == "__init__.py", path.read_bytes()))
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _file_imports(module: str, is_package: bool, source: bytes) -> frozenset[str]:
+    # keyed on the source itself: an edited file is parsed again
+    return frozenset(_imported_names(ast.parse(source), module, is_package))
+
+
+def step_code_files(step: str, root: Path | None = None) -> dict[str, Path]:
+    """The source files a step's outputs depend on, by module name (computed, not listed).
+
+    The step's module (``projects.<step>``), the imports of its method in :class:`Workflow`
+    and of this module's shared code (module level and helpers), each followed transitively
+    through the modules of this repository; plus this file itself.
+    """
+    root = Path(root) if root else REPO_ROOT
+    pipeline = root / "projects" / "pipeline.py"
+    files = _closure({f"projects.{step}", *_pipeline_imports(step, pipeline.read_bytes())}, root)
+    files["projects.pipeline"] = pipeline
+    return dict(sorted(files.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _pipeline_imports(step: str, source: bytes) -> frozenset[str]:
+    """What this module imports for ``step``: module level, the step's method, the helpers."""
+    tree = ast.parse(source)
+    names = _imported_names(tree, "projects.pipeline", False, skip_definitions=True)
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        functions += [n for n in cls.body if isinstance(n, ast.FunctionDef)]
+    for node in functions:
+        # the step's own method and every shared helper; other steps' methods are theirs
+        if node.name == step or node.name not in STEPS:
+            names |= _imported_names(node, "projects.pipeline", False)
+    return frozenset(names)
+
+
+def code_hash(step: str, root: Path | None = None) -> str:
+    """Hash of the source of every repository module a step runs (see :func:`step_code_files`).
+
+    Args:
+        step: one of :data:`projects.STEPS`.
+        root: the repository to read (default: the one this module lives in).
+    """
     digest = hashlib.sha256()
-    for name in (*CODE_FILES[step], "pipeline.py"):
-        digest.update(name.encode())
-        digest.update((_HERE / name).read_bytes())
+    for module, path in step_code_files(step, root).items():
+        digest.update(module.encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
+def _installed_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`MODEL_PACKAGES` (an upgrade re-runs every step)."""
+    return {package: _installed_version(package) for package in MODEL_PACKAGES}
+
+
 def settings_hash(settings: Settings, step: str) -> str:
-    """Hash of the settings a step depends on."""
+    """Hash of the settings a step depends on, as canonical JSON.
+
+    Mappings are hashed with sorted keys (reordering a grid or ``data.columns`` in a settings
+    file keeps the key); lists keep their order (``train.candidates`` is tried in order).
+    """
     dumped = settings.model_dump(mode="json")
     dumped["metric"] = settings.metric
+    for dotted in SETTINGS_IGNORED:
+        *parents, last = dotted.split(".")
+        node = dumped
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
     picked = {}
     for dotted in SETTINGS_KEYS[step]:
         node = dumped
         for part in dotted.split("."):
             node = node[part]
         picked[dotted] = node
-    return hashlib.sha256(repr(sorted(picked.items())).encode()).hexdigest()[:16]
+    return _digest(picked)
 
 
-def cache_key(step: str, settings: Settings, upstream: str) -> str:
-    """The cache key of a step: its code, its settings and its input."""
-    parts = f"{step}|{code_hash(step)}|{settings_hash(settings, step)}|{upstream}"
-    return hashlib.sha256(parts.encode()).hexdigest()[:24]
+def cache_key(step: str, settings: Settings, upstream: str, root: Path | None = None) -> str:
+    """The cache key of a step: its code, its settings, its input and the model packages.
+
+    Args:
+        step: one of :data:`projects.STEPS`.
+        settings: the resolved settings.
+        upstream: the step's input: the data's fingerprint, or the key of the step it reads.
+        root: the repository whose code is hashed (default: this one).
+    """
+    return _digest({
+        "step": step,
+        "code": code_hash(step, root),
+        "settings": settings_hash(settings, step),
+        "input": upstream,
+        "packages": package_versions(),
+    }, length=24)
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -135,6 +289,8 @@ class WorkflowResult:
     model_version: str | None = None
     aliases: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    crowned: bool | None = None
+    crown_reason: str | None = None
 
 
 class Workflow:
@@ -151,6 +307,10 @@ class Workflow:
         self.timings: dict[str, float] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="mlops-")
         self.experiment_id: str | None = None
+        self.run_id: str | None = None
+        # the champion evaluate compared against (its version), for register's compare-and-set
+        self._champion_seen: str | None = None
+        self._champion_is_this_model = False
 
     # ----------------------------------------------------------------- plumbing
     def _lookup(self, key: str):
@@ -400,7 +560,10 @@ class Workflow:
         """Score the best model on the test split, plot, compare with the champion."""
         s = self.settings
         champion = self._champion()
-        if champion is not None and champion.source == self._model_uri():
+        self._champion_seen = str(champion.version) if champion is not None else None
+        self._champion_is_this_model = (champion is not None
+                                        and champion.source == self._model_uri())
+        if self._champion_is_this_model:
             champion = None  # the champion is this very model: nothing to compare
 
         def compute(run_id):
@@ -420,15 +583,19 @@ class Workflow:
                 plt.close(fig)
             tags = {"mlops.model_uri": self._model_uri()}
             if champion is not None:
+                tags["mlops.champion_version"] = str(champion.version)
                 try:
+                    # the version read above, not the alias: it may move meanwhile
                     champ_model = mlflow.sklearn.load_model(
-                        alias_uri(s.register.model_name, s.register.champion_alias))
+                        version_uri(s.register.model_name, champion.version))
                     champ = evaluate_model(s.data.task, champ_model, test, s.data.target)
                     metrics.update(compare_with_champion(s.metric, metrics, champ))
-                    tags["mlops.champion_version"] = champion.version
+                    tags["mlops.champion_comparison"] = "scored on this test set"
                 except Exception as exc:  # noqa: BLE001 - an unscoreable champion is reported
-                    tags["mlops.champion_comparison"] = f"not comparable: {exc}"[:500]
-                    _logger.warning("champion v%s not comparable: %s", champion.version, exc)
+                    detail = " ".join(str(exc).split()) or type(exc).__name__
+                    tags["mlops.champion_comparison"] = f"not comparable: {detail}"[:500]
+                    _logger.warning("champion v%s could not be scored on this test set: %s",
+                                    champion.version, detail[:300])
             return tags, metrics, {}
 
         up = self.outcomes["train"].key + f"|champion={champion.version if champion else None}"
@@ -443,17 +610,56 @@ class Workflow:
         except MlflowException:
             return None
 
+    def _store_uris(self) -> tuple[str, str]:
+        import mlflow
+
+        return mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+
+    def _move_reason(self, why: str) -> str:
+        """The reason recorded with an alias move: what started the run, and why."""
+        reg = self.settings.register
+        if reg.trigger == "retrain":
+            started = reg.trigger_reason or "retraining"
+            return f"{started} (workflow run {self.run_id}): {why}"
+        return f"workflow run {self.run_id}: {why}"
+
     def register(self) -> StepOutcome:
-        """Register the model version with lineage tags and set its aliases."""
+        """Register the model version with lineage tags and move its aliases.
+
+        Every new version becomes challenger; it also becomes champion when the auto-champion
+        decision (:func:`projects.register.auto_champion_decision`) is on and it beats the
+        champion evaluate scored on the same test set. Both moves go through THE alias move
+        (compare-and-set + history) against the state read before deciding: a concurrent move
+        (a release manager's promotion) wins, and the run records that the crown was lost.
+        """
         s = self.settings
         ev = self.outcomes["evaluate"]
         test_metrics = {k: v for k, v in ev.metrics.items() if k.startswith("test_")}
+        from projects.register import auto_champion_decision, crown_decision
+
+        on, why_on = auto_champion_decision(s.register.auto_champion, s.profile,
+                                            self._store_uris())
+        kind = "retrain" if s.register.trigger == "retrain" else "auto"
 
         def compute(run_id):
             import mlflow
 
-            from projects.register import lineage_tags, should_crown
+            from core.aliases import current_user, move_alias, read_state
+            from core.errors import LostRace
+            from projects.register import lineage_tags
 
+            name = s.register.model_name
+            champion_alias = s.register.champion_alias
+            challenger_alias = s.register.challenger_alias
+            # the states the moves compare against, read before anything is decided: the
+            # champion as evaluate saw it, the challenger as it is now
+            challenger_state = read_state(self.client, name, challenger_alias)
+            try:
+                champion_state = read_state(self.client, name, champion_alias,
+                                            expect=self._champion_seen or "none")
+                champion_moved = None
+            except LostRace as exc:
+                champion_state, champion_moved = None, str(exc)
             tags = lineage_tags(
                 data_digest=self.outcomes["ingest"].tags.get("mlops.data_digest", ""),
                 git_commit=git_commit(self.project_dir),
@@ -466,25 +672,38 @@ class Workflow:
                 train_data_uri=run_uri(self.outcomes["prepare"].run_id, "splits/train.parquet"),
                 test_metrics=test_metrics,
             )
-            name = s.register.model_name
-            version = mlflow.register_model(self._model_uri(), name, tags=tags).version
-            self.client.set_registered_model_alias(name, s.register.challenger_alias, version)
-            champion = self._champion()
-            champ_metrics = None
-            if champion is not None:
-                champ_metrics = {k.removeprefix("champion_"): v for k, v in ev.metrics.items()
-                                 if k.startswith("champion_test_")}
-            crown, why = should_crown(s.register.auto_champion, s.metric, test_metrics,
-                                      champ_metrics if champion is not None else None)
+            version = str(mlflow.register_model(self._model_uri(), name, tags=tags).version)
+            by = current_user()
+            out = {"mlops.model_name": name, "mlops.model_version": version,
+                   "mlops.auto_champion": why_on}
+            try:
+                move_alias(self.client, name, version, challenger_alias, by=by, kind=kind,
+                           reason=self._move_reason("new version"), state=challenger_state)
+            except LostRace as exc:  # another workflow registered a newer one meanwhile
+                out["mlops.challenger_lost"] = str(exc)[:500]
+                _logger.warning("version %s is not %s: %s", version, challenger_alias, exc)
+            crown, why = crown_decision(
+                on, why_on, s.metric, test_metrics, champion=self._champion_seen,
+                champion_is_this_model=self._champion_is_this_model,
+                evaluated=ev.metrics, comparison=ev.tags.get("mlops.champion_comparison"))
+            if crown and champion_moved:
+                crown, why = False, f"lost the race: {champion_moved}"
+            elif crown:
+                try:
+                    move_alias(self.client, name, version, champion_alias, by=by, kind=kind,
+                               reason=self._move_reason(why), state=champion_state)
+                except LostRace as exc:
+                    crown, why = False, f"lost the race: {exc}"
             if crown:
-                self.client.set_registered_model_alias(name, s.register.champion_alias, version)
-                self.client.set_model_version_tag(name, version, "mlops.promoted_by",
-                                                  "workflow (auto_champion)")
-                self.client.set_model_version_tag(name, version, "mlops.promotion_reason", why)
-            _logger.info("register version %s: %s%s", version, s.register.challenger_alias,
-                         f" + {s.register.champion_alias} ({why})" if crown else f" ({why})")
-            return ({"mlops.model_name": name, "mlops.model_version": str(version),
-                     "mlops.crowned": str(crown), "mlops.crown_reason": why}, {}, {})
+                _logger.info("register version %s: %s + %s: %s", version, challenger_alias,
+                             champion_alias, why)
+            elif on:  # the workflow meant to crown and did not: say so loudly
+                _logger.warning("version %s not crowned %s: %s", version, champion_alias, why)
+            else:
+                _logger.info("register version %s: %s only: %s", version, challenger_alias,
+                             why)
+            out.update({"mlops.crowned": str(crown), "mlops.crown_reason": why[:5000]})
+            return out, {}, {}
 
         def valid(hit) -> bool:  # a deleted version cannot be reused
             from mlflow.exceptions import MlflowException
@@ -496,7 +715,9 @@ class Workflow:
             except (MlflowException, KeyError):
                 return False
 
-        up = self.outcomes["train"].key
+        # register reads evaluate's metrics (and its champion), so it follows evaluate's key;
+        # the auto-champion decision is part of its input (it decides what moves)
+        up = f"{ev.key}|auto_champion={on}"
         return self._run_step("register", cache_key("register", s, up), compute, valid)
 
     # ---------------------------------------------------------------- the chain
@@ -516,12 +737,14 @@ class Workflow:
             self.experiment_id = (exp.experiment_id if exp else
                                   self.client.create_experiment(self.settings.experiment))
         mlflow.set_experiment(experiment_id=self.experiment_id)  # the nested runs go there too
+        reap_dead_runs(self.client, self.experiment_id, exclude=[active] if active else ())
         start = time.perf_counter()
         with run_with_status(
             run_id=active or None,
             experiment_id=None if active else self.experiment_id,
             run_name=None if active else f"workflow-{until}",
         ) as parent:
+            self.run_id = parent.info.run_id
             mlflow.set_tags({"mlops.profile": self.settings.profile, "mlops.until": until})
             for step in STEPS[: STEPS.index(until) + 1]:
                 getattr(self, step)()
@@ -534,6 +757,8 @@ class Workflow:
         if reg:
             result.model_name = reg.tags.get("mlops.model_name")
             result.model_version = reg.tags.get("mlops.model_version")
+            result.crowned = reg.tags.get("mlops.crowned") == "True"
+            result.crown_reason = reg.tags.get("mlops.crown_reason")
             mv = self.client.get_model_version(result.model_name, result.model_version)
             result.aliases = sorted(getattr(mv, "aliases", []) or [])
         return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from urllib.parse import urlparse
 
 from core.metrics import is_better
 
@@ -37,17 +39,114 @@ def lineage_tags(
     return tags
 
 
-def should_crown(
-    auto_champion: bool, metric: str, challenger: dict[str, float], champion: dict | None
+def is_embedded_store(uri: str) -> bool:
+    """Whether ``uri`` is the embedded store: a ``sqlite:`` or ``file:`` URI, or a plain path."""
+    scheme = urlparse(uri).scheme.lower()
+    # a one-letter scheme is a Windows drive (C:\\mlruns), i.e. a path
+    return scheme in ("sqlite", "file", "") or len(scheme) == 1
+
+
+def _where(uri: str) -> str:
+    """``scheme://host`` of a URI: never its user, password or path (they may be secret)."""
+    parsed = urlparse(uri)
+    return f"{parsed.scheme}://{parsed.hostname or ''}" + (f":{parsed.port}" if parsed.port else "")
+
+
+def auto_champion_decision(
+    setting: bool | None, profile: str, uris: Iterable[str]
 ) -> tuple[bool, str]:
-    """Whether the new version also becomes champion, and why (for the log and a tag)."""
+    """Whether the workflow may crown its version champion, and why.
+
+    An explicit ``register.auto_champion`` (true/false) wins. Unset (None) is automatic: on
+    only when every store the workflow writes to (tracking and registry) is the embedded one
+    and the profile is ``local``, so ``make run`` aimed at a team server never crowns there.
+
+    Args:
+        setting: ``register.auto_champion`` (None: automatic).
+        profile: the settings profile.
+        uris: the tracking and registry URIs.
+    """
+    if setting is True:
+        return True, "register.auto_champion=true (set explicitly)"
+    if setting is False:
+        return False, "register.auto_champion=false: promotion is a release decision"
+    servers = [u for u in uris if not is_embedded_store(u)]
+    if servers:
+        return False, (
+            f"auto-champion is off against a tracking server ({_where(servers[0])}): promotion "
+            "is a release decision (python -m registry promote); set "
+            "register.auto_champion=true to crown anyway"
+        )
+    if profile != "local":
+        return False, (
+            f"auto-champion is off for the {profile!r} profile: promotion is a release "
+            "decision; set register.auto_champion=true to crown anyway"
+        )
+    return True, "auto-champion: embedded store with the local profile"
+
+
+def should_crown(
+    auto_champion: bool, metric: str, challenger: dict[str, float], champion: dict | None,
+    champion_error: str | None = None,
+) -> tuple[bool, str]:
+    """Whether the new version also becomes champion, and why (for the log and a tag).
+
+    Args:
+        auto_champion: the decision of :func:`auto_champion_decision`.
+        metric: the selection metric.
+        challenger: the new version's ``test_*`` metrics.
+        champion: the champion's ``test_*`` metrics on the same test set; None when there is
+            no champion, an empty mapping when it could not be scored.
+        champion_error: why the champion could not be scored (for the reason).
+    """
     if not auto_champion:
-        return False, "auto_champion is off in this profile: promotion is a release decision"
+        return False, "auto_champion is off: promotion is a release decision"
     if champion is None:
         return True, "no champion yet"
     key = f"test_{metric}"
     if key not in champion:
-        return True, f"champion has no {key} on this test set"
+        # a champion that could not be scored on this test set is no evidence the new
+        # version is better: crowning it would replace the champion on no comparison
+        why = f": {champion_error}" if champion_error else ""
+        return False, f"the champion was not scored on this test set ({key} missing){why}"
     if is_better(metric, challenger[key], champion[key]):
         return True, f"{key} {challenger[key]:.4f} beats the champion's {champion[key]:.4f}"
     return False, f"{key} {challenger[key]:.4f} does not beat the champion's {champion[key]:.4f}"
+
+
+def crown_decision(
+    on: bool,
+    why_on: str,
+    metric: str,
+    test_metrics: dict[str, float],
+    champion: str | None,
+    champion_is_this_model: bool,
+    evaluated: dict[str, float],
+    comparison: str | None,
+) -> tuple[bool, str]:
+    """Whether the workflow crowns its new version, and why (recorded and printed).
+
+    Args:
+        on: the auto-champion decision (:func:`auto_champion_decision`) and ``why_on`` its
+            reason.
+        why_on: why auto-champion is on or off.
+        metric: the selection metric.
+        test_metrics: the new version's ``test_*`` metrics.
+        champion: the champion's version evaluate compared against (None: no champion).
+        champion_is_this_model: the champion is the very model being registered.
+        evaluated: evaluate's metrics (``champion_test_*`` when the champion was scored).
+        comparison: evaluate's ``mlops.champion_comparison`` tag (why it was not scored).
+    """
+    if not on:
+        return False, why_on
+    if champion is None:
+        crown, why = should_crown(True, metric, test_metrics, None)
+    elif champion_is_this_model:
+        crown, why = False, f"the champion (version {champion}) is this very model"
+    else:
+        scored = {k.removeprefix("champion_"): v for k, v in evaluated.items()
+                  if k.startswith("champion_test_")}
+        crown, why = should_crown(
+            True, metric, test_metrics, scored,
+            champion_error=f"champion version {champion} {comparison or 'not scored'}")
+    return crown, f"{why} ({why_on})"

@@ -91,9 +91,9 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         proc = start_retrain(project, data, settings.profile, settings.experiment, result.name,
-                             result.target, env=env)
+                             result.target, env=env, monitor_run_id=result.run_id)
         summary = [x for x in proc.stdout.splitlines()
-                   if x.startswith(("model version", "workflow"))]
+                   if x.startswith(("model version", "champion", "workflow"))]
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             fail(f"retraining failed: {last}", 1)

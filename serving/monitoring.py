@@ -161,15 +161,21 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
 
 
 def retrain(project: str, data: str, profile: str, experiment: str, model_name: str,
-            target: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+            target: str | None = None, env: dict | None = None,
+            monitor_run_id: str | None = None) -> subprocess.CompletedProcess:
     """Start the training workflow (``mlflow run``) on ``data`` for the same registered model.
 
-    The new version goes through the normal registry gates: outside the ``local`` profile it
-    only becomes ``challenger``.
+    The new version becomes ``challenger``, and champion only under the workflow's
+    auto-champion decision (automatic: the embedded store with the ``local`` profile). Its
+    alias moves are recorded with kind ``retrain`` and a reason naming ``monitor_run_id``.
     """
+    why = (f"retraining after monitoring run {monitor_run_id} crossed a threshold"
+           if monitor_run_id else "retraining after monitoring crossed a threshold")
+    # ';' separates settings in `set`, so the reason must not contain one
+    trigger = f"register.trigger=retrain;register.trigger_reason={why.replace(';', ',')}"
     cmd = [sys.executable, "-m", "mlflow", "run", project, "--env-manager", "local",
            "--experiment-name", experiment, "-P", f"source={data}", "-P", f"profile={profile}",
-           "-P", f"model_name={model_name}"]
+           "-P", f"model_name={model_name}", "-P", f"set={trigger}"]
     if target:
         cmd += ["-P", f"target={target}"]
     _logger.info("retraining: %s", " ".join(cmd))
