@@ -264,13 +264,22 @@ def auth_database_uri(backend_store_uri: str) -> str:
 
 
 def write_auth_config(path: Path, database_uri: str, default_permission: str = "READ") -> Path:
-    """Write a basic-auth ini without any secret (the admin comes from the environment)."""
-    path.write_text(
+    """Write the basic-auth ini, readable by its owner only.
+
+    It holds no admin credentials (those come from the environment), but its ``database_uri``
+    is the users' database: on PostgreSQL that URI carries the database password, so the file
+    is created with mode 0600.
+    """
+    text = (
         "[mlflow]\n"
         f"default_permission = {default_permission}\n"
         f"database_uri = {database_uri}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     return path
 
 

@@ -125,3 +125,13 @@ def test_cli_bad_input_is_one_error_line(monkeypatch, args, env, expected):
     assert result.exit_code == 1
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_auth_config_is_readable_by_its_owner_only(tmp_path):
+    # on PostgreSQL the users' database URI carries the database password
+    path = tmp_path / "auth.ini"
+    path.write_text("old")
+    path.chmod(0o644)
+    srv.write_auth_config(path, "postgresql://mlflow:s3cret@db/mlflow")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "database_uri = postgresql://mlflow:s3cret@db/mlflow" in path.read_text()
