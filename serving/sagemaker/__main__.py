@@ -1,6 +1,8 @@
 """``python -m serving.sagemaker`` (the same group as ``python -m serving sagemaker``)."""
 
-from serving.sagemaker.cli import sagemaker
+import sys
+
+from serving.sagemaker.cli import main
 
 if __name__ == "__main__":
-    sagemaker(prog_name="python -m serving sagemaker")
+    sys.exit(main())

@@ -2,6 +2,10 @@
 
 Library functions receive the clients they use; only the CLI builds them, through
 :class:`Aws`, which imports boto3 lazily so local work never loads it.
+
+Errors are :class:`core.errors.MlopsError` subclasses, so the command line maps them to exit codes
+like every other command line of the project (:func:`core.errors.classify`); AWS's own
+errors become one through :func:`as_sagemaker_error` at the command-line boundary.
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from core.errors import MlopsError
+
 _logger = logging.getLogger(__name__)
 
 
-class SageMakerError(RuntimeError):
+class SageMakerError(MlopsError):
     """A SageMaker operation that cannot go on; the message is one line a user can act on."""
 
 
@@ -82,3 +88,16 @@ def client_error_message(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     message = response.get("Error", {}).get("Message") or str(exc)
     return " ".join(str(message).split())
+
+
+def as_sagemaker_error(exc: BaseException) -> SageMakerError | None:
+    """An error of boto3/botocore as one :class:`SageMakerError` line, else None.
+
+    A ``ClientError`` carries AWS's code and message (``AWS AccessDenied: ...``); botocore's
+    own errors (no credentials, endpoint unreachable) keep their text (``AWS: ...``).
+    """
+    if client_error_code(exc):
+        return SageMakerError(f"AWS {client_error_code(exc)}: {client_error_message(exc)}")
+    if type(exc).__module__.startswith(("botocore", "boto3")):
+        return SageMakerError(f"AWS: {' '.join(str(exc).split())}")
+    return None

@@ -2,14 +2,20 @@
 
 Settings, most specific first: command-line flag, environment variable, the settings profile
 (``conf/profiles/$MLOPS_PROFILE.yaml``, section ``sagemaker``), built-in default.
+
+Errors: the commands raise; the exit code and the one ``error: ...`` line come from
+:func:`core.errors.classify`, the mapping every command line shares (0 done, 1 refused or
+failed, 2 bad usage, 3 lost a race for an alias, 130 interrupted), through
+:func:`core.cli.run_group` (:func:`main`, or ``python -m serving``'s group when mounted
+there). The only SageMaker-specific step is at the group's boundary: AWS's own errors
+(botocore ``ClientError`` and the like) become one :class:`~serving.sagemaker.aws.SageMakerError`
+line (exit 1).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -22,37 +28,6 @@ ENV_ROLE = "MLOPS_SAGEMAKER_EXECUTION_ROLE_ARN"
 ENV_BUCKET = "MLOPS_SAGEMAKER_BUCKET"
 ENV_IMAGE = "MLFLOW_SAGEMAKER_DEPLOY_IMG_URL"  # mlflow's own variable for the same thing
 ENV_PREFIX = "MLOPS_SAGEMAKER_ARCHIVE_PREFIX"
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {' '.join(str(message).split())}", err=True)
-    sys.exit(1)
-
-
-def _errors(func):
-    """Turn every expected failure into one ``error: ...`` line and exit status 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from core.settings import SettingsError
-        from core.uris import ModelRefError
-        from serving.sagemaker.aws import SageMakerError, client_error_code, client_error_message
-
-        try:
-            return func(*args, **kwargs)
-        except (SageMakerError, SettingsError, ModelRefError) as exc:
-            _fail(str(exc))
-        except Exception as exc:  # boto/mlflow errors: reported in one line, never a traceback
-            module = type(exc).__module__
-            if client_error_code(exc):
-                _fail(f"AWS {client_error_code(exc)}: {client_error_message(exc)}")
-            if module.startswith(("botocore", "boto3")):
-                _fail(f"AWS: {exc}")
-            if module.startswith("mlflow"):
-                _fail(getattr(exc, "message", str(exc)).splitlines()[0])
-            raise
-
-    return wrapper
 
 
 def _settings():
@@ -152,7 +127,26 @@ def _resolve_target(ctx: _Context, *, execution_role_arn, bucket, image_url, ins
     )
 
 
-@click.group("sagemaker")
+class _AwsErrorsAsOneLine(click.Group):
+    """Turns AWS's own errors into :class:`SageMakerError` as they leave a command.
+
+    Nothing else: the exit code of every error is :func:`core.errors.classify`'s.
+    """
+
+    def invoke(self, ctx: click.Context):
+        """Run the sub-command; re-raise an AWS error as one ``SageMakerError`` line."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from serving.sagemaker.aws import as_sagemaker_error
+
+            converted = as_sagemaker_error(exc)
+            if converted is None:
+                raise
+            raise converted from None
+
+
+@click.group("sagemaker", cls=_AwsErrorsAsOneLine)
 @click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], default=None,
               help="AWS region [$AWS_REGION, $AWS_DEFAULT_REGION, settings sagemaker.region].")
 @click.option("--verbose", "-v", is_flag=True, help="Log progress to stderr.")
@@ -177,7 +171,6 @@ def sagemaker(ctx: click.Context, region: str | None, verbose: bool) -> None:
 @click.option("--image-url", envvar=ENV_IMAGE, default=None,
               help=f"ECR URI of the serving image [${ENV_IMAGE}].")
 @click.pass_obj
-@_errors
 def preflight(obj: _Context, execution_role_arn, bucket, image_url) -> None:
     """Check region, credentials, execution role, bucket and serving image; print fixes."""
     from serving.sagemaker.preflight import preflight as run
@@ -196,7 +189,9 @@ def preflight(obj: _Context, execution_role_arn, bucket, image_url) -> None:
         click.echo(line)
     failed = [c.name for c in checks if c.status == "fail"]
     if failed:
-        _fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        from serving.sagemaker.aws import SageMakerError
+
+        raise SageMakerError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
 @sagemaker.command()
@@ -205,7 +200,6 @@ def preflight(obj: _Context, execution_role_arn, bucket, image_url) -> None:
 @_target_options
 @_wait_options(_target.DEFAULT_TIMEOUT_SECONDS)
 @click.pass_obj
-@_errors
 def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -> None:
     """Create the endpoint serving REF, or update it to REF (all at once)."""
     from serving.sagemaker.endpoints import deploy as run
@@ -241,7 +235,6 @@ def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -
 @_target_options
 @_wait_options(0)
 @click.pass_obj
-@_errors
 def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, max_latency_ms,
             termination_wait_seconds, run_async, timeout_seconds, **target) -> None:
     """Update ENDPOINT to REF with canary traffic and alarm rollback; then move the alias.
@@ -265,7 +258,10 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
         click.echo(f"endpoint {endpoint} rolling out {src.name} version {src.version}; "
                    "alias not moved (--async): check `status`, then move it with the registry")
         return
-    moved = f"; alias {alias} -> version {src.version}" if result.extra["alias_moved"] else ""
+    moved = {
+        "promoted": f"; alias {alias} -> version {src.version}",
+        "unchanged": f"; alias {alias} already on version {src.version}",
+    }.get(result.extra["alias_outcome"], "")
     click.echo(f"endpoint {endpoint} rolled out: {src.name} version {src.version} "
                f"{result.status}{moved}")
 
@@ -274,7 +270,6 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
 @endpoint_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
-@_errors
 def status(obj: _Context, endpoint, as_json) -> None:
     """Show what ENDPOINT serves: status, model version, variants, alarms."""
     from serving.sagemaker.endpoints import endpoint_status
@@ -326,7 +321,6 @@ def _read_frame(path: Path):
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON answer here instead of stdout.")
 @click.pass_obj
-@_errors
 def predict(obj: _Context, endpoint, input_path: Path, output_path: Path | None) -> None:
     """Score a file on ENDPOINT (InvokeEndpoint) and print the JSON answer."""
     from serving.sagemaker.endpoints import invoke
@@ -360,7 +354,6 @@ def predict(obj: _Context, endpoint, input_path: Path, output_path: Path | None)
 @click.option("--scale-out-cooldown", type=click.IntRange(min=0), default=60, show_default=True,
               help="Seconds between scale-out steps.")
 @click.pass_obj
-@_errors
 def autoscale(obj: _Context, endpoint, min_capacity, max_capacity, target_invocations,
               scale_in_cooldown, scale_out_cooldown) -> None:
     """Scale ENDPOINT's instances on invocations per instance (Application Auto Scaling)."""
@@ -388,7 +381,6 @@ def autoscale(obj: _Context, endpoint, min_capacity, max_capacity, target_invoca
 @_target_options
 @_wait_options(3600)
 @click.pass_obj
-@_errors
 def batch(obj: _Context, ref, input_uri, output_uri, content_type, split_type, job_name,
           run_async, timeout_seconds, **target) -> None:
     """Score every object under an s3:// prefix with REF (a SageMaker transform job)."""
@@ -408,13 +400,14 @@ def batch(obj: _Context, ref, input_uri, output_uri, content_type, split_type, j
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @_wait_options(_target.DEFAULT_TIMEOUT_SECONDS)
 @click.pass_obj
-@_errors
 def delete(obj: _Context, endpoint, yes, run_async, timeout_seconds) -> None:
     """Delete ENDPOINT with its configs, models, guardrail alarms and scaling."""
     from serving.sagemaker.endpoints import delete as run
 
     if not yes and not click.confirm(f"Delete SageMaker endpoint {endpoint}?", default=False):
-        _fail("not confirmed; nothing deleted (pass --yes to skip the question)")
+        from serving.sagemaker.aws import SageMakerError
+
+        raise SageMakerError("not confirmed; nothing deleted (pass --yes to skip the question)")
     deleted = run(
         obj.aws.sagemaker, endpoint, cloudwatch=obj.aws.cloudwatch,
         autoscaling=obj.aws.autoscaling, synchronous=not run_async,
@@ -425,3 +418,13 @@ def delete(obj: _Context, endpoint, yes, run_async, timeout_seconds) -> None:
         f"{len(deleted['models'])} model(s), {len(deleted['alarms'])} alarm(s), "
         f"{len(deleted['scaling'])} scaling target(s)"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m serving.sagemaker``; returns the exit code.
+
+    ``python -m serving sagemaker`` runs the same group mounted in ``python -m serving``.
+    """
+    from core.cli import run_group
+
+    return run_group(sagemaker, argv, "python -m serving sagemaker")

@@ -21,6 +21,14 @@ from serving.sagemaker.package import (
     resolve_model,
     upload_archive,
 )
+from serving.sagemaker.resources import (
+    TRANSITIONAL,
+    alarm_names,
+    describe_endpoint,
+    endpoint_tags,
+    require_endpoint,
+)
+from serving.sagemaker.scaling import deregister
 from serving.sagemaker.target import (
     DEFAULT_TIMEOUT_SECONDS,
     POLL_MAX_SECONDS,
@@ -35,8 +43,6 @@ from serving.sagemaker.target import (
 
 _logger = logging.getLogger(__name__)
 
-TRANSITIONAL = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
-
 
 @dataclass(frozen=True)
 class Deployment:
@@ -49,27 +55,6 @@ class Deployment:
     model: str
     source: ModelSource
     extra: dict = field(default_factory=dict)
-
-
-def describe_endpoint(sm, endpoint: str) -> dict | None:
-    """``DescribeEndpoint``, or ``None`` when the endpoint does not exist."""
-    try:
-        return sm.describe_endpoint(EndpointName=endpoint)
-    except Exception as exc:  # botocore ClientError: "Could not find endpoint" is a 400
-        if client_error_code(exc) == "ValidationException" and "not find" in str(exc).lower():
-            return None
-        raise
-
-
-def require_endpoint(sm, endpoint: str) -> dict:
-    """``DescribeEndpoint`` or a one-line error telling how to create it."""
-    desc = describe_endpoint(sm, check_name(endpoint))
-    if desc is None:
-        raise SageMakerError(
-            f"endpoint {endpoint} does not exist; create it with "
-            f"`python -m serving sagemaker deploy NAME@ALIAS --endpoint {endpoint}`"
-        )
-    return desc
 
 
 def wait_for_endpoint(
@@ -187,18 +172,6 @@ def deploy(
     return Deployment(endpoint, action, desc["EndpointStatus"], config, model, source)
 
 
-def endpoint_tags(sm, arn: str) -> dict[str, str]:
-    """The tags of a SageMaker resource as a mapping."""
-    tags: dict[str, str] = {}
-    kwargs: dict = {"ResourceArn": arn}
-    while True:
-        page = sm.list_tags(**kwargs)
-        tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-        if not page.get("NextToken"):
-            return tags
-        kwargs["NextToken"] = page["NextToken"]
-
-
 def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:
     """What serves on the endpoint: status, model version, variants, last deployment, alarms.
 
@@ -229,8 +202,6 @@ def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:
         "alarms": {},
     }
     if cloudwatch is not None:
-        from serving.sagemaker.rollout import alarm_names
-
         names = alarm_names(endpoint)
         found = cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
         status["alarms"] = {a["AlarmName"]: a["StateValue"] for a in found}
@@ -303,8 +274,6 @@ def delete(
     deleted: dict[str, list[str]] = {"endpoint": [], "configs": [], "models": [], "alarms": [],
                                      "scaling": []}
     if autoscaling is not None:
-        from serving.sagemaker.scaling import deregister
-
         deleted["scaling"] = deregister(autoscaling, sm, endpoint, desc=desc)
     configs = _own_configs(sm, endpoint) | {desc["EndpointConfigName"]}
     sm.delete_endpoint(EndpointName=endpoint)
@@ -334,8 +303,6 @@ def delete(
             if client_error_code(exc) != "ValidationException":
                 raise
     if cloudwatch is not None:
-        from serving.sagemaker.rollout import alarm_names
-
         names = alarm_names(endpoint)
         existing = cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
         if existing:

@@ -13,7 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.uris import ModelRefError, parse_model_ref, version_uri
+from core.models import resolve_model as core_resolve_model
+from core.uris import version_uri
 from serving.sagemaker.aws import SageMakerError, client_error_code
 from serving.sagemaker.target import (
     TAG_ENDPOINT,
@@ -61,26 +62,18 @@ class ModelSource:
 
 
 def resolve_model(client, ref: str) -> ModelSource:
-    """Look up ``NAME@ALIAS`` / ``NAME/VERSION`` in the registry.
+    """Look up ``NAME@ALIAS`` / ``NAME/VERSION`` in the registry (the one resolver of core).
 
     Args:
         client: ``mlflow.MlflowClient`` of the registry.
         ref: the model reference.
 
     Raises:
-        SageMakerError: the reference is malformed or names nothing in the registry.
+        ModelRefError: the reference is malformed (bad usage, exit 2).
+        ModelNotFound: the registry has no such model, alias or version (exit 1).
     """
-    from serving.model import ModelNotFound
-    from serving.model import resolve_model as resolve_version
-
-    try:
-        parsed = parse_model_ref(ref, allow_run=False)
-    except ModelRefError as exc:
-        raise SageMakerError(str(exc)) from None
-    try:
-        info = resolve_version(client, parsed)
-    except ModelNotFound as exc:
-        raise SageMakerError(f"not in the registry: {exc}") from None
+    # runs:/ references name no registered version: SageMaker resources are tagged with one.
+    info = core_resolve_model(client, ref, allow_run=False)
     return ModelSource(name=info.name, version=info.version, run_id=info.run_id or "", ref=ref)
 
 

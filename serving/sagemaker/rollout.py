@@ -4,27 +4,27 @@
 share of capacity, a bake period, and automatic rollback when a CloudWatch alarm on the
 endpoint's 5xx errors or model latency fires — which mlflow's SageMaker client does not send.
 Only when the endpoint ends up serving the new version does the alias move; after a failure
-or rollback the old fleet keeps serving and the alias stays where it was.
+or rollback the old fleet keeps serving and the alias stays where it was. The move is THE alias
+move of :mod:`core.aliases` (compare-and-set, recorded in ``python -m registry history``): a
+promotion made while the canary bakes wins over the rollout.
 """
 
 from __future__ import annotations
 
 import logging
 
+from core.aliases import current_user, move_alias, read_state
+from core.errors import LostRace
+from core.models import alias_holder, as_json
 from serving.sagemaker.aws import SageMakerError
-from serving.sagemaker.endpoints import (
-    TRANSITIONAL,
-    Deployment,
-    require_endpoint,
-    tag_endpoint,
-    wait_for_endpoint,
-)
+from serving.sagemaker.endpoints import Deployment, tag_endpoint, wait_for_endpoint
 from serving.sagemaker.package import (
     create_endpoint_config,
     create_model,
     resolve_model,
     upload_archive,
 )
+from serving.sagemaker.resources import TRANSITIONAL, alarm_names, require_endpoint
 from serving.sagemaker.target import VARIANT_NAME, Target
 
 _logger = logging.getLogger(__name__)
@@ -44,11 +44,6 @@ MAX_BAKE_MINUTES = 60  # SageMaker's limit on WaitIntervalInSeconds (3600)
 
 class RolloutError(SageMakerError):
     """The update failed or was rolled back; the old version keeps serving."""
-
-
-def alarm_names(endpoint: str) -> list[str]:
-    """Names of the endpoint's guardrail alarms (5xx errors, latency)."""
-    return [f"{endpoint}-guardrail-5xx", f"{endpoint}-guardrail-latency"]
 
 
 def put_guardrail_alarms(
@@ -175,8 +170,14 @@ def rollout(
         synchronous: wait for the outcome; without it the alias is never moved.
         timeout_seconds: how long to wait; default the update's own maximum plus 5 minutes.
 
+    The alias moves through :func:`core.aliases.move_alias` (kind ``rollout``, recorded in
+    the model's history with the endpoint, canary settings and deployment config as the
+    reason), compared against the alias as it was before the update started.
+
     Raises:
         RolloutError: the update failed or rolled back (the alias did not move).
+        LostRace: the endpoint serves the new version, but the alias was moved by someone
+            else during the rollout; it stays where they put it.
         SageMakerError: bad input, endpoint missing or busy.
     """
     source = resolve_model(client, ref)
@@ -193,6 +194,9 @@ def rollout(
         canary_percent=canary_percent, bake_minutes=bake_minutes, alarms=alarm_names(endpoint),
         termination_wait_seconds=termination_wait_seconds,
     )
+    # The alias move at the end is a compare-and-set against the alias as it is now: a
+    # release manager who moves it while the canary bakes wins, and this rollout says so.
+    state = read_state(client, source.name, alias) if alias and synchronous else None
     serving = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
     variant = serving["ProductionVariants"][0]
     live = {v["VariantName"]: v for v in desc.get("ProductionVariants", [])}
@@ -217,7 +221,8 @@ def rollout(
         "rolling out %s to %s: %d%% canary, %g min bake, rollback on %s",
         source.uri, endpoint, canary_percent, bake_minutes, ", ".join(alarm_names(endpoint)),
     )
-    extra = {"deployment_config": config_doc, "alias": alias, "alias_moved": False}
+    extra = {"deployment_config": config_doc, "alias": alias, "alias_moved": False,
+             "alias_outcome": None}
     if not synchronous:
         return Deployment(endpoint, "rolling out", "Updating", config, model, source, extra)
 
@@ -229,7 +234,7 @@ def rollout(
         _discard(sm, config, model)
         what = "rolled back" if after["EndpointConfigName"] != config else "failed"
         reason = after.get("FailureReason") or "no reason given"
-        held = _alias_version(client, source.name, alias) if alias else None
+        held = alias_holder(client, source.name, alias) if alias else None
         kept = f"; alias {alias} stays on version {held}" if held else ""
         raise RolloutError(
             f"rollout of {source.name} version {source.version} to {endpoint} {what} "
@@ -237,20 +242,46 @@ def rollout(
         )
     tag_endpoint(sm, after["EndpointArn"], source.tags(endpoint))
     if alias:
-        client.set_registered_model_alias(source.name, alias, source.version)
-        extra["alias_moved"] = True
+        why = rollout_reason(
+            endpoint, canary_percent=canary_percent, bake_minutes=bake_minutes,
+            max_5xx=max_5xx, max_latency_ms=max_latency_ms, deployment=config_doc,
+        )
+        try:
+            outcome = move_alias(
+                client, source.name, source.version, alias, reason=why, by=current_user(),
+                kind="rollout", state=state,
+            )
+        except LostRace:
+            holder = alias_holder(client, source.name, alias)
+            raise LostRace(
+                f"endpoint {endpoint} serves {source.name} version {source.version} (rolled "
+                f"out), but alias {alias} was moved to {_v(holder)} during the rollout and "
+                f"stays there; to make the rollout win: `python -m registry promote "
+                f"{source.name}/{source.version} --to {alias} --reason ...`"
+            ) from None
+        extra["alias_outcome"] = outcome.status
+        extra["alias_moved"] = outcome.status == "promoted"
         _logger.info("alias %s of %s now on version %s", alias, source.name, source.version)
     return Deployment(endpoint, "rolled out", after["EndpointStatus"], config, model, source,
                       extra)
 
 
-def _alias_version(client, name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
+def rollout_reason(endpoint: str, *, canary_percent: int, bake_minutes: float, max_5xx: int,
+                   max_latency_ms: float, deployment: dict) -> str:
+    """The reason recorded with the rollout's alias move: endpoint, canary and guardrails.
 
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    The deployment config is included whole (compact JSON) so the history tells exactly
+    which update SageMaker ran before the alias moved.
+    """
+    return (
+        f"SageMaker rollout to endpoint {endpoint}: canary {canary_percent}%, bake "
+        f"{bake_minutes:g} min, rollback at {max_5xx} 5xx/min or p99 {max_latency_ms:g} ms; "
+        f"deployment config {as_json(deployment)}"
+    )
+
+
+def _v(version: str | None) -> str:
+    return f"version {version}" if version else "no version"
 
 
 def _discard(sm, config: str, model: str) -> None:

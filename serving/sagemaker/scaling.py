@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from serving.sagemaker.aws import SageMakerError
-from serving.sagemaker.endpoints import require_endpoint
+from serving.sagemaker.resources import require_endpoint
 
 _logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import boto3
 import mlflow
@@ -27,7 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from serving.sagemaker.cli import sagemaker
+from core.aliases import move_alias, read_history
+from serving.sagemaker.cli import main
 from tests.support.moto_sagemaker import ACCOUNT_ID, sagemaker_moto  # noqa: F401 - fixture
 from tests.support.processes import REPO, child_env
 
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.integration
 ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/sagemaker-execution"
 IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/mlflow-pyfunc:{mlflow.__version__}"
 MODEL = "cancer"
+DEPLOYER = "svc-deployer"
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +97,8 @@ def aws(monkeypatch, sagemaker_moto, registry):  # noqa: F811 - the fixture impo
     monkeypatch.setenv("MLOPS_SAGEMAKER_BUCKET", registry[3])
     uri = registry[0]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # who the alias moves record (core.aliases.current_user)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", DEPLOYER)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return sagemaker_moto
@@ -103,15 +108,43 @@ def aws(monkeypatch, sagemaker_moto, registry):  # noqa: F811 - the fixture impo
 def versions(aws, registry):
     """The module's two versions with champion on v1 and challenger on v2."""
     client = mlflow.MlflowClient()
-    client.set_registered_model_alias(MODEL, "champion", "1")
-    client.set_registered_model_alias(MODEL, "challenger", "2")
+    for alias, version in (("champion", "1"), ("challenger", "2")):
+        move_alias(client, MODEL, version, alias, reason="test setup", by="alice")
     return registry[1], registry[2]
 
 
-def cli(*args: str):
-    result = CliRunner().invoke(sagemaker, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
+@dataclass(frozen=True)
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def cli(*args: str) -> Ran:
+    """``python -m serving sagemaker ARGS`` in-process: exit code and what it printed."""
+    with CliRunner().isolation() as (out, err, _):
+        code = main(list(args))
+    return Ran(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def registry_history(monkeypatch) -> list[list[str]]:
+    """``python -m registry history cancer``: the first line of each row, as cells."""
+    from registry.cli import main as registry_main
+
+    monkeypatch.setenv("COLUMNS", "400")
+    with CliRunner().isolation() as (out, err, _):
+        code = registry_main(["history", MODEL, "--alias", "champion"])
+    assert code == 0, err.getvalue().decode()
+    rows = []
+    for line in out.getvalue().decode().splitlines():
+        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+        if len(cells) >= 9 and cells[0][:4].isdigit():  # a row's first line starts with its time
+            rows.append(cells)
+    return rows
 
 
 def champion() -> str:
@@ -138,7 +171,7 @@ def _alarm_when_updating(endpoint: str, alarm: str, stop: threading.Event) -> No
 
 
 @pytest.mark.slow
-def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
+def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path, monkeypatch):
     X, models = versions
     rows = X.sample(25, random_state=0)
     v1, v2 = (models[v][0].predict(rows).tolist() for v in ("1", "2"))
@@ -199,6 +232,19 @@ def test_deploy_predict_rollback_rollout_delete(aws, versions, tmp_path):
     assert "alias champion -> version 2" in result.stdout
     assert champion() == "2"
     assert aws.updates_for(endpoint)[-1].outcome == "Succeeded"
+    # the move is THE alias move: in the registry's history, by whom, why, kind rollout
+    when, alias, kind, version, previous, by, outcome = registry_history(monkeypatch)[-1][:7]
+    assert (alias, kind, version, previous, by, outcome) == (
+        "champion", "rollout", "2", "1", DEPLOYER, "won")
+    moved = read_history(mlflow.MlflowClient(), MODEL, "champion")[-1]
+    assert (moved.kind, moved.version, moved.outcome) == ("rollout", "2", "won")
+    assert moved.reason.startswith(f"SageMaker rollout to endpoint {endpoint}: canary 10%, "
+                                   "bake 0.5 min, rollback at 1 5xx/min or p99 1000 ms; ")
+    recorded = json.loads(moved.reason.split("deployment config ", 1)[1])
+    assert recorded == aws.updates_for(endpoint)[-1].deployment_config
+    tags = mlflow.MlflowClient().get_model_version(MODEL, "2").tags
+    assert (tags["mlops.promotion.champion.kind"], tags["mlops.promotion.champion.by"]) == (
+        "rollout", DEPLOYER)
     assert predict(endpoint, rows, tmp_path) == v2
     status = cli("status", "--endpoint", endpoint)
     assert status.exit_code == 0
@@ -250,8 +296,59 @@ def test_model_error_is_reported_and_endpoint_keeps_serving(aws, versions, tmp_p
         1, f"error: endpoint {endpoint} does not exist")
     assert champion() == "1"
     bad_ref = cli("deploy", "not a ref", "--endpoint", endpoint)
-    assert bad_ref.exit_code == 1
-    assert bad_ref.stderr.startswith("error: 'not a ref' is not a model reference; use ")
+    assert bad_ref.exit_code == 2  # bad usage, as in every command line
+    assert bad_ref.stderr == ("error: 'not a ref' is not a model reference; "
+                              "use NAME@ALIAS, NAME/VERSION\n")
+    unknown = cli("deploy", f"{MODEL}@nobody", "--endpoint", endpoint)
+    assert (unknown.exit_code, unknown.stderr) == (
+        1, f"error: model '{MODEL}' has no alias 'nobody'\n")
+
+
+@pytest.mark.slow
+def test_promotion_during_rollout_wins_and_rollout_exits_3(aws, versions, tmp_path,
+                                                            monkeypatch):
+    """A release manager moves champion while the canary bakes: the rollout loses the race."""
+    X, models = versions
+    client = mlflow.MlflowClient()
+    if "3" not in {str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")}:
+        v1 = client.get_model_version(MODEL, "1")
+        client.create_model_version(MODEL, v1.source, v1.run_id)
+    endpoint = f"race-{uuid.uuid4().hex[:6]}"
+    assert cli("deploy", f"{MODEL}@champion", "--endpoint", endpoint).exit_code == 0
+    sm = boto3.client("sagemaker")
+    promoted = []
+
+    def promote_when_updating():
+        while sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] != "Updating":
+            time.sleep(0.05)
+        promoted.append(move_alias(client, MODEL, "3", "champion", by="alice",
+                                   reason="hotfix: v3 is the release"))
+
+    promoter = threading.Thread(target=promote_when_updating)
+    promoter.start()
+    try:
+        result = cli("rollout", f"{MODEL}@challenger", "--endpoint", endpoint, "--canary", "10",
+                     "--bake-minutes", "2", "--termination-wait-seconds", "0")
+    finally:
+        promoter.join(timeout=60)
+    assert promoted and promoted[0].status == "promoted"
+    assert result.exit_code == 3, result.output
+    assert result.stderr == (
+        f"error: endpoint {endpoint} serves {MODEL} version 2 (rolled out), but alias champion "
+        "was moved to version 3 during the rollout and stays there; to make the rollout win: "
+        f"`python -m registry promote {MODEL}/2 --to champion --reason ...`\n")
+    assert champion() == "3"
+    # the endpoint keeps what it rolled out
+    assert aws.updates_for(endpoint)[-1].outcome == "Succeeded"
+    rows = X.head(10)
+    assert predict(endpoint, rows, tmp_path) == models["2"][0].predict(rows).tolist()
+    # the history shows the promotion that won and the rollout that lost
+    rows = registry_history(monkeypatch)
+    assert [r[1:7] for r in rows[-2:]] == [
+        ["champion", "promote", "3", "1", "alice", "won"],
+        ["champion", "rollout", "2", "1", DEPLOYER, "lost"],
+    ]
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
 
 
 def test_batch_transform_over_s3(aws, versions):

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from dataclasses import dataclass
 
 import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 from click.testing import CliRunner
 
-from serving.sagemaker.aws import SageMakerError
-from serving.sagemaker.cli import sagemaker
+from core.errors import MlopsError
+from serving.sagemaker.aws import SageMakerError, as_sagemaker_error
+from serving.sagemaker.cli import main, sagemaker
 from serving.sagemaker.endpoints import wait_for_endpoint
 from serving.sagemaker.preflight import (
     TRUST_POLICY,
@@ -155,10 +157,106 @@ def test_every_command_has_help(command):
     assert "Usage:" in result.output
 
 
-def test_bad_endpoint_name_is_one_error_line():
-    result = CliRunner().invoke(sagemaker, ["status", "--endpoint", "no_underscores"])
+@dataclass(frozen=True)
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run(entry, *args: str) -> Ran:
+    """Run a command line's ``main(argv)`` as a user would, capturing what it prints."""
+    with CliRunner().isolation() as (out, err, _):
+        code = entry(list(args))
+    return Ran(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def _serving_main(argv):
+    """``python -m serving sagemaker ...``: the same group mounted in serving's command line."""
+    from serving.cli import main as serving_main
+
+    return serving_main(["sagemaker", *argv])
+
+
+ENTRY_POINTS = pytest.mark.parametrize("entry", [main, _serving_main],
+                                       ids=["serving.sagemaker", "serving sagemaker"])
+
+
+@ENTRY_POINTS
+def test_bad_endpoint_name_is_one_error_line(entry):
+    result = run(entry, "status", "--endpoint", "no_underscores")
     assert result.exit_code == 1
     assert result.stderr == (
         "error: endpoint name 'no_underscores' is not valid: "
         "use 1-63 letters, digits and single hyphens\n"
     )
+
+
+def test_sagemaker_errors_share_the_one_exit_code_mapping():
+    assert issubclass(SageMakerError, MlopsError)
+    denied = ClientError({"Error": {"Code": "AccessDeniedException",
+                                    "Message": "User: bob is not\n authorized"}}, "DescribeEndpoint")
+    assert str(as_sagemaker_error(denied)) == "AWS AccessDeniedException: User: bob is not authorized"
+    assert str(as_sagemaker_error(NoCredentialsError())) == "AWS: Unable to locate credentials"
+    assert as_sagemaker_error(ValueError("a bug")) is None
+
+
+@ENTRY_POINTS
+def test_aws_client_error_is_one_line_exit_1(entry, monkeypatch):
+    import serving.sagemaker.endpoints as endpoints
+
+    def denied(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "AccessDeniedException",
+                                     "Message": "User: bob is not authorized to perform: "
+                                                "sagemaker:DescribeEndpoint"}},
+                          "DescribeEndpoint")
+
+    monkeypatch.setattr(endpoints, "endpoint_status", denied)
+    result = run(entry, "--region", "us-east-1", "status", "--endpoint", "e1")
+    assert (result.exit_code, result.stderr) == (
+        1, "error: AWS AccessDeniedException: User: bob is not authorized to perform: "
+           "sagemaker:DescribeEndpoint\n")
+
+
+@ENTRY_POINTS
+def test_lost_race_exits_3_and_a_bug_keeps_its_traceback(entry, monkeypatch):
+    import serving.sagemaker.endpoints as endpoints
+    from core.errors import LostRace
+
+    def lost(*args, **kwargs):
+        raise LostRace("alias champion was moved to version 3 during the rollout")
+
+    monkeypatch.setattr(endpoints, "endpoint_status", lost)
+    result = run(entry, "--region", "us-east-1", "status", "--endpoint", "e1")
+    assert (result.exit_code, result.stderr) == (
+        3, "error: alias champion was moved to version 3 during the rollout\n")
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(endpoints, "endpoint_status", bug)
+    with pytest.raises(ZeroDivisionError):
+        run(entry, "--region", "us-east-1", "status", "--endpoint", "e1")
+
+
+def _sagemaker_imports() -> dict[str, set[str]]:
+    """Which serving.sagemaker modules each one imports (also inside functions), per grimp."""
+    import grimp
+
+    graph = grimp.build_graph("serving", cache_dir=None)
+    package = "serving.sagemaker"
+    modules = {m for m in graph.find_children(package)} | {package}
+    return {m: graph.find_modules_directly_imported_by(m) & modules for m in modules}
+
+
+def test_sagemaker_modules_import_no_circle():
+    import graphlib
+
+    imports = _sagemaker_imports()
+    try:
+        order = list(graphlib.TopologicalSorter(imports).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import circle in serving/sagemaker: {' -> '.join(exc.args[1])}")
+    # the bottom of the layers comes first: aws, then target, ..., the command line last
+    assert order.index("serving.sagemaker.aws") < order.index("serving.sagemaker.target")
+    assert order[-1] in ("serving.sagemaker.cli", "serving.sagemaker.__main__")
