@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 from core.metrics import is_better
 
 _logger = logging.getLogger(__name__)
+#: Tracking URIs without a scheme that MLflow reads as a service, not as a folder.
+_SERVER_NAMES = frozenset({"databricks", "databricks-uc", "uc"})
 
 
 def lineage_tags(
@@ -41,6 +43,8 @@ def lineage_tags(
 
 def is_embedded_store(uri: str) -> bool:
     """Whether ``uri`` is the embedded store: a ``sqlite:`` or ``file:`` URI, or a plain path."""
+    if uri.strip().lower() in _SERVER_NAMES:  # names MLflow reads as a remote service
+        return False
     scheme = urlparse(uri).scheme.lower()
     # a one-letter scheme is a Windows drive (C:\\mlruns), i.e. a path
     return scheme in ("sqlite", "file", "") or len(scheme) == 1

@@ -1,5 +1,35 @@
+"""The step cache key: computed code closure, canonical settings, model package versions."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
 from core.settings import load_settings
-from projects.pipeline import cache_key, code_hash, settings_hash
+from projects import STEPS, pipeline
+from projects.pipeline import (
+    MODEL_PACKAGES,
+    cache_key,
+    code_hash,
+    settings_hash,
+    step_code_files,
+)
+
+REPO = Path(pipeline.__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def copy_of_repo(tmp_path):
+    """The repository's ``projects`` and ``core`` packages, copied: a tree the test may edit."""
+    root = tmp_path / "repo"
+    for package in ("projects", "core"):
+        shutil.copytree(REPO / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _edit(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# an edit\n")
 
 
 def test_key_changes_with_settings_the_step_depends_on_only():
@@ -17,6 +47,126 @@ def test_key_changes_with_input_and_is_stable():
     assert cache_key("train", s, "a") != cache_key("prepare", s, "a")
 
 
-def test_code_hash_covers_the_step_module():
-    assert code_hash("train") != code_hash("ingest")
-    assert len(code_hash("register")) == 16
+def test_the_code_of_a_step_is_its_computed_import_closure():
+    files = {step: set(step_code_files(step)) for step in STEPS}
+    # the step's module and what it imports, transitively (train imports prepare)
+    assert {"projects.train", "projects.prepare", "projects.pipeline"} <= files["train"]
+    assert {"projects.evaluate", "projects.train", "projects.prepare"} <= files["evaluate"]
+    # the foundation's modules count too: the alias move shapes register's outputs
+    assert {"core.aliases", "core.ledger", "projects.register"} <= files["register"]
+    assert {"core.settings", "core.runs", "projects.errors"} <= files["ingest"]
+    # and only what the step imports: another step's module is not part of ingest's code
+    assert not {"projects.train", "projects.evaluate", "core.aliases"} & files["ingest"]
+    assert "projects.evaluate" not in files["register"]
+    # nothing outside the repository's packages
+    assert all(m.split(".")[0] in ("projects", "core") for f in files.values() for m in f)
+
+
+def test_a_copied_tree_hashes_the_same(copy_of_repo):
+    for step in STEPS:
+        assert code_hash(step, copy_of_repo) == code_hash(step, REPO), step
+
+
+def test_editing_the_evaluate_step_changes_evaluate_only(copy_of_repo):
+    before = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    _edit(copy_of_repo / "projects" / "evaluate.py")
+    after = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    assert [s for s in STEPS if before[s] != after[s]] == ["evaluate"]
+    # register follows through its input, evaluate's key (the workflow test runs the chain)
+    s = load_settings()
+    edited, original = cache_key("evaluate", s, "t", copy_of_repo), cache_key("evaluate", s, "t")
+    assert edited != original
+    assert cache_key("register", s, edited) != cache_key("register", s, original)
+
+
+def test_editing_a_module_reached_only_through_imports_changes_its_importers(copy_of_repo):
+    before = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    # prepare.py is imported by train.py, which evaluate.py imports
+    _edit(copy_of_repo / "projects" / "prepare.py")
+    after = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    assert [s for s in STEPS if before[s] != after[s]] == ["prepare", "train", "evaluate"]
+    # a foundation module only the alias move uses
+    _edit(copy_of_repo / "core" / "ledger.py")
+    again = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    assert [s for s in STEPS if again[s] != after[s]] == ["register"]
+    # a module every step runs (the pipeline imports it at module level)
+    _edit(copy_of_repo / "core" / "runs.py")
+    last = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    assert all(last[s] != again[s] for s in STEPS)
+
+
+def test_a_new_import_is_followed_without_listing_it(copy_of_repo):
+    helper = copy_of_repo / "projects" / "helper_for_test.py"
+    helper.write_text("VALUE = 1\n")
+    before = code_hash("ingest", copy_of_repo)
+    ingest = copy_of_repo / "projects" / "ingest.py"
+    ingest.write_text(ingest.read_text() + "\n\ndef _uses_helper():\n"
+                      "    from . import helper_for_test\n\n    return helper_for_test\n")
+    assert "projects.helper_for_test" in step_code_files("ingest", copy_of_repo)
+    changed = code_hash("ingest", copy_of_repo)
+    assert changed != before
+    helper.write_text("VALUE = 2\n")
+    assert code_hash("ingest", copy_of_repo) != changed
+
+
+def test_a_changed_package_version_changes_every_key(monkeypatch):
+    s = load_settings()
+    before = {step: cache_key(step, s, "input") for step in STEPS}
+    assert set(pipeline.package_versions()) == set(MODEL_PACKAGES)
+    real = pipeline._installed_version
+    for package in MODEL_PACKAGES:
+        monkeypatch.setattr(pipeline, "_installed_version",
+                            lambda p, package=package: "0.0.dev" if p == package else real(p))
+        after = {step: cache_key(step, s, "input") for step in STEPS}
+        assert all(after[step] != before[step] for step in STEPS), package
+
+
+def _conf(root: Path, base: str) -> Path:
+    (root / "profiles").mkdir(parents=True)
+    (root / "base.yaml").write_text(base)
+    shutil.copy(REPO / "conf" / "profiles" / "local.yaml", root / "profiles" / "local.yaml")
+    return root
+
+
+BASE = """\
+data:
+  columns: {{{columns}}}
+train:
+  candidates:
+{candidates}
+"""
+LINEAR = "    - {estimator: linear, grid: {C: [0.1, 1.0], max_iter: [100]}}\n"
+LINEAR_REORDERED = "    - {estimator: linear, grid: {max_iter: [100], C: [0.1, 1.0]}}\n"
+FOREST = "    - {estimator: random_forest, grid: {n_estimators: [10]}}\n"
+
+
+def test_a_reordered_mapping_in_a_settings_file_keeps_every_key(tmp_path, monkeypatch):
+    one = _conf(tmp_path / "one", BASE.format(columns="mean radius: float, mean area: float",
+                                              candidates=LINEAR + FOREST))
+    two = _conf(tmp_path / "two", BASE.format(columns="mean area: float, mean radius: float",
+                                              candidates=LINEAR_REORDERED + FOREST))
+    monkeypatch.setenv("MLOPS_CONF_DIR", str(one))
+    first = load_settings()
+    monkeypatch.setenv("MLOPS_CONF_DIR", str(two))
+    second = load_settings()
+    assert list(first.data.columns) != list(second.data.columns)  # the files differ in order
+    for step in STEPS:
+        assert cache_key(step, first, "input") == cache_key(step, second, "input"), step
+    # the order of the candidates is meaningful (a list): it changes train's key
+    three = _conf(tmp_path / "three", BASE.format(columns="", candidates=FOREST + LINEAR))
+    four = _conf(tmp_path / "four", BASE.format(columns="", candidates=LINEAR + FOREST))
+    monkeypatch.setenv("MLOPS_CONF_DIR", str(three))
+    forest_first = load_settings()
+    monkeypatch.setenv("MLOPS_CONF_DIR", str(four))
+    linear_first = load_settings()
+    assert settings_hash(forest_first, "train") != settings_hash(linear_first, "train")
+    assert settings_hash(forest_first, "prepare") == settings_hash(linear_first, "prepare")
+
+
+def test_what_started_a_run_is_not_part_of_any_key():
+    plain = load_settings()
+    retrain = load_settings(overrides=["register.trigger=retrain",
+                                       "register.trigger_reason=monitoring run abc"])
+    assert all(settings_hash(plain, s) == settings_hash(retrain, s) for s in STEPS)
+    crowning = load_settings(overrides=["register.auto_champion=true"])
+    assert settings_hash(plain, "register") != settings_hash(crowning, "register")
