@@ -14,35 +14,10 @@ import warnings
 import click
 
 from core.connection import tracking_uri
-from core.settings import PROFILES, SettingsError, load_settings
+from core.settings import PROFILES, load_settings
 from tracking import server as srv
 
 _logger = logging.getLogger(__name__)
-
-
-class _OneLineErrors(click.Group):
-    """Known failures become one ``error: ...`` line on stderr and exit code 1."""
-
-    def invoke(self, ctx):
-        from tracking.auth import UsersFileError
-
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            _fail(exc.format_message())
-        except (SettingsError, srv.ServerError, UsersFileError) as exc:
-            _fail(str(exc))
-        except Exception as exc:  # an MLflow/HTTP failure: one line, no traceback
-            from mlflow.exceptions import MlflowException
-
-            if isinstance(exc, MlflowException | OSError):
-                _fail(f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            raise
-
-
-def _fail(message: str):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def _free_port(host: str) -> int:
@@ -51,7 +26,7 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-@click.group(cls=_OneLineErrors)
+@click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log what the launcher does.")
 def cli(verbose: bool):
     """Tracking server launcher, UI and user provisioning."""
@@ -162,21 +137,19 @@ def _run(config: srv.ServerConfig, experiment: str):
     from core.runs import terminate_as_interrupt
 
     s = config.server
-    try:
-        # Ctrl-C or SIGTERM while the server comes up still stops its whole process group.
-        with terminate_as_interrupt():
-            launch = srv.start(config)
-            try:
-                if config.auth:
-                    # The launcher asks the server for the experiment id as the admin.
-                    os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[srv.ADMIN_USERNAME_ENV]
-                    os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[srv.ADMIN_PASSWORD_ENV]
-                experiment_id = srv.find_experiment_id(launch.url, experiment)
-            except BaseException:
-                srv.stop_group(launch.proc)
-                raise
-    except KeyboardInterrupt:
-        sys.exit(130)
+    # Ctrl-C or SIGTERM while the server comes up still stops its whole process group (and
+    # exits 130 through core.cli.run_group).
+    with terminate_as_interrupt():
+        launch = srv.start(config)
+        try:
+            if config.auth:
+                # The launcher asks the server for the experiment id as the admin.
+                os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[srv.ADMIN_USERNAME_ENV]
+                os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[srv.ADMIN_PASSWORD_ENV]
+            experiment_id = srv.find_experiment_id(launch.url, experiment)
+        except BaseException:
+            srv.stop_group(launch.proc)
+            raise
     if launch.store["upgraded"]:
         click.echo(f"Migrated the database schema {launch.store['from'] or '(empty)'} -> "
                    f"{launch.store['to']}")  # fmt: skip
@@ -191,6 +164,17 @@ def _run(config: srv.ServerConfig, experiment: str):
     click.echo(f"Log to it with: export MLFLOW_TRACKING_URI={launch.url}   (Ctrl-C stops it)")
     sys.stdout.flush()
     sys.exit(srv.serve_forever(launch))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m tracking``.
+
+    Errors are one ``error:`` line with the exit codes of :mod:`core.errors` (1 refused,
+    2 bad usage, 130 interrupted).
+    """
+    from core.cli import run_group
+
+    return run_group(cli, argv, "python -m tracking")
 
 
 @cli.group("users")
@@ -227,3 +211,124 @@ def users_apply(file):
     for row in applied:
         table.add_row(row.user, row.action, row.resource_type, row.resource, row.permission)
     Console().print(table)
+
+
+# ------------------------------------------------------------------------------ runs
+class _CoreExitCodes(click.Group):
+    """Errors become one line and the exit code of :func:`core.errors.classify` (2: bad usage)."""
+
+    def invoke(self, ctx):
+        from core.errors import classify
+
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            found = classify(exc)
+            if found is None:
+                raise
+            code, message = found
+            click.echo(f"error: {message}" if code != 130 else "interrupted", err=True)
+            sys.exit(code)
+
+
+class _Duration(click.ParamType):
+    """A duration such as 30m, 2h, 1d or 1h30m, in seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        from core.runs import parse_duration
+
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.group("runs", cls=_CoreExitCodes)
+def runs_group():
+    """Runs left RUNNING by a process that died (exit codes: 0 done, 1 failed, 2 bad usage)."""
+
+
+@runs_group.command("reap")
+@click.option("--older-than", type=_Duration(), default="24h", show_default=True,
+              help="Close a run of another host not heard from (start, metric, heartbeat) "
+                   "for this long: 30m, 2h, 1d, 1h30m.")  # fmt: skip
+@click.option("--experiment", "experiments", multiple=True, metavar="NAME_OR_ID",
+              help="Experiment to look in (repeatable; default: every active one).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Show what would be closed; change nothing.")
+def runs_reap(older_than, experiments, dry_run):
+    """End FAILED the RUNNING runs whose process is gone, on $MLFLOW_TRACKING_URI.
+
+    A run of this host is closed when the process that ran it is gone (whatever its age) and
+    never while it lives; a run of another host, or one that records no process, when it was
+    not heard from for --older-than. Each closed run gets the tag `mlops.reaped` and a note
+    saying why, by whom and when.
+    """
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.connection import connect
+    from core.errors import MlopsError
+    from core.runs import HOST_TAG, close_runs, find_stale_runs, format_duration
+
+    client = connect()
+    names = _experiments(client, experiments)
+    stale = find_stale_runs(client, list(names), older_than)
+    if not stale:
+        click.echo("nothing to reap")
+        return
+    by = "python -m tracking runs reap"
+    closed, failed = ([], []) if dry_run else close_runs(client, stale, by)
+    now = int(time.time() * 1000)
+    title = "would close (dry run)" if dry_run else f"closed {len(closed)} run(s), ended FAILED"
+    table = Table("run", "experiment", "name", "host", "silent for", "why", title=title)
+    for item in stale:
+        if not dry_run and item.run_id not in closed:
+            continue
+        tags = item.run.data.tags
+        table.add_row(item.run_id, names.get(item.run.info.experiment_id,
+                                             item.run.info.experiment_id),
+                      tags.get("mlflow.runName", ""), tags.get(HOST_TAG, "?"),
+                      format_duration((now - item.last_heard_ms) / 1000),
+                      f"silent longer than {format_duration(older_than)}" if item.silent
+                      else item.reason)  # fmt: skip
+    Console(width=200).print(table)
+    if failed:
+        for line in failed:
+            click.echo(f"error: could not close {line}", err=True)
+        raise MlopsError(f"{len(failed)} run(s) could not be closed")
+
+
+def _experiments(client, wanted) -> dict[str, str]:
+    """Experiment id -> name of ``wanted`` (names or ids), or of every active experiment."""
+    from mlflow.exceptions import MlflowException
+
+    from core.errors import MlopsError
+
+    if not wanted:
+        found, token = {}, None
+        while True:
+            page = client.search_experiments(max_results=1000, page_token=token)
+            found.update({e.experiment_id: e.name for e in page})
+            token = page.token
+            if not token:
+                return found
+    found = {}
+    for ref in wanted:
+        exp = client.get_experiment_by_name(ref)
+        if exp is None and ref.isdigit():
+            try:
+                exp = client.get_experiment(ref)
+            except MlflowException:
+                exp = None
+        if exp is None:
+            raise MlopsError(f"no experiment named or numbered {ref!r}")
+        found[exp.experiment_id] = exp.name
+    return found
