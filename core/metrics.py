@@ -201,6 +201,12 @@ class _Inputs:
 
 
 def _probabilities(metric: Metric, inputs: _Inputs):
+    """``(proba, labels)`` with the columns put in sorted label order.
+
+    scikit-learn's ``log_loss`` sorts ``labels`` and takes the columns in that order, and its
+    multi-class ``roc_auc_score`` refuses unsorted ``labels``: a model whose ``classes_`` are
+    not sorted would otherwise be scored on the wrong columns.
+    """
     import numpy as np
 
     if inputs.proba is None:
@@ -213,15 +219,15 @@ def _probabilities(metric: Metric, inputs: _Inputs):
             f"{metric.name}: probabilities have shape {proba.shape} but there are "
             f"{len(inputs.classes)} classes"
         )
-    return proba
+    order = np.argsort(np.asarray(inputs.classes), kind="stable")
+    return proba[:, order], [inputs.classes[i] for i in order]
 
 
 def _roc_auc(inputs: _Inputs) -> float:
     import numpy as np
     from sklearn import metrics as m
 
-    metric = METRICS["roc_auc"]
-    proba = _probabilities(metric, inputs)
+    proba, labels = _probabilities(METRICS["roc_auc"], inputs)
     y = np.asarray(inputs.y_true)
     absent = [c for c in inputs.classes if not np.any(y == c)]
     if absent:
@@ -229,17 +235,17 @@ def _roc_auc(inputs: _Inputs) -> float:
         raise MetricUnavailable(
             f"roc_auc is undefined: class {', '.join(map(str, absent))} absent from y_true"
         )
-    if len(inputs.classes) == 2:
-        return m.roc_auc_score(y == positive_class(inputs.classes), proba[:, 1])
-    return m.roc_auc_score(y, proba, multi_class="ovr", average="macro",
-                           labels=inputs.classes)
+    if len(labels) == 2:
+        positive = positive_class(inputs.classes)
+        return m.roc_auc_score(y == positive, proba[:, labels.index(positive)])
+    return m.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=labels)
 
 
 def _log_loss(inputs: _Inputs) -> float:
     from sklearn import metrics as m
 
-    proba = _probabilities(METRICS["log_loss"], inputs)
-    return m.log_loss(inputs.y_true, proba, labels=inputs.classes)
+    proba, labels = _probabilities(METRICS["log_loss"], inputs)
+    return m.log_loss(inputs.y_true, proba, labels=labels)
 
 
 def _f1(inputs: _Inputs) -> float:

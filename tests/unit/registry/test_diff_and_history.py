@@ -67,6 +67,23 @@ def test_score_classification_and_regression():
     assert reg["mae"] == 1.0 and reg["rmse"] == pytest.approx(np.sqrt(2))
 
 
+def test_score_uses_the_models_classes_for_log_loss_and_the_positive_class():
+    from sklearn.metrics import f1_score, log_loss
+
+    # a class the test split lacks: log_loss still scores it (the old gate raised ValueError)
+    y = np.array(["a", "b", "b", "a"])
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.4, 0.3], [0.5, 0.3, 0.2]])
+    got = score_predictions("classification", y, np.array(["a", "b", "b", "a"]), proba,
+                            classes=["a", "b", "c"])
+    assert got["log_loss"] == pytest.approx(log_loss(y, proba, labels=["a", "b", "c"]))
+    assert "roc_auc" not in got  # undefined for a class never seen, never a wrong number
+    # the positive class is the model's last class, not the largest label of the test split
+    y = np.array([0, 0, 1, 1, 0])
+    pred = np.array([0, 1, 1, 1, 1])
+    got = score_predictions("classification", y, pred, classes=[1, 0])
+    assert got["f1"] == pytest.approx(f1_score(y, pred, pos_label=0))
+
+
 def test_select_inputs_uses_the_signature_columns():
     X = pd.DataFrame({"a": [1], "b": [2], "c": [3]})
     assert list(select_inputs(X, {"c": "long", "a": "long"}, "1").columns) == ["c", "a"]

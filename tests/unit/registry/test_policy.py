@@ -79,6 +79,18 @@ def test_lower_is_better_champion_metric_and_relative_margin():
         "beats champion on rmse"].passed
 
 
+def test_gate_directions_come_from_the_metric_catalogue():
+    from core import metrics
+
+    lower = {"log_loss", "rmse", "mae"}
+    for name in metrics.names():
+        op, sign = ("<=", "-") if name in lower else (">=", "+")
+        policy = _policy(thresholds={name: 0.5}, champion={"metric": name}, required_tags=[])
+        gates = _gates(policy, Evidence("2", {name: 0.5}, INPUTS, TAGS))
+        assert gates[f"{name} {op} 0.5"].passed
+        assert gates[f"beats champion on {name}"].expected == f"delta {op} {sign}0"
+
+
 def test_no_champion_passes_comparison_and_signature():
     gates = _gates(_policy(), Evidence("1", {"roc_auc": 0.95, "log_loss": 0.1}, INPUTS, TAGS))
     assert gates["beats champion on roc_auc"].passed
@@ -134,7 +146,8 @@ def test_every_key_of_the_shipped_policy_is_commented():
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("thresholds: {auc: 0.9}", "unknown metric 'auc'"),
+        ("thresholds: {auc: 0.9}", "unknown metric 'auc'; known: roc_auc, accuracy, f1"),
+        ("champion: {metric: rsme}", "champion.metric: Value error, unknown metric 'rsme'"),
         ("champion: {metric: roc_auc, min_absolute_change: -1}", "champion.min_absolute_change"),
         ("surprise: 1", "surprise"),
         ("model: other", "is the policy of 'other'"),

@@ -41,6 +41,19 @@ def test_metric_gate_fails_on_a_drop_beyond_the_allowance():
     assert mon.metric_gate("accuracy", 0.93, 0.95, 0.05).passed
     assert not mon.metric_gate("accuracy", 0.80, 0.95, 0.05).passed
     assert not mon.metric_gate("rmse", 12.0, 10.0, 1.0).passed
+    assert mon.metric_gate("rmse", 10.5, 10.0, 1.0).passed
+    gate = mon.metric_gate("log_loss", 0.5, 0.3, 0.1)  # lower is better: a rise is a drop
+    assert not gate.passed and gate.limit == pytest.approx(0.4)
+    assert gate.detail == "test log_loss 0.3000, live 0.5000, drop +0.2000 (allowed 0.1)"
+
+
+def test_live_metric_is_never_replaced_by_another():
+    y = np.array([0, 1, 1, 0])
+    assert mon.live_metric("classification", "accuracy", y, np.array([0, 1, 0, 0])) == 0.75
+    with pytest.raises(mon.MonitorError, match="roc_auc needs class probabilities"):
+        mon.live_metric("classification", "roc_auc", y, y)  # the old monitor gave accuracy
+    with pytest.raises(mon.MonitorError, match="not a classification one"):
+        mon.live_metric("classification", "rmse", y, y)
 
 
 def test_capture_files_round_trip_into_frames(tmp_path):
@@ -108,3 +121,77 @@ def test_record_never_blocks_the_caller(tmp_path):
 def test_missing_capture_folder_is_a_one_line_error(tmp_path):
     with pytest.raises(mon.MonitorError, match="no such file or folder"):
         mon.read_capture_lines(str(tmp_path / "nope"))
+
+
+def _monitored_version(tmp_path, name, estimator, selection_metric, test_metrics):
+    """Register ``estimator`` (fitted on a simple batch) with the register step's tags."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = (train["a"] + train["b"] > 0).astype(int)
+    estimator.fit(train, y)
+    train_file = tmp_path / f"{name}-train.parquet"
+    train.assign(target=y).to_parquet(train_file)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            estimator, name="model", registered_model_name=name,
+            signature=infer_signature(train, estimator.predict(train)),
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
+            serialization_format="cloudpickle")
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    tags = {"mlops.target": "target", "mlops.task": "classification",
+            "mlops.selection_metric": selection_metric, "mlops.train_data": str(train_file),
+            **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in test_metrics.items()}}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    live = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80)})
+    live["target"] = (live["a"] + live["b"] > 0).astype(int)
+    writer = CaptureWriter(str(tmp_path / f"{name}-capture"))
+    features = live.drop(columns=["target"])
+    body = orjson.dumps({"dataframe_split": {"columns": list(features),
+                                             "data": features.to_numpy().tolist()}})
+    preds = orjson.dumps({"predictions": estimator.predict(features).tolist()})
+    writer.record(body, "application/json", preds, name, version)
+    writer.close()
+    live.to_csv(tmp_path / f"{name}-labels.csv", index=False)
+    return client, live
+
+
+@pytest.mark.parametrize(
+    ("estimator", "selection", "compared", "note"),
+    [
+        # probabilities on both sides: the selection metric itself
+        ("logistic", "log_loss", "log_loss", ""),
+        # no predict_proba: the old monitor put a live accuracy next to the test roc_auc
+        ("ridge", "roc_auc", "accuracy", "compared accuracy instead of roc_auc"),
+    ],
+)
+def test_monitor_compares_the_same_metric_on_both_sides(tmp_path, estimator, selection,
+                                                         compared, note):
+    import mlflow
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+
+    from core import metrics
+    from core.settings import load_settings
+    from core.uris import parse_model_ref
+    from serving.monitoring import run_monitor
+
+    model = LogisticRegression() if estimator == "logistic" else RidgeClassifier()
+    test_metrics = {"roc_auc": 0.97, "accuracy": 0.93, "log_loss": 0.21}
+    client, live = _monitored_version(tmp_path, estimator, model, selection, test_metrics)
+    result = run_monitor(client, parse_model_ref(f"{estimator}/1", allow_run=False),
+                         str(tmp_path / f"{estimator}-capture"), load_settings(),
+                         str(tmp_path / f"{estimator}-labels.csv"))
+    gate = next(g for g in result.gates if g.name.startswith("live "))
+    assert gate.name == f"live {compared}"
+    assert f"test {compared} {test_metrics[compared]:.4f}" in gate.detail
+    assert (note in gate.detail) if note else ("instead" not in gate.detail)
+    X, y = live.drop(columns=["target"]), live["target"]
+    proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
+    assert gate.value == pytest.approx(
+        metrics.compute_one(compared, y, model.predict(X), proba, model.classes_))
+    logged = mlflow.MlflowClient().get_run(result.run_id).data.metrics
+    assert [k for k in logged if k.startswith("live_")] == [f"live_{compared}"]
