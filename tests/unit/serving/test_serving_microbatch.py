@@ -165,15 +165,25 @@ def test_the_wait_is_bounded_and_expectations_drop_when_clients_leave():
     calls = []
     batcher = _timed_batcher(calls)
     row = np.ones((1, 2))
+    delays = []
 
     async def run():
-        await asyncio.gather(*(batcher.predict(row) for _ in range(3)))
-        start = time.perf_counter()
-        await batcher.predict(row)  # nobody else comes
-        return time.perf_counter() - start
+        loop = asyncio.get_running_loop()
+        call_later = loop.call_later
 
-    elapsed = asyncio.run(run())
-    assert calls == [3, 1]
-    # waited 0.1 s for the others, then predicted alone (0.2 s)
-    assert 0.25 <= elapsed < 0.6
+        def recording_call_later(delay, callback, *args):
+            if callback == batcher._flush:
+                delays.append(delay)
+            return call_later(delay, callback, *args)
+
+        loop.call_later = recording_call_later
+        await asyncio.gather(*(batcher.predict(row) for _ in range(3)))
+        await asyncio.wait_for(batcher.predict(row), timeout=30)  # nobody else comes
+
+    asyncio.run(run())
+    assert calls == [3, 1]  # it waited for the others, then predicted alone
+    # the one wait it scheduled was a share of a batch's predict time, and at most max_wait
+    assert len(delays) == 1
+    assert 0 < delays[0] <= batcher.wait_share * batcher._predict_seconds
+    assert delays[0] <= batcher.max_wait
     assert batcher._expected == 2
