@@ -214,25 +214,6 @@ def users_apply(file):
 
 
 # ------------------------------------------------------------------------------ runs
-class _CoreExitCodes(click.Group):
-    """Errors become one line and the exit code of :func:`core.errors.classify` (2: bad usage)."""
-
-    def invoke(self, ctx):
-        from core.errors import classify
-
-        try:
-            return super().invoke(ctx)
-        except click.exceptions.Exit:
-            raise
-        except (Exception, KeyboardInterrupt) as exc:
-            found = classify(exc)
-            if found is None:
-                raise
-            code, message = found
-            click.echo(f"error: {message}" if code != 130 else "interrupted", err=True)
-            sys.exit(code)
-
-
 class _Duration(click.ParamType):
     """A duration such as 30m, 2h, 1d or 1h30m, in seconds."""
 
@@ -249,7 +230,7 @@ class _Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@cli.group("runs", cls=_CoreExitCodes)
+@cli.group("runs")
 def runs_group():
     """Runs left RUNNING by a process that died (exit codes: 0 done, 1 failed, 2 bad usage)."""
 
