@@ -79,9 +79,17 @@ def serve_and_capture(world, name: str, frame: pd.DataFrame) -> Path:
                  env={"MLFLOW_TRACKING_URI": store}, cwd=root):
         url = f"http://127.0.0.1:{port}"
         features = frame.drop(columns=["target"])
+        sent = 0
         for start in range(0, len(features), len(features) // 20):
             post(url, features.iloc[start:start + len(features) // 20])
-        time.sleep(0.5)  # the writer thread flushes after the queue drains
+            sent += 1
+        # the writer thread writes after the response: wait until every request is on disk
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            lines = sum(len(f.read_bytes().splitlines()) for f in capture.rglob("*.jsonl"))
+            if lines >= sent:
+                break
+            time.sleep(0.05)
     return capture
 
 
@@ -141,7 +149,8 @@ def test_bad_input_is_one_line(world):
     root, store, _ = world
     out = cli("serving", "monitor", f"{MODEL}@nope", "--captured", str(root), store=store,
               cwd=root)
-    assert out.returncode == 2 and out.stderr.startswith("error: ")
+    # an unknown alias is a refusal (1), as on every command line; unjudgeable input is 2
+    assert out.returncode == 1 and out.stderr.startswith(f"error: model '{MODEL}' has no alias")
     assert len(out.stderr.strip().splitlines()) == 1
     out = cli("serving", "monitor", f"{MODEL}@champion", "--captured", str(root / "missing"),
               store=store, cwd=root)
