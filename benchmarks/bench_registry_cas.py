@@ -53,8 +53,8 @@ def _plain_racer(uri, name, version, barrier, out, rounds):
 def _cas_racer(uri, name, version, barrier, out, rounds):
     import mlflow
 
-    from registry.errors import LostRace
-    from registry.promotion import move_alias, read_state
+    from core.aliases import move_alias, read_state
+    from core.errors import LostRace
 
     _fresh_session()
     client = mlflow.MlflowClient(uri, uri)
@@ -104,7 +104,7 @@ def main() -> int:
 
     import mlflow
 
-    from registry.promotion import move_alias
+    from core.aliases import move_alias
     from tests.integration.registry.conftest import log_candidate, register, start_server
 
     warnings.filterwarnings("ignore")
@@ -141,7 +141,7 @@ def main() -> int:
     print(f"backend: {kind}; {RACERS} racers x {args.rounds} rounds released by a barrier")
     print(f"plain set_registered_model_alias: {plain_told:.1f} racers told they won per round; "
           f"alias matches a single winner: {plain_ok}")
-    print(f"compare-and-set (registry):       {cas_told:.1f} racers told they won per round; "
+    print(f"compare-and-set (core.aliases):   {cas_told:.1f} racers told they won per round; "
           f"alias matches a single winner: {cas_ok}")
     print(f"uncontended move: plain {plain_ms:.1f} ms, compare-and-set {cas_ms:.1f} ms "
           f"(x{cas_ms / plain_ms:.1f}: record, claim, version tags, alias, reconcile)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from core.errors import classify
+from core.errors import EXIT_INTERRUPTED, EXIT_REFUSED, classify
 
 
 def run_group(group: click.Group, argv: list[str] | None, prog_name: str) -> int:
@@ -20,7 +20,7 @@ def run_group(group: click.Group, argv: list[str] | None, prog_name: str) -> int
         code = exc.code
         if isinstance(code, str):
             click.echo(code, err=True)
-            return 1
+            return EXIT_REFUSED
         return int(code or 0)
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -29,6 +29,6 @@ def run_group(group: click.Group, argv: list[str] | None, prog_name: str) -> int
         if found is None:
             raise
         code, message = found
-        click.echo(f"error: {message}" if code != 130 else "interrupted", err=True)
+        click.echo(message if code == EXIT_INTERRUPTED else f"error: {message}", err=True)
         return code
     return 0

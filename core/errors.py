@@ -34,6 +34,16 @@ class LostRace(MlopsError):
     exit_code = EXIT_LOST_RACE
 
 
+class Interrupted(MlopsError):
+    """Stopped by Ctrl-C or SIGTERM; the message says what was cleaned up (exit 130).
+
+    A command that cleans up after an interrupt raises this instead of letting the
+    ``KeyboardInterrupt`` through, so the user reads ``interrupted: <what was done>``.
+    """
+
+    exit_code = EXIT_INTERRUPTED
+
+
 _STATUS = re.compile(r"error code (\d{3})")
 
 
@@ -76,7 +86,9 @@ def one_line(text: str, limit: int = 300) -> str:
 def classify(exc: BaseException) -> tuple[int, str] | None:
     """The exit code and one-line message for ``exc``, or None if it is a bug (re-raise).
 
-    The one mapping of errors to exit codes shared by every command line.
+    The one mapping of errors to exit codes shared by every command line. The message of
+    an interrupt (130) is ``interrupted`` or ``interrupted: <what was cleaned up>``; every
+    other message is printed after ``error: ``.
     """
     import click
 
@@ -85,6 +97,9 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
 
     if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
         return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, Interrupted):
+        detail = one_line(str(exc), limit=1000)
+        return EXIT_INTERRUPTED, f"interrupted: {detail}" if detail else "interrupted"
     if isinstance(exc, MlopsError):
         return exc.exit_code, one_line(str(exc), limit=1000)
     if isinstance(exc, click.UsageError | SettingsError | ModelRefError):

@@ -118,15 +118,20 @@ def _s3_factory():
 
 
 def run_step(until: str, opts: dict) -> int:
-    """Load settings, connect, run the workflow up to ``until``, print the summary."""
+    """Load settings, connect, run the workflow up to ``until``, print the summary.
+
+    Errors are raised for :func:`core.cli.run_group` to report (one line, the exit codes of
+    :mod:`core.errors`): a bad setting is bad usage (2), a :class:`WorkflowError` or a refusal
+    of the tracking server is 1, an interrupt is 130 after the runs were ended KILLED.
+    """
     import warnings
 
     from pydantic import ValidationError
 
     from core.connection import connect, tracking_uri
+    from core.errors import Interrupted, MlopsError, explain
     from core.runs import terminate_as_interrupt
     from core.settings import SettingsError
-    from projects.errors import WorkflowError
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -136,10 +141,8 @@ def run_step(until: str, opts: dict) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = _settings(opts)
-    except (SettingsError, ValidationError) as exc:
-        msg = str(exc).splitlines()[0]
-        click.echo(f"error: {msg}", err=True)
-        return 2
+    except ValidationError as exc:  # --estimators re-validates outside load_settings
+        raise SettingsError(str(exc).splitlines()[0]) from None
     from mlflow.exceptions import MlflowException
 
     from projects.pipeline import Workflow
@@ -148,15 +151,11 @@ def run_step(until: str, opts: dict) -> int:
     try:
         with terminate_as_interrupt():
             result = Workflow(settings, client, _s3_factory).run(until)
-    except WorkflowError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 1
     except MlflowException as exc:  # e.g. the server refused (401/403) or is unreachable
-        click.echo(f"error: tracking server: {str(exc).strip().splitlines()[0]}", err=True)
-        return 1
+        raise MlopsError(f"tracking server: {explain(exc)}") from None
     except KeyboardInterrupt:
-        click.echo("interrupted: the workflow's runs were ended KILLED", err=True)
-        return 130
+        # Workflow.run ended its open runs KILLED on the way out; say so.
+        raise Interrupted("the workflow's runs were ended KILLED") from None
     _print_summary(result, tracking_uri())
     return 0
 

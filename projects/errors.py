@@ -1,8 +1,10 @@
 """Errors the workflow reports as one line and a FAILED run."""
 
+from core.errors import MlopsError
 
-class WorkflowError(Exception):
-    """A problem the user can fix (bad data, bad source); reported without a traceback."""
+
+class WorkflowError(MlopsError):
+    """A problem the user can fix (bad data, bad source); one line, exit 1, no traceback."""
 
 
 class DataError(WorkflowError):

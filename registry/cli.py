@@ -1,24 +1,24 @@
 """``python -m registry``: parse flags, connect, delegate, print.
 
-Exit codes: 0 done (or nothing to do), 1 refused or failed (one ``error:`` line on stderr),
-2 bad usage, 3 lost a race for the alias to a concurrent promotion.
+Exit codes (the one mapping of :mod:`core.errors`, shared by every command line): 0 done (or
+nothing to do), 1 refused or failed (unknown model, failed gate, server refusal), 2 bad usage
+(unknown flag, malformed model reference, invalid setting), 3 lost a race for the alias to a
+concurrent move, 130 interrupted. Every error is one ``error:`` line on stderr.
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import warnings
 
 import click
 
-from registry.errors import GateFailure, LostRace, RegistryError, explain
+from core.aliases import current_user
+from registry.errors import GateFailure, RegistryError
 from registry.promotion import DEFAULT_ALIAS
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_LOST_RACE = 3
+__all__ = ["cli", "current_user", "main"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,11 +34,6 @@ def _client(uri: str | None = None):
     from core.connection import connect
 
     return connect(uri)
-
-
-def current_user() -> str:
-    """Who acts: the tracking user (``MLFLOW_TRACKING_USERNAME``) or the OS user."""
-    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
 
 
 def _print(*renderables) -> None:
@@ -220,31 +215,7 @@ def copy(ref: str, to_registry: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
-    from mlflow.exceptions import MlflowException
+    """Run the command line; return the exit code (see the module docstring)."""
+    from core.cli import run_group
 
-    from core.uris import ModelRefError
-
-    try:
-        cli.main(args=argv, prog_name="python -m registry", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        return EXIT_ERROR
-    except click.UsageError as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        return EXIT_USAGE
-    except LostRace as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_LOST_RACE
-    except (RegistryError, ModelRefError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_ERROR
-    except MlflowException as exc:
-        click.echo(f"error: {explain(exc)}", err=True)
-        return EXIT_ERROR
-    except OSError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_ERROR
-    return 0
+    return run_group(cli, argv, "python -m registry")

@@ -1,7 +1,8 @@
 """``python -m serving``: serve a registered model locally, score files, push to SageMaker.
 
 The commands only parse flags and delegate to :mod:`serving.server` and :mod:`serving.batch`
-(and :mod:`serving.sagemaker.cli` for ``sagemaker ...``).
+(and :mod:`serving.sagemaker.cli` for ``sagemaker ...``). Errors are one ``error:`` line and
+the exit codes of :mod:`core.errors` (1 refused, e.g. an unknown model; 2 bad usage).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from core.errors import MlopsError
 from serving import batch as batch_mod
 from serving import server as srv
 from serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_SECONDS
@@ -21,8 +23,8 @@ from serving.follow import DEFAULT_POLL_SECONDS
 _logger = logging.getLogger(__name__)
 
 
-class CliError(Exception):
-    """A failure reported as one ``error: ...`` line."""
+class CliError(MlopsError):
+    """A failure reported as one ``error: ...`` line (exit 1)."""
 
 
 def _cores() -> int:
@@ -32,36 +34,10 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-class _OneLineErrors(click.Group):
-    """Known failures become one ``error: ...`` line on stderr and exit code 1."""
-
-    def invoke(self, ctx):
-        from core.settings import SettingsError
-        from core.uris import ModelRefError
-        from serving.model import ModelNotFound
-
-        try:
-            return super().invoke(ctx)
-        except (CliError, ModelRefError, ModelNotFound, SettingsError, batch_mod.BatchError) as exc:
-            _fail(str(exc))
-        except Exception as exc:
-            from mlflow.exceptions import MlflowException
-
-            if isinstance(exc, MlflowException | OSError):
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                _fail(f"{exc.__class__.__name__}: {first}")
-            raise
-
-
-def _fail(message: str):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
 MODEL_HELP = "NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/PATH."
 
 
-@click.group(cls=_OneLineErrors)
+@click.group()
 def cli():
     """Serve registered models over the MLflow scoring protocol, score files, deploy."""
 
@@ -153,10 +129,10 @@ def serve_cmd(
     The tracking location comes from MLFLOW_TRACKING_URI.
     """
     from core.connection import connect, tracking_uri
+    from core.models import resolve_model
     from core.settings import load_settings
     from core.uris import parse_model_ref
     from serving.logs import configure_logging
-    from serving.model import resolve_model
 
     configure_logging(log_level, not no_access_log)
     cap = load_settings(profile).capture
@@ -215,8 +191,9 @@ def predict_cmd(model, input_path: Path, output_path: Path | None, batch_size: i
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from core.connection import connect
+    from core.models import resolve_model
     from core.uris import parse_model_ref
-    from serving.model import load_scorer, resolve_model
+    from serving.model import load_scorer
 
     logging.basicConfig(level=logging.WARNING)
     ref = parse_model_ref(model)
@@ -227,11 +204,11 @@ def predict_cmd(model, input_path: Path, output_path: Path | None, batch_size: i
     )
     info = resolve_model(connect(), ref)
     scorer = load_scorer(info.uri)
-    total = batch_mod.count_rows(input_path)
     columns = [MofNCompleteColumn(), BarColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=_stderr_console(), transient=False) as bar:
-        task = bar.add_task("scoring", total=total)
-        try:
+    try:
+        total = batch_mod.count_rows(input_path)
+        with Progress(*columns, console=_stderr_console(), transient=False) as bar:
+            task = bar.add_task("scoring", total=total)
             rows = batch_mod.score_file(
                 scorer,
                 input_path,
@@ -239,12 +216,14 @@ def predict_cmd(model, input_path: Path, output_path: Path | None, batch_size: i
                 batch_size=batch_size,
                 progress=lambda done: bar.update(task, completed=done),
             )
-        except Exception as exc:
-            from serving.protocol import RequestError
+    except batch_mod.BatchError as exc:  # unreadable or unsupported input file
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        from serving.protocol import RequestError
 
-            if isinstance(exc, RequestError):
-                raise CliError(exc.message) from None
-            raise
+        if isinstance(exc, RequestError):
+            raise CliError(exc.message) from None
+        raise
     version = info.version or info.run_id
     click.echo(
         f"scored {rows} rows with {info.name or info.uri} version {version} -> {output_path}"

@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from core.models import ModelNotFound, ResolvedModel, resolve_model
 from core.uris import ModelRef
 from serving.app import ModelHolder, Served
-from serving.model import ModelVersionInfo, load_scorer, resolve_model
+from serving.model import load_scorer
 
 _logger = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ class AliasFollower:
 
     def check(self) -> bool:
         """Poll once; load and swap in the alias's version if it moved. Return whether it did."""
-        from serving.model import ModelNotFound
-
         try:
             info = resolve_model(self._client, self._ref)
         except ModelNotFound as exc:
@@ -87,7 +86,7 @@ class AliasFollower:
             return False
         return self._switch(info, current)
 
-    def _switch(self, info: ModelVersionInfo, current: ModelVersionInfo) -> bool:
+    def _switch(self, info: ResolvedModel, current: ResolvedModel) -> bool:
         _logger.info(
             "alias moved; loading",
             extra={

@@ -1,4 +1,6 @@
-"""Which model version a reference names, and a scorer that answers scoring requests for it.
+"""A scorer that answers scoring requests for a model version.
+
+Which version a reference names is :func:`core.models.resolve_model`, the one resolver.
 
 A scikit-learn model whose signature is a plain column signature gets the fast path: the body
 is parsed with orjson/numpy/pandas, checked against the signature, and the loaded estimator's
@@ -9,11 +11,10 @@ as ``mlflow models serve`` scores it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import pandas as pd
 
-from core.uris import ModelRef, version_uri
+from core.models import ResolvedModel
 from serving import protocol
 from serving.microbatch import MicroBatcher, batches_identically
 from serving.protocol import RequestError
@@ -25,55 +26,8 @@ _logger = logging.getLogger(__name__)
 INLINE_MAX_BYTES = 64 * 1024
 
 
-class ModelNotFound(LookupError):
-    """The reference names no model version (unknown model, alias or version)."""
-
-
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    """The concrete model a reference resolved to."""
-
-    uri: str
-    name: str | None = None
-    version: str | None = None
-    alias: str | None = None
-    run_id: str | None = None
-
-    def as_dict(self) -> dict:
-        """The fields ``/version`` reports."""
-        return {
-            "model_name": self.name,
-            "model_version": self.version,
-            "alias": self.alias,
-            "run_id": self.run_id,
-            "model_uri": self.uri,
-        }
-
-
-def resolve_model(client, ref: ModelRef) -> ModelVersionInfo:
-    """Resolve ``ref`` to a concrete version (an alias to the version it points at now).
-
-    Raises:
-        ModelNotFound: the registry has no such model, alias or version.
-    """
-    from mlflow.exceptions import MlflowException
-
-    if ref.run_id:
-        return ModelVersionInfo(uri=ref.uri, run_id=ref.run_id)
-    try:
-        if ref.alias:
-            mv = client.get_model_version_by_alias(ref.name, ref.alias)
-        else:
-            mv = client.get_model_version(ref.name, ref.version)
-    except MlflowException as exc:
-        raise ModelNotFound(f"{ref}: {exc.message.splitlines()[0]}") from None
-    return ModelVersionInfo(
-        uri=version_uri(mv.name, mv.version),
-        name=mv.name,
-        version=str(mv.version),
-        alias=ref.alias,
-        run_id=mv.run_id,
-    )
+# The one resolver lives in core; ``ModelVersionInfo`` is what the scoring app reports.
+ModelVersionInfo = ResolvedModel
 
 
 class Scorer:

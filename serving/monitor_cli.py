@@ -30,30 +30,25 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
 
     Prints per-feature drift (PSI, KS/chi-square), prediction drift and, with --labels, the live
     metric against the version's test metric; logs a monitoring run with an HTML report; exits
-    1 when a threshold from the settings is crossed, 2 on bad input.
+    1 when a threshold from the settings is crossed (or the model is unknown, or retraining
+    failed), 2 on bad input (a malformed reference, a bad setting, captured data it cannot
+    judge).
     """
     from rich.console import Console
     from rich.table import Table
 
     from core.connection import connect
-    from core.settings import SettingsError, load_settings
-    from core.uris import ModelRefError, parse_model_ref
+    from core.errors import EXIT_REFUSED, MlopsError, UsageError
+    from core.settings import load_settings
+    from core.uris import parse_model_ref
     from serving import monitor as mon
-    from serving.model import ModelNotFound
     from serving.monitoring import retrain as start_retrain
     from serving.monitoring import run_monitor
 
-    def fail(message: str, code: int = 2):
-        click.echo(f"error: {message}", err=True)
-        sys.exit(code)
-
-    try:
-        settings = load_settings(profile)
-        ref = parse_model_ref(model, allow_run=False)
-    except (SettingsError, ModelRefError) as exc:
-        fail(str(exc))
+    settings = load_settings(profile)
+    ref = parse_model_ref(model, allow_run=False)
     if retrain and not (retrain_data or labels):
-        fail("--retrain needs new labelled data: give --labels or --retrain-data")
+        raise UsageError("--retrain needs new labelled data: give --labels or --retrain-data")
     s3 = None
     if captured.startswith("s3://"):
         import boto3
@@ -62,8 +57,8 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     client = connect()
     try:
         result = run_monitor(client, ref, captured, settings, labels, s3)
-    except (ModelNotFound, mon.MonitorError) as exc:
-        fail(str(exc))
+    except mon.MonitorError as exc:  # the input cannot be judged: bad input, not a verdict
+        raise UsageError(str(exc)) from None
 
     out = Console()
     table = Table(title=f"{result.name} v{result.version}: {result.rows} captured rows")
@@ -84,7 +79,7 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     out.print(f"monitoring run {result.run_id} (report: monitoring/report.html)")
     if not result.crossed:
         out.print("no threshold crossed")
-        sys.exit(0)
+        return
     out.print("[red]threshold crossed[/]")
     if retrain:
         data = str(Path(retrain_data or labels).resolve())
@@ -96,6 +91,7 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
                    if x.startswith(("model version", "champion", "workflow"))]
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            fail(f"retraining failed: {last}", 1)
+            raise MlopsError(f"retraining failed: {last}")
         out.print("retrained: " + "; ".join(" ".join(s.split()) for s in summary))
-    sys.exit(1)
+    # A crossed threshold is a verdict, printed above, not an error line: exit 1 (refused).
+    raise click.exceptions.Exit(EXIT_REFUSED)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.models import resolve_model
 from core.uris import ModelRef
 from serving import monitor as mon
-from serving.model import resolve_model
 
 _logger = logging.getLogger(__name__)
 

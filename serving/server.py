@@ -34,6 +34,7 @@ _PRELOAD = (
     "serving.server",
     "serving.app",
     "serving.model",
+    "core.models",
     "mlflow.pyfunc",
     "mlflow.sklearn",
     "sklearn.pipeline",
@@ -103,10 +104,11 @@ def bind_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> 
 
 def build_app(cfg: ServeConfig, client):
     """Resolve and load the model, start following its alias, and return the ASGI app."""
+    from core.models import resolve_model
     from core.uris import parse_model_ref
     from serving.app import ModelHolder, ScoringApp, Served
     from serving.follow import AliasFollower
-    from serving.model import load_scorer, resolve_model
+    from serving.model import load_scorer
 
     ref = parse_model_ref(cfg.model)
     info = resolve_model(client, ref)

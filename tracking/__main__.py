@@ -1,6 +1,8 @@
 """``python -m tracking``."""
 
-from tracking.cli import cli
+import sys
+
+from tracking.cli import main
 
 if __name__ == "__main__":
-    cli(prog_name="python -m tracking")
+    sys.exit(main())

@@ -34,6 +34,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.errors import MlopsError
+
 _logger = logging.getLogger(__name__)
 
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
@@ -49,8 +51,8 @@ ROLE_PERMISSIONS: dict[str, dict[str, str]] = {
 _RESOURCE_TYPES = {"experiments": "experiment", "models": "registered_model"}
 
 
-class UsersFileError(ValueError):
-    """A users file that cannot be applied; the message is one line."""
+class UsersFileError(MlopsError, ValueError):
+    """A users file that cannot be applied; the message is one line (exit 1)."""
 
 
 class UserSpec(BaseModel):

@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import MlopsError
 from core.settings import ServerSettings
 
 _logger = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ EXTRA_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-class ServerError(RuntimeError):
-    """The server cannot be started; the message is one line."""
+class ServerError(MlopsError, RuntimeError):
+    """The server cannot be started; the message is one line (exit 1)."""
 
 
 @dataclass(frozen=True)

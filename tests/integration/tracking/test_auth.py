@@ -8,11 +8,10 @@ import textwrap
 
 import pytest
 import requests
-from click.testing import CliRunner
 
 from tests.integration.tracking.conftest import launched, launcher_cmd, sqlite_copy
 from tests.support.processes import REPO, child_env, free_port
-from tracking.cli import cli
+from tracking.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +115,8 @@ def test_users_apply_prints_grants_and_is_idempotent(auth_server):
     assert "Warning" not in again.stderr
 
 
-def test_users_apply_without_a_password_fails_in_one_line(auth_server, tmp_path, monkeypatch):
+def test_users_apply_without_a_password_fails_in_one_line(auth_server, tmp_path, monkeypatch,
+                                                          capsys):
     users = tmp_path / "u.yaml"
     users.write_text("users:\n  - {name: bob, role: service, password_env: BOB_PW}\n")
     for key, value in {**ADMIN, "MLFLOW_TRACKING_URI": auth_server["url"]}.items():
@@ -124,9 +124,9 @@ def test_users_apply_without_a_password_fails_in_one_line(auth_server, tmp_path,
     # The command sets the client's credentials from the admin's; restore them afterwards.
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "")
-    result = CliRunner().invoke(cli, ["users", "apply", str(users)])
-    assert result.exit_code == 1
-    assert result.stderr.strip() == "error: passwords missing from the environment: BOB_PW"
+    assert main(["users", "apply", str(users)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: passwords missing from the environment: BOB_PW")
 
 
 def test_data_scientist_edits_the_experiment(auth_server):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from core.models import ModelNotFound, resolve_model
 from core.uris import parse_model_ref
 from serving.app import ModelHolder, Served
 from serving.follow import AliasFollower
-from serving.model import ModelNotFound, load_scorer, resolve_model
+from serving.model import load_scorer
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 
 
@@ -59,8 +60,12 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(registry):
 
 def test_resolve_names_the_missing_alias(registry):
     client, _, _ = registry
-    with pytest.raises(ModelNotFound, match="cancer@nope"):
+    with pytest.raises(ModelNotFound) as info:
         resolve_model(client, parse_model_ref("cancer@nope"))
+    assert str(info.value) == "model 'cancer' has no alias 'nope'"
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(client, parse_model_ref("nosuch@champion"))
+    assert str(info.value) == "unknown model 'nosuch'"
     info = resolve_model(client, parse_model_ref("models:/cancer/2"))
     assert (info.name, info.version, info.alias) == ("cancer", "2", None)
 
