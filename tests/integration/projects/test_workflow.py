@@ -26,6 +26,19 @@ def run_cli(*args, cwd=None, project=REPO, timeout=300):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def registry_history(name, cwd, env=None):
+    """``python -m registry history NAME`` as a user runs it (wide, so rows stay one line)."""
+    return subprocess.run([sys.executable, "-m", "registry", "history", name], cwd=cwd,
+                          env=child_env({"COLUMNS": "400", **(env or {})}),
+                          capture_output=True, text=True, timeout=120)
+
+
+def history_rows(table: str) -> list[list[str]]:
+    """The cells of each row of the history table (when, alias, kind, version, ...)."""
+    return [[c.strip() for c in line.strip().strip("│").split("│")]
+            for line in table.splitlines() if line.startswith("│")]
+
+
 def step_runs(client, parent_id):
     runs = client.search_runs(
         [client.get_run(parent_id).info.experiment_id],
@@ -48,7 +61,17 @@ def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
                            timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "model version  mlops-registry-model v1 (aliases: challenger, champion)" in first.stdout
+    # automatic auto-champion: the embedded store with the local profile crowns
+    assert ("champion       crowned: no champion yet (auto-champion: embedded store with the "
+            "local profile)") in first.stdout
     assert "make ui" in first.stdout
+    # both moves went through the alias move: the history shows them, kind auto
+    history = registry_history("mlops-registry-model", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    rows = history_rows(history.stdout)
+    assert [(r[1], r[2], r[3], r[6]) for r in rows] == [
+        ("challenger", "auto", "1", "won"), ("champion", "auto", "1", "won")]
+    assert all(r[8].startswith(f"workflow run {parent_of(first.stdout)}: ") for r in rows)
 
     parent = client.get_run(parent_of(first.stdout))
     assert parent.info.status == "FINISHED"
@@ -142,7 +165,7 @@ def test_changed_data_file_at_the_same_path_is_detected(tmp_path):
 
 def test_edited_step_code_invalidates_it_and_everything_after(tmp_path):
     project = tmp_path / "project"
-    for part in ("projects", "tracking", "conf"):
+    for part in ("projects", "core", "conf"):
         shutil.copytree(REPO / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
     args = ["main", "--estimators", "linear", "--experiment", "edit"]
     assert run_cli(*args, cwd=tmp_path, project=project).returncode == 0
