@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from core.aliases import current_user, move_alias, read_state
-from core.errors import LostRace
+from core.errors import LostRace, MlopsError
 from core.models import alias_holder, as_json
 from serving.sagemaker.aws import SageMakerError
 from serving.sagemaker.endpoints import Deployment, tag_endpoint, wait_for_endpoint
@@ -178,7 +178,8 @@ def rollout(
         RolloutError: the update failed or rolled back (the alias did not move).
         LostRace: the endpoint serves the new version, but the alias was moved by someone
             else during the rollout; it stays where they put it.
-        SageMakerError: bad input, endpoint missing or busy.
+        SageMakerError: bad input, endpoint missing or busy, or the registry refused the
+            alias move (the endpoint then serves the new version; the message says so).
     """
     source = resolve_model(client, ref)
     desc = require_endpoint(sm, endpoint)
@@ -258,6 +259,11 @@ def rollout(
                 f"out), but alias {alias} was moved to {_v(holder)} during the rollout and "
                 f"stays there; to make the rollout win: `python -m registry promote "
                 f"{source.name}/{source.version} --to {alias} --reason ...`"
+            ) from None
+        except MlopsError as exc:  # e.g. 403: the registry refused; say what serves anyway
+            raise SageMakerError(
+                f"endpoint {endpoint} serves {source.name} version {source.version} (rolled "
+                f"out), but alias {alias} did not move: {exc}"
             ) from None
         extra["alias_outcome"] = outcome.status
         extra["alias_moved"] = outcome.status == "promoted"
