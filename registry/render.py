@@ -115,6 +115,6 @@ def history_table(name: str, attempts: list[Attempt], title: str | None = None) 
                    "version", "previous", "by", "outcome", "forced", "reason")
     for a in attempts:
         style = "" if a.outcome == "won" else "dim"
-        table.add_row(iso(a.at), a.alias, a.kind, a.version, a.previous or "-", a.by,
+        table.add_row(iso(a.at), a.alias, a.kind, a.version or "-", a.previous or "-", a.by,
                       a.outcome, "yes" if a.forced else "", a.reason, style=style)
     return table
