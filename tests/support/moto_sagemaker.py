@@ -100,6 +100,7 @@ class SageMakerDouble:
         self.updates: list[Update] = []
         self.url = ""
         self._pending: dict[tuple[str, str, str], Update] = {}
+        self._held: set[str] = set()
         self._stack = contextlib.ExitStack()
         self._scorers: dict[tuple[str, str], str] = {}
         self._scorer_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -136,6 +137,19 @@ class SageMakerDouble:
     def _patch(self, cls: type, name: str, func) -> None:
         self._originals.append((cls, name, cls.__dict__.get(name)))
         setattr(cls, name, func)
+
+    def hold(self, endpoint: str) -> None:
+        """Keep the endpoint's next update from finishing (a long bake, as long as a test needs).
+
+        Alarms still roll it back; :meth:`release` lets it finish once its bake is over.
+        """
+        with self._lock:
+            self._held.add(endpoint)
+
+    def release(self, endpoint: str) -> None:
+        """Let a held update finish."""
+        with self._lock:
+            self._held.discard(endpoint)
 
     def updates_for(self, endpoint: str) -> list[Update]:
         """The recorded updates of one endpoint."""
@@ -254,7 +268,7 @@ class SageMakerDouble:
                 self._finish(backend, endpoint, update, "RolledBack",
                              "Deployment was rolled back: alarm(s) " + ", ".join(firing)
                              + " in ALARM during the blue/green deployment.")
-            elif now >= update.done_at:
+            elif now >= update.done_at and endpoint.endpoint_name not in self._held:
                 self._finish(backend, endpoint, update, "Succeeded", "")
 
     def _finish(self, backend, endpoint, update: Update, outcome: str, reason: str) -> None:

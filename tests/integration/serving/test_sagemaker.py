@@ -319,18 +319,23 @@ def test_promotion_during_rollout_wins_and_rollout_exits_3(aws, versions, tmp_pa
     promoted = []
 
     def promote_when_updating():
-        while sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] != "Updating":
-            time.sleep(0.05)
-        promoted.append(move_alias(client, MODEL, "3", "champion", by="alice",
-                                   reason="hotfix: v3 is the release"))
+        try:
+            while sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] != "Updating":
+                time.sleep(0.05)
+            promoted.append(move_alias(client, MODEL, "3", "champion", by="alice",
+                                       reason="hotfix: v3 is the release"))
+        finally:
+            aws.release(endpoint)  # the canary's bake ends after the promotion, however slow
 
+    aws.hold(endpoint)
     promoter = threading.Thread(target=promote_when_updating)
     promoter.start()
     try:
         result = cli("rollout", f"{MODEL}@challenger", "--endpoint", endpoint, "--canary", "10",
-                     "--bake-minutes", "2", "--termination-wait-seconds", "0")
+                     "--bake-minutes", "0.5", "--termination-wait-seconds", "0")
     finally:
         promoter.join(timeout=60)
+        aws.release(endpoint)
     assert promoted and promoted[0].status == "promoted"
     assert result.exit_code == 3, result.output
     assert result.stderr == (
