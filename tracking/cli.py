@@ -1,6 +1,7 @@
-"""``python -m tracking``: start the tracking server, open the UI, provision users.
+"""``python -m tracking``: start the tracking server, open the UI, provision users, reap runs.
 
-The commands only parse flags and delegate to :mod:`tracking.server` and :mod:`tracking.auth`.
+The commands only parse flags and delegate to :mod:`tracking.server`, :mod:`tracking.auth` and
+:mod:`core.runs` (runs left RUNNING by a process that died).
 """
 
 from __future__ import annotations
