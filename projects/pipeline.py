@@ -651,15 +651,6 @@ class Workflow:
             name = s.register.model_name
             champion_alias = s.register.champion_alias
             challenger_alias = s.register.challenger_alias
-            # the states the moves compare against, read before anything is decided: the
-            # champion as evaluate saw it, the challenger as it is now
-            challenger_state = read_state(self.client, name, challenger_alias)
-            try:
-                champion_state = read_state(self.client, name, champion_alias,
-                                            expect=self._champion_seen or "none")
-                champion_moved = None
-            except LostRace as exc:
-                champion_state, champion_moved = None, str(exc)
             tags = lineage_tags(
                 data_digest=self.outcomes["ingest"].tags.get("mlops.data_digest", ""),
                 git_commit=git_commit(self.project_dir),
@@ -673,6 +664,15 @@ class Workflow:
                 test_metrics=test_metrics,
             )
             version = str(mlflow.register_model(self._model_uri(), name, tags=tags).version)
+            # the states the moves compare against, read before anything is decided (and once
+            # the model exists): the champion as evaluate saw it, the challenger as it is now
+            challenger_state = read_state(self.client, name, challenger_alias)
+            try:
+                champion_state = read_state(self.client, name, champion_alias,
+                                            expect=self._champion_seen or "none")
+                champion_moved = None
+            except LostRace as exc:
+                champion_state, champion_moved = None, str(exc)
             by = current_user()
             out = {"mlops.model_name": name, "mlops.model_version": version,
                    "mlops.auto_champion": why_on}
