@@ -180,6 +180,7 @@ def code_hash(step: str, root: Path | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache  # installed versions do not change under a process
 def _installed_version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
