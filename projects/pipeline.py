@@ -633,11 +633,11 @@ class Workflow:
         (compare-and-set + history) against the state read before deciding: a concurrent move
         (a release manager's promotion) wins, and the run records that the crown was lost.
         """
+        from projects.register import auto_champion_decision, crown_decision
+
         s = self.settings
         ev = self.outcomes["evaluate"]
         test_metrics = {k: v for k, v in ev.metrics.items() if k.startswith("test_")}
-        from projects.register import auto_champion_decision, crown_decision
-
         on, why_on = auto_champion_decision(s.register.auto_champion, s.profile,
                                             self._store_uris())
         kind = "retrain" if s.register.trigger == "retrain" else "auto"
@@ -687,18 +687,21 @@ class Workflow:
                 on, why_on, s.metric, test_metrics, champion=self._champion_seen,
                 champion_is_this_model=self._champion_is_this_model,
                 evaluated=ev.metrics, comparison=ev.tags.get("mlops.champion_comparison"))
+            # not crowned for want of evidence, or preempted: said loudly, not just logged
+            loud = (on and self._champion_seen is not None and not self._champion_is_this_model
+                    and not any(k.startswith("champion_test_") for k in ev.metrics))
             if crown and champion_moved:
-                crown, why = False, f"lost the race: {champion_moved}"
+                crown, why, loud = False, f"a concurrent move won the race: {champion_moved}", True
             elif crown:
                 try:
                     move_alias(self.client, name, version, champion_alias, by=by, kind=kind,
                                reason=self._move_reason(why), state=champion_state)
                 except LostRace as exc:
-                    crown, why = False, f"lost the race: {exc}"
+                    crown, why, loud = False, f"a concurrent move won the race: {exc}", True
             if crown:
                 _logger.info("register version %s: %s + %s: %s", version, challenger_alias,
                              champion_alias, why)
-            elif on:  # the workflow meant to crown and did not: say so loudly
+            elif loud:
                 _logger.warning("version %s not crowned %s: %s", version, champion_alias, why)
             else:
                 _logger.info("register version %s: %s only: %s", version, challenger_alias,

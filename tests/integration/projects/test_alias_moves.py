@@ -142,7 +142,8 @@ def test_a_release_managers_promotion_meanwhile_wins_the_race(monkeypatch):
     result = _workflow().run()
     assert result.model_version == "3"
     assert result.crowned is False
-    assert result.crown_reason.startswith("lost the race: ")
+    assert result.crown_reason.startswith("a concurrent move won the race: lost the race for "
+                                          "'champion'")
     assert result.aliases == ["challenger"]  # still registered, still the challenger
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == other
     moves = [(a.alias, a.kind, a.version, a.by, a.outcome) for a in read_history(client, MODEL)]
