@@ -26,6 +26,7 @@ import hashlib
 import logging
 import re
 import time
+import weakref
 from dataclasses import dataclass
 
 from core.errors import MlopsError
@@ -45,6 +46,10 @@ _SEGMENT = re.compile(r"^[\w.\- ]+$")
 _UNSAFE = re.compile(r"[^\w.\- ]")
 #: Room left in MLflow's 250-character keys for ``/<alias>/<slot>``.
 MAX_MODEL_KEY = 160
+
+#: The ledger run id per client. The run never changes once created, and finding it costs two
+#: round trips (experiment by name, search runs) that a move would otherwise pay twice.
+_RUN_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def model_key(name: str) -> str:
@@ -180,13 +185,31 @@ def _runs(client, exp_id: str) -> list:
     return client.search_runs([exp_id], max_results=10, order_by=["attributes.start_time ASC"])
 
 
+def _cached(client) -> Ledger | None:
+    try:
+        run_id = _RUN_IDS.get(client)
+    except TypeError:  # a client that cannot be weakly referenced: no cache
+        return None
+    return Ledger(client, run_id) if run_id else None
+
+
+def _remember(client, ledger: Ledger) -> Ledger:
+    try:
+        _RUN_IDS[client] = ledger.run_id
+    except TypeError:
+        pass
+    return ledger
+
+
 def find_ledger(client) -> Ledger | None:
     """The ledger, or None if no promotion has happened on this server yet."""
+    if (ledger := _cached(client)) is not None:
+        return ledger
     exp_id, _ = _experiment(client, create=False)
     if exp_id is None:
         return None
     runs = _runs(client, exp_id)
-    return _only(client, runs) if runs else None
+    return _remember(client, _only(client, runs)) if runs else None
 
 
 def _only(client, runs) -> Ledger:
@@ -205,17 +228,19 @@ def open_ledger(client, timeout_seconds: float = BOOTSTRAP_TIMEOUT_SECONDS) -> L
         MlopsError: the process that created the ledger experiment did not create its run
             within ``timeout_seconds``.
     """
+    if (ledger := _cached(client)) is not None:
+        return ledger
     exp_id, created = _experiment(client, create=True)
     if created:
         run = client.create_run(exp_id, run_name=LEDGER_RUN_NAME, tags={LEDGER_TAG: "1"})
         client.update_run(run.info.run_id, status="FINISHED")
         _logger.info("created the alias ledger run %s", run.info.run_id)
-        return Ledger(client, run.info.run_id)
+        return _remember(client, Ledger(client, run.info.run_id))
     deadline = time.monotonic() + timeout_seconds
     while True:
         runs = _runs(client, exp_id)
         if runs:
-            return _only(client, runs)
+            return _remember(client, _only(client, runs))
         if time.monotonic() > deadline:
             raise MlopsError(
                 f"the ledger experiment {LEDGER_EXPERIMENT!r} has no run after "
