@@ -178,6 +178,27 @@ def _point(client, name: str, alias: str, version: str | None) -> None:
         _logger.info("alias write collided (%s); checking again", exc)
 
 
+def _tag_version(client, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set the version tags of a move: one request per tag (MLflow has no batch for them).
+
+    Against a tracking server the requests go out together, so eight tags cost about one
+    round trip; a local store is written tag after tag (SQLite takes one writer at a time).
+    """
+    writer = _writer(client)
+    uri = str(getattr(client, "_registry_uri", None) or getattr(client, "tracking_uri", ""))
+    if not uri.startswith(("http://", "https://")):
+        for key, value in tags.items():
+            writer.set_model_version_tag(name, version, key, value)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(tags), thread_name_prefix="alias-tags") as pool:
+        futures = [pool.submit(writer.set_model_version_tag, name, version, key, value)
+                   for key, value in tags.items()]
+    for future in futures:
+        future.result()  # the first failure (e.g. 403) is raised
+
+
 def reconcile_alias(client, ledger: Ledger, name: str, alias: str) -> str | None:
     """Point ``alias`` at the ledger's head version (or remove it); repeat until both agree.
 
@@ -321,9 +342,7 @@ def move_alias(
     won = replace(attempt, outcome="won")
     try:
         if version is not None:
-            writer = _writer(client)
-            for key, val in _version_tags(won).items():
-                writer.set_model_version_tag(name, version, key, val)
+            _tag_version(client, name, version, _version_tags(won))
         # The winner writes its version, then checks it against the newest claim: a later
         # move that won meanwhile is restored by the check (reconcile_alias).
         _point(client, name, alias, version)
