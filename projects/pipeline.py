@@ -218,8 +218,9 @@ def settings_hash(settings: Settings, step: str) -> str:
     return _digest(picked)
 
 
-def cache_key(step: str, settings: Settings, upstream: str, root: Path | None = None) -> str:
-    """The cache key of a step: its code, its settings, its input and the model packages.
+def cache_parts(step: str, settings: Settings, upstream: str,
+                root: Path | None = None) -> dict[str, str]:
+    """What a step's cache key is made of (tagged ``mlops.cache.*``: why a step ran again).
 
     Args:
         step: one of :data:`projects.STEPS`.
@@ -227,13 +228,18 @@ def cache_key(step: str, settings: Settings, upstream: str, root: Path | None = 
         upstream: the step's input: the data's fingerprint, or the key of the step it reads.
         root: the repository whose code is hashed (default: this one).
     """
-    return _digest({
+    return {
         "step": step,
         "code": code_hash(step, root),
         "settings": settings_hash(settings, step),
         "input": upstream,
-        "packages": package_versions(),
-    }, length=24)
+        "packages": _digest(package_versions()),
+    }
+
+
+def cache_key(step: str, settings: Settings, upstream: str, root: Path | None = None) -> str:
+    """The cache key of a step: its code, its settings, its input and the model packages."""
+    return _digest(cache_parts(step, settings, upstream, root), length=24)
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -312,6 +318,7 @@ class Workflow:
         # the champion evaluate compared against (its version), for register's compare-and-set
         self._champion_seen: str | None = None
         self._champion_is_this_model = False
+        self._parts: dict[str, dict] = {}
 
     # ----------------------------------------------------------------- plumbing
     def _lookup(self, key: str):
@@ -343,7 +350,9 @@ class Workflow:
             start = time.perf_counter()
             with run_with_status(run_name=step, nested=True, tags={STEP_TAG: step}) as run:
                 tags, metrics, params = compute(run.info.run_id) or ({}, {}, {})
-                mlflow.set_tags({CACHE_TAG: key, **tags})
+                parts = {f"mlops.cache.{k}": v[:500] for k, v in self._parts.get(step, {}).items()
+                         if k != "step"}
+                mlflow.set_tags({CACHE_TAG: key, **parts, **tags})
                 if metrics:
                     mlflow.log_metrics(metrics)
                 if params:
@@ -354,6 +363,11 @@ class Workflow:
             outcome = StepOutcome(step, run.info.run_id, key, False, tags, metrics, params)
         self.outcomes[step] = outcome
         return outcome
+
+    def _key(self, step: str, upstream: str) -> str:
+        """The step's cache key; its parts are kept for the step run's tags."""
+        self._parts[step] = cache_parts(step, self.settings, upstream)
+        return _digest(self._parts[step], length=24)
 
     def _frame(self, name: str, step: str, path: str):
         if name not in self.frames:
@@ -413,7 +427,7 @@ class Workflow:
                 {"source": str(source)[:500], "source_kind": source.kind},
             )
 
-        return self._run_step("ingest", cache_key("ingest", self.settings, fingerprint), compute)
+        return self._run_step("ingest", self._key("ingest", fingerprint), compute)
 
     def validate(self) -> StepOutcome:
         """Profile, check and clean the raw data."""
@@ -450,7 +464,7 @@ class Workflow:
             return {}, report.metrics(), {}
 
         up = self.outcomes["ingest"].key
-        return self._run_step("validate", cache_key("validate", s, up), compute)
+        return self._run_step("validate", self._key("validate", up), compute)
 
     def prepare(self) -> StepOutcome:
         """Split the clean data into train/validation/test."""
@@ -480,7 +494,7 @@ class Workflow:
             )
 
         up = self.outcomes["validate"].key
-        return self._run_step("prepare", cache_key("prepare", s, up), compute)
+        return self._run_step("prepare", self._key("prepare", up), compute)
 
     def train(self) -> StepOutcome:
         """Sweep the candidates and log the best model."""
@@ -526,7 +540,7 @@ class Workflow:
             )
 
         up = self.outcomes["prepare"].key
-        return self._run_step("train", cache_key("train", s, up), compute)
+        return self._run_step("train", self._key("train", up), compute)
 
     def _log_model(self, model, X):
         import mlflow
@@ -600,7 +614,7 @@ class Workflow:
             return tags, metrics, {}
 
         up = self.outcomes["train"].key + f"|champion={champion.version if champion else None}"
-        return self._run_step("evaluate", cache_key("evaluate", s, up), compute)
+        return self._run_step("evaluate", self._key("evaluate", up), compute)
 
     def _champion(self):
         from mlflow.exceptions import MlflowException
@@ -722,7 +736,7 @@ class Workflow:
         # register reads evaluate's metrics (and its champion), so it follows evaluate's key;
         # the auto-champion decision is part of its input (it decides what moves)
         up = f"{ev.key}|auto_champion={on}"
-        return self._run_step("register", cache_key("register", s, up), compute, valid)
+        return self._run_step("register", self._key("register", up), compute, valid)
 
     # ---------------------------------------------------------------- the chain
     def run(self, until: str = "register") -> WorkflowResult:
