@@ -92,6 +92,26 @@ def race(target, uri, name, versions, rounds, final_alias):
     return statistics.mean(told), consistent
 
 
+def round_trips(move) -> int:
+    """How many REST requests ``move()`` sends (a measure the machine's load does not skew)."""
+    from mlflow.utils import rest_utils
+
+    sent = 0
+    original = rest_utils.http_request
+
+    def counting(*args, **kwargs):
+        nonlocal sent
+        sent += 1
+        return original(*args, **kwargs)
+
+    rest_utils.http_request = counting
+    try:
+        move()
+    finally:
+        rest_utils.http_request = original
+    return sent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -137,6 +157,10 @@ def main() -> int:
             for i in range(args.moves):
                 move_alias(client, cas_name, cas_versions[i % 2], "champion", "bench", "bench")
             cas_ms = (time.perf_counter() - t0) / args.moves * 1000
+            plain_trips = round_trips(lambda: client.set_registered_model_alias(
+                plain_name, "champion", plain_versions[2]))
+            cas_trips = round_trips(lambda: move_alias(client, cas_name, cas_versions[2],
+                                                       "champion", "bench", "bench"))
 
     print(f"backend: {kind}; {RACERS} racers x {args.rounds} rounds released by a barrier")
     print(f"plain set_registered_model_alias: {plain_told:.1f} racers told they won per round; "
@@ -145,6 +169,7 @@ def main() -> int:
           f"alias matches a single winner: {cas_ok}")
     print(f"uncontended move: plain {plain_ms:.1f} ms, compare-and-set {cas_ms:.1f} ms "
           f"(x{cas_ms / plain_ms:.1f}: record, claim, version tags, alias, reconcile)")
+    print(f"requests per move: plain {plain_trips}, compare-and-set {cas_trips}")
     return 0 if cas_ok and cas_told == 1 else 1
 
 
