@@ -15,7 +15,8 @@ def run_group(group: click.Group, argv: list[str] | None, prog_name: str) -> int
     interrupted); anything else is a bug and keeps its traceback.
     """
     try:
-        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        # without standalone mode click returns ctx.exit()'s code (and a command's return value)
+        returned = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         if isinstance(code, str):
@@ -31,4 +32,4 @@ def run_group(group: click.Group, argv: list[str] | None, prog_name: str) -> int
         code, message = found
         click.echo(message if code == EXIT_INTERRUPTED else f"error: {message}", err=True)
         return code
-    return 0
+    return returned if isinstance(returned, int) else 0
