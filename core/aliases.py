@@ -239,6 +239,7 @@ def read_state(client, name: str, alias: str, expect: str | None = None) -> Alia
             then the last time it did, so the move loses if the alias moved since.
 
     Raises:
+        ModelNotFound: ``unknown model 'name'`` (the model must exist before its alias moves).
         LostRace: ``expect`` never held the alias and does not hold it now.
     """
     ledger = find_ledger(client)

@@ -94,6 +94,23 @@ def test_classify_is_the_one_mapping(exc, expected):
     assert classify(exc) == expected
 
 
+def test_a_verdict_exit_code_without_an_error_line_is_kept(capsys):
+    from core.cli import run_group
+
+    @click.group()
+    def group():
+        """A group."""
+
+    @group.command()
+    def judge():
+        click.echo("threshold crossed")
+        raise click.exceptions.Exit(1)  # as `serving monitor` does: a verdict, not an error
+
+    assert run_group(group, ["judge"], "prog") == 1
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("threshold crossed\n", "")
+
+
 def test_an_interrupt_with_cleanup_is_reported_without_error_prefix(capsys):
     from core.cli import run_group
 
