@@ -757,19 +757,21 @@ class Workflow:
         mlflow.set_experiment(experiment_id=self.experiment_id)  # the nested runs go there too
         reap_dead_runs(self.client, self.experiment_id, exclude=[active] if active else ())
         start = time.perf_counter()
-        with run_with_status(
-            run_id=active or None,
-            experiment_id=None if active else self.experiment_id,
-            run_name=None if active else f"workflow-{until}",
-        ) as parent:
-            self.run_id = parent.info.run_id
-            mlflow.set_tags({"mlops.profile": self.settings.profile, "mlops.until": until})
-            for step in STEPS[: STEPS.index(until) + 1]:
-                getattr(self, step)()
-            self._summarise()
-            run_id = parent.info.run_id
+        try:
+            with run_with_status(
+                run_id=active or None,
+                experiment_id=None if active else self.experiment_id,
+                run_name=None if active else f"workflow-{until}",
+            ) as parent:
+                self.run_id = parent.info.run_id
+                mlflow.set_tags({"mlops.profile": self.settings.profile, "mlops.until": until})
+                for step in STEPS[: STEPS.index(until) + 1]:
+                    getattr(self, step)()
+                self._summarise()
+                run_id = parent.info.run_id
+        finally:  # a failed or interrupted run leaves no scratch folder behind either
+            self._tmp.cleanup()
         self.timings["total"] = time.perf_counter() - start
-        self._tmp.cleanup()
         result = WorkflowResult(run_id, self.experiment_id, self.outcomes, timings=self.timings)
         reg = self.outcomes.get("register")
         if reg:
