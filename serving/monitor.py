@@ -9,7 +9,6 @@ the files, the MLflow run and the thresholds and hands them in.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +282,31 @@ def metric_gate(metric: str, live: float, reference: float, max_drop: float,
 
 
 # ---------------------------------------------------------------------------------- report
+#: The monitoring report; Jinja2 escapes every value (feature names come from user data).
+_REPORT_PAGE = """<html><head><meta charset="utf-8"><style>body{font-family:sans-serif;\
+font-size:13px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}
+.bad{background:#fdd}.ok{background:#efe}</style></head><body>
+<h2>{{ title }}</h2><h3>Gates</h3><table><tr><th>gate</th><th>value</th><th>limit</th>
+<th>result</th><th>detail</th></tr>
+{% for g in gates %}<tr class="{{ 'ok' if g.passed else 'bad' }}"><td>{{ g.name }}</td>
+<td>{{ '%.4g'|format(g.value) }}</td><td>{{ '%.4g'|format(g.limit) }}</td>
+<td>{{ 'pass' if g.passed else 'FAIL' }}</td><td>{{ g.detail }}</td></tr>
+{% endfor %}</table>
+<h3>Feature drift</h3><table><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>
+</thead><tbody>{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<h3>Distributions (training vs live)</h3>
+{% for png in plots %}<img src="data:image/png;base64,{{ png }}">{% endfor %}
+</body></html>
+"""
+
+
+def _report_cell(value) -> str:
+    if isinstance(value, float | np.floating):
+        return "" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
 def report_html(title: str, drift: pd.DataFrame, gates: list[Gate], reference: pd.DataFrame,
                 live: pd.DataFrame, pred_ref=None, pred_live=None) -> str:
     """A readable HTML report: gates, the per-feature table and overlaid distributions."""
@@ -320,22 +344,13 @@ def report_html(title: str, drift: pd.DataFrame, gates: list[Gate], reference: p
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
         fig.tight_layout()
-        plots.append(f"<img src='data:image/png;base64,{figure_png(fig)}'>")
-    gate_rows = "".join(
-        f"<tr class='{'ok' if g.passed else 'bad'}'><td>{html.escape(g.name)}</td>"
-        f"<td>{g.value:.4g}</td><td>{g.limit:.4g}</td><td>{'pass' if g.passed else 'FAIL'}</td>"
-        f"<td>{html.escape(g.detail)}</td></tr>"
-        for g in gates
-    )
+        plots.append(figure_png(fig))
     # drifted features first, then by PSI: what needs a look is at the top
     ordered = drift.sort_values(["drifted", "psi"], ascending=[False, False])
-    table = ordered.to_html(index=False, float_format=lambda v: f"{v:.4g}")
-    return (
-        "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;font-size:13px}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-        ".bad{background:#fdd}.ok{background:#efe}</style></head><body>"
-        f"<h2>{html.escape(title)}</h2><h3>Gates</h3><table><tr><th>gate</th><th>value</th>"
-        f"<th>limit</th><th>result</th><th>detail</th></tr>{gate_rows}</table>"
-        f"<h3>Feature drift</h3>{table}<h3>Distributions (training vs live)</h3>"
-        f"{''.join(plots)}</body></html>"
-    )
+    rows = [[_report_cell(v) for v in row]
+            for row in ordered.itertuples(index=False, name=None)]
+    from jinja2 import Environment
+
+    template = Environment(autoescape=True).from_string(_REPORT_PAGE)
+    return template.render(title=title, gates=gates, header=[str(c) for c in ordered.columns],
+                           rows=rows, plots=plots)

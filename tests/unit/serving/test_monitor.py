@@ -195,3 +195,17 @@ def test_monitor_compares_the_same_metric_on_both_sides(tmp_path, estimator, sel
         metrics.compute_one(compared, y, model.predict(X), proba, model.classes_))
     logged = mlflow.MlflowClient().get_run(result.run_id).data.metrics
     assert [k for k in logged if k.startswith("live_")] == [f"live_{compared}"]
+
+
+def test_report_escapes_feature_names_and_details_from_the_data():
+    evil = "<script>alert('x')</script>"
+    reference = batch(300, 0).rename(columns={"a": evil})
+    live = batch(200, 1, shift=1.0).rename(columns={"a": evil})
+    drift = mon.feature_drift(reference, live, 0.2, 0.001)
+    gates = [mon.Gate("drifted features", 1, 0, False, detail=evil)]
+    page = mon.report_html(f"report of {evil}", drift, gates, reference, live,
+                           pred_ref=np.zeros(300), pred_live=np.ones(200))
+    assert "<script>" not in page
+    assert page.count("&lt;script&gt;") >= 3  # title, gate detail, drift table
+    assert page.count("<img src=\"data:image/png;base64,") == 4  # a, b, colour, prediction
+    assert "<td>FAIL</td>" in page
