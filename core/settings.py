@@ -212,14 +212,24 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, what: str = "settings") -> dict:
+    """A YAML file that holds a mapping (settings, a policy, a users file), or one-line error.
+
+    Raises:
+        SettingsError: not valid YAML (with the parser's first line), or not a mapping.
+    """
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise SettingsError(f"{path}: not valid YAML ({first})") from None
     if not isinstance(loaded, dict):
-        raise SettingsError(f"{path}: expected a mapping of settings at the top level")
+        raise SettingsError(f"{path}: expected a mapping of {what} at the top level")
     return loaded
+
+
+def _read_yaml(path: Path) -> dict:
+    return read_yaml_mapping(path, "settings")
 
 
 def _is_text(annotation) -> bool:

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core import metrics
+from core.settings import SettingsError, read_yaml_mapping
 from registry.errors import RegistryError
 
 POLICY_DIR_ENV = "MLOPS_POLICY_DIR"
@@ -96,11 +96,9 @@ def load_policy(
     if not file.is_file():
         raise RegistryError(f"no promotion policy for model {model!r}: {file} does not exist")
     try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{file}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise RegistryError(f"{file}: a policy is a mapping of keys")
+        raw = read_yaml_mapping(file, "policy keys")
+    except SettingsError as exc:
+        raise RegistryError(str(exc)) from None
     raw.setdefault("model", model)
     try:
         policy = Policy.model_validate(raw)

@@ -141,3 +141,15 @@ def aws_env(monkeypatch, moto_server):
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_server)
     return moto_server
 
+
+@pytest.fixture
+def restore_logging():
+    """Commands that configure the root logger (``serve``, the workflow): give pytest's back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)

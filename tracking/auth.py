@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import MlopsError
+from core.settings import SettingsError, read_yaml_mapping
 
 _logger = logging.getLogger(__name__)
 
@@ -112,9 +112,9 @@ def load_users_file(path: str | Path) -> UsersFile:
     if not path.is_file():
         raise UsersFileError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UsersFileError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        raw = read_yaml_mapping(path, "users keys")
+    except SettingsError as exc:
+        raise UsersFileError(str(exc)) from None
     try:
         return UsersFile.model_validate(raw)
     except ValidationError as exc:

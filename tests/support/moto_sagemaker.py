@@ -24,6 +24,10 @@ and then starts ``moto.server.ThreadedMotoServer``. What the double adds, and ho
   goes to the scoring server; answers land in ``OUTPUT/KEY.out``; the job ends ``Completed``
   or ``Failed`` with the reason.
 - ``AddTags`` replaces the values of keys already present (moto appended duplicates).
+- ``ListModels`` honours ``NameContains``, ``MaxResults`` and ``NextToken`` (moto ignored them
+  and returned every model in one page), as the sweep of batch models relies on them.
+- A transform job can be held ``InProgress`` (:meth:`SageMakerDouble.hold_transform`) until a
+  test releases it, as a long job on SageMaker would stay (``--async``, a wait that times out).
 
 Not simulated: pulling the image (its URI is not checked here; ``preflight`` checks ECR),
 instance provisioning (``provision_seconds`` stands in), CloudWatch metrics (alarms change
@@ -101,6 +105,7 @@ class SageMakerDouble:
         self.url = ""
         self._pending: dict[tuple[str, str, str], Update] = {}
         self._held: set[str] = set()
+        self._held_jobs: dict[str, threading.Event] = {}
         self._stack = contextlib.ExitStack()
         self._scorers: dict[tuple[str, str], str] = {}
         self._scorer_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -150,6 +155,16 @@ class SageMakerDouble:
         """Let a held update finish."""
         with self._lock:
             self._held.discard(endpoint)
+
+    def hold_transform(self, job: str) -> None:
+        """Keep transform job ``job`` (created later) ``InProgress`` until :meth:`release_transform`."""
+        with self._lock:
+            self._held_jobs.setdefault(job, threading.Event())
+
+    def release_transform(self, job: str) -> None:
+        """Let a held transform job run to its end."""
+        with self._lock:
+            self._held_jobs.setdefault(job, threading.Event()).set()
 
     def updates_for(self, endpoint: str) -> list[Update]:
         """The recorded updates of one endpoint."""
@@ -469,6 +484,21 @@ class SageMakerDouble:
             ).start()
             return job
 
+        def list_models_response(response):
+            contains = response._get_param("NameContains") or ""
+            size = int(response._get_param("MaxResults") or 10)
+            start = int(response._get_param("NextToken") or 0)
+            models = sorted(
+                (m for m in response.sagemaker_backend.list_models() if contains in m.model_name),
+                key=lambda m: m.model_name,
+            )
+            page = models[start:start + size]
+            result = {"Models": [{"ModelName": m.model_name, "ModelArn": m.arn,
+                                  "CreationTime": m.creation_time} for m in page]}
+            if start + size < len(models):
+                result["NextToken"] = str(start + size)
+            return ActionResult(result)
+
         def invoke_endpoint(response):
             params = response._get_params()
             name = params.get("EndpointName") or urllib.parse.unquote(
@@ -517,6 +547,7 @@ class SageMakerDouble:
         self._patch(SageMakerModelBackend, "add_tags", add_tags)
         self._patch(SageMakerModelBackend, "create_transform_job", create_transform_job)
         self._patch(SageMakerResponse, "update_endpoint", update_endpoint_response)
+        self._patch(SageMakerResponse, "list_models", list_models_response)
         self._patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
 
     # ------------------------------------------------------------------ batch transform
@@ -524,6 +555,12 @@ class SageMakerDouble:
         """Run a transform job as SageMaker would, against the real scoring server."""
         from moto.core.utils import utcnow
 
+        with self._lock:
+            held = self._held_jobs.get(job.transform_job_name)
+        while held is not None and not held.wait(0.2):
+            with self._lock:
+                if self._closed:
+                    return
         try:
             model = backend._models[job.model_name]
             url = self.scoring_url(backend.account_id, model.primary_container["ModelDataUrl"])

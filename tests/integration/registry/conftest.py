@@ -186,3 +186,28 @@ def write_policy(directory: Path, name: str, **overrides) -> Path:
 def unique(prefix: str) -> str:
     """A model name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def cli(registry_server, tmp_path, monkeypatch, capsys):
+    """Run ``python -m registry ARGS`` in-process as alice; returns (exit code, stdout, stderr).
+
+    Policies are read from the test's folder (none there: promotions need ``--force``), and the
+    terminal is wide so table rows stay one line.
+    """
+    from registry.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
+    # mlflow.set_registry_uri (autouse isolation) exports MLFLOW_REGISTRY_URI: follow the server.
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("MLOPS_POLICY_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("COLUMNS", "400")
+
+    def run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

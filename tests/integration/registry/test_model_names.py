@@ -12,7 +12,6 @@ import mlflow
 import pytest
 
 from core.ledger import find_ledger, model_key, slot_key
-from registry.cli import main
 from registry.promotion import read_history
 from tests.integration.registry.conftest import register
 
@@ -22,22 +21,6 @@ LONG = "long-" + "x" * 195
 NAMES = ["churn+xgb", "modèle", "model with spaces", "名前", ".dots", "a..b", "emoji😀", LONG]
 
 
-@pytest.fixture
-def cli(registry_server, tmp_path, monkeypatch, capsys):
-    """Run ``python -m registry ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.setenv("MLOPS_POLICY_DIR", str(tmp_path))  # no policy: promotions are forced
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-    monkeypatch.setenv("COLUMNS", "400")
-
-    def run(*args):
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def _client(uri):

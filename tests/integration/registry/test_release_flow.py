@@ -12,7 +12,6 @@ import json
 import mlflow
 import pytest
 
-from registry.cli import main
 from tests.integration.registry.conftest import register, unique, write_policy
 
 pytestmark = pytest.mark.integration
@@ -23,23 +22,6 @@ def logged(logged_models):
     return logged_models
 
 
-@pytest.fixture
-def cli(registry_server, tmp_path, monkeypatch, capsys):
-    """Run ``python -m registry ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
-    # mlflow.set_registry_uri (autouse isolation) exports MLFLOW_REGISTRY_URI: follow the server.
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.setenv("MLOPS_POLICY_DIR", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-    monkeypatch.setenv("COLUMNS", "250")
-
-    def run(*args):
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def _client(uri):

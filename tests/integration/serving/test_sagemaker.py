@@ -22,6 +22,7 @@ import boto3
 import mlflow
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -372,6 +373,148 @@ def test_batch_transform_over_s3(aws, versions):
         body = s3.get_object(Bucket=aws.bucket, Key=f"batch/out/part-{i}.csv.out")["Body"]
         answers += json.loads(body.read())["predictions"]
     assert answers == models["1"][0].predict(rows).tolist()
+    # The job's model went with the job: SageMaker holds no model for it any more.
+    job = next(line for line in result.stdout.splitlines()
+               if line.startswith("transform job")).split()[2]
+    assert not model_exists(boto3.client("sagemaker").describe_transform_job(
+        TransformJobName=job)["ModelName"])
+
+
+def model_exists(name: str) -> bool:
+    """``DescribeModel``: does SageMaker still hold the model?"""
+    try:
+        boto3.client("sagemaker").describe_model(ModelName=name)
+        return True
+    except ClientError as exc:
+        assert "Could not find model" in str(exc)
+        return False
+
+
+def batch_models() -> set[str]:
+    """Every model ``ListModels`` shows that was made for a transform job."""
+    sm = boto3.client("sagemaker")
+    names, kwargs = set(), {"NameContains": "-batch-model-"}
+    while True:
+        page = sm.list_models(**kwargs)
+        names.update(m["ModelName"] for m in page["Models"])
+        if not page.get("NextToken"):
+            return names
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def job_model(job: str, *, until_done: bool = False) -> str:
+    """The model a transform job runs (after the job ended, with ``until_done``)."""
+    sm = boto3.client("sagemaker")
+    deadline = time.monotonic() + 120
+    while True:
+        desc = sm.describe_transform_job(TransformJobName=job)
+        if not until_done or desc["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return desc["ModelName"]
+        assert time.monotonic() < deadline, f"{job} still {desc['TransformJobStatus']}"
+        time.sleep(0.2)
+
+
+def put_batch_input(bucket: str, prefix: str, rows: pd.DataFrame) -> None:
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/in/part-0.csv",
+                                  Body=rows.to_csv(index=False).encode())
+
+
+def test_async_batch_model_goes_once_its_job_ends(aws, versions):
+    """An --async job keeps its model while it runs; the first batch after it ended deletes it.
+
+    The double holds job A InProgress (``hold_transform``) as a long job would stay.
+    """
+    X, models = versions
+    rows = X.sample(10, random_state=2)
+    prefix = f"async-{uuid.uuid4().hex[:6]}"
+    put_batch_input(aws.bucket, prefix, rows)
+    io = ["--input", f"s3://{aws.bucket}/{prefix}/in"]
+    first, second, third = (f"{prefix}-{n}" for n in ("a", "b", "c"))
+    aws.hold_transform(first)
+    try:
+        started = cli("batch", f"{MODEL}/1", *io, "--output", f"s3://{aws.bucket}/{prefix}/a",
+                      "--job-name", first, "--async")
+        assert started.exit_code == 0, started.output
+        model_a = job_model(first)
+        assert f"transform job {first} InProgress" in started.stdout
+        assert (f"model {model_a} stays until the job ends; `python -m serving sagemaker "
+                f"batch --wait {first}` waits and deletes it") in started.stdout
+        tags = boto3.client("sagemaker").list_tags(
+            ResourceArn=boto3.client("sagemaker").describe_model(ModelName=model_a)["ModelArn"])
+        assert {"Key": "mlops.transform_job", "Value": first} in tags["Tags"]
+
+        # A batch while A still runs leaves A's model alone and removes its own.
+        during = cli("batch", f"{MODEL}/2", *io, "--output", f"s3://{aws.bucket}/{prefix}/b",
+                     "--job-name", second)
+        assert during.exit_code == 0, during.output
+        assert "deleted" not in during.stdout
+        model_b = job_model(second)
+        assert model_b != model_a
+        assert model_exists(model_a)
+        assert not model_exists(model_b)
+    finally:
+        aws.release_transform(first)
+    assert job_model(first, until_done=True) == model_a
+    assert model_exists(model_a)  # nobody has looked since it ended
+
+    after = cli("batch", f"{MODEL}/1", *io, "--output", f"s3://{aws.bucket}/{prefix}/c",
+                "--job-name", third)
+    assert after.exit_code == 0, after.output
+    assert f"deleted 1 model(s) of ended transform jobs: {model_a}" in after.stdout
+    assert f"transform job {third} Completed" in after.stdout
+    model_c = job_model(third)
+    assert not model_exists(model_a)
+    assert not model_exists(model_c)
+    assert not {model_a, model_b, model_c} & batch_models()
+    # Every job ran on its own model: the answers are there.
+    s3 = boto3.client("s3")
+    for out, version in (("a", "1"), ("b", "2"), ("c", "1")):
+        body = s3.get_object(Bucket=aws.bucket, Key=f"{prefix}/{out}/part-0.csv.out")["Body"]
+        assert json.loads(body.read())["predictions"] == models[version][0].predict(rows).tolist()
+
+
+def test_timed_out_batch_says_what_becomes_of_its_model_and_wait_removes_it(aws, versions):
+    X, models = versions
+    rows = X.sample(10, random_state=3)
+    prefix = f"late-{uuid.uuid4().hex[:6]}"
+    put_batch_input(aws.bucket, prefix, rows)
+    job = f"{prefix}-job"
+    aws.hold_transform(job)
+    try:
+        late = cli("batch", f"{MODEL}/1", "--input", f"s3://{aws.bucket}/{prefix}/in",
+                   "--output", f"s3://{aws.bucket}/{prefix}/out", "--job-name", job,
+                   "--timeout-seconds", "1")
+        assert late.exit_code == 1
+        model = job_model(job)
+        assert (f"error: transform job {job} still InProgress after 1s; its model {model} "
+                f"stays until the job ends, then `python -m serving sagemaker batch --wait "
+                f"{job}` or the next `batch` deletes it") in late.stderr
+        assert model_exists(model)
+        assert model in batch_models()
+
+        still = cli("batch", "--wait", job, "--timeout-seconds", "1")
+        assert still.exit_code == 1
+        assert f"its model {model} stays until the job ends" in still.stderr
+        assert model_exists(model)
+    finally:
+        aws.release_transform(job)
+
+    waited = cli("batch", "--wait", job)
+    assert waited.exit_code == 0, waited.output
+    assert waited.stdout.strip() == (f"transform job {job} Completed: answers in "
+                                     f"s3://{aws.bucket}/{prefix}/out; model {model} deleted")
+    assert not model_exists(model)
+    assert model not in batch_models()
+    body = boto3.client("s3").get_object(Bucket=aws.bucket,
+                                         Key=f"{prefix}/out/part-0.csv.out")["Body"]
+    assert json.loads(body.read())["predictions"] == models["1"][0].predict(rows).tolist()
+
+    again = cli("batch", "--wait", job)  # nothing left to delete: still a plain answer
+    assert again.exit_code == 0, again.output
+    assert "deleted" not in again.stdout
+    missing = cli("batch", "--wait", f"{prefix}-nope")
+    assert missing.exit_code == 1
+    assert f"transform job {prefix}-nope does not exist" in missing.stderr
 
 
 def test_autoscale_registers_target_tracking(aws, versions):

@@ -8,8 +8,6 @@ exactly one ``error:`` line on stderr, no traceback.
 
 from __future__ import annotations
 
-import logging
-
 import click
 import pytest
 
@@ -54,15 +52,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def restore_logging():
-    """``serve`` and the workflow configure the root logger; give pytest's handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 @pytest.mark.parametrize(("cli", "argv", "code", "message"), CASES,

@@ -45,17 +45,6 @@ def test_predict_default_output_is_next_to_the_input(champion, tmp_path):
     assert len(pd.read_csv(tmp_path / "batch-predictions.csv")) == 5
 
 
-@pytest.fixture
-def restore_logging():
-    """``serve`` configures JSON logging on the root logger; give pytest's handlers back."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 @pytest.mark.parametrize(
