@@ -370,20 +370,43 @@ def autoscale(obj: _Context, endpoint, min_capacity, max_capacity, target_invoca
 
 
 @sagemaker.command()
-@click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
-@click.option("--input", "input_uri", required=True, help="s3://BUCKET/PREFIX of the input.")
-@click.option("--output", "output_uri", required=True, help="s3://BUCKET/PREFIX for answers.")
+@click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION", required=False)
+@click.option("--input", "input_uri", help="s3://BUCKET/PREFIX of the input [required].")
+@click.option("--output", "output_uri", help="s3://BUCKET/PREFIX for answers [required].")
 @click.option("--content-type", default="text/csv", show_default=True,
               help="Content type of the input objects (text/csv, application/json).")
 @click.option("--split-type", type=click.Choice(["None", "Line"]), default="None",
               show_default=True, help="Send objects whole (None) or line by line (Line).")
 @click.option("--job-name", default=None, help="Transform job name (default generated).")
+@click.option("--wait", "wait_job", default=None, metavar="JOB",
+              help="Instead of starting a job: wait for JOB (started with --async, or whose "
+                   "wait timed out) to end, then delete its model.")
 @_target_options
 @_wait_options(3600)
 @click.pass_obj
 def batch(obj: _Context, ref, input_uri, output_uri, content_type, split_type, job_name,
-          run_async, timeout_seconds, **target) -> None:
-    """Score every object under an s3:// prefix with REF (a SageMaker transform job)."""
+          wait_job, run_async, timeout_seconds, **target) -> None:
+    """Score every object under an s3:// prefix with REF (a SageMaker transform job).
+
+    The job's SageMaker model is deleted when the job ends: at once when batch waits, else by
+    `batch --wait JOB`, or by any later batch (it first deletes the models of ended jobs).
+    """
+    if wait_job is not None:
+        given = [name for name, value in (("REF", ref), ("--input", input_uri),
+                                          ("--output", output_uri), ("--async", run_async))
+                 if value]
+        if given:
+            raise click.UsageError(f"--wait JOB takes no {', '.join(given)}")
+        from serving.sagemaker.batch import wait_batch
+
+        result = wait_batch(obj.aws.sagemaker, wait_job, timeout_seconds=timeout_seconds)
+        removed = f"; model {result['model']} deleted" if result["model"] else ""
+        click.echo(f"transform job {result['job']} {result['status']}: answers in "
+                   f"{result['output']}{removed}")
+        return
+    for name, value in (("REF", ref), ("--input", input_uri), ("--output", output_uri)):
+        if not value:
+            raise click.UsageError(f"missing {name} (or pass --wait JOB)")
     from serving.sagemaker.batch import batch as run
 
     result = run(
@@ -392,7 +415,14 @@ def batch(obj: _Context, ref, input_uri, output_uri, content_type, split_type, j
         content_type=content_type, split_type=split_type, job_name=job_name,
         synchronous=not run_async, timeout_seconds=timeout_seconds,
     )
+    if result["swept"]:
+        click.echo(f"deleted {len(result['swept'])} model(s) of ended transform jobs: "
+                   + ", ".join(result["swept"]))
     click.echo(f"transform job {result['job']} {result['status']}: answers in {result['output']}")
+    if run_async:
+        click.echo(f"model {result['model']} stays until the job ends; "
+                   f"`python -m serving sagemaker batch --wait {result['job']}` waits and "
+                   "deletes it, or the next batch deletes it once the job has ended")
 
 
 @sagemaker.command()

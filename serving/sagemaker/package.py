@@ -153,9 +153,17 @@ def _object_exists(s3, bucket: str, key: str) -> bool:
 
 
 def create_model(sm, source: ModelSource, *, endpoint: str, model_data_url: str,
-                 target: Target, kind: str = "model") -> str:
-    """Create a SageMaker model serving ``source`` from ``model_data_url``; return its name."""
+                 target: Target, kind: str = "model",
+                 extra_tags: dict[str, str] | None = None) -> str:
+    """Create a SageMaker model serving ``source`` from ``model_data_url``; return its name.
+
+    ``kind`` is the name's marker (``ENDPOINT-vVERSION-KIND-STAMP``); ``extra_tags`` go with
+    the version's tags (a batch model names its transform job, so it can be found and removed).
+    """
     name = resource_name(endpoint, source.version, kind)
+    tags = source.tags(endpoint) + [
+        {"Key": key, "Value": value} for key, value in (extra_tags or {}).items()
+    ]
     sm.create_model(
         ModelName=name,
         PrimaryContainer={
@@ -164,7 +172,7 @@ def create_model(sm, source: ModelSource, *, endpoint: str, model_data_url: str,
             "Environment": dict(_CONTAINER_ENV),
         },
         ExecutionRoleArn=target.execution_role_arn,
-        Tags=source.tags(endpoint),
+        Tags=tags,
     )
     _logger.info("created SageMaker model %s", name)
     return name
