@@ -5,6 +5,7 @@ No AWS here at all; the few AWS clients are plain fakes standing in for boto3 cl
 
 from __future__ import annotations
 
+import datetime
 import json
 import urllib.parse
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 
 from core.errors import MlopsError
 from serving.sagemaker.aws import SageMakerError, as_sagemaker_error
+from serving.sagemaker.batch import sweep_batch_models, wait_batch
 from serving.sagemaker.cli import main, sagemaker
 from serving.sagemaker.endpoints import wait_for_endpoint
 from serving.sagemaker.preflight import (
@@ -260,3 +262,107 @@ def test_sagemaker_modules_import_no_circle():
     # the bottom of the layers comes first: aws, then target, ..., the command line last
     assert order.index("serving.sagemaker.aws") < order.index("serving.sagemaker.target")
     assert order[-1] in ("serving.sagemaker.cli", "serving.sagemaker.__main__")
+
+
+class _BatchModels:
+    """A fake SageMaker client holding batch models and transform jobs (ListModels pages of 2)."""
+
+    def __init__(self, models: dict[str, tuple[str | None, datetime.datetime]],
+                 jobs: dict[str, tuple[str, str]]):
+        self.models = models  # name -> (tagged job, creation time)
+        self.jobs = jobs  # job -> (status, model name)
+
+    @staticmethod
+    def _missing(what: str) -> ClientError:
+        return ClientError({"Error": {"Code": "ValidationException",
+                                      "Message": f"Could not find {what}"}}, "Describe")
+
+    def list_models(self, NameContains, MaxResults, NextToken="0"):  # noqa: N803 - boto3's
+        names = sorted(n for n in self.models if NameContains in n)
+        start = int(NextToken)
+        page = {"Models": [{"ModelName": n, "CreationTime": self.models[n][1]}
+                           for n in names[start:start + 2]]}
+        if start + 2 < len(names):
+            page["NextToken"] = str(start + 2)
+        return page
+
+    def describe_model(self, ModelName):  # noqa: N803
+        if ModelName not in self.models:
+            raise self._missing(f"model {ModelName}")
+        return {"ModelArn": f"arn:model/{ModelName}"}
+
+    def list_tags(self, ResourceArn):  # noqa: N803
+        job = self.models[ResourceArn.split("/")[-1]][0]
+        return {"Tags": [{"Key": "mlops.transform_job", "Value": job}] if job else []}
+
+    def describe_transform_job(self, TransformJobName):  # noqa: N803
+        if TransformJobName not in self.jobs:
+            raise self._missing(f"transform job {TransformJobName}")
+        status, model = self.jobs[TransformJobName]
+        return {"TransformJobStatus": status, "ModelName": model,
+                "TransformOutput": {"S3OutputPath": "s3://b/out"}}
+
+    def delete_model(self, ModelName):  # noqa: N803
+        del self.models[ModelName]
+
+
+NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+def test_sweep_deletes_models_of_ended_jobs_only():
+    old, recent = NOW - datetime.timedelta(hours=2), NOW - datetime.timedelta(minutes=5)
+    sm = _BatchModels(
+        models={
+            "m-v1-batch-model-done": ("done", recent),
+            "m-v1-batch-model-failed": ("failed", recent),
+            "m-v1-batch-model-stopped": ("stopped", recent),
+            "m-v1-batch-model-running": ("running", old),
+            "m-v1-batch-model-orphan-old": ("never-made", old),
+            "m-v1-batch-model-orphan-new": ("never-made-yet", recent),
+            "m-v1-batch-model-untagged": (None, old),
+            "m-v1-model-endpoint": ("done", old),  # an endpoint's model: not listed
+        },
+        jobs={"done": ("Completed", "m-v1-batch-model-done"),
+              "failed": ("Failed", "m-v1-batch-model-failed"),
+              "stopped": ("Stopped", "m-v1-batch-model-stopped"),
+              "running": ("InProgress", "m-v1-batch-model-running")},
+    )
+    deleted = sweep_batch_models(sm, now=NOW)
+    assert sorted(deleted) == ["m-v1-batch-model-done", "m-v1-batch-model-failed",
+                               "m-v1-batch-model-orphan-old", "m-v1-batch-model-stopped"]
+    assert sorted(sm.models) == ["m-v1-batch-model-orphan-new", "m-v1-batch-model-running",
+                                 "m-v1-batch-model-untagged", "m-v1-model-endpoint"]
+
+
+def test_wait_batch_timeout_says_the_model_stays_and_how_it_goes():
+    sm = _BatchModels(models={"m-batch-model-1": ("j", NOW)},
+                      jobs={"j": ("InProgress", "m-batch-model-1")})
+    with pytest.raises(SageMakerError) as err:
+        wait_batch(sm, "j", timeout_seconds=0, sleep=lambda s: None)
+    assert str(err.value).startswith(
+        "transform job j still InProgress after 0s; its model m-batch-model-1 stays until the "
+        "job ends, then `python -m serving sagemaker batch --wait j` or the next `batch` "
+        "deletes it")
+    assert "m-batch-model-1" in sm.models
+    sm.jobs["j"] = ("Failed", "m-batch-model-1")
+    with pytest.raises(SageMakerError, match="transform job j failed"):
+        wait_batch(sm, "j", timeout_seconds=0, sleep=lambda s: None)
+    assert sm.models == {}  # a failed job's model goes too
+
+
+def test_wait_batch_leaves_a_model_it_did_not_make():
+    sm = _BatchModels(models={"theirs": (None, NOW)}, jobs={"j": ("Completed", "theirs")})
+    assert wait_batch(sm, "j", timeout_seconds=0)["model"] == ""
+    assert "theirs" in sm.models
+
+
+@pytest.mark.parametrize("args, message", [
+    (["batch", "--wait", "j", "cancer@champion"], "--wait JOB takes no REF"),
+    (["batch", "--wait", "j", "--async"], "--wait JOB takes no --async"),
+    (["batch", "cancer@champion", "--output", "s3://b/o"], "missing --input"),
+    (["batch", "--input", "s3://b/i", "--output", "s3://b/o"], "missing REF"),
+])
+def test_batch_usage_errors_exit_2(args, message):
+    result = run(main, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
