@@ -208,6 +208,13 @@ def _grant(auth_client, username: str, resource_type: str, resource_id: str, per
 
 
 def _experiment_id(tracking_client, name: str) -> str:
+    from core.ledger import LEDGER_EXPERIMENT, open_ledger
+
+    if name == LEDGER_EXPERIMENT:
+        # the ledger is one experiment with one run: made the way every alias move expects it
+        # (an empty ledger experiment would leave every move waiting for its run)
+        run_id = open_ledger(tracking_client).run_id
+        return tracking_client.get_run(run_id).info.experiment_id
     exp = tracking_client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
