@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from core.output import output_option, print_json, print_tables, short_id
+from core.output import table as output_table
 from serving.sagemaker import target as _target
 
 _logger = logging.getLogger(__name__)
@@ -266,27 +268,67 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
                f"{result.status}{moved}")
 
 
+def _snake(name: str) -> str:
+    """``TrafficRoutingConfiguration`` -> ``traffic_routing_configuration``."""
+    import re
+
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _snake_keys(value):
+    if isinstance(value, dict):
+        return {_snake(str(k)): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(v) for v in value]
+    return value
+
+
+def status_json(info: dict) -> dict:
+    """``status --output json``: the endpoint as scripts read it.
+
+    Keys: ``endpoint``, ``status`` (SageMaker's ``EndpointStatus``), ``endpoint_config``,
+    ``model_name``, ``model_version`` (a string), ``run_id`` (null when the endpoint was not
+    deployed by this project), ``failure_reason`` (null when none), ``variants``
+    (``[{"name", "instances", "weight"}]``), ``last_deployment`` (SageMaker's
+    ``LastDeploymentConfig`` with snake_case keys, ``{}`` when none) and ``alarms``
+    (``{alarm name: state}``).
+    """
+    return {
+        "endpoint": info["endpoint"],
+        "status": info["status"],
+        "endpoint_config": info["endpoint_config"],
+        "model_name": info["model_name"] or None,
+        "model_version": str(info["model_version"]) if info["model_version"] else None,
+        "run_id": info["run_id"] or None,
+        "failure_reason": info["failure_reason"] or None,
+        "variants": [{"name": v["name"], "instances": v["instances"], "weight": v["weight"]}
+                     for v in info["variants"]],
+        "last_deployment": _snake_keys(info["last_deployment"]),
+        "alarms": dict(info["alarms"]),
+    }
+
+
 @sagemaker.command()
 @endpoint_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@output_option
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --output json.")
 @click.pass_obj
-def status(obj: _Context, endpoint, as_json) -> None:
-    """Show what ENDPOINT serves: status, model version, variants, alarms."""
+def status(obj: _Context, endpoint, output, as_json) -> None:
+    """Show what ENDPOINT serves: status, model version, variants, alarms.
+
+    ``--output json`` prints one JSON document (keys: see :func:`status_json`).
+    """
     from serving.sagemaker.endpoints import endpoint_status
 
     info = endpoint_status(obj.aws.sagemaker, endpoint, cloudwatch=obj.aws.cloudwatch)
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+    if as_json or output == "json":
+        print_json(status_json(info))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"SageMaker endpoint {endpoint}", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
+    table = output_table(f"SageMaker endpoint {endpoint}", "key", "value")
+    table.show_header = False
     table.add_row("status", info["status"])
     table.add_row("model", f"{info['model_name']} version {info['model_version']}")
-    table.add_row("run id", info["run_id"])
+    table.add_row("run id", short_id(info["run_id"]))
     table.add_row("endpoint config", info["endpoint_config"])
     for variant in info["variants"]:
         table.add_row(f"variant {variant['name']}",
@@ -299,7 +341,7 @@ def status(obj: _Context, endpoint, as_json) -> None:
         table.add_row(f"alarm {name}", state)
     if info["failure_reason"]:
         table.add_row("failure reason", info["failure_reason"])
-    Console(width=120).print(table)
+    print_tables(table)
 
 
 def _read_frame(path: Path):
