@@ -9,7 +9,7 @@ UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-test run test test-unit test-integration lint ui lock bench clean chromium
+.PHONY: help venv venv-test run serve promote test test-unit test-integration lint ui lock bench clean chromium
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,16 @@ venv-test: $(BIN)/.test ## The environment plus test dependencies
 
 run: venv ## Run the whole workflow on the embedded default (SQLite, local artifacts, bundled data)
 	$(BIN)/mlflow run . --env-manager local --experiment-name mlops-registry $(if $(PARAMS),$(foreach p,$(PARAMS),-P $(p)))
+
+# serve and promote use the environment `make run` built (order-only: an edited pyproject.toml
+# does not reinstall it on the way); ARGS passes any other flag, e.g. ARGS="--port 8080".
+serve: | $(BIN)/.runtime ## Serve a registered model: make serve MODEL=NAME@ALIAS [ARGS="--port 8080"]
+	@test -n "$(MODEL)" || { echo "error: name the model: make serve MODEL=NAME@ALIAS" >&2; exit 2; }
+	@$(BIN)/python -m serving serve $(MODEL) $(ARGS)
+
+promote: | $(BIN)/.runtime ## Promote a version: make promote MODEL=NAME/VERSION REASON="why" [ARGS="--to champion"]
+	@test -n "$(MODEL)" -a -n "$(REASON)" || { echo "error: name the version and the reason: make promote MODEL=NAME/VERSION REASON=\"why\"" >&2; exit 2; }
+	@$(BIN)/python -m registry promote $(MODEL) --reason "$(REASON)" $(ARGS)
 
 chromium: ## Install Debian's chromium + chromium-driver for the UI test (needs root)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

@@ -161,7 +161,14 @@ def run_step(until: str, opts: dict) -> int:
 
 
 def _print_summary(result, uri: str) -> None:
+    import shlex
+
+    from core.connection import DEFAULT_TRACKING_URI
+
     steps = ", ".join(f"{s} {'reused' if o.reused else 'ran'}" for s, o in result.steps.items())
+    # Hints run as printed from a plain shell in the checkout: make targets use the environment
+    # `make run` built (a bare `python -m` fails outside it) and the store this run used.
+    store = "" if uri == DEFAULT_TRACKING_URI else f" MLFLOW_TRACKING_URI={shlex.quote(uri)}"
     click.echo("")
     click.echo(f"workflow run   {result.run_id} (experiment {result.experiment_id})")
     click.echo(f"steps          {steps}")
@@ -172,9 +179,12 @@ def _print_summary(result, uri: str) -> None:
         if result.crown_reason:
             crowned = "crowned" if result.crowned else "not crowned"
             click.echo(f"champion       {crowned}: {result.crown_reason}")
-        click.echo(f"serve it       python -m serving serve {result.model_name}@champion")
+        if not result.crowned and "champion" not in result.aliases:
+            click.echo(f"promote it     make promote MODEL={result.model_name}/"
+                       f"{result.model_version} REASON='why'{store}")
+        click.echo(f"serve it       make serve MODEL={result.model_name}@champion{store}")
     click.echo(f"tracking       {uri}")
-    click.echo(f"open the UI    make ui   → http://127.0.0.1:5000/#/experiments/"
+    click.echo(f"open the UI    make ui{store}   → http://127.0.0.1:5000/#/experiments/"
                f"{result.experiment_id}/runs/{result.run_id}")
 
 
