@@ -20,6 +20,7 @@ cold.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import json
@@ -36,6 +37,14 @@ from core.settings import Settings
 from core.uris import run_uri, version_uri
 from projects import STEPS
 from projects.errors import WorkflowError
+from projects.presentation import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    candidate_run_name,
+    data_name,
+    version_description,
+    workflow_run_name,
+)
 
 _logger = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
@@ -283,6 +292,8 @@ class StepOutcome:
     tags: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    #: the reused run's inputs (datasets), as the cache lookup returned them
+    inputs: object | None = None
 
 
 @dataclass
@@ -319,6 +330,7 @@ class Workflow:
         self._champion_seen: str | None = None
         self._champion_is_this_model = False
         self._parts: dict[str, dict] = {}
+        self._parent_params: dict[str, str] = {}
 
     # ----------------------------------------------------------------- plumbing
     def _lookup(self, key: str):
@@ -345,7 +357,7 @@ class Workflow:
                 "%-8s reused: code, settings and input unchanged (run %s)", step, hit.info.run_id
             )
             outcome = StepOutcome(step, hit.info.run_id, key, True, dict(hit.data.tags),
-                                  dict(hit.data.metrics), dict(hit.data.params))
+                                  dict(hit.data.metrics), dict(hit.data.params), hit.inputs)
         else:
             start = time.perf_counter()
             with run_with_status(run_name=step, nested=True, tags={STEP_TAG: step}) as run:
@@ -513,14 +525,18 @@ class Workflow:
             # the model's run names the data it was fitted on (monitoring compares against it)
             self._log_dataset(train, "train", "training", run_uri(
                 self.outcomes["prepare"].run_id, "splits/train.parquet"))
+            from projects.progress import progress
+
             candidates = expand_candidates(s.train.candidates)
             start = time.perf_counter()
-            results = train_candidates(s.data.task, types, candidates, train, val,
-                                       s.data.target, s.split.seed, s.train.n_jobs)
+            with progress("train: candidates", len(candidates)) as advance:
+                results = train_candidates(s.data.task, types, candidates, train, val,
+                                           s.data.target, s.split.seed, s.train.n_jobs,
+                                           on_done=lambda _res: advance())
             self.timings["fit_predict_sweep"] = time.perf_counter() - start
-            for i, res in enumerate(results):
+            for res in results:
                 with run_with_status(
-                    run_name=f"{res.estimator}-{i}", nested=True,
+                    run_name=candidate_run_name(res.estimator, res.params), nested=True,
                     tags={STEP_TAG: "train.candidate", "mlops.estimator": res.estimator},
                 ):
                     mlflow.log_params({"estimator": res.estimator, **res.params})
@@ -531,6 +547,9 @@ class Workflow:
             start = time.perf_counter()
             info = self._log_model(best.model, train.drop(columns=[s.data.target]))
             self.timings["log_model"] = time.perf_counter() - start
+            # the model's source run is the workflow run (the runs table's Model column reads
+            # a logged model's source run); the step run lists it among its outputs too
+            self._link_model(run_id, info.model_id)
             return (
                 {"mlops.best_estimator": best.estimator, "mlops.model_uri": info.model_uri},
                 {f"best_val_{k}": v for k, v in best.metrics.items()},
@@ -551,14 +570,23 @@ class Workflow:
         # serving time, and int -> double is a safe conversion for schema enforcement
         as_float = {c: "float64" for c in example.columns if example[c].dtype.kind in "iu"}
         signature = infer_signature(example.astype(as_float), model.predict(example))
-        return mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pip_requirements=pinned_requirements(),
-            serialization_format="cloudpickle",
-        )
+        with _quiet_pickle_warning():
+            return mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pip_requirements=pinned_requirements(),
+                serialization_format="cloudpickle",
+                run_id=self.run_id,  # the workflow run: see _link_model
+            )
+
+    def _link_model(self, run_id: str, model_id: str | None) -> None:
+        """List the logged model among ``run_id``'s outputs (the run page's Logged models)."""
+        from mlflow.entities import LoggedModelOutput
+
+        if model_id:
+            self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
 
     def _load_model(self):
         if self.model is None:
@@ -721,6 +749,8 @@ class Workflow:
                 _logger.info("register version %s: %s only: %s", version, challenger_alias,
                              why)
             out.update({"mlops.crowned": str(crown), "mlops.crown_reason": why[:5000]})
+            self.client.update_model_version(name, version, description=self._describe_version(
+                run_id, test_metrics, crown, why))
             return out, {}, {}
 
         def valid(hit) -> bool:  # a deleted version cannot be reused
@@ -738,6 +768,36 @@ class Workflow:
         up = f"{ev.key}|auto_champion={on}"
         return self._run_step("register", self._key("register", up), compute, valid)
 
+    def _describe_version(self, register_run: str, test_metrics: dict, crowned: bool,
+                          why: str) -> str:
+        """The version's markdown description from what the steps left behind."""
+        s, out = self.settings, self.outcomes
+        ev = out["evaluate"]
+        source = s.data.source
+        if "://" in source and not source.startswith(("s3://", "file://")):
+            source = f"{data_name(source, s.data.table)} (SQL)"  # the URL may hold a password
+        ingest = out["ingest"]
+        data = {"source": source, "target": s.data.target,
+                "rows": str(int(ingest.metrics["rows"])) if "rows" in ingest.metrics else "",
+                "digest": ingest.tags.get("mlops.data_digest", "")}
+        runs = {"workflow run": self.run_id,
+                **{f"{step} step": o.run_id for step, o in out.items()},
+                "register step": register_run}
+        return version_description(
+            metric=s.metric,
+            test_metrics=test_metrics,
+            champion_version=self._champion_seen if not self._champion_is_this_model else None,
+            champion_metrics={k.removeprefix("champion_"): v for k, v in ev.metrics.items()
+                              if k.startswith("champion_test_")},
+            champion_note=ev.tags.get("mlops.champion_comparison"),
+            crowned=crowned,
+            crown_reason=why,
+            data=data,
+            validation=dict(out["validate"].metrics) if "validate" in out else {},
+            runs=runs,
+            experiment_id=self.experiment_id,
+        )
+
     # ---------------------------------------------------------------- the chain
     def run(self, until: str = "register") -> WorkflowResult:
         """Run the steps in order up to ``until`` inside the workflow (parent) run."""
@@ -750,10 +810,16 @@ class Workflow:
         active = os.environ.pop("MLFLOW_RUN_ID", None)
         if active:
             self.experiment_id = self.client.get_run(active).info.experiment_id
+            exp = self.client.get_experiment(self.experiment_id)  # `mlflow run` created it
         else:
             exp = self.client.get_experiment_by_name(self.settings.experiment)
-            self.experiment_id = (exp.experiment_id if exp else
-                                  self.client.create_experiment(self.settings.experiment))
+            self.experiment_id = (exp.experiment_id if exp else self.client.create_experiment(
+                self.settings.experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}))
+        if exp is not None and EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+            # without the kind, MLflow 3.17's UI opens the GenAI layout (traces, judges);
+            # a kind someone chose is theirs to keep
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                           MODEL_TRAINING_KIND)
         mlflow.set_experiment(experiment_id=self.experiment_id)  # the nested runs go there too
         reap_dead_runs(self.client, self.experiment_id, exclude=[active] if active else ())
         start = time.perf_counter()
@@ -764,6 +830,7 @@ class Workflow:
                 run_name=None if active else f"workflow-{until}",
             ) as parent:
                 self.run_id = parent.info.run_id
+                self._parent_params = dict(parent.data.params)  # `mlflow run` logged its own
                 mlflow.set_tags({"mlops.profile": self.settings.profile, "mlops.until": until})
                 for step in STEPS[: STEPS.index(until) + 1]:
                     getattr(self, step)()
@@ -785,8 +852,6 @@ class Workflow:
 
     def _summarise(self):
         """Put the figures a data scientist compares on the workflow run itself."""
-        import mlflow
-
         params, metrics, tags = {"profile": self.settings.profile,
                                  "data_source": self.settings.data.source[:500]}, {}, {}
         for step, outcome in self.outcomes.items():
@@ -802,11 +867,80 @@ class Workflow:
         if "register" in self.outcomes:
             tags["mlops.model_version"] = self.outcomes["register"].tags.get(
                 "mlops.model_version", "")
-        existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-        mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-        if metrics:
-            mlflow.log_metrics(metrics)
-        mlflow.set_tags(tags)
+        train = self.outcomes.get("train")
+        if train is not None:
+            # the best candidate's validation metrics under the candidates' names: the chart
+            # view plots workflow runs and candidates on one axis
+            metrics.update({k.removeprefix("best_"): v for k, v in train.metrics.items()
+                            if k.startswith("best_val_")})
+            tags["mlops.best_estimator"] = train.tags.get("mlops.best_estimator", "")
+            model_uri = train.tags.get("mlops.model_uri", "")
+            if train.reused and model_uri.startswith("models:/"):
+                # a reused model was logged by an earlier workflow run: list it here too
+                self._link_model(self.run_id, model_uri.removeprefix("models:/"))
+        data = self.settings.data
+        tags["mlflow.runName"] = workflow_run_name(
+            data_name(data.source, data.table), train.params.get("best_estimator") if train
+            else None, self.settings.metric, metrics)
+        existing = self._parent_params
+        client = self.client
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items() if k not in existing],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+        self._log_parent_datasets()
+
+    def _log_parent_datasets(self) -> None:
+        """The splits the model was fitted and tested on, as the workflow run's dataset inputs.
+
+        Re-logged from the prepare run's own inputs (no data is read): the runs table's
+        Dataset column of the workflow run names them.
+        """
+        prepare = self.outcomes.get("prepare")
+        if prepare is None:
+            return
+        inputs = prepare.inputs
+        if inputs is None:
+            inputs = self.client.get_run(prepare.run_id).inputs
+        wanted = {"training", "testing"}
+        datasets = [d for d in (inputs.dataset_inputs if inputs else [])
+                    if any(t.key == "mlflow.data.context" and t.value in wanted for t in d.tags)]
+        if datasets:
+            self.client.log_inputs(self.run_id, datasets=datasets)
+
+
+class _PickleWarningFilter(logging.Filter):
+    """Drops MLflow's per-save warning about the pickle formats, and only it."""
+
+    PREFIX = "Saving scikit-learn models in the pickle or cloudpickle format"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIX)
+
+
+@contextlib.contextmanager
+def _quiet_pickle_warning():
+    """Silence MLflow's warning on every cloudpickle save: the format is chosen on purpose.
+
+    The workflow saves with cloudpickle because skops refuses tree models unless their types
+    are trusted one by one; the models it loads are its own. With ``-v`` (debug) the warning
+    is shown as MLflow prints it.
+    """
+    if _logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    target = logging.getLogger("mlflow.sklearn")
+    quiet = _PickleWarningFilter()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
 
 
 def _dataset_source(source) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -110,16 +111,39 @@ def train_candidates(
     target: str,
     seed: int,
     n_jobs: int,
+    on_done: Callable[[CandidateResult], None] | None = None,
 ) -> list[CandidateResult]:
-    """Fit every candidate, in parallel over the cores (joblib), in candidate order."""
+    """Fit every candidate, in parallel over the cores (joblib), in candidate order.
+
+    Args:
+        task: classification or regression.
+        types: the feature types (for the preprocessor).
+        candidates: (estimator, params) pairs, in order.
+        train: the train split; val the validation split that scores.
+        val: the validation split.
+        target: the target column.
+        seed: the estimators' seed.
+        n_jobs: parallel jobs (-1: every core).
+        on_done: called with each result as it arrives (progress on a terminal).
+    """
     from joblib import Parallel, delayed
 
     jobs = min(len(candidates), n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
     if jobs <= 1:
-        return [fit_candidate(task, types, e, p, seed, train, val, target) for e, p in candidates]
-    return Parallel(n_jobs=jobs)(
-        delayed(fit_candidate)(task, types, e, p, seed, train, val, target) for e, p in candidates
-    )
+        results = (fit_candidate(task, types, e, p, seed, train, val, target)
+                   for e, p in candidates)
+    else:
+        # a generator (in candidate order): each result is reported as soon as it is in
+        results = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(fit_candidate)(task, types, e, p, seed, train, val, target)
+            for e, p in candidates
+        )
+    out = []
+    for res in results:
+        out.append(res)
+        if on_done is not None:
+            on_done(res)
+    return out
 
 
 def pick_best(results: list[CandidateResult], metric: str) -> CandidateResult:
