@@ -10,7 +10,11 @@ What it adds to a bare ``mlflow server``:
 * the server runs in its own process group; Ctrl-C/SIGTERM stop the whole group (the uvicorn
   workers included), so nothing is left behind;
 * ``--auth`` turns on MLflow's basic-auth app, with the admin credentials taken only from the
-  environment.
+  environment (a weak admin password is refused before the start);
+* secrets stay out of every command line: the backend store URI (which carries the database
+  password on PostgreSQL) reaches ``mlflow db upgrade`` and ``mlflow server`` through
+  ``MLFLOW_BACKEND_STORE_URI`` in their environment, never through argv, because
+  ``/proc/PID/cmdline`` (what ``ps`` shows) is world-readable and ``/proc/PID/environ`` is not.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import MlopsError
+from core.errors import MlopsError, UsageError
 from core.settings import ServerSettings
 
 _logger = logging.getLogger(__name__)
@@ -58,6 +62,10 @@ _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 class ServerError(MlopsError, RuntimeError):
     """The server cannot be started; the message is one line (exit 1)."""
+
+
+class WeakPasswordError(UsageError):
+    """The admin password is too easy to guess; the message says why (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -128,17 +136,28 @@ def schema_revisions(uri: str) -> tuple[str | None, str]:
     return current, _get_latest_schema_revision()
 
 
+# `mlflow db upgrade` takes the URL only as an argument: this runs its own code with the URL
+# read from the environment, so the password never appears in the child's argv.
+_UPGRADE_FROM_ENV = (
+    "import os, mlflow.db; mlflow.db.upgrade.callback(os.environ['MLFLOW_BACKEND_STORE_URI'])"
+)
+
+
 def upgrade_schema(uri: str, env: dict | None = None) -> None:
-    """Run ``mlflow db upgrade URI`` (creates the tables of an empty database too).
+    """Run MLflow's ``mlflow db upgrade`` on ``uri`` (creates the tables of an empty database too).
+
+    The URI goes to the child through ``MLFLOW_BACKEND_STORE_URI``, not its command line.
 
     Raises:
         ServerError: the migration failed; the message names the last line of its output.
     """
-    cmd = [sys.executable, "-m", "mlflow", "db", "upgrade", uri]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd = [sys.executable, "-c", _UPGRADE_FROM_ENV]
+    child_env = {**(os.environ if env is None else env), BACKEND_STORE_ENV: uri}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env)
     if done.returncode != 0:
         lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-        raise ServerError(f"mlflow db upgrade failed: {lines[-1] if lines else done.returncode}")
+        last = redact_text(lines[-1], uri) if lines else done.returncode
+        raise ServerError(f"mlflow db upgrade failed: {last}")
 
 
 def ensure_indexes(uri: str) -> list[str]:
@@ -249,6 +268,12 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
+def redact_text(text: str, uri: str) -> str:
+    """``text`` with the password of ``uri`` masked wherever it appears."""
+    password = urllib.parse.urlparse(uri).password
+    return text.replace(password, "***") if password else text
+
+
 # -- auth -------------------------------------------------------------------------------------
 
 
@@ -265,13 +290,15 @@ def auth_database_uri(backend_store_uri: str) -> str:
 
 
 def write_auth_config(path: Path, database_uri: str, default_permission: str = "READ") -> Path:
-    """Write the basic-auth ini, readable by its owner only.
+    """Write the basic-auth ini, readable and writable by its owner only (mode 0600).
 
-    It holds no admin credentials (those come from the environment), but its ``database_uri``
-    is the users' database: on PostgreSQL that URI carries the database password, so the file
-    is created with mode 0600.
+    The file holds no admin credentials (those come from the environment), but it does hold a
+    secret when the store is PostgreSQL: ``database_uri`` is the users' database, and that URI
+    carries the database password. Hence 0600, and the launcher deletes it when the server stops.
     """
     text = (
+        "# Written by `python -m tracking server --auth`; deleted when the server stops.\n"
+        "# database_uri may carry the database password: keep this file mode 0600.\n"
         "[mlflow]\n"
         f"default_permission = {default_permission}\n"
         f"database_uri = {database_uri}\n"
@@ -284,11 +311,67 @@ def write_auth_config(path: Path, database_uri: str, default_permission: str = "
     return path
 
 
-def check_admin_env(env: dict | None = None) -> None:
-    """Refuse to start ``--auth`` without the admin credentials in the environment.
+MIN_PASSWORD_LENGTH = 12  # the minimum MLflow's own sign-up form asks for
+
+# Passwords every guessing list starts with (and their obvious suffixes); a short list is
+# enough here: the length rule, the repeated-character and the sequence rules catch the rest
+# of what such lists hold.
+COMMON_PASSWORDS = frozenset(
+    """
+    password password1 password12 password123 password1234 passw0rd p@ssw0rd p@ssword
+    administrator admin123 admin1234 adminadmin administrator1 changeme changeme123
+    letmein letmein123 welcome welcome123 welcome1234 qwerty qwertyuiop qwerty123 qwerty12345
+    iloveyou iloveyou123 trustno1 football baseball superman dragon monkey sunshine princess
+    starwars whatever mlflow mlflow123 mlflowadmin mlflow-admin mlflow_admin mlflowpassword
+    secret secret123 mysecretpassword postgres postgres123 1q2w3e4r5t6y 1qaz2wsx3edc
+    zaq12wsx asdfghjkl asdfghjkl123 zxcvbnm zxcvbnm123 passwordpassword
+    """.split()
+)
+_SEQUENCES = (
+    "abcdefghijklmnopqrstuvwxyz",
+    "0123456789",
+    "qwertyuiopasdfghjklzxcvbnm",
+)
+
+
+def _is_sequence(text: str) -> bool:
+    """A run of one keyboard or alphabet row, forwards or backwards (``123456789012``...)."""
+    lowered = text.lower()
+    for row in _SEQUENCES:
+        for seq in (row, row[::-1]):
+            looped = seq * (len(lowered) // len(seq) + 2)
+            if lowered in looped:
+                return True
+    return False
+
+
+def password_weakness(password: str) -> str | None:
+    """Why ``password`` is too easy to guess, or ``None`` when it is acceptable."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"it is shorter than {MIN_PASSWORD_LENGTH} characters"
+    if len(set(password)) == 1:
+        return "it repeats one character"
+    for size in range(2, len(password) // 2 + 1):
+        if len(password) % size == 0 and password == password[:size] * (len(password) // size):
+            return f"it repeats {password[:size]!r}"
+    if _is_sequence(password):
+        return "it is a keyboard or alphabet sequence"
+    if password.lower() in COMMON_PASSWORDS:
+        return "it is a common password"
+    return None
+
+
+def check_admin_env(env: dict | None = None, strength: bool = False) -> None:
+    """Refuse to go on without the admin credentials in the environment.
+
+    Args:
+        env: where to look (default: ``os.environ``).
+        strength: also refuse a weak admin password (when starting a server; a client that
+            only logs in with it does not judge it).
 
     Raises:
-        ServerError: one line naming the missing variables.
+        ServerError: one line naming the missing variables (exit 1).
+        WeakPasswordError: one line saying why the admin password is refused (exit 2).
     """
     env = os.environ if env is None else env
     missing = [k for k in (ADMIN_USERNAME_ENV, ADMIN_PASSWORD_ENV) if not env.get(k)]
@@ -296,6 +379,9 @@ def check_admin_env(env: dict | None = None) -> None:
         raise ServerError(
             f"--auth needs the admin credentials in the environment: set {' and '.join(missing)}"
         )
+    why = password_weakness(env[ADMIN_PASSWORD_ENV]) if strength else None
+    if why:
+        raise WeakPasswordError(f"{ADMIN_PASSWORD_ENV} is refused: {why}")
 
 
 # -- the process ------------------------------------------------------------------------------
@@ -316,11 +402,13 @@ def allowed_host_patterns(hosts) -> list[str]:
 
 
 def build_command(config: ServerConfig) -> list[str]:
-    """The ``mlflow server`` command line for ``config``."""
+    """The ``mlflow server`` command line for ``config``.
+
+    The backend store URI is not on it: :func:`server_env` passes it in the environment.
+    """
     s = config.server
     cmd = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", s.backend_store_uri,
         "--artifacts-destination", s.artifacts_destination,
         "--serve-artifacts",
         "--host", s.host,
@@ -335,8 +423,13 @@ def build_command(config: ServerConfig) -> list[str]:
 
 
 def server_env(config: ServerConfig, base: dict | None = None) -> dict:
-    """The child's environment: the venv's bin first on PATH (mlflow execs ``uvicorn``)."""
+    """The child's environment: the venv's bin first on PATH (mlflow execs ``uvicorn``).
+
+    It carries the backend store URI (``MLFLOW_BACKEND_STORE_URI``, read by ``mlflow
+    server``): a password in it stays out of every process's argv.
+    """
     env = dict(os.environ if base is None else base)
+    env[BACKEND_STORE_ENV] = config.server.backend_store_uri
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     # MLflow's GenAI job runner spawns a pool of huey consumers per server; the workflow does
@@ -426,7 +519,7 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
     env = server_env(config)
     auth_config = None
     if config.auth:
-        check_admin_env(env)
+        check_admin_env(env, strength=True)
         if not env.get(SECRET_KEY_ENV):
             # CSRF tokens of the auth app are signed with it: one key for all workers of this
             # server; replicas behind a load balancer need the same key from the environment.

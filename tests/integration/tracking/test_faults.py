@@ -31,7 +31,8 @@ def _server(backend: str, artifacts: str, port: int):
         )
     )  # fmt: skip
     cmd = build_command(config)
-    env = {k: v for k, v in server_env(config).items() if k.startswith("MLFLOW_SERVER")}
+    env = {k: v for k, v in server_env(config).items()
+           if k.startswith(("MLFLOW_SERVER", "MLFLOW_BACKEND_STORE"))}  # fmt: skip
     return running(cmd, f"http://127.0.0.1:{port}/health", "tracking-fault", env=env)
 
 

@@ -20,7 +20,10 @@ def test_command_carries_the_profile_and_flags():
     assert cmd[:4] == [sys.executable, "-m", "mlflow", "server"]
     opts = {flag: cmd[i + 1] for i, flag in enumerate(cmd) if flag.startswith("--")
             and i + 1 < len(cmd)}  # fmt: skip
-    assert opts["--backend-store-uri"] == "postgresql://mlflow@localhost:5432/mlflow"
+    # the backend URI (a password on PostgreSQL) travels in the environment, never in argv
+    assert "--backend-store-uri" not in cmd
+    assert srv.server_env(config)["MLFLOW_BACKEND_STORE_URI"] == (
+        "postgresql://mlflow@localhost:5432/mlflow")
     assert opts["--artifacts-destination"] == "s3://mlflow-artifacts"
     assert opts["--workers"] == "4"
     assert "mlflow.internal:*" in cmd[cmd.index("--allowed-hosts") + 1].split(",")
@@ -133,3 +136,35 @@ def test_auth_config_is_readable_by_its_owner_only(tmp_path):
     srv.write_auth_config(path, "postgresql://mlflow:s3cret@db/mlflow")
     assert path.stat().st_mode & 0o777 == 0o600
     assert "database_uri = postgresql://mlflow:s3cret@db/mlflow" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("short-pw", "is shorter than 12 characters"),
+        ("aaaaaaaaaaaa", "repeats one character"),
+        ("abcabcabcabc", "repeats 'abc'"),
+        ("123456789012", "is a keyboard or alphabet sequence"),
+        ("qwertyuiopas", "is a keyboard or alphabet sequence"),
+        ("ZYXWVUTSRQPO", "is a keyboard or alphabet sequence"),
+        ("Password1234", "is a common password"),
+    ],
+)
+def test_weak_admin_passwords_are_refused_with_the_reason(monkeypatch, capsys, password, why):
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", password)
+    assert main(["server", "--auth", "--port", "0"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert lines == [f"error: MLFLOW_AUTH_ADMIN_PASSWORD is refused: it {why}"]
+
+
+def test_a_passphrase_is_accepted():
+    assert srv.password_weakness("correct-horse-battery-staple") is None
+    assert srv.password_weakness("admin-password-123") is None
+
+
+def test_a_migration_error_line_is_printed_without_the_password():
+    uri = "postgresql+psycopg://mlflow:s3cret-pw@db:5432/mlflow"
+    line = "could not connect to postgresql+psycopg://mlflow:s3cret-pw@db:5432/mlflow"
+    redacted = "could not connect to postgresql+psycopg://mlflow:***@db:5432/mlflow"
+    assert srv.redact_text(line, uri) == redacted
