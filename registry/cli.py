@@ -4,30 +4,26 @@ Exit codes (the one mapping of :mod:`core.errors`, shared by every command line)
 nothing to do), 1 refused or failed (unknown model, failed gate, server refusal), 2 bad usage
 (unknown flag, malformed model reference, invalid setting), 3 lost a race for the alias to a
 concurrent move, 130 interrupted. Every error is one ``error:`` line on stderr.
+
+``list``, ``show``, ``history``, ``diff`` and ``validate`` take ``--output json``: one JSON
+document on stdout, its keys documented in :mod:`registry.render`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 import click
 
 from core.aliases import current_user
+from core.output import output_option, print_json, print_tables, terminal_width
 from registry.errors import GateFailure, RegistryError
 from registry.promotion import DEFAULT_ALIAS
 
 __all__ = ["cli", "current_user", "main"]
 
 _logger = logging.getLogger(__name__)
-
-
-def _console():
-    from rich.console import Console
-
-    width = int(os.environ.get("COLUMNS", "0") or 0) or None
-    return Console(width=width, soft_wrap=False)
 
 
 def _client(uri: str | None = None):
@@ -37,9 +33,7 @@ def _client(uri: str | None = None):
 
 
 def _print(*renderables) -> None:
-    console = _console()
-    for r in renderables:
-        console.print(r)
+    print_tables(*renderables)
 
 
 policy_option = click.option(
@@ -66,62 +60,84 @@ def cli(verbose: bool) -> None:
 
 @cli.command("list")
 @click.argument("name", required=False)
-def list_command(name: str | None) -> None:
+@output_option
+def list_command(name: str | None, output: str) -> None:
     """Registered models (or just NAME): versions, aliases, key metrics."""
-    from registry.render import models_table
+    from registry.render import models_json, models_table
     from registry.versions import list_models
 
-    _print(models_table(list_models(_client(), name=name)))
+    rows = list_models(_client(), name=name)
+    if output == "json":
+        print_json(models_json(rows))
+        return
+    _print(models_table(rows, width=terminal_width()))
 
 
 @cli.command()
 @click.argument("ref")
-def show(ref: str) -> None:
+@output_option
+def show(ref: str, output: str) -> None:
     """One version: source run, metrics, params, signature, requirements, lineage, history."""
     from registry.promotion import read_history
-    from registry.render import version_tables
+    from registry.render import version_json, version_tables
     from registry.versions import describe_version, resolve_version
 
     client = _client()
     info = describe_version(client, resolve_version(client, ref))
     history = [a for a in read_history(client, info.name) if a.version == info.version]
+    if output == "json":
+        print_json(version_json(info, history))
+        return
     _print(*version_tables(info, history))
 
 
 @cli.command()
 @click.argument("a")
 @click.argument("b")
-def diff(a: str, b: str) -> None:
+@output_option
+def diff(a: str, b: str, output: str) -> None:
     """Two versions side by side (B compared to A): params, metrics, signature, requirements."""
     from registry.diff import diff_versions
-    from registry.render import diff_tables
+    from registry.render import diff_json, diff_tables
     from registry.versions import describe_version, resolve_version
 
     client = _client()
     va = describe_version(client, resolve_version(client, a))
     vb = describe_version(client, resolve_version(client, b))
-    _print(*diff_tables(diff_versions(va, vb)))
+    result = diff_versions(va, vb)
+    if output == "json":
+        print_json(diff_json(result, va, vb))
+        return
+    _print(*diff_tables(result))
 
 
 @cli.command()
 @click.argument("ref")
 @policy_option
-def validate(ref: str, policy_path: str | None) -> None:
-    """Run the promotion policy for REF and print each gate with its numbers."""
+@output_option
+def validate(ref: str, policy_path: str | None, output: str) -> None:
+    """Run the promotion policy for REF and print each gate with its numbers.
+
+    Exits 1 when a gate fails, with ``--output json`` too.
+    """
     from registry.policy import load_policy
-    from registry.render import gates_table
+    from registry.render import gates_table, validation_json
     from registry.validation import validate_version
     from registry.versions import resolve_version
 
     client = _client()
     mv = resolve_version(client, ref)
     result = validate_version(client, mv, load_policy(mv.name, policy_path))
-    _print(gates_table(result))
+    if output == "json":
+        print_json(validation_json(result))
+    else:
+        _print(gates_table(result))
     if not result.passed:
         failed = ", ".join(g.gate for g in result.failed)
         raise RegistryError(f"{mv.name}/{mv.version} failed {len(result.failed)} of "
                             f"{len(result.gates)} gates: {failed}")
-    click.echo(f"{mv.name}/{mv.version} passed all {len(result.gates)} gates")
+    if output == "table":
+        click.echo(f"{mv.name}/{mv.version} passed all {len(result.gates)} gates")
 
 
 @cli.command()
@@ -183,12 +199,17 @@ def rollback(name: str, to: str | None, alias: str, reason: str) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--alias", help="Only moves of this alias.")
-def history(name: str, alias: str | None) -> None:
+@output_option
+def history(name: str, alias: str | None, output: str) -> None:
     """Every alias move of NAME (and every lost attempt), oldest first."""
     from registry.promotion import read_history
-    from registry.render import history_table
+    from registry.render import history_json, history_table
 
-    _print(history_table(name, read_history(_client(), name, alias)))
+    attempts = read_history(_client(), name, alias)
+    if output == "json":
+        print_json(history_json(name, alias, attempts))
+        return
+    _print(history_table(name, attempts))
 
 
 @cli.command()

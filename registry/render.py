@@ -1,10 +1,36 @@
-"""Rich tables for the command line (the only place output is formatted)."""
+"""What the registry's command line prints: rich tables for people, JSON documents for scripts.
+
+The only place output is formatted. Tables follow :mod:`core.output` (no word broken, run ids
+shortened, plain full-width rows when piped). The JSON documents of ``--output json`` (keys are
+stable; versions are strings, times ISO-8601 UTC, metrics numbers, run ids whole):
+
+``list``
+    ``{"versions": [{"name", "version", "aliases": [..], "created", "run_id",
+    "metrics": {name: number}}]}`` — one entry per version, models by name, newest version first.
+``show``
+    ``{"name", "version", "aliases", "created", "run_id", "source", "description", "flavors",
+    "metrics", "params": {name: string}, "signature": {"inputs", "outputs"} (``{column: type}``
+    or null), "signature_problem", "requirements": [..], "lineage": {"data_digest",
+    "git_commit", "settings_hash"}, "tags": {tag: value}, "history": [attempt]}``.
+``history``
+    ``{"name", "alias" (the filter, or null), "attempts": [attempt]}``, oldest first; an
+    attempt is ``{"id", "at", "alias", "kind", "version", "previous", "by", "outcome",
+    "winner", "forced", "reason", "gates": [gate]}``.
+``diff``
+    ``{"a", "b", "changed", "params", "metrics", "signature", "requirements", "lineage"}``:
+    each a list of ``{"key", "a", "b", "changed"}`` (null where a side lacks the item);
+    metrics rows also carry ``"delta"`` (b - a) and their values are numbers.
+``validate``
+    ``{"name", "version", "champion" (version or null), "passed", "gates": [gate]}``; a gate is
+    ``{"gate", "passed", "value", "expected", "detail"}`` (value and expected as the table shows
+    them). The exit code stays 1 when a gate fails.
+"""
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
+from core.output import MIN_NUMBER, MIN_SHRUNK, number, short_id, table, words
 from registry.diff import Row, VersionDiff
 from registry.promotion import PROMOTION_TAG_PREFIX, Attempt, iso
 from registry.validation import Validation
@@ -12,52 +38,91 @@ from registry.versions import LINEAGE_TAGS, METRIC_TAG_PREFIX, ModelRow, Version
 
 PASS = Text("PASS", style="bold green")
 FAIL = Text("FAIL", style="bold red")
+_LINEAGE_PREFIX = "mlops."
 
 
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    return table
+def _when(ms: int | None) -> str | None:
+    return iso(ms) if ms else None
 
 
-def models_table(rows: list[ModelRow]) -> Table:
-    """``list``: one line per version."""
-    metric_names = sorted({m for r in rows for m in r.metrics})[:6]
-    table = _table("Registered models", "model", "version", "aliases", "created",
-                   *metric_names, "run")
+#: Width of ``list``'s columns other than metrics, shrunk (cells, padding, borders).
+_LIST_BASE = 2 * MIN_SHRUNK + len("version") + len("2026-01-01T00:00:00Z") + 8 + 5 * 3 + 1
+_MAX_METRICS = 6
+
+
+def models_table(rows: list[ModelRow], width: int | None = None):
+    """``list``: one line per version.
+
+    Args:
+        rows: the versions.
+        width: the terminal's width, if any: only the metric columns that fit are shown (the
+            title says how many more ``--output json`` has).
+    """
+    metric_names = sorted({m for r in rows for m in r.metrics})
+    shown = _MAX_METRICS
+    if width is not None:
+        shown = min(shown, max(0, (width - _LIST_BASE) // (MIN_NUMBER + 3)))
+    title = "Registered models"
+    if len(metric_names) > shown:
+        title += f" ({len(metric_names) - shown} more metrics with --output json)"
+    metric_names = metric_names[:shown]
+    out = table(title, "model", "version", "aliases", "created", *metric_names,
+                "run", ids=("version", "created", "run"), numbers=metric_names)
     for r in rows:
-        table.add_row(
-            r.name, r.version, ", ".join(r.aliases) or "-", iso(r.created) if r.created else "-",
+        out.add_row(
+            r.name, r.version, words(r.aliases), _when(r.created) or "-",
             *[f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metric_names],
-            r.run_id or "-",
+            short_id(r.run_id),
         )
-    return table
+    return out
 
 
-def gates_table(validation: Validation) -> Table:
+def models_json(rows: list[ModelRow]) -> dict:
+    """``list --output json``."""
+    return {"versions": [{
+        "name": r.name,
+        "version": r.version,
+        "aliases": list(r.aliases),
+        "created": _when(r.created),
+        "run_id": r.run_id,
+        "metrics": {k: number(v) for k, v in sorted(r.metrics.items())},
+    } for r in rows]}
+
+
+def gates_table(validation: Validation):
     """``validate``: each gate with its numbers."""
     champion = f"champion: version {validation.champion}" if validation.champion else "no champion"
-    table = _table(f"Promotion policy for {validation.name}/{validation.version} ({champion})",
-                   "gate", "result", "value", "expected", "detail")
+    out = table(f"Promotion policy for {validation.name}/{validation.version} ({champion})",
+                "gate", "result", "value", "expected", "detail", ids=("result",))
     for g in validation.gates:
-        table.add_row(g.gate, PASS if g.passed else FAIL, g.value, g.expected, g.detail)
-    return table
+        out.add_row(g.gate, PASS if g.passed else FAIL, g.value, g.expected, g.detail)
+    return out
 
 
-def _kv(title: str, items, key: str = "key", value: str = "value") -> Table:
-    table = _table(title, key, value)
+def validation_json(validation: Validation) -> dict:
+    """``validate --output json``."""
+    return {
+        "name": validation.name,
+        "version": validation.version,
+        "champion": validation.champion,
+        "passed": validation.passed,
+        "gates": [g.to_dict() for g in validation.gates],
+    }
+
+
+def _kv(title: str, items, key: str = "key", value: str = "value"):
+    out = table(title, key, value, ids=(key,))
     for k, v in items:
-        table.add_row(str(k), str(v))
-    return table
+        out.add_row(str(k), str(v))
+    return out
 
 
-def version_tables(info: VersionInfo, history: list[Attempt]) -> list[Table]:
+def version_tables(info: VersionInfo, history: list[Attempt]) -> list:
     """``show``: overview, metrics, params, signature, requirements, lineage, tags, history."""
     tables = [_kv(f"{info.ref}", [
         ("aliases", ", ".join(info.aliases) or "-"),
-        ("created", iso(info.created) if info.created else "-"),
-        ("source run", info.run_id or "-"),
+        ("created", _when(info.created) or "-"),
+        ("source run", short_id(info.run_id)),
         ("source", info.source),
         ("flavors", ", ".join(info.files.flavors) or "-"),
         ("description", info.description or "-"),
@@ -65,7 +130,7 @@ def version_tables(info: VersionInfo, history: list[Attempt]) -> list[Table]:
     tables.append(_kv("Metrics", [(k, f"{v:.4f}") for k, v in sorted(info.metrics.items())],
                       "metric"))
     tables.append(_kv("Params", sorted(info.params.items()), "param"))
-    sig = _table("Signature", "io", "column", "type")
+    sig = table("Signature", "io", "column", "type", ids=("io", "column"))
     for col, kind in (info.files.inputs or {}).items():
         sig.add_row("input", col, kind)
     for col, kind in (info.files.outputs or {}).items():
@@ -88,20 +153,48 @@ def version_tables(info: VersionInfo, history: list[Attempt]) -> list[Table]:
     return tables
 
 
+def version_json(info: VersionInfo, history: list[Attempt]) -> dict:
+    """``show --output json``."""
+    return {
+        "name": info.name,
+        "version": info.version,
+        "aliases": list(info.aliases),
+        "created": _when(info.created),
+        "run_id": info.run_id,
+        "source": info.source,
+        "description": info.description,
+        "flavors": list(info.files.flavors),
+        "metrics": {k: number(v) for k, v in sorted(info.metrics.items())},
+        "params": dict(sorted(info.params.items())),
+        "signature": {"inputs": info.files.inputs, "outputs": info.files.outputs},
+        "signature_problem": info.files.problem,
+        "requirements": list(info.files.requirements),
+        "lineage": {t.removeprefix(_LINEAGE_PREFIX): info.tags.get(t) for t in LINEAGE_TAGS},
+        "tags": dict(sorted(info.tags.items())),
+        "history": [attempt_json(a) for a in history],
+    }
+
+
 def _row_style(row: Row) -> str:
     return "yellow" if row.changed else ""
 
 
-def diff_tables(diff: VersionDiff) -> list[Table]:
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def diff_tables(diff: VersionDiff) -> list:
     """``diff``: params, metrics (with deltas), signature, requirements, lineage."""
     tables = []
     for title, rows in (("Params", diff.params), ("Signature", diff.signature),
                         ("Requirements", diff.requirements), ("Lineage", diff.lineage)):
-        table = _table(title, "", diff.a, diff.b, "changed")
+        out = table(title, "item", diff.a, diff.b, "changed", ids=("item", "changed"))
         for r in rows:
-            table.add_row(r.key, r.a, r.b, "yes" if r.changed else "", style=_row_style(r))
-        tables.append(table)
-    metrics = _table("Metrics", "", diff.a, diff.b, "delta")
+            a, b = (short_id(r.a), short_id(r.b)) if r.key == "source run" else (r.a, r.b)
+            out.add_row(r.key, a, b, _yes(r.changed), style=_row_style(r))
+        tables.append(out)
+    metrics = table("Metrics", "metric", diff.a, diff.b, "delta", ids=("metric",),
+                    numbers=(diff.a, diff.b, "delta"))
     for r in diff.metrics:
         metrics.add_row(r.key, r.a, r.b, "-" if r.delta is None else f"{r.delta:+.4f}",
                         style=_row_style(r))
@@ -109,12 +202,62 @@ def diff_tables(diff: VersionDiff) -> list[Table]:
     return tables
 
 
-def history_table(name: str, attempts: list[Attempt], title: str | None = None) -> Table:
+def _side(value: str) -> str | None:
+    return None if value == "-" else value
+
+
+def diff_json(diff: VersionDiff, a: VersionInfo, b: VersionInfo) -> dict:
+    """``diff --output json`` (``a`` and ``b`` give the raw values the rows show formatted)."""
+
+    def rows(items: list[Row]) -> list[dict]:
+        return [{"key": r.key, "a": _side(r.a), "b": _side(r.b), "changed": r.changed}
+                for r in items]
+
+    return {
+        "a": diff.a,
+        "b": diff.b,
+        "changed": diff.changed,
+        "params": [{"key": r.key, "a": a.params.get(r.key), "b": b.params.get(r.key),
+                    "changed": r.changed} for r in diff.params],
+        "metrics": [{"key": r.key, "a": number(a.metrics.get(r.key)),
+                     "b": number(b.metrics.get(r.key)), "delta": number(r.delta),
+                     "changed": r.changed} for r in diff.metrics],
+        "signature": rows(diff.signature),
+        "requirements": rows(diff.requirements),
+        "lineage": rows(diff.lineage),
+    }
+
+
+def history_table(name: str, attempts: list[Attempt], title: str | None = None):
     """``history``: every alias move (and lost attempt), oldest first."""
-    table = _table(title or f"Alias history of {name} (oldest first)", "when", "alias", "kind",
-                   "version", "previous", "by", "outcome", "forced", "reason")
+    out = table(title or f"Alias history of {name} (oldest first)", "when", "alias", "kind",
+                "version", "previous", "by", "outcome", "forced", "reason",
+                ids=("when", "alias", "kind", "version", "previous", "outcome", "forced"))
     for a in attempts:
         style = "" if a.outcome == "won" else "dim"
-        table.add_row(iso(a.at), a.alias, a.kind, a.version or "-", a.previous or "-", a.by,
-                      a.outcome, "yes" if a.forced else "", a.reason, style=style)
-    return table
+        out.add_row(iso(a.at), a.alias, a.kind, a.version or "-", a.previous or "-", a.by,
+                    a.outcome, _yes(a.forced), a.reason, style=style)
+    return out
+
+
+def attempt_json(a: Attempt) -> dict:
+    """One alias move (or lost attempt) of the history, as JSON."""
+    return {
+        "id": a.id,
+        "at": iso(a.at),
+        "alias": a.alias,
+        "kind": a.kind,
+        "version": a.version,
+        "previous": a.previous,
+        "by": a.by,
+        "outcome": a.outcome,
+        "winner": a.winner,
+        "forced": a.forced,
+        "reason": a.reason,
+        "gates": list(a.gates),
+    }
+
+
+def history_json(name: str, alias: str | None, attempts: list[Attempt]) -> dict:
+    """``history --output json``."""
+    return {"name": name, "alias": alias, "attempts": [attempt_json(a) for a in attempts]}

@@ -109,18 +109,22 @@ def test_promote_refuse_force_rollback_history(cli, registry_server, logged, tmp
     assert _champion(client, name) == v3
 
     # History: every move, oldest first, with who/why/forced.
-    code, out, _ = cli("history", name)
+    code, out, _ = cli("history", name, "--output", "json")
     assert code == 0
-    rows = [line for line in out.splitlines() if "│ champion" in line]
-    assert len(rows) == 6
+    rows = [a for a in json.loads(out)["attempts"] if a["alias"] == "champion"]
     expected = [("promote", v1, "first"), ("promote", v2, "better auc"),
                 ("promote", v3, "hotfix"), ("rollback", v2, "hotfix broke scoring"),
                 ("rollback", v1, "back to the first"), ("rollback", v3, "explicit")]
-    for row, (kind, version, reason) in zip(rows, expected, strict=True):
-        cells = [c.strip() for c in row.split("│")[1:-1]]
-        assert cells[2:5][0] == kind and cells[3] == version and cells[8] == reason, cells
-        assert cells[5] == "alice" and cells[6] == "won"
-    assert "yes" in rows[2]  # forced
+    assert [(a["kind"], a["version"], a["reason"]) for a in rows] == expected
+    assert all(a["by"] == "alice" and a["outcome"] == "won" for a in rows)
+    assert [a["forced"] for a in rows] == [False, False, True, False, False, False]
+    # the table, piped: one plain row per move, no box drawing, whole words
+    code, out, _ = cli("history", name)
+    assert code == 0 and "│" not in out
+    table_rows = [line.split() for line in out.splitlines() if " champion " in line]
+    assert [(r[2], r[3], r[5], r[6], r[7]) for r in table_rows] == [
+        (kind, version, "alice", "won", "yes" if reason == "hotfix" else "no")
+        for kind, version, reason in expected]
 
 
 def test_show_diff_list(cli, registry_server, logged, tmp_path):
@@ -132,7 +136,7 @@ def test_show_diff_list(cli, registry_server, logged, tmp_path):
 
     code, out, _ = cli("show", f"{name}@champion")
     assert code == 0
-    for text in (f"{name}/{v1}", logged["weak"]["run_id"], "mean radius", "double",
+    for text in (f"{name}/{v1}", logged["weak"]["run_id"][:8], "mean radius", "double",
                  "scikit-learn==", "mlops.data_digest", "d41d8cd9", "abc1234", "5e771465",
                  "test_roc_auc", "first"):
         assert text in out, text
@@ -148,8 +152,8 @@ def test_show_diff_list(cli, registry_server, logged, tmp_path):
     assert code == 0
     lines = [line for line in out.splitlines() if name in line]
     assert len(lines) == 2
-    assert any("champion" in line and f"│ {v1} " in line for line in lines)
-    assert any("challenger" in line and f"│ {v2} " in line for line in lines)
+    assert [line.split()[:3] for line in lines] == [[name, v2, "challenger"],
+                                                     [name, v1, "champion"]]
 
 
 def test_errors_are_one_line(cli, registry_server, logged, tmp_path):
