@@ -163,16 +163,27 @@ def step_code_files(step: str, root: Path | None = None) -> dict[str, Path]:
 @functools.lru_cache(maxsize=64)
 def _pipeline_imports(step: str, source: bytes) -> frozenset[str]:
     """What this module imports for ``step``: module level, the step's method, the helpers."""
+    shared, by_step = _pipeline_import_map(source)
+    return shared | by_step.get(step, frozenset())
+
+
+@functools.lru_cache(maxsize=8)
+def _pipeline_import_map(source: bytes) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    # parsed once per source, not once per step: a re-run computes six keys
     tree = ast.parse(source)
-    names = _imported_names(tree, "projects.pipeline", False, skip_definitions=True)
+    shared = _imported_names(tree, "projects.pipeline", False, skip_definitions=True)
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         functions += [n for n in cls.body if isinstance(n, ast.FunctionDef)]
+    by_step: dict[str, set[str]] = {}
     for node in functions:
         # the step's own method and every shared helper; other steps' methods are theirs
-        if node.name == step or node.name not in STEPS:
-            names |= _imported_names(node, "projects.pipeline", False)
-    return frozenset(names)
+        if node.name in STEPS:
+            by_step.setdefault(node.name, set()).update(
+                _imported_names(node, "projects.pipeline", False))
+        else:
+            shared |= _imported_names(node, "projects.pipeline", False)
+    return frozenset(shared), {k: frozenset(v) for k, v in by_step.items()}
 
 
 def code_hash(step: str, root: Path | None = None) -> str:
@@ -706,7 +717,8 @@ class Workflow:
                 train_data_uri=run_uri(self.outcomes["prepare"].run_id, "splits/train.parquet"),
                 test_metrics=test_metrics,
             )
-            version = str(mlflow.register_model(self._model_uri(), name, tags=tags).version)
+            with _quiet_unless_verbose():  # the summary names the version; MLflow prints too
+                version = str(mlflow.register_model(self._model_uri(), name, tags=tags).version)
             # the states the moves compare against, read before anything is decided (and once
             # the model exists): the champion as evaluate saw it, the challenger as it is now
             challenger_state = read_state(self.client, name, challenger_alias)
@@ -941,6 +953,21 @@ def _quiet_pickle_warning():
         yield
     finally:
         target.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def _quiet_unless_verbose():
+    """MLflow's own prints (``Successfully registered model ...``) only with ``-v``.
+
+    Log records still show: handlers hold the stream they were created with.
+    """
+    if _logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _dataset_source(source) -> str:

@@ -52,22 +52,31 @@ def _wait_cells(driver, wanted: set[str], timeout: float = 30) -> set[str]:
 
 
 @pytest.mark.skipif(not shutil.which("chromedriver"), reason="make chromium installs it")
-def test_ui_shows_the_runs_table_with_a_metric_column(isolated_tracking, tmp_path):
-    """After two workflow runs (a data scientist changed the sweep), `make ui`'s runs table
-    lists both workflow runs and, once the user adds the column, their test_roc_auc."""
+def test_ui_runs_table_compares_workflow_runs_without_opening_one(isolated_tracking, tmp_path):
+    """After two workflow runs with different parameters, `make ui` opens the experiment in
+    the model-training layout and its runs table shows, for each workflow run: its name (data
+    · estimator · metric), its test_roc_auc once the user adds the column, its datasets and
+    its model — no run opened."""
     import subprocess
 
     from tests.support.processes import child_env
 
     env = {"MLFLOW_TRACKING_URI": isolated_tracking}
-    for extra in ([], ["--estimators", "linear"]):
+    for extra in (["--estimators", "random_forest"], ["--estimators", "linear"]):
         out = subprocess.run([sys.executable, "-m", "projects", "main", *extra], cwd=tmp_path,
                              env=child_env(env), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
+        # quiet by default: MLflow's per-save pickle warning is not printed
+        assert "cloudpickle format requires exercising caution" not in out.stderr
     client = mlflow.MlflowClient(tracking_uri=isolated_tracking)
-    experiment_id = client.get_experiment_by_name("mlops-registry").experiment_id
-    workflows = client.search_runs([experiment_id], "attributes.run_name = 'workflow-register'")
+    experiment = client.get_experiment_by_name("mlops-registry")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    experiment_id = experiment.experiment_id
+    workflows = client.search_runs([experiment_id], "tags.`mlops.until` = 'register'")
     assert len(workflows) == 2
+    names = {r.info.run_name for r in workflows}
+    assert {n.split(" · ")[1] for n in names} == {"random_forest", "linear"}, names
+    assert all(n.startswith("breast_cancer · ") and " · roc_auc 0." in n for n in names), names
     aucs = {f"{r.data.metrics['test_roc_auc']:.4g}"[:4] for r in workflows}
 
     port = free_port()
@@ -83,7 +92,9 @@ def test_ui_shows_the_runs_table_with_a_metric_column(isolated_tracking, tmp_pat
         driver = _driver(tmp_path / "chromium-profile")
         try:
             driver.get(runs_url)
-            _wait_text(driver, lambda text: text.count("workflow-register") >= 2)
+            text = _wait_text(driver, lambda text: all(n in text for n in names))
+            # the model-training layout: no GenAI side bar (Traces, Judges, Prompts)
+            assert "Judges" not in text and "Traces" not in text, text[:2000]
             # 3.17's runs table starts with attribute columns only; a user adds a metric
             # column from the "Columns" menu, which lists the experiment's metrics.
             driver.find_element("xpath", "//button[contains(., 'Columns')]").click()
@@ -92,9 +103,12 @@ def test_ui_shows_the_runs_table_with_a_metric_column(isolated_tracking, tmp_pat
             driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)
             deadline = time.monotonic() + 30
             while True:
-                cells = [c.text for c in driver.find_elements("css selector", ".ag-cell")]
-                shown = {c[:4] for c in cells if re.fullmatch(r"0\.\d+", c)}
-                if aucs <= shown or time.monotonic() > deadline:
+                rows = _workflow_rows(driver, names)
+                shown = {c[:4] for cells in rows.values() for c in cells
+                         if re.fullmatch(r"0\.\d+", c)}
+                models = {n: cells for n, cells in rows.items()
+                          if any(c.strip() == "model" for c in cells)}
+                if (aucs <= shown and len(models) == 2) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             text = driver.find_element("tag name", "body").text
@@ -102,5 +116,26 @@ def test_ui_shows_the_runs_table_with_a_metric_column(isolated_tracking, tmp_pat
             driver.save_screenshot(str(ARTIFACTS / "ui-runs-table.png"))
         finally:
             driver.quit()
-    assert aucs <= shown, (aucs, cells)
+    assert aucs <= shown, (aucs, rows)
     assert "test_roc_auc" in text, text[:2000]
+    for name, cells in rows.items():
+        joined = " | ".join(cells)
+        # Dataset column: the splits the model was fitted and tested on
+        assert "train" in joined and "test" in joined, (name, cells)
+        # Model column: the model the train step logged, linked to the workflow run
+        assert name in models, (name, cells)
+
+
+def _workflow_rows(driver, names: set[str]) -> dict[str, list[str]]:
+    """The cells of each workflow run's row, by run name (ag-grid splits pinned columns
+    into separate row containers that share the ``row-index``)."""
+    by_index: dict[str, list[str]] = {}
+    for row in driver.find_elements("css selector", ".ag-row"):
+        cells = [c.text for c in row.find_elements("css selector", ".ag-cell")]
+        by_index.setdefault(row.get_attribute("row-index"), []).extend(cells)
+    out = {}
+    for cells in by_index.values():
+        name = next((n for n in names if any(n in c for c in cells)), None)
+        if name:
+            out[name] = cells
+    return out
