@@ -156,7 +156,12 @@ def test_pinned_server_does_not_follow_the_alias(served):
         newer = log_sklearn_version(client, "cancer", fit_pipeline(X, y, C=0.01), X)
     client.set_registered_model_alias("cancer", "champion", newer)
     try:
-        time.sleep(1.5)  # several poll intervals of a following server
+        # watch it for eight poll intervals (0.2 s each): a following server would switch
+        deadline = time.monotonic() + 8 * 0.2
+        while time.monotonic() < deadline:
+            seen = requests.get(f"{served['url']}/version", timeout=5).json()["model_version"]
+            assert seen == served["version"], "the pinned server followed the alias"
+            time.sleep(0.05)
         resp = _post(served["url"], _formats(served["rows"])["dataframe_split"])
         assert resp.status_code == 200
         assert resp.headers["X-Model-Version"] == served["version"]
