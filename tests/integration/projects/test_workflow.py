@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -27,16 +28,17 @@ def run_cli(*args, cwd=None, project=REPO, timeout=300):
 
 
 def registry_history(name, cwd, env=None):
-    """``python -m registry history NAME`` as a user runs it (wide, so rows stay one line)."""
-    return subprocess.run([sys.executable, "-m", "registry", "history", name], cwd=cwd,
-                          env=child_env({"COLUMNS": "400", **(env or {})}),
-                          capture_output=True, text=True, timeout=120)
+    """``python -m registry history NAME --output json`` as a script runs it."""
+    return subprocess.run([sys.executable, "-m", "registry", "history", name, "--output", "json"],
+                          cwd=cwd, env=child_env(env), capture_output=True, text=True,
+                          timeout=120)
 
 
-def history_rows(table: str) -> list[list[str]]:
-    """The cells of each row of the history table (when, alias, kind, version, ...)."""
-    return [[c.strip() for c in line.strip().strip("│").split("│")]
-            for line in table.splitlines() if line.startswith("│")]
+def history_rows(document: str) -> list[list[str]]:
+    """The history's moves as the table's cells (when, alias, kind, version, ...)."""
+    return [[a["at"], a["alias"], a["kind"], a["version"] or "-", a["previous"] or "-", a["by"],
+             a["outcome"], "yes" if a["forced"] else "no", a["reason"]]
+            for a in json.loads(document)["attempts"]]
 
 
 def step_runs(client, parent_id):

@@ -133,19 +133,15 @@ def cli(*args: str) -> Ran:
 
 
 def registry_history(monkeypatch) -> list[list[str]]:
-    """``python -m registry history cancer``: the first line of each row, as cells."""
+    """``python -m registry history cancer --output json``: each move as the table's cells."""
     from registry.cli import main as registry_main
 
-    monkeypatch.setenv("COLUMNS", "400")
     with CliRunner().isolation() as (out, err, _):
-        code = registry_main(["history", MODEL, "--alias", "champion"])
+        code = registry_main(["history", MODEL, "--alias", "champion", "--output", "json"])
     assert code == 0, err.getvalue().decode()
-    rows = []
-    for line in out.getvalue().decode().splitlines():
-        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if len(cells) >= 9 and cells[0][:4].isdigit():  # a row's first line starts with its time
-            rows.append(cells)
-    return rows
+    return [[a["at"], a["alias"], a["kind"], a["version"] or "-", a["previous"] or "-", a["by"],
+             a["outcome"], "yes" if a["forced"] else "no", a["reason"]]
+            for a in json.loads(out.getvalue().decode())["attempts"]]
 
 
 def champion() -> str:
