@@ -11,8 +11,9 @@ carries ``mlops.cache_key``: a hash of everything its outputs depend on:
   after that (``register`` reads evaluate's metrics, so it follows ``evaluate``);
 * the installed versions of the packages that shape the model (:data:`MODEL_PACKAGES`).
 
-When a finished run with the same key exists in the experiment, the step is reused: a child
-run tagged ``mlops.reused_from`` records it and its outputs are read from that run. The cache
+When a finished run with the same key exists in the experiment, the step is reused: the
+workflow run's tags ``mlops.<step>_run`` (that run) and ``mlops.<step>_reused`` record it, and
+its outputs are read from that run. The cache
 is thus the tracking store: it serves a whole team on a shared server, and a new store starts
 cold.
 """
@@ -68,7 +69,6 @@ SETTINGS_KEYS = {
 # depends on them, so a retraining run still reuses unchanged steps.
 SETTINGS_IGNORED = ("register.trigger", "register.trigger_reason")
 CACHE_TAG = "mlops.cache_key"
-REUSED_TAG = "mlops.reused_from"
 STEP_TAG = "mlops.step"
 PIP_PACKAGES = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "skops")
 
@@ -358,12 +358,9 @@ class Workflow:
 
         hit = self._lookup(key) if self.settings.cache else None
         if hit is not None and (valid is None or valid(hit)):
-            with run_with_status(
-                run_name=f"{step} (reused)",
-                nested=True,
-                tags={STEP_TAG: step, REUSED_TAG: hit.info.run_id, "mlops.reused_key": key},
-            ):
-                pass
+            # recorded on the workflow run (mlops.<step>_run / _reused, see _summarise), not
+            # as an empty child run per step: a re-run costs no runs and the runs table
+            # stays readable
             _logger.info(
                 "%-8s reused: code, settings and input unchanged (run %s)", step, hit.info.run_id
             )

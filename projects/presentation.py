@@ -12,6 +12,9 @@ from pathlib import PurePosixPath
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 #: The kind of a classic model-training experiment: runs table, charts, models; no GenAI tabs.
 MODEL_TRAINING_KIND = "custom_model_development"
+#: The query that opens MLflow 3.17's UI in its model-training layout: its workflow selector
+#: (GenAI / model training, remembered per browser) decides the layout, not the tag above.
+UI_LAYOUT_QUERY = "?workflowType=machine_learning"
 # run names longer than this are cut (the runs table shows ~40 characters)
 _MAX_NAME = 120
 
@@ -57,6 +60,11 @@ def workflow_run_name(data: str, estimator: str | None, metric: str,
     if value is not None:
         parts.append(f"{metric} {value:.3f}")
     return " · ".join(parts)[:_MAX_NAME]
+
+
+def run_link(experiment_id: str, run_id: str) -> str:
+    """A relative UI link to a run, in the model-training layout."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}{UI_LAYOUT_QUERY}"
 
 
 def _md_cell(text) -> str:
@@ -125,5 +133,5 @@ def version_description(
     lines += ["", "**Runs**", ""]
     for label, run_id in runs.items():
         if run_id:
-            lines.append(f"- [{label}](#/experiments/{experiment_id}/runs/{run_id})")
+            lines.append(f"- [{label}]({run_link(experiment_id, run_id)})")
     return "\n".join(lines)

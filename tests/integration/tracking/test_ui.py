@@ -87,14 +87,18 @@ def test_ui_runs_table_compares_workflow_runs_without_opening_one(isolated_track
             assert time.monotonic() < deadline, p.log_path.read_text()[-2000:]
             time.sleep(0.2)
         runs_url = m.group(1)
-        assert runs_url == f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+        assert runs_url.startswith(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs")
+        # 3.17's layout follows its GenAI / model-training selector (per browser, default
+        # GenAI), which this query sets; the experiment's kind tag is set for the rest
+        if "workflowType=" not in runs_url:
+            runs_url += "?workflowType=machine_learning"
 
         driver = _driver(tmp_path / "chromium-profile")
         try:
             driver.get(runs_url)
             text = _wait_text(driver, lambda text: all(n in text for n in names))
-            # the model-training layout: no GenAI side bar (Traces, Judges, Prompts)
-            assert "Judges" not in text and "Traces" not in text, text[:2000]
+            # the model-training layout: no GenAI side bar (Judges, Evaluation runs, Prompts)
+            assert "Model training" in text and "Judges" not in text, text[:2000]
             # 3.17's runs table starts with attribute columns only; a user adds a metric
             # column from the "Columns" menu, which lists the experiment's metrics.
             driver.find_element("xpath", "//button[contains(., 'Columns')]").click()
@@ -106,8 +110,9 @@ def test_ui_runs_table_compares_workflow_runs_without_opening_one(isolated_track
                 rows = _workflow_rows(driver, names)
                 shown = {c[:4] for cells in rows.values() for c in cells
                          if re.fullmatch(r"0\.\d+", c)}
+                # Model column: the registered version of the model the train step logged
                 models = {n: cells for n, cells in rows.items()
-                          if any(c.strip() == "model" for c in cells)}
+                          if any(c.startswith("mlops-registry-model\nv") for c in cells)}
                 if (aucs <= shown and len(models) == 2) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -121,9 +126,10 @@ def test_ui_runs_table_compares_workflow_runs_without_opening_one(isolated_track
     for name, cells in rows.items():
         joined = " | ".join(cells)
         # Dataset column: the splits the model was fitted and tested on
-        assert "train" in joined and "test" in joined, (name, cells)
-        # Model column: the model the train step logged, linked to the workflow run
+        assert "train (" in joined and "Training" in joined and "test (" in joined, (name, cells)
         assert name in models, (name, cells)
+    assert {c for cells in models.values() for c in cells if c.startswith("mlops-registry-model")
+            } == {"mlops-registry-model\nv1", "mlops-registry-model\nv2"}, models
 
 
 def _workflow_rows(driver, names: set[str]) -> dict[str, list[str]]:

@@ -61,8 +61,8 @@ def test_description_compares_with_the_champion_and_links_the_runs():
     assert "became **champion**: test_roc_auc 0.9900 beats" in text
     assert "- rows: `569`" in text and "- digest: `6b74c3002fbdbb8d`" in text
     assert "rows_in 569" in text
-    assert "[workflow run](#/experiments/7/runs/abc)" in text
-    assert "[train step](#/experiments/7/runs/def)" in text
+    assert "[workflow run](#/experiments/7/runs/abc?workflowType=machine_learning)" in text
+    assert "[train step](#/experiments/7/runs/def?workflowType=machine_learning)" in text
 
 
 def test_description_without_a_champion_or_a_comparison():
