@@ -9,7 +9,9 @@ auto-champion and challenger, a SageMaker rollout or its revert, retraining) goe
 * record the attempt: a registered-model tag ``mlops.history.<attempt id>`` holding a JSON
   record (alias, version, previous holder, who, when, why, kind, forced, gate results, ledger
   slot, outcome). Attempt ids start with the UTC time in milliseconds, so the tags sort oldest
-  first and travel with the model (visible on its page in the UI);
+  first and travel with the model (visible on its page in the UI). The project's tracking
+  server (``tracking.governance``) writes the user it authenticated as ``by`` and records a
+  move it refuses (a protected alias) with the outcome ``refused``;
 * tag the winner: version tags ``mlops.promotion.<alias>.{by,at,reason,previous,forced,gates,
   attempt,kind}`` on the version that took the alias.
 
@@ -133,6 +135,10 @@ def _write(client, name: str, attempt: Attempt, action: str) -> None:
     try:
         _writer(client).set_registered_model_tag(name, attempt.tag, attempt.to_json())
     except MlflowException as exc:
+        if http_status(exc) == 403 and getattr(exc, "error_code", "") == "PERMISSION_DENIED":
+            # The project's tracking server (tracking.governance) refused the move and
+            # recorded it as refused; its message says who may make it.
+            raise MlopsError(f"refused by the tracking server (403): {exc.message}") from None
         raise MlopsError(explain(exc, action)) from None
 
 
@@ -389,6 +395,9 @@ def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
     slots: dict[str, dict[int, str]] = {}
     resolved = []
     for a in attempts:
+        if a.outcome == "refused":  # refused by the server: it never took part in the race
+            resolved.append(a)
+            continue
         if ledger is not None and a.alias not in slots:
             slots[a.alias] = ledger.slots(name, a.alias)
         holder = slots.get(a.alias, {}).get(a.slot)

@@ -162,6 +162,13 @@ class CaptureSettings(_Frozen):
     max_total_mb: float = Field(1024, gt=0)
 
 
+class GovernanceSettings(_Frozen):
+    """What the tracking server of ``python -m tracking server --auth`` enforces."""
+
+    # Aliases only a release manager or an admin may set or delete (services follow them).
+    protected_aliases: tuple[str, ...] = ("champion",)
+
+
 class Settings(_Frozen):
     """The validated settings of one profile."""
 
@@ -177,6 +184,7 @@ class Settings(_Frozen):
     sagemaker: SageMakerSettings = SageMakerSettings()
     monitor: MonitorSettings = MonitorSettings()
     capture: CaptureSettings = CaptureSettings()
+    governance: GovernanceSettings = GovernanceSettings()
 
     @property
     def metric(self) -> str:

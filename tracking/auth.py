@@ -5,17 +5,25 @@ in it, only the name of the environment variable that holds each one::
 
     users:
       - name: alice
-        role: data_scientist          # EDIT on the listed experiments
+        role: data_scientist          # EDIT on the listed experiments and models
         password_env: ALICE_PASSWORD
         experiments: [mlops-registry]
+        models: [mlops-registry-model]
       - name: scoring
-        role: service                 # READ on the listed registered models
+        role: service                 # READ on the listed experiments and models
         password_env: SCORING_PASSWORD
         models: [mlops-registry-model]
       - name: rita
-        role: release_manager         # MANAGE on the listed registered models
+        role: release_manager         # MANAGE on the listed models; moves protected aliases
         password_env: RITA_PASSWORD
         models: [mlops-registry-model]
+
+A data scientist with EDIT on a model registers versions and sets unprotected aliases
+(``challenger``); the tracking server (:mod:`tracking.governance`) leaves protected aliases
+(``champion``) to release managers and admins, whatever their permission on the model. A
+user also gets MLflow's role of the same name (the server reads ``release_manager`` and
+``service`` from there); ``admin`` makes the
+user an admin of the server (``admin: true`` does too).
 
 A mapping instead of a list (``models: {mlops-registry-model: EDIT}``) sets the permission of
 each resource explicitly. Applying is idempotent: existing users get their password reset to
@@ -35,18 +43,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.errors import MlopsError
 from core.settings import SettingsError, read_yaml_mapping
+from tracking.governance import ROLE_DESCRIPTIONS, ROLE_WORKSPACE
 
 _logger = logging.getLogger(__name__)
 
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
-Role = Literal["data_scientist", "service", "release_manager"]
+Role = Literal["data_scientist", "service", "release_manager", "admin"]
 
-# What each role may do on the resources listed for it.
+# What each role may do on the resources listed for it. EDIT on a model registers versions and
+# sets aliases; the server refuses protected ones to all but release managers and admins.
 ROLE_PERMISSIONS: dict[str, dict[str, str]] = {
-    "data_scientist": {"experiments": "EDIT", "models": "READ"},
+    "data_scientist": {"experiments": "EDIT", "models": "EDIT"},
     "service": {"experiments": "READ", "models": "READ"},
     "release_manager": {"experiments": "READ", "models": "MANAGE"},
+    "admin": {"experiments": "MANAGE", "models": "MANAGE"},
 }
+
 
 _RESOURCE_TYPES = {"experiments": "experiment", "models": "registered_model"}
 
@@ -173,9 +185,12 @@ def apply_users(
                 raise
             auth_client.update_user_password(user.name, passwords[user.name])
             action = "updated"
-        if user.admin:
-            auth_client.update_user_admin(user.name, True)
-        applied.append(Applied(user.name, action, "user", user.role, "ADMIN" if user.admin else ""))
+        is_admin = user.admin or user.role == "admin"
+        # set both ways: a user moved out of the admin role stops being one
+        auth_client.update_user_admin(user.name, is_admin)
+        applied.append(Applied(user.name, action, "user", user.role, "ADMIN" if is_admin else ""))
+        role_action = _sync_role(auth_client, user.name, user.role)
+        applied.append(Applied(user.name, role_action, "role", user.role, ""))
         for kind, resource, permission in user.grants():
             resource_id = resource
             if kind == "experiments":
@@ -186,6 +201,29 @@ def apply_users(
             applied.append(Applied(user.name, grant, _RESOURCE_TYPES[kind], resource, permission))
             _logger.info("%s: %s %s on %s %s", user.name, grant, permission, kind, resource)
     return applied
+
+
+def _role_id(auth_client, name: str) -> int:
+    for role in auth_client.list_roles(ROLE_WORKSPACE):
+        if role.name == name:
+            return role.id
+    return auth_client.create_role(ROLE_WORKSPACE, name, ROLE_DESCRIPTIONS[name]).id
+
+
+def _sync_role(auth_client, username: str, wanted: str) -> str:
+    """Give ``username`` MLflow's role named ``wanted`` and none of the other project roles.
+
+    Returns:
+        ``assigned`` (the role was given), ``unchanged``.
+    """
+    held = [r for r in auth_client.list_user_roles(username) if r.name in ROLE_DESCRIPTIONS]
+    for role in held:
+        if role.name != wanted:
+            auth_client.unassign_role(username, role.id)
+    if any(role.name == wanted for role in held):
+        return "unchanged"
+    auth_client.assign_role(username, _role_id(auth_client, wanted))
+    return "assigned"
 
 
 def _grant(auth_client, username: str, resource_type: str, resource_id: str, permission: str):

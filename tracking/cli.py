@@ -74,7 +74,8 @@ def cli(verbose: bool):
 @click.option(
     "--auth",
     is_flag=True,
-    help="MLflow's basic-auth app. Needs MLFLOW_AUTH_ADMIN_USERNAME and "
+    help="MLflow's basic-auth app with the project's governance (protected aliases such as "
+    "champion: release managers and admins only). Needs MLFLOW_AUTH_ADMIN_USERNAME and "
     "MLFLOW_AUTH_ADMIN_PASSWORD in the environment.",
 )
 @click.option(
@@ -100,7 +101,12 @@ def server_command(profile, overrides, auth, jobs, allowed_hosts, **flags):
         server_settings = server_settings.model_copy(
             update={"port": _free_port(server_settings.host)}
         )
-    config = srv.ServerConfig(server=server_settings, auth=auth, jobs=jobs)
+    config = srv.ServerConfig(
+        server=server_settings,
+        auth=auth,
+        jobs=jobs,
+        protected_aliases=settings.governance.protected_aliases,
+    )
     _run(config, settings.experiment)
 
 

@@ -9,7 +9,8 @@ What it adds to a bare ``mlflow server``:
   experiment;
 * the server runs in its own process group; Ctrl-C/SIGTERM stop the whole group (the uvicorn
   workers included), so nothing is left behind;
-* ``--auth`` turns on MLflow's basic-auth app, with the admin credentials taken only from the
+* ``--auth`` turns on the project's server app (:mod:`tracking.governance`: MLflow's basic-auth
+  app plus protected aliases and roles), with the admin credentials taken only from the
   environment (a weak admin password is refused before the start);
 * secrets stay out of every command line: the backend store URI (which carries the database
   password on PostgreSQL) reaches ``mlflow db upgrade`` and ``mlflow server`` through
@@ -20,6 +21,7 @@ What it adds to a bare ``mlflow server``:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -45,6 +47,7 @@ ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+APP_NAME = "mlops-governance"  # the mlflow.app entry point of tracking.governance
 
 HEALTH_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 15
@@ -75,6 +78,7 @@ class ServerConfig:
     server: ServerSettings
     auth: bool = False
     jobs: bool = False
+    protected_aliases: tuple[str, ...] = ("champion",)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -418,7 +422,7 @@ def build_command(config: ServerConfig) -> list[str]:
     if s.allowed_hosts:
         cmd += ["--allowed-hosts", ",".join(allowed_host_patterns(s.allowed_hosts))]
     if config.auth:
-        cmd += ["--app-name", "basic-auth"]
+        cmd += ["--app-name", APP_NAME]
     return cmd
 
 
@@ -435,6 +439,10 @@ def server_env(config: ServerConfig, base: dict | None = None) -> dict:
     # MLflow's GenAI job runner spawns a pool of huey consumers per server; the workflow does
     # not use it, so it stays off unless asked for (--jobs).
     env.setdefault(JOBS_ENV, "true" if config.jobs else "false")
+    if config.auth:
+        from tracking.governance import PROTECTED_ALIASES_ENV
+
+        env[PROTECTED_ALIASES_ENV] = json.dumps(list(config.protected_aliases))
     env.update(config.extra_env)
     return env
 

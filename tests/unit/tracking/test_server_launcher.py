@@ -27,7 +27,8 @@ def test_command_carries_the_profile_and_flags():
     assert opts["--artifacts-destination"] == "s3://mlflow-artifacts"
     assert opts["--workers"] == "4"
     assert "mlflow.internal:*" in cmd[cmd.index("--allowed-hosts") + 1].split(",")
-    assert cmd[-2:] == ["--app-name", "basic-auth"]
+    assert cmd[-2:] == ["--app-name", "mlops-governance"]
+    assert srv.server_env(config)["MLOPS_PROTECTED_ALIASES"] == '["champion"]'
 
 
 def test_environment_then_flags_override_the_profile(monkeypatch):

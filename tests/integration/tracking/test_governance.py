@@ -1,0 +1,263 @@
+"""Governance the server enforces (``python -m tracking server --auth``), on SQLite and PostgreSQL.
+
+The users are those of the README: a data scientist with EDIT on the model, a service that reads,
+a release manager. Only the release manager (or an admin) moves ``champion``, whatever the
+client; the history names the user the server authenticated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import requests
+
+from tests.integration.registry.conftest import log_candidate, register, write_policy
+from tests.integration.tracking.conftest import launched, sqlite_copy
+from tests.support.postgres import fresh_pg_database
+from tests.support.processes import REPO, child_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ADMIN = ("admin", "admin-password-123")
+ALICE = ("alice", "alice-password-123")
+SCORING = ("scoring", "scoring-password-123")
+RITA = ("rita", "rita-password-123")
+MODEL = "governed-model"
+USERS_FILE = textwrap.dedent(
+    f"""\
+    users:
+      - {{name: alice, role: data_scientist, password_env: ALICE_PW,
+          experiments: [mlops-registry], models: [{MODEL}]}}
+      - {{name: scoring, role: service, password_env: SCORING_PW, models: [{MODEL}]}}
+      - {{name: rita, role: release_manager, password_env: RITA_PW, models: [{MODEL}]}}
+    """
+)
+PASSWORDS = {"ALICE_PW": ALICE[1], "SCORING_PW": SCORING[1], "RITA_PW": RITA[1]}
+
+
+@contextlib.contextmanager
+def _as(user):
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict(zip(keys, user, strict=True)))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def server(request, tmp_path_factory, template_sqlite_db):
+    """The launcher with --auth, the README's users applied, two versions of MODEL."""
+    tmp = tmp_path_factory.mktemp(f"governance-{request.param}")
+    env = {"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1]}
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            backend = sqlite_copy(template_sqlite_db, tmp)
+        else:
+            backend = stack.enter_context(
+                fresh_pg_database(request.getfixturevalue("pg_template"))
+            )
+        url, _ = stack.enter_context(
+            launched(backend, str(tmp / "artifacts"), "--auth", env=env, cwd=tmp,
+                     name=f"governance-{request.param}")
+        )  # fmt: skip
+        with _as(ADMIN):
+            logged = log_candidate(url, n_features=3)
+            versions = [register(url, MODEL, logged) for _ in range(2)]
+        users = tmp / "users.yaml"
+        users.write_text(USERS_FILE)
+        applied = _apply(url, users)
+        assert applied.returncode == 0, applied.stderr
+        yield {"url": url, "versions": versions, "users": users, "applied": applied.stdout,
+               "kind": request.param}  # fmt: skip
+
+
+def _apply(url, users_file):
+    env = child_env({"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+                     "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_TRACKING_URI": url,
+                     **PASSWORDS})  # fmt: skip
+    cmd = [sys.executable, "-m", "tracking", "users", "apply", str(users_file)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def _call(url, user, method, endpoint, ajax=False, **kwargs):
+    base = "ajax-api" if ajax else "api"
+    return requests.request(method, f"{url}/{base}/2.0/mlflow/{endpoint}", auth=user,
+                            timeout=30, **kwargs)  # fmt: skip
+
+
+def _alias(url, user, alias, version, method="POST", ajax=False):
+    if method == "DELETE":
+        return _call(url, user, "DELETE", "registered-models/alias", ajax,
+                     params={"name": MODEL, "alias": alias})  # fmt: skip
+    return _call(url, user, "POST", "registered-models/alias", ajax,
+                 json={"name": MODEL, "alias": alias, "version": version})  # fmt: skip
+
+
+def _model(url):
+    resp = _call(url, ADMIN, "GET", "registered-models/get", params={"name": MODEL})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["registered_model"]
+
+
+def _aliases(url) -> dict[str, str]:
+    return {a["alias"]: a["version"] for a in _model(url).get("aliases", [])}
+
+
+def _history(url) -> list[dict]:
+    tags = _model(url).get("tags", [])
+    records = [json.loads(t["value"]) for t in tags if t["key"].startswith("mlops.history.")]
+    return sorted(records, key=lambda r: r["id"])
+
+
+def test_users_apply_gives_the_release_manager_role_once(server):
+    assert "release_manager" in server["applied"] and "assigned" in server["applied"]
+    again = _apply(server["url"], server["users"])
+    assert again.returncode == 0, again.stderr
+    assert "assigned" not in again.stdout and "created" not in again.stdout
+
+
+def test_data_scientist_sets_challenger_not_champion(server):
+    url, (v1, _) = server["url"], server["versions"]
+    assert _alias(url, ALICE, "challenger", v1).status_code == 200
+    refused = _alias(url, ALICE, "champion", v1)
+    assert refused.status_code == 403
+    assert refused.json()["message"] == (
+        f"alice may not set alias 'champion' of {MODEL}: 'champion' is protected, only a "
+        "release manager or an admin may set or delete it (python -m registry promote)"
+    )
+    # the UI's own call (the ajax twin), and a delete, are refused the same way
+    assert _alias(url, ALICE, "champion", v1, ajax=True).status_code == 403
+    assert _alias(url, ALICE, "champion", v1, "DELETE", ajax=True).status_code == 403
+    assert "champion" not in _aliases(url) and _aliases(url)["challenger"] == v1
+    # the refusal is in the history, under the user the server authenticated
+    last = _history(url)[-1]
+    assert (last["alias"], last["by"], last["outcome"]) == ("champion", "alice", "refused")
+
+
+def test_data_scientist_registers_versions(server):
+    url = server["url"]
+    run = _call(url, ALICE, "POST", "runs/create",
+                json={"experiment_id": _experiment_id(url)})  # fmt: skip
+    assert run.status_code == 200, run.text
+    run_id = run.json()["run"]["info"]["run_id"]
+    created = _call(url, ALICE, "POST", "model-versions/create",
+                    json={"name": MODEL, "source": f"runs:/{run_id}/model",
+                          "run_id": run_id})  # fmt: skip
+    assert created.status_code == 200, created.text
+
+
+def _experiment_id(url):
+    resp = _call(url, ALICE, "GET", "experiments/get-by-name",
+                 params={"experiment_name": "mlops-registry"})  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    return resp.json()["experiment"]["experiment_id"]
+
+
+def test_the_python_client_is_refused_too(server):
+    import mlflow
+
+    url, (v1, _) = server["url"], server["versions"]
+    with _as(ALICE):
+        client = mlflow.MlflowClient(url, url)
+        with pytest.raises(mlflow.exceptions.MlflowException, match="protected"):
+            client.set_registered_model_alias(MODEL, "champion", v1)
+    assert "champion" not in _aliases(url)
+
+
+def test_service_gets_403_on_every_write(server):
+    url, (v1, _) = server["url"], server["versions"]
+    assert _call(url, SCORING, "GET", "registered-models/get",
+                 params={"name": MODEL}).status_code == 200  # fmt: skip
+    writes = [
+        _alias(url, SCORING, "challenger", v1),
+        _alias(url, SCORING, "champion", v1),
+        _alias(url, SCORING, "challenger", v1, "DELETE"),
+        _call(url, SCORING, "POST", "model-versions/create",
+              json={"name": MODEL, "source": "runs:/0/model"}),
+        _call(url, SCORING, "POST", "registered-models/set-tag",
+              json={"name": MODEL, "key": "k", "value": "v"}),
+        _call(url, SCORING, "DELETE", "model-versions/delete",
+              json={"name": MODEL, "version": v1}),
+        _call(url, SCORING, "DELETE", "registered-models/delete", json={"name": MODEL}),
+        _call(url, SCORING, "POST", "registered-models/create", json={"name": "scoring-own"}),
+    ]  # fmt: skip
+    assert [w.status_code for w in writes] == [403] * len(writes)
+
+
+def test_release_manager_promotes_and_the_history_names_her(server, tmp_path):
+    url, (v1, _) = server["url"], server["versions"]
+    write_policy(tmp_path, MODEL)
+    env = {"MLFLOW_TRACKING_URI": url, "MLOPS_POLICY_DIR": str(tmp_path), "COLUMNS": "250"}
+
+    def promote(user, ref, reason):
+        extra = {**env, "MLFLOW_TRACKING_USERNAME": user[0], "MLFLOW_TRACKING_PASSWORD": user[1]}
+        cmd = [sys.executable, "-m", "registry", "promote", ref, "--reason", reason]
+        return subprocess.run(cmd, capture_output=True, text=True, env=child_env(extra),
+                              cwd=tmp_path, timeout=180)  # fmt: skip
+
+    denied = promote(ALICE, f"{MODEL}/{v1}", "let me")
+    assert denied.returncode == 1
+    assert "champion" not in _aliases(url)
+    done = promote(RITA, f"{MODEL}/{v1}", "release 1")
+    assert done.returncode == 0, done.stderr
+    assert _aliases(url)["champion"] == v1
+    won = [r for r in _history(url) if r["outcome"] == "won" and r["alias"] == "champion"]
+    assert [(r["by"], r["version"], r["reason"]) for r in won] == [("rita", v1, "release 1")]
+
+
+def test_the_server_writes_who_moved_not_the_client(server):
+    import mlflow
+
+    from core.aliases import move_alias
+
+    url, (_, v2) = server["url"], server["versions"]
+    with _as(RITA):
+        client = mlflow.MlflowClient(url, url)
+        move_alias(client, MODEL, v2, "champion", "claims to be someone else", by="mallory")
+        version = client.get_model_version(MODEL, v2)
+    record = _history(url)[-1]
+    assert (record["by"], record["version"], record["outcome"]) == ("rita", v2, "won")
+    assert version.tags["mlops.promotion.champion.by"] == "rita"
+
+
+def test_a_version_or_model_holding_champion_is_not_deleted(server):
+    url = server["url"]
+    holder = _aliases(url).get("champion") or server["versions"][0]
+    if "champion" not in _aliases(url):
+        assert _alias(url, RITA, "champion", holder).status_code == 200
+    for user in (RITA, ADMIN):
+        version = _call(url, user, "DELETE", "model-versions/delete",
+                        json={"name": MODEL, "version": holder})  # fmt: skip
+        assert version.status_code == 403
+        assert "holds the protected alias champion" in version.json()["message"]
+    model = _call(url, ADMIN, "DELETE", "registered-models/delete", json={"name": MODEL})
+    assert model.status_code == 403
+    assert _aliases(url)["champion"] == holder
+
+
+def test_a_data_scientist_creating_a_model_gets_edit_not_manage(server):
+    url = server["url"]
+    created = _call(url, ALICE, "POST", "registered-models/create",
+                    json={"name": f"alice-own-{server['kind']}"})  # fmt: skip
+    assert created.status_code == 200, created.text
+    from mlflow.server.auth.client import AuthServiceClient
+
+    with _as(ADMIN):
+        perm = AuthServiceClient(url).get_user_permission(
+            "alice", "registered_model", f"alice-own-{server['kind']}"
+        )
+    assert perm.permission == "EDIT"
