@@ -53,6 +53,11 @@ def isolated_tracking(tmp_path, monkeypatch, template_sqlite_db):
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+    # mlflow.set_experiment() in one test must not point the next test's runs at an
+    # experiment id its fresh store does not have (MLflow's own tests reset it the same way)
+    import mlflow.tracking.fluent as fluent
+
+    fluent._active_experiment_id = None
     if leaked is not None:
         pytest.fail(f"test leaked an active MLflow run: {leaked.info.run_id}")
 
