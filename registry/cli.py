@@ -54,6 +54,9 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
+        # MLflow sets its own loggers' level when it is first imported, which happens after
+        # this (lazily): its level variable is the one setting that survives the import
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         logging.getLogger("mlflow").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
 
