@@ -12,6 +12,7 @@ document on stdout, its keys documented in :mod:`registry.render`.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import click
