@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -81,6 +82,17 @@ def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
     assert parent.data.params["best_estimator"] in {"linear", "random_forest", "gradient_boosting"}
     assert parent.data.metrics["test_roc_auc"] > 0.9
     assert {"test_accuracy", "test_f1", "test_log_loss", "best_val_roc_auc"} <= set(parent.data.metrics)
+    # the chart view puts workflow runs and candidates on one axis: val_<metric> on both
+    assert parent.data.metrics["val_roc_auc"] == parent.data.metrics["best_val_roc_auc"]
+    # named for what it is, though `mlflow run` started it under a random name
+    best = parent.data.params["best_estimator"]
+    assert re.fullmatch(rf"breast_cancer · {best} · roc_auc 0\.\d{{3}}", parent.info.run_name)
+    # an experiment the workflow reuses opens in the model-training layout
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    # Dataset and Model columns: the splits and the logged model belong to the workflow run
+    assert sorted(d.dataset.name for d in parent.inputs.dataset_inputs) == ["test", "train"]
+    model_id = parent.outputs.model_outputs[0].model_id
+    assert client.get_logged_model(model_id).source_run_id == parent.info.run_id
 
     steps = step_runs(client, parent.info.run_id)
     assert set(steps) == set(STEPS)
@@ -110,6 +122,15 @@ def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
     for tag in ("mlops.data_digest", "mlops.git_commit", "mlops.settings_hash",
                 "mlops.metric.test_roc_auc", "mlops.test_data"):
         assert version.tags[tag], tag
+    # the version page explains itself: metrics, data, validation, links to the runs
+    assert "No champion to compare with" in version.description
+    assert f"- digest: `{version.tags['mlops.data_digest']}`" in version.description
+    assert "- rows: `569`" in version.description
+    assert (f"[workflow run](#/experiments/{exp}/runs/{parent.info.run_id}"
+            "?workflowType=machine_learning)") in version.description
+    # quiet by default: MLflow's per-save pickle warning and registration prints are gone
+    assert "cloudpickle format requires exercising caution" not in first.stderr
+    assert "Successfully registered model" not in first.stderr
     model = mlflow.pyfunc.load_model("models:/mlops-registry-model@champion")
     assert model.metadata.signature is not None
     test = pd.read_parquet(mlflow.artifacts.download_artifacts(version.tags["mlops.test_data"]))
@@ -131,7 +152,13 @@ def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert "steps          ingest reused, validate reused, prepare reused, train ran" in third.stdout
     steps3 = step_runs(client, parent_of(third.stdout))
-    assert set(steps3) == {"ingest", "validate", "prepare", "train"}
+    # reused steps are recorded on the workflow run (no empty child run per step)
+    assert set(steps3) == {"train"}
+    tags3 = client.get_run(parent_of(third.stdout)).data.tags
+    for step in ("ingest", "validate", "prepare"):
+        assert tags3[f"mlops.{step}_reused"] == "true"
+        assert tags3[f"mlops.{step}_run"] == steps[step].info.run_id
+    assert tags3["mlops.train_reused"] == "false"
     assert steps3["train"].data.params["selection_metric"] == "accuracy"
 
 
