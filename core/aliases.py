@@ -135,10 +135,11 @@ def _write(client, name: str, attempt: Attempt, action: str) -> None:
     try:
         _writer(client).set_registered_model_tag(name, attempt.tag, attempt.to_json())
     except MlflowException as exc:
-        if http_status(exc) == 403 and getattr(exc, "error_code", "") == "PERMISSION_DENIED":
+        body = getattr(exc, "json", None)  # a JSON error answer (MLflow's own 403 is plain text)
+        if http_status(exc) == 403 and isinstance(body, dict) and body.get("message"):
             # The project's tracking server (tracking.governance) refused the move and
             # recorded it as refused; its message says who may make it.
-            raise MlopsError(f"refused by the tracking server (403): {exc.message}") from None
+            raise MlopsError(f"refused by the tracking server (403): {body['message']}") from None
         raise MlopsError(explain(exc, action)) from None
 
 

@@ -211,6 +211,11 @@ def test_release_manager_promotes_and_the_history_names_her(server, tmp_path):
 
     denied = promote(ALICE, f"{MODEL}/{v1}", "let me")
     assert denied.returncode == 1
+    assert [ln for ln in denied.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: refused by the tracking server (403): alice may not set alias 'champion' of "
+        f"{MODEL}: 'champion' is protected, only a release manager or an admin may set or delete "
+        "it (python -m registry promote)"
+    ], denied.stderr
     assert "champion" not in _aliases(url)
     done = promote(RITA, f"{MODEL}/{v1}", "release 1")
     assert done.returncode == 0, done.stderr
