@@ -266,3 +266,49 @@ def test_a_data_scientist_creating_a_model_gets_edit_not_manage(server):
             "alice", "registered_model", f"alice-own-{server['kind']}"
         )
     assert perm.permission == "EDIT"
+
+
+def _readme_users_file() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("# users.yaml\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_users_file_gives_each_group_what_it_needs(server, tmp_path):
+    import mlflow
+
+    from core.aliases import move_alias
+    from core.errors import MlopsError
+
+    url, name = server["url"], "mlops-registry-model"
+    with _as(ADMIN):
+        logged = log_candidate(url, n_features=3)
+        # register() gives the newest version challenger, as the workflow does: move the first
+        version, newest = [register(url, name, logged) for _ in range(2)]
+    users = tmp_path / "users.yaml"
+    users.write_text(_readme_users_file())
+    env = child_env({"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+                     "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_TRACKING_URI": url,
+                     "ALICE_PASSWORD": ALICE[1], "SCORING_PASSWORD": SCORING[1],
+                     "RITA_PASSWORD": RITA[1]})  # fmt: skip
+    cmd = [sys.executable, "-m", "tracking", "users", "apply", str(users)]
+    applied = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert applied.returncode == 0, applied.stderr
+
+    def move(user, alias, to=version):
+        with _as(user):
+            client = mlflow.MlflowClient(url, url)
+            return move_alias(client, name, to, alias, "readme users").status
+
+    # the workflow's challenger move, as the data scientist; champion is not hers
+    assert move(ALICE, "challenger") == "promoted"
+    with pytest.raises(MlopsError, match="refused by the tracking server .403.: alice may not"):
+        move(ALICE, "champion")
+    # the service reads the alias it serves and moves nothing
+    with pytest.raises(MlopsError, match="403"):
+        move(SCORING, "challenger", newest)
+    with _as(SCORING):
+        client = mlflow.MlflowClient(url, url)
+        assert client.get_model_version_by_alias(name, "challenger").version == version
+    # the release manager promotes
+    assert move(RITA, "champion") == "promoted"
