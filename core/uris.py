@@ -74,3 +74,20 @@ def parse_model_ref(text: str, allow_run: bool = True) -> ModelRef:
         return ModelRef(run_id=m["run_id"], path=m["path"])
     forms = "NAME@ALIAS, NAME/VERSION" + (", runs:/RUN_ID/PATH" if allow_run else "")
     raise ModelRefError(f"{text!r} is not a model reference; use {forms}")
+
+
+#: The query that opens MLflow 3.17's UI in its model-training layout. Its workflow selector
+#: (GenAI / model training, remembered per browser, GenAI by default) decides the layout; the
+#: experiment's ``mlflow.experimentKind`` tag does not.
+UI_LAYOUT_QUERY = "?workflowType=machine_learning"
+
+
+def ui_path(experiment_id: str, run_id: str | None = None) -> str:
+    """The UI's address (after the server URL) of an experiment's runs table or of one run.
+
+    Opens the model-training layout, so the runs table, charts and models show, not the GenAI
+    pages; every package that prints or writes a UI link uses this one.
+    """
+    run = f"/{run_id}" if run_id else ""
+    return f"#/experiments/{experiment_id}/runs{run}{UI_LAYOUT_QUERY}"
+

@@ -184,8 +184,10 @@ def _print_summary(result, uri: str) -> None:
                        f"{result.model_version} REASON='why'{store}")
         click.echo(f"serve it       make serve MODEL={result.model_name}@champion{store}")
     click.echo(f"tracking       {uri}")
-    click.echo(f"open the UI    make ui{store}   → http://127.0.0.1:5000/#/experiments/"
-               f"{result.experiment_id}/runs/{result.run_id}")
+    from core.uris import ui_path
+
+    click.echo(f"open the UI    make ui{store}   → http://127.0.0.1:5000/"
+               f"{ui_path(result.experiment_id, result.run_id)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

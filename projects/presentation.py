@@ -8,13 +8,12 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from core.uris import ui_path
+
 #: The experiment tag the MLflow UI (3.x) chooses its layout from.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 #: The kind of a classic model-training experiment: runs table, charts, models; no GenAI tabs.
 MODEL_TRAINING_KIND = "custom_model_development"
-#: The query that opens MLflow 3.17's UI in its model-training layout: its workflow selector
-#: (GenAI / model training, remembered per browser) decides the layout, not the tag above.
-UI_LAYOUT_QUERY = "?workflowType=machine_learning"
 # run names longer than this are cut (the runs table shows ~40 characters)
 _MAX_NAME = 120
 
@@ -64,7 +63,7 @@ def workflow_run_name(data: str, estimator: str | None, metric: str,
 
 def run_link(experiment_id: str, run_id: str) -> str:
     """A relative UI link to a run, in the model-training layout."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}{UI_LAYOUT_QUERY}"
+    return ui_path(experiment_id, run_id)
 
 
 def _md_cell(text) -> str:

@@ -487,8 +487,10 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
 
 
 def experiment_runs_url(url: str, experiment_id: str) -> str:
-    """The runs table of an experiment in the UI (3.17 opens experiments on a GenAI page)."""
-    return f"{url}/#/experiments/{experiment_id}/runs"
+    """The runs table of an experiment in the UI's model-training layout (3.17 opens GenAI)."""
+    from core.uris import ui_path
+
+    return f"{url}/{ui_path(experiment_id)}"
 
 
 def find_experiment_id(url: str, name: str = DEFAULT_EXPERIMENT) -> str:
