@@ -34,6 +34,8 @@ import logging
 import os
 import re
 
+from core.aliases import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX
+
 _logger = logging.getLogger(__name__)
 
 PROTECTED_ALIASES_ENV = "MLOPS_PROTECTED_ALIASES"
@@ -58,8 +60,6 @@ _CREATE_MODEL_ROUTE = re.compile(_PREFIX + r"registered-models/create/?$")
 _CREATE_ROUTES = re.compile(_PREFIX + r"(?:registered-models|experiments)/create/?$")
 _MODEL_TAG_ROUTE = re.compile(_PREFIX + r"registered-models/set-tag/?$")
 _VERSION_TAG_ROUTE = re.compile(_PREFIX + r"model-versions/set-tag/?$")
-HISTORY_TAG_PREFIX = "mlops.history."  # core.aliases' records of alias moves
-PROMOTION_TAG_PREFIX = "mlops.promotion."
 
 
 def protected_aliases(env: dict | None = None) -> tuple[str, ...]:
