@@ -1,6 +1,6 @@
 """The compare-and-set behind every alias move.
 
-MLflow's ``set_registered_model_alias`` and all tag writes are last-writer-wins upserts, and
+MLflow's alias write and all its tag writes are last-writer-wins upserts, and
 read/write registers alone cannot elect one winner among racing writers. One write through
 MLflow's REST API *is* write-once: a run parameter. The server inserts ``(run, key)`` under a
 primary key and refuses a second, different value ("Changing param values is not allowed")
