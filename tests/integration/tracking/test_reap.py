@@ -24,9 +24,10 @@ from tests.support.processes import REPO, child_env
 from tracking.cli import main
 
 pytestmark = pytest.mark.integration
-# slow enough to be caught mid-train: a dozen candidates, each logged as its own run
-SLOW_SWEEP = ["--n-jobs", "1", "--candidates",
-              "[{estimator: linear, grid: {C: [0.05, 0.1, 0.2, 0.5, 1, 2, 3, 5, 8, 10, 20, 50]}}]"]
+# slow enough to be caught mid-train: 60 candidates, each logged as its own run after the
+# sweep, so candidate runs stay open for a window of a second or more, not a few milliseconds
+_GRID = ", ".join(str(round(0.05 * 1.12**i, 4)) for i in range(60))
+SLOW_SWEEP = ["--n-jobs", "1", "--candidates", "[{estimator: linear, grid: {C: [%s]}}]" % _GRID]
 QUICK_SWEEP = ["--n-jobs", "1", "--candidates", "[{estimator: linear, grid: {C: [1.0]}}]"]
 OPEN_RUNS_SQL = """
     SELECT r.run_uuid, COALESCE(t.value, 'workflow') FROM runs r
@@ -85,7 +86,7 @@ def kill_mid_candidate(proc: subprocess.Popen, db: Path, group: bool, timeout=15
             proc.wait(10)
             return runs
         send(signal.SIGCONT)
-        time.sleep(0.1)
+        time.sleep(0.03)
     send(signal.SIGKILL)
     raise AssertionError("no candidate run was seen open")
 
