@@ -71,7 +71,7 @@ bench: venv-test ## Run every benchmark script (ratios side by side); fails at t
 lock: ## Re-resolve the lock files from pyproject.toml
 	$(BIN)/pip install -q pip-tools
 	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links pyproject.toml -o requirements.lock
-	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test pyproject.toml -o requirements-test.lock
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test --extra spark pyproject.toml -o requirements-test.lock
 
 clean: ## Remove the local store, artifacts and caches (keeps the venv)
 	rm -rf mlflow.db mlruns mlartifacts .pytest_cache test-artifacts
