@@ -1,0 +1,80 @@
+"""What a workflow run records for lineage and reproduction: the names both sides read.
+
+The workflow (``projects``) writes these tags and artifacts on its workflow run; the registry's
+``lineage`` and ``reproduce`` read them. The two packages may not import each other, so the
+names, the record's layout and the one digest function live here.
+
+On the workflow run:
+
+* tags :data:`GIT_COMMIT_TAG` (the commit, no ``+dirty``) and :data:`GIT_DIRTY_TAG`
+  (``true``/``false``: uncommitted changes to tracked files, or new code files);
+* artifact :data:`RECORD_ARTIFACT`: a JSON :class:`record <RECORD_KEYS>` (commit, dirty, the diff's
+  digest, Python and package versions, data source and file digest, user files by content hash);
+* artifact :data:`SETTINGS_ARTIFACT`: the resolved settings (every section, as validated);
+* artifact :data:`DIFF_ARTIFACT`, only when the tree was dirty: ``git diff`` against the
+  commit (binary-safe), new untracked code files included, so ``git apply`` rebuilds the tree.
+
+Step runs keep what the step cache already records (``mlops.cache.code``, ``.settings``,
+``.input``, ``.packages``) and the workflow run names them (``mlops.<step>_run``,
+``mlops.<step>_reused``): reproduction compares those parts to name what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+#: The commit the workflow ran from (40 hex digits), or ``unknown`` outside a git checkout.
+GIT_COMMIT_TAG = "mlops.git_commit"
+#: ``true`` when the tree differed from the commit (the diff is then an artifact).
+GIT_DIRTY_TAG = "mlops.git_dirty"
+#: The data's digest (ingest's content digest of the frame), on ingest runs and versions.
+DATA_DIGEST_TAG = "mlops.data_digest"
+#: Folder of the lineage artifacts on the workflow run.
+ARTIFACT_DIR = "lineage"
+RECORD_ARTIFACT = f"{ARTIFACT_DIR}/record.json"
+SETTINGS_ARTIFACT = f"{ARTIFACT_DIR}/settings.json"
+DIFF_ARTIFACT = f"{ARTIFACT_DIR}/code.diff"
+#: The record's schema version (bumped when a key changes meaning).
+RECORD_FORMAT = 1
+#: Keys of the record: ``format``, ``commit``, ``dirty``, ``diff`` (artifact path or None),
+#: ``diff_sha256``, ``python``, ``packages`` ({name: version}), ``data`` ({``source``, ``kind``,
+#: ``location``, ``file_sha256`` (files only)}), ``user_files`` ({path: sha256}), ``settings``
+#: (artifact path), ``profile``.
+RECORD_KEYS = ("format", "commit", "dirty", "diff", "diff_sha256", "python", "packages", "data",
+               "user_files", "settings", "profile")
+#: Steps whose runs the workflow run names (``mlops.<step>_run``), in order.
+STEP_RUN_TAG = "mlops.{step}_run"
+STEP_REUSED_TAG = "mlops.{step}_reused"
+#: The parts of a step's cache key, tagged on each computed step run.
+CACHE_PART_TAG = "mlops.cache.{part}"
+CACHE_PARTS = ("code", "settings", "input", "packages")
+#: Tag on a reproduction's run: the version it reproduces (``NAME/VERSION``).
+REPRODUCES_TAG = "mlops.reproduces"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex): the data file's and user files' digest.
+
+    Read in 1 MiB chunks, so a large data file is hashed without being held in memory.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bytes_sha256(payload: bytes) -> str:
+    """The SHA-256 of ``payload`` (hex)."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def step_run_tag(step: str) -> str:
+    """``mlops.<step>_run``: the run that computed (or was reused for) ``step``."""
+    return STEP_RUN_TAG.format(step=step)
+
+
+def step_reused_tag(step: str) -> str:
+    """``mlops.<step>_reused``: ``true`` when ``step`` was reused from an earlier run."""
+    return STEP_REUSED_TAG.format(step=step)
