@@ -841,6 +841,9 @@ class Workflow:
                 self.run_id = parent.info.run_id
                 self._parent_params = dict(parent.data.params)  # `mlflow run` logged its own
                 mlflow.set_tags({"mlops.profile": self.settings.profile, "mlops.until": until})
+                from projects.record import record_run  # what reproducing this run needs
+
+                record_run(self.client, self.run_id, self.settings, self.project_dir)
                 for step in STEPS[: STEPS.index(until) + 1]:
                     getattr(self, step)()
                 self._summarise()
