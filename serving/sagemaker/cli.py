@@ -78,6 +78,17 @@ def _wait_options(default_timeout: int):
     return decorate
 
 
+def _check_canary(value: int) -> int:
+    """``--canary``: 1-50 (SageMaker's largest canary) or 100 (all at once)."""
+    from serving.sagemaker.rollout import MAX_CANARY_PERCENT
+
+    if value is not None and not (value <= MAX_CANARY_PERCENT or value == 100):
+        raise click.BadParameter(
+            f"{value}: use 1 to {MAX_CANARY_PERCENT} (SageMaker's largest canary), or 100 for "
+            "all at once", param_hint="'--canary'")
+    return value
+
+
 endpoint_option = click.option("--endpoint", "-e", required=True, help="SageMaker endpoint name.")
 
 
@@ -209,9 +220,14 @@ def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -
     result = run(
         obj.aws.sagemaker, obj.aws.s3, _mlflow_client(), ref=ref, endpoint=endpoint,
         target=_resolve_target(obj, **target), synchronous=not run_async,
-        timeout_seconds=timeout_seconds,
+        timeout_seconds=timeout_seconds, instance_type=target["instance_type"],
+        instance_count=target["instance_count"],
     )
     src = result.source
+    if result.action == "already serving":
+        click.echo(f"endpoint {endpoint} already serving {src.name} version {src.version} "
+                   f"(run {src.run_id or '-'}); nothing changed")
+        return
     click.echo(
         f"endpoint {endpoint} {result.action}: {src.name} version {src.version} "
         f"(run {src.run_id or '-'}) {result.status}"
@@ -222,7 +238,9 @@ def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -
 @click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
 @endpoint_option
 @click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
-              help="Percent of the new fleet's capacity that takes traffic first (100: all).")
+              callback=lambda ctx, param, value: _check_canary(value),
+              help="Percent of the new fleet's capacity that takes traffic first: 1-50 "
+                   "(SageMaker's limit), or 100 for all at once.")
 @click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10, show_default=True,
               help="Minutes the canary takes traffic, watched by the alarms, before the rest.")
 @click.option("--alias", default=None,
@@ -256,6 +274,12 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
         synchronous=not run_async, timeout_seconds=timeout_seconds or None,
     )
     src = result.source
+    if result.action == "already serving":
+        moved = {"promoted": f"; alias {alias} -> version {src.version}"}.get(
+            result.extra.get("alias_outcome"), "")
+        click.echo(f"endpoint {endpoint} already serving {src.name} version {src.version}; "
+                   f"no update{moved}")
+        return
     if run_async:
         click.echo(f"endpoint {endpoint} rolling out {src.name} version {src.version}; "
                    "alias not moved (--async): check `status`, then move it with the registry")

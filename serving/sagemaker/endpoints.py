@@ -106,12 +106,20 @@ def deploy(
     target: Target,
     synchronous: bool = True,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    instance_type: str | None = None,
+    instance_count: int | None = None,
 ) -> Deployment:
     """Create the endpoint serving ``ref``, or update it to ``ref`` when it exists.
 
-    Steps: model archive to S3 (once per version), SageMaker model, endpoint config, then
+    Steps: model archive to S3 (once per model), SageMaker model, endpoint config, then
     ``CreateEndpoint`` or ``UpdateEndpoint``; the endpoint is tagged with the model name,
     version and run id once the version serves (at once when not ``synchronous``).
+
+    An update keeps the live variant's instance type and current count (autoscaling may have
+    changed it) unless ``instance_type`` / ``instance_count`` ask for others; a new endpoint
+    gets those, else the target's. An endpoint that already serves the version with the same
+    settings is left alone (action ``already serving``). An update that does not take
+    removes the model and endpoint config it made: only the serving ones stay.
 
     Args:
         sm: boto3 SageMaker client.
@@ -119,9 +127,11 @@ def deploy(
         client: ``mlflow.MlflowClient`` of the registry.
         ref: ``NAME@ALIAS`` or ``NAME/VERSION``.
         endpoint: endpoint name.
-        target: region, role, bucket, image and instances.
+        target: region, role, bucket, image and default instances.
         synchronous: wait until the endpoint serves the version (or fails).
         timeout_seconds: how long to wait when ``synchronous``.
+        instance_type: instance type asked for explicitly (a flag), or None.
+        instance_count: instance count asked for explicitly (a flag), or None.
 
     Raises:
         SageMakerError: bad reference, endpoint busy, or the endpoint did not take the version.
@@ -139,23 +149,42 @@ def deploy(
             f"SageMaker cannot update it: `python -m serving sagemaker delete --endpoint "
             f"{endpoint}` first"
         )
+    if existing is None:
+        kind, count = instance_type or target.instance_type, instance_count or target.instance_count
+    else:
+        live = live_variant(sm, existing)
+        kind = instance_type or live.instance_type or target.instance_type
+        count = instance_count or live.instance_count or target.instance_count
+        if serves(sm, existing, source) and (kind, count) == (
+            live.instance_type, live.instance_count
+        ) and (target.data_capture_uri or None) == live.data_capture_uri:
+            _logger.info("endpoint %s already serves %s; nothing changed", endpoint, source.uri)
+            return Deployment(endpoint, "already serving", existing["EndpointStatus"],
+                              existing["EndpointConfigName"], live.model_name, source)
     data_url = upload_archive(s3, source, bucket=target.bucket, prefix=target.archive_prefix)
     model = create_model(sm, source, endpoint=endpoint, model_data_url=data_url, target=target)
-    config = create_endpoint_config(
-        sm, source, endpoint=endpoint, model_name=model,
-        instance_type=target.instance_type, instance_count=target.instance_count,
-        data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
-    )
+    try:
+        config = create_endpoint_config(
+            sm, source, endpoint=endpoint, model_name=model,
+            instance_type=kind, instance_count=count,
+            data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
+        )
+    except Exception:
+        discard(sm, None, model)
+        raise
     tags = source.tags(endpoint)
-    if existing is None:
-        arn = sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, Tags=tags)[
-            "EndpointArn"
-        ]
-        action = "created"
-    else:
-        arn = existing["EndpointArn"]
-        sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
-        action = "updated"
+    try:
+        if existing is None:
+            arn = sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config,
+                                     Tags=tags)["EndpointArn"]
+            action = "created"
+        else:
+            arn = existing["EndpointArn"]
+            sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
+            action = "updated"
+    except Exception:  # refused at once (throttled, a limit): nothing serves what was made
+        discard(sm, config, model)
+        raise
     _logger.info("%s endpoint %s with %s (config %s)", action, endpoint, source.uri, config)
     if not synchronous:
         tag_endpoint(sm, arn, tags)
@@ -164,12 +193,64 @@ def deploy(
     desc = wait_for_endpoint(sm, endpoint, timeout_seconds=timeout_seconds)
     if desc["EndpointStatus"] != "InService" or desc["EndpointConfigName"] != config:
         reason = desc.get("FailureReason") or "no reason given"
+        if existing is not None and desc["EndpointConfigName"] != config:
+            # the old config serves on: what this update made serves nothing
+            discard(sm, config, model)
         raise SageMakerError(
             f"endpoint {endpoint} did not take {source.name} version {source.version} "
             f"({desc['EndpointStatus']}, serving config {desc['EndpointConfigName']}): {reason}"
         )
     tag_endpoint(sm, arn, tags)
     return Deployment(endpoint, action, desc["EndpointStatus"], config, model, source)
+
+
+@dataclass(frozen=True)
+class LiveVariant:
+    """What the endpoint's variant runs now: its model, instances and data capture."""
+
+    model_name: str
+    instance_type: str | None
+    instance_count: int | None
+    data_capture_uri: str | None
+
+
+def live_variant(sm, desc: dict) -> LiveVariant:
+    """The serving variant of a described endpoint: current count (autoscaling's), type, model."""
+    serving = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+    variant = serving["ProductionVariants"][0]
+    live = {v["VariantName"]: v for v in desc.get("ProductionVariants", [])}
+    current = live.get(variant["VariantName"], {})
+    capture = serving.get("DataCaptureConfig") or {}
+    return LiveVariant(
+        model_name=variant.get("ModelName", ""),
+        instance_type=variant.get("InstanceType"),
+        instance_count=current.get("CurrentInstanceCount") or variant.get("InitialInstanceCount"),
+        data_capture_uri=capture.get("DestinationS3Uri") if capture.get("EnableCapture") else None,
+    )
+
+
+def serves(sm, desc: dict, source: ModelSource) -> bool:
+    """Whether the InService endpoint serves exactly ``source`` (its tags name it)."""
+    if desc.get("EndpointStatus") != "InService":
+        return False
+    tags = endpoint_tags(sm, desc["EndpointArn"])
+    return (tags.get(TAG_MODEL_NAME), tags.get(TAG_MODEL_VERSION)) == (
+        source.name, source.version
+    ) and tags.get(TAG_RUN_ID, "") == (source.run_id or "")
+
+
+def discard(sm, config: str | None, model: str | None) -> None:
+    """Remove the config and model of an update that did not take (they serve nothing)."""
+    for call, kwargs in (
+        (sm.delete_endpoint_config, {"EndpointConfigName": config}),
+        (sm.delete_model, {"ModelName": model}),
+    ):
+        if not next(iter(kwargs.values())):
+            continue
+        try:
+            call(**kwargs)
+        except Exception:  # noqa: BLE001 - cleanup is best effort; the outcome is reported
+            _logger.warning("could not delete %s after the failed update", kwargs)
 
 
 def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:

@@ -43,6 +43,9 @@ class ModelSource:
     version: str
     run_id: str
     ref: str
+    #: MLflow 3's logged-model id (``m-...``) the version was registered from; "" for a
+    #: version registered from a plain artifact path (its archive is keyed by checksum then).
+    model_id: str = ""
 
     @property
     def uri(self) -> str:
@@ -74,13 +77,27 @@ def resolve_model(client, ref: str) -> ModelSource:
     """
     # runs:/ references name no registered version: SageMaker resources are tagged with one.
     info = core_resolve_model(client, ref, allow_run=False)
-    return ModelSource(name=info.name, version=info.version, run_id=info.run_id or "", ref=ref)
+    model_id = getattr(info.model_version, "model_id", None) or ""
+    source = str(getattr(info.model_version, "source", "") or "")
+    if not model_id and source.startswith("models:/m-") and "/" not in source[len("models:/"):]:
+        model_id = source[len("models:/"):]  # registered from the logged model's own URI
+    return ModelSource(name=info.name, version=info.version, run_id=info.run_id or "", ref=ref,
+                       model_id=str(model_id))
 
 
-def archive_key(source: ModelSource, prefix: str) -> str:
-    """S3 key of a version's archive; one per version, shared by every endpoint and job."""
+def archive_key(source: ModelSource, prefix: str, checksum: str = "") -> str:
+    """S3 key of a version's archive, shared by every endpoint and job that serves it.
+
+    Name and version alone do not identify a model: two registries sharing a bucket, or a
+    store recreated after ``make clean``, both have a ``v1``. The key therefore ends with
+    the version's logged-model id (unique per model, MLflow 3) or, for a version without one,
+    the SHA-256 of the archive's content: ``PREFIX/NAME/vVERSION/ID/model.tar.gz``.
+    """
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in source.name)
-    return f"{prefix.strip('/')}/{safe}/v{source.version}/model.tar.gz"
+    unique = source.model_id or (f"sha256-{checksum}" if checksum else "")
+    if not unique:
+        raise ValueError("an archive key needs the model id or the content checksum")
+    return f"{prefix.strip('/')}/{safe}/v{source.version}/{unique}/model.tar.gz"
 
 
 def _make_archive(model_dir: Path, out: Path) -> None:
@@ -109,13 +126,14 @@ def upload_archive(s3, source: ModelSource, *, bucket: str, prefix: str) -> str:
     import mlflow.artifacts
     from mlflow.models import Model
 
-    key = archive_key(source, prefix)
-    uri = f"s3://{bucket}/{key}"
     if not _bucket_exists(s3, bucket):
         raise SageMakerError(f"bucket {bucket} does not exist; create it: aws s3 mb s3://{bucket}")
-    if _object_exists(s3, bucket, key):
-        _logger.info("model archive %s already in S3; reusing it", uri)
-        return uri
+    if source.model_id:
+        key = archive_key(source, prefix)
+        uri = f"s3://{bucket}/{key}"
+        if _object_exists(s3, bucket, key):
+            _logger.info("model archive %s already in S3; reusing it", uri)
+            return uri
     with tempfile.TemporaryDirectory(prefix="sagemaker-archive-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source.uri, dst_path=tmp))
         flavors = Model.load(str(local / "MLmodel")).flavors
@@ -126,10 +144,34 @@ def upload_archive(s3, source: ModelSource, *, bucket: str, prefix: str) -> str:
             )
         out = Path(tmp) / "model.tar.gz"
         _make_archive(local, out)
+        if not source.model_id:  # no id: the content names the archive
+            key = archive_key(source, prefix, checksum=_content_checksum(local))
+            uri = f"s3://{bucket}/{key}"
+            if _object_exists(s3, bucket, key):
+                _logger.info("model archive %s already in S3; reusing it", uri)
+                return uri
         # SageMaker's managed policies only read objects tagged SageMaker=true (mlflow does too).
         s3.upload_file(str(out), bucket, key, ExtraArgs={"Tagging": "SageMaker=true"})
     _logger.info("uploaded %s as %s", source.uri, uri)
     return uri
+
+
+def _content_checksum(model_dir: Path) -> str:
+    """SHA-256 over the model directory's relative paths and bytes, in a stable order.
+
+    The tarball's own bytes carry modification times, so the same model downloaded twice
+    would differ; the files do not.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _bucket_exists(s3, bucket: str) -> bool:

@@ -17,7 +17,14 @@ from core.aliases import current_user, move_alias, read_state
 from core.errors import LostRace, MlopsError
 from core.models import alias_holder, as_json
 from serving.sagemaker.aws import SageMakerError
-from serving.sagemaker.endpoints import Deployment, tag_endpoint, wait_for_endpoint
+from serving.sagemaker.endpoints import (
+    Deployment,
+    discard,
+    live_variant,
+    serves,
+    tag_endpoint,
+    wait_for_endpoint,
+)
 from serving.sagemaker.package import (
     create_endpoint_config,
     create_model,
@@ -40,6 +47,8 @@ DEFAULT_MAX_LATENCY_MS = 1000.0
 DEFAULT_TERMINATION_WAIT_SECONDS = 120
 ALARM_PERIOD_SECONDS = 60
 MAX_BAKE_MINUTES = 60  # SageMaker's limit on WaitIntervalInSeconds (3600)
+MAX_CANARY_PERCENT = 50  # SageMaker's limit on a canary's CAPACITY_PERCENT
+MAX_TERMINATION_WAIT_SECONDS = 3600  # SageMaker's limit on TerminationWaitInSeconds
 
 
 class RolloutError(SageMakerError):
@@ -104,8 +113,16 @@ def deployment_config(
     ``canary_percent`` of the new fleet's capacity takes traffic first for ``bake_minutes``;
     100 shifts everything at once (still baked and guarded).
     """
-    if not 1 <= canary_percent <= 100:
-        raise SageMakerError(f"--canary {canary_percent}: use a percentage from 1 to 100")
+    if not (1 <= canary_percent <= MAX_CANARY_PERCENT or canary_percent == 100):
+        raise SageMakerError(
+            f"--canary {canary_percent}: use 1 to {MAX_CANARY_PERCENT} (SageMaker's largest "
+            "canary), or 100 for all at once"
+        )
+    if not 0 <= termination_wait_seconds <= MAX_TERMINATION_WAIT_SECONDS:
+        raise SageMakerError(
+            f"--termination-wait-seconds {termination_wait_seconds}: use 0 to "
+            f"{MAX_TERMINATION_WAIT_SECONDS} (SageMaker's limit)"
+        )
     if not 0 <= bake_minutes <= MAX_BAKE_MINUTES:
         raise SageMakerError(
             f"--bake-minutes {bake_minutes:g}: use 0 to {MAX_BAKE_MINUTES} (SageMaker's limit)"
@@ -198,32 +215,41 @@ def rollout(
     # The alias move at the end is a compare-and-set against the alias as it is now: a
     # release manager who moves it while the canary bakes wins, and this rollout says so.
     state = read_state(client, source.name, alias) if alias and synchronous else None
-    serving = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
-    variant = serving["ProductionVariants"][0]
-    live = {v["VariantName"]: v for v in desc.get("ProductionVariants", [])}
-    current = live.get(variant["VariantName"], {})
-    instance_type = variant.get("InstanceType") or target.instance_type
-    instance_count = current.get("CurrentInstanceCount") or variant.get(
-        "InitialInstanceCount", target.instance_count
-    )
+    live = live_variant(sm, desc)
+    instance_type = live.instance_type or target.instance_type
+    instance_count = live.instance_count or target.instance_count
+    extra = {"deployment_config": config_doc, "alias": alias, "alias_moved": False,
+             "alias_outcome": None}
+    if serves(sm, desc, source):
+        # Nothing to roll out: the version already takes all the traffic.
+        _logger.info("endpoint %s already serves %s; no update", endpoint, source.uri)
+        if alias and synchronous:
+            extra.update(_move(client, source, alias, endpoint, state, canary_percent,
+                               bake_minutes, max_5xx, max_latency_ms, config_doc))
+        return Deployment(endpoint, "already serving", status, desc["EndpointConfigName"],
+                          live.model_name, source, extra)
 
     data_url = upload_archive(s3, source, bucket=target.bucket, prefix=target.archive_prefix)
     model = create_model(sm, source, endpoint=endpoint, model_data_url=data_url, target=target)
-    config = create_endpoint_config(
-        sm, source, endpoint=endpoint, model_name=model,
-        instance_type=instance_type, instance_count=instance_count,
-        data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
-    )
-    put_guardrail_alarms(cloudwatch, endpoint, max_5xx=max_5xx, max_latency_ms=max_latency_ms)
-    sm.update_endpoint(
-        EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=config_doc
-    )
+    config = None
+    try:
+        config = create_endpoint_config(
+            sm, source, endpoint=endpoint, model_name=model,
+            instance_type=instance_type, instance_count=instance_count,
+            data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
+        )
+        put_guardrail_alarms(cloudwatch, endpoint, max_5xx=max_5xx,
+                             max_latency_ms=max_latency_ms)
+        sm.update_endpoint(
+            EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=config_doc
+        )
+    except Exception:  # refused at once: what this rollout made serves nothing
+        discard(sm, config, model)
+        raise
     _logger.info(
         "rolling out %s to %s: %d%% canary, %g min bake, rollback on %s",
         source.uri, endpoint, canary_percent, bake_minutes, ", ".join(alarm_names(endpoint)),
     )
-    extra = {"deployment_config": config_doc, "alias": alias, "alias_moved": False,
-             "alias_outcome": None}
     if not synchronous:
         return Deployment(endpoint, "rolling out", "Updating", config, model, source, extra)
 
@@ -232,7 +258,7 @@ def rollout(
         timeout_seconds += 300
     after = wait_for_endpoint(sm, endpoint, timeout_seconds=timeout_seconds)
     if after["EndpointStatus"] != "InService" or after["EndpointConfigName"] != config:
-        _discard(sm, config, model)
+        discard(sm, config, model)
         what = "rolled back" if after["EndpointConfigName"] != config else "failed"
         reason = after.get("FailureReason") or "no reason given"
         held = alias_holder(client, source.name, alias) if alias else None
@@ -243,33 +269,39 @@ def rollout(
         )
     tag_endpoint(sm, after["EndpointArn"], source.tags(endpoint))
     if alias:
-        why = rollout_reason(
-            endpoint, canary_percent=canary_percent, bake_minutes=bake_minutes,
-            max_5xx=max_5xx, max_latency_ms=max_latency_ms, deployment=config_doc,
-        )
-        try:
-            outcome = move_alias(
-                client, source.name, source.version, alias, reason=why, by=current_user(),
-                kind="rollout", state=state,
-            )
-        except LostRace:
-            holder = alias_holder(client, source.name, alias)
-            raise LostRace(
-                f"endpoint {endpoint} serves {source.name} version {source.version} (rolled "
-                f"out), but alias {alias} was moved to {_v(holder)} during the rollout and "
-                f"stays there; to make the rollout win: `python -m registry promote "
-                f"{source.name}/{source.version} --to {alias} --reason ...`"
-            ) from None
-        except MlopsError as exc:  # e.g. 403: the registry refused; say what serves anyway
-            raise SageMakerError(
-                f"endpoint {endpoint} serves {source.name} version {source.version} (rolled "
-                f"out), but alias {alias} did not move: {exc}"
-            ) from None
-        extra["alias_outcome"] = outcome.status
-        extra["alias_moved"] = outcome.status == "promoted"
-        _logger.info("alias %s of %s now on version %s", alias, source.name, source.version)
+        extra.update(_move(client, source, alias, endpoint, state, canary_percent,
+                           bake_minutes, max_5xx, max_latency_ms, config_doc))
     return Deployment(endpoint, "rolled out", after["EndpointStatus"], config, model, source,
                       extra)
+
+
+def _move(client, source, alias: str, endpoint: str, state, canary_percent: int,
+          bake_minutes: float, max_5xx: int, max_latency_ms: float, config_doc: dict) -> dict:
+    """Move ``alias`` to the version the endpoint now serves (THE alias move, kind rollout)."""
+    why = rollout_reason(
+        endpoint, canary_percent=canary_percent, bake_minutes=bake_minutes,
+        max_5xx=max_5xx, max_latency_ms=max_latency_ms, deployment=config_doc,
+    )
+    try:
+        outcome = move_alias(
+            client, source.name, source.version, alias, reason=why, by=current_user(),
+            kind="rollout", state=state,
+        )
+    except LostRace:
+        holder = alias_holder(client, source.name, alias)
+        raise LostRace(
+            f"endpoint {endpoint} serves {source.name} version {source.version} (rolled "
+            f"out), but alias {alias} was moved to {_v(holder)} during the rollout and "
+            f"stays there; to make the rollout win: `python -m registry promote "
+            f"{source.name}/{source.version} --to {alias} --reason ...`"
+        ) from None
+    except MlopsError as exc:  # e.g. 403: the registry refused; say what serves anyway
+        raise SageMakerError(
+            f"endpoint {endpoint} serves {source.name} version {source.version} (rolled "
+            f"out), but alias {alias} did not move: {exc}"
+        ) from None
+    _logger.info("alias %s of %s now on version %s", alias, source.name, source.version)
+    return {"alias_outcome": outcome.status, "alias_moved": outcome.status == "promoted"}
 
 
 def rollout_reason(endpoint: str, *, canary_percent: int, bake_minutes: float, max_5xx: int,
@@ -288,15 +320,3 @@ def rollout_reason(endpoint: str, *, canary_percent: int, bake_minutes: float, m
 
 def _v(version: str | None) -> str:
     return f"version {version}" if version else "no version"
-
-
-def _discard(sm, config: str, model: str) -> None:
-    """Remove the config and model of an update that did not take (they serve nothing)."""
-    for call, kwargs in (
-        (sm.delete_endpoint_config, {"EndpointConfigName": config}),
-        (sm.delete_model, {"ModelName": model}),
-    ):
-        try:
-            call(**kwargs)
-        except Exception:  # noqa: BLE001 - cleanup is best effort; the outcome is reported
-            _logger.warning("could not delete %s after the failed rollout", kwargs)

@@ -14,6 +14,9 @@ and then starts ``moto.server.ThreadedMotoServer``. What the double adds, and ho
   update rolls back: the endpoint is ``InService`` on its old config, with a ``FailureReason``,
   exactly the outcome SageMaker's deployment guardrails produce. A config whose model archive
   is missing from S3 fails the same way (SageMaker cannot download the model data).
+- An update can be made to fail (:meth:`SageMakerDouble.fail_next_update`): the endpoint
+  stays ``InService`` on its old config with the ``FailureReason``, as when SageMaker cannot
+  provision the new fleet.
 - ``CreateEndpoint`` ends ``Failed`` when a variant's model archive is missing from S3.
 - ``InvokeEndpoint`` is answered by the model archive the code under test pushed to (moto) S3:
   downloaded, unpacked and served by the real MLflow scoring server
@@ -76,6 +79,7 @@ class Update:
     missing_archives: list[str] = field(default_factory=list)
     outcome: str = "InProgress"  # InProgress | Succeeded | RolledBack | Failed
     reason: str = ""
+    fail_reason: str = ""  # set by SageMakerDouble.fail_next_update
 
     @property
     def canary_percent(self) -> int:
@@ -105,6 +109,7 @@ class SageMakerDouble:
         self.url = ""
         self._pending: dict[tuple[str, str, str], Update] = {}
         self._held: set[str] = set()
+        self._failing: dict[str, str] = {}
         self._held_jobs: dict[str, threading.Event] = {}
         self._stack = contextlib.ExitStack()
         self._scorers: dict[tuple[str, str], str] = {}
@@ -155,6 +160,12 @@ class SageMakerDouble:
         """Let a held update finish."""
         with self._lock:
             self._held.discard(endpoint)
+
+    def fail_next_update(self, endpoint: str, reason: str) -> None:
+        """Make the endpoint's next update fail once provisioned (as when SageMaker cannot
+        get the instances, or the container does not pass its health check)."""
+        with self._lock:
+            self._failing[endpoint] = reason
 
     def hold_transform(self, job: str) -> None:
         """Keep transform job ``job`` (created later) ``InProgress`` until :meth:`release_transform`."""
@@ -271,6 +282,9 @@ class SageMakerDouble:
             if update is None:
                 return
             now = time.monotonic()
+            if update.fail_reason and now >= update.started + self.provision_seconds:
+                self._finish(backend, endpoint, update, "Failed", update.fail_reason)
+                return
             if update.missing_archives and now >= update.started + self.provision_seconds:
                 self._finish(backend, endpoint, update, "Failed",
                              "Failed to download model data for "
@@ -448,6 +462,7 @@ class SageMakerDouble:
                 missing_archives=double._missing_archives(backend, config),
             )
             with double._lock:
+                update.fail_reason = double._failing.pop(endpoint_name, "")
                 double.updates.append(update)
                 double._pending[(backend.account_id, backend.region_name, endpoint_name)] = update
             if not update.missing_archives:

@@ -42,12 +42,13 @@ MODEL = "cancer"
 DEPLOYER = "svc-deployer"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def registry(tmp_path_factory, template_sqlite_db, sagemaker_moto):  # noqa: F811
-    """A registry for the module with two versions of one model, v1 and v2.
+    """A registry with two versions of one model, v1 and v2.
 
     v2 learns the flipped target, so which version answered is plain in every prediction.
-    Shared by the module so the double's scoring servers (one per archive) are shared too.
+    Shared by the SageMaker test modules so the double's scoring servers (one per archive)
+    are shared too.
     """
     folder = tmp_path_factory.mktemp("sagemaker-registry")
     shutil.copy(template_sqlite_db, folder / "mlflow.db")
@@ -624,3 +625,103 @@ def test_cli_process_reports_one_line_errors(aws):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in proc.stderr
     assert "endpoint name 'bad_name!' is not valid" in proc.stderr
+
+
+# ---------------------------------------------------------------------- the deploy path
+
+
+def _sm_names(kind: str, endpoint: str) -> set[str]:
+    sm = boto3.client("sagemaker")
+    if kind == "models":
+        return {m["ModelName"] for m in sm.list_models(NameContains=endpoint,
+                                                       MaxResults=100)["Models"]}
+    return {c["EndpointConfigName"] for c in sm.list_endpoint_configs(
+        NameContains=endpoint, MaxResults=100)["EndpointConfigs"]}
+
+
+def test_failed_update_removes_the_model_and_config_it_made(aws, versions):
+    endpoint = f"fails-{uuid.uuid4().hex[:6]}"
+    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint).exit_code == 0
+    before = (_sm_names("models", endpoint), _sm_names("configs", endpoint))
+    for _ in range(2):  # every failed attempt cleans up after itself
+        aws.fail_next_update(endpoint, "Unable to provision requested ML compute capacity.")
+        result = cli("deploy", f"{MODEL}/2", "--endpoint", endpoint)
+        assert result.exit_code == 1, result.output
+        assert "did not take cancer version 2" in result.stderr
+        assert "Unable to provision" in result.stderr
+        assert (_sm_names("models", endpoint), _sm_names("configs", endpoint)) == before
+    desc = boto3.client("sagemaker").describe_endpoint(EndpointName=endpoint)
+    assert desc["EndpointStatus"] == "InService"
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+
+
+def test_archives_are_keyed_by_the_model_not_name_and_version(aws, versions, tmp_path):
+    """A store recreated after `make clean` has its own v1: it gets its own archive."""
+    from serving.sagemaker.package import resolve_model, upload_archive
+
+    s3 = boto3.client("s3")
+    first = resolve_model(mlflow.MlflowClient(), f"{MODEL}/1")
+    first_url = upload_archive(s3, first, bucket=aws.bucket, prefix="shared")
+    # another registry (same model name, same version number, another model inside)
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    other = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    v2 = mlflow.MlflowClient().get_model_version(MODEL, "2")
+    other.create_registered_model(MODEL)
+    other.create_model_version(MODEL, v2.source, v2.run_id)
+    mlflow.set_registry_uri(uri)
+    try:
+        second = resolve_model(other, f"{MODEL}/1")
+        second_url = upload_archive(s3, second, bucket=aws.bucket, prefix="shared")
+    finally:
+        mlflow.set_registry_uri(aws_registry_uri())
+    assert (first.version, second.version) == ("1", "1")
+    assert first_url != second_url
+    assert first.model_id and first.model_id in first_url
+    got = s3.get_object(Bucket=aws.bucket, Key=second_url.split("/", 3)[3])["Body"].read()
+    assert got != s3.get_object(Bucket=aws.bucket, Key=first_url.split("/", 3)[3])["Body"].read()
+
+
+def aws_registry_uri() -> str:
+    import os
+
+    return os.environ["MLFLOW_TRACKING_URI"]
+
+
+def test_deploy_keeps_live_instances_and_already_serving_changes_nothing(aws, versions):
+    endpoint = f"keeps-{uuid.uuid4().hex[:6]}"
+    sm = boto3.client("sagemaker")
+    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--instance-type",
+               "ml.c5.xlarge", "--instance-count", "3").exit_code == 0
+    updates = len(aws.updates_for(endpoint))
+    models, configs = _sm_names("models", endpoint), _sm_names("configs", endpoint)
+
+    again = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == (f"endpoint {endpoint} already serving {MODEL} version 1 "
+                                    f"(run {versions[1]['1'][1]}); nothing changed")
+    assert len(aws.updates_for(endpoint)) == updates
+    assert (_sm_names("models", endpoint), _sm_names("configs", endpoint)) == (models, configs)
+
+    # a new version keeps the live type and count (autoscaling's), not the settings' defaults
+    assert cli("deploy", f"{MODEL}/2", "--endpoint", endpoint).exit_code == 0
+    config = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(
+        EndpointName=endpoint)["EndpointConfigName"])["ProductionVariants"][0]
+    assert (config["InstanceType"], config["InitialInstanceCount"]) == ("ml.c5.xlarge", 3)
+    # a flag still wins
+    assert cli("deploy", f"{MODEL}/1", "--endpoint", endpoint,
+               "--instance-count", "2").exit_code == 0
+    config = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(
+        EndpointName=endpoint)["EndpointConfigName"])["ProductionVariants"][0]
+    assert (config["InstanceType"], config["InitialInstanceCount"]) == ("ml.c5.xlarge", 2)
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--canary", "51", "51: use 1 to 50 (SageMaker's largest canary), or 100 for all at once"),
+    ("--canary", "99", "99: use 1 to 50"),
+    ("--termination-wait-seconds", "3601", "3601 is not in the range 0<=x<=3600"),
+])
+def test_rollout_limits_are_sagemakers(aws, flag, value, message):
+    result = cli("rollout", f"{MODEL}/2", "--endpoint", "anything", flag, value)
+    assert result.exit_code == 2
+    assert message in result.stderr

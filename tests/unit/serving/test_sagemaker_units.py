@@ -57,12 +57,35 @@ def test_full_canary_is_all_at_once():
 
 
 @pytest.mark.parametrize(("canary", "bake", "message"), [
-    (0, 5, "--canary 0: use a percentage from 1 to 100"),
+    (0, 5, "--canary 0: use 1 to 50 (SageMaker's largest canary), or 100 for all at once"),
+    (51, 5, "--canary 51: use 1 to 50"),
+    (99, 5, "--canary 99: use 1 to 50"),
     (10, 61, "--bake-minutes 61: use 0 to 60 (SageMaker's limit)"),
 ])
 def test_deployment_config_rejects_out_of_range(canary, bake, message):
     with pytest.raises(SageMakerError, match=message.replace("(", r"\(").replace(")", r"\)")):
         deployment_config(canary_percent=canary, bake_minutes=bake, alarms=[])
+
+
+def test_termination_wait_is_checked_against_sagemakers_limit():
+    assert deployment_config(canary_percent=50, bake_minutes=1, alarms=[],
+                             termination_wait_seconds=3600)
+    with pytest.raises(SageMakerError, match=r"--termination-wait-seconds 3601: use 0 to 3600"):
+        deployment_config(canary_percent=10, bake_minutes=1, alarms=[],
+                          termination_wait_seconds=3601)
+
+
+def test_archive_key_names_the_model_not_only_its_version():
+    from serving.sagemaker.package import ModelSource, archive_key
+
+    a = ModelSource("churn", "1", "r1", "churn/1", model_id="m-aaa")
+    b = ModelSource("churn", "1", "r2", "churn/1", model_id="m-bbb")
+    assert archive_key(a, "p") == "p/churn/v1/m-aaa/model.tar.gz"
+    assert archive_key(a, "p") != archive_key(b, "p")
+    bare = ModelSource("churn", "1", "r1", "churn/1")
+    assert archive_key(bare, "p", checksum="abc") == "p/churn/v1/sha256-abc/model.tar.gz"
+    with pytest.raises(ValueError):
+        archive_key(bare, "p")
 
 
 def test_image_urls_parse_and_default():
