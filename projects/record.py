@@ -41,6 +41,8 @@ CODE_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".cfg", ".json", ".sql")
 MAX_UNTRACKED_BYTES = 1 << 20
 _USER_FILE = re.compile(r"^(?P<path>[^\s:]+\.py)(?::[A-Za-z_][A-Za-z0-9_.]*)?$")
 _GIT_TIMEOUT = 30
+#: The checkout this code runs from: the code that trains is what reproduction checks out.
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,9 @@ def installed_packages() -> dict[str, str]:
 
 def build_record(settings, project_dir: Path) -> tuple[dict, dict, bytes]:
     """The record, the resolved settings and the diff (empty when the tree is clean)."""
-    state = git_state(project_dir)
+    state = git_state(CODE_ROOT)
+    if state.commit == "unknown":  # the code is installed, not checked out: the project's
+        state = git_state(project_dir)
     dumped = _redacted(settings.model_dump(mode="json"))
     record = {
         "format": lineage.RECORD_FORMAT,
