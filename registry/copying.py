@@ -25,11 +25,15 @@ _logger = logging.getLogger(__name__)
 
 COPIES_EXPERIMENT = "mlops-registry-copies"
 SOURCE_PREFIX = "mlops.source."
+#: On the source version, one tag per target registry it was copied to (JSON: target, name,
+#: version, link, at), so ``registry lineage`` lists the copies from the source side too.
+COPIED_TO_PREFIX = "mlops.copied_to."
 #: Registered-model tags that belong to one registry and are not copied: its alias-move history.
 LOCAL_TAG_PREFIXES = (HISTORY_TAG_PREFIX,)
 #: Version tags that record moves made on the source registry (who promoted it there, when,
 #: why): they describe moves that never happened on the target, so they stay behind.
-LOCAL_VERSION_TAG_PREFIXES = (PROMOTION_TAG_PREFIX, "mlops.promoted_by", "mlops.promotion_reason")
+LOCAL_VERSION_TAG_PREFIXES = (PROMOTION_TAG_PREFIX, "mlops.promoted_by", "mlops.promotion_reason",
+                              COPIED_TO_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
     link = source_link(source.tracking_uri, name, version)
     existing = find_copy(target, name, link)
     if existing:
+        _note_copy(source, target, name, version, existing)
         return CopyResult("exists", name, existing, None, link)
 
     tags = {k: v for k, v in (mv.tags or {}).items()
@@ -173,7 +178,32 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
             raise RegistryError(explain(exc, f"copy {name}/{version} to the target")) from None
     _logger.info("copied %s/%s to %s as version %s", name, version, target.tracking_uri,
                  created_version)
+    _note_copy(source, target, name, version, created_version)
     return CopyResult("copied", name, created_version, created_run, link)
+
+
+def _note_copy(source, target, name: str, version: str, copied: str) -> None:
+    """Tag the source version with where it was copied (best effort: the copy stands anyway).
+
+    The target's address is stored without user or password (a URI may carry them).
+    """
+    import hashlib
+    import json
+    from urllib.parse import urlsplit, urlunsplit
+
+    from mlflow.exceptions import MlflowException
+
+    parts = urlsplit(target.tracking_uri)
+    where = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
+                                                                else ""))) \
+        if parts.hostname else target.tracking_uri
+    record = {"target": where, "name": name, "version": copied,
+              "link": source_link(where, name, copied), "at": now()}
+    key = COPIED_TO_PREFIX + hashlib.sha256(where.encode()).hexdigest()[:12]
+    try:
+        source.set_model_version_tag(name, version, key, json.dumps(record, sort_keys=True))
+    except MlflowException as exc:
+        _logger.warning("copy not noted on the source version: %s", explain(exc))
 
 
 def now() -> int:
