@@ -1,0 +1,507 @@
+"""Batch scoring on Apache Spark: ``python -m serving predict MODEL --engine spark``.
+
+The same job as :mod:`serving.batch` (the local engine), spread over a Spark cluster: the input
+(CSV or Parquet, a file or a folder, local or ``s3://``) is read by Spark, scored by
+``mlflow.pyfunc.spark_udf`` (MLflow's own answer for scoring at scale), and written as a folder
+of Parquet part files holding the input's columns plus ``prediction``.
+
+Same semantics as the local engine, by using its code rather than restating it:
+
+* the model is resolved once (:func:`core.models.resolve_model`, in the CLI), so every executor
+  scores the same version even if the alias moves during the job;
+* the first rows are scored on the driver by the local engine's scorer
+  (:func:`serving.model.load_scorer`): a missing column or a model that cannot take the input
+  fails there with the local engine's message, before any cluster work; the shape and type of
+  the predictions found there give the UDF's result type (``prediction`` or one column per
+  output, as :func:`serving.batch.predictions_frame` names them);
+* a column the model does not take passes through untouched (ids, targets);
+* a value that does not fit a signature column anywhere in the input (text in a numeric column)
+  stops the job with the message the local engine gives for it (the first such value in input
+  order), before anything is written.
+
+``s3://``: Spark reads and writes it natively when the cluster has the Hadoop S3A connector
+(``hadoop-aws``, on every EMR/Dataproc/Databricks image); without it (a bare ``pip install
+pyspark``) each file is read and each partition written by pyarrow's S3 client on the executors
+(``AWS_ENDPOINT_URL`` honoured), so nothing goes through the driver either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.errors import MlopsError, UsageError
+from serving import batch as batch_mod
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MASTER = "local[*]"
+SAMPLE_ROWS = 1000  # rows scored on the driver first (checks and result type)
+_PARQUET = (".parquet", ".pq")
+_S3A_CLASS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+
+
+class SparkJobError(MlopsError):
+    """The Spark job cannot run or failed; one line (exit 1)."""
+
+
+@dataclass(frozen=True)
+class SparkOptions:
+    """How to reach Spark: ``--master`` (``None``: spark-submit's, or local) and ``--conf``."""
+
+    master: str | None = None
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+def parse_conf(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``--conf k=v`` pairs as a dict.
+
+    Raises:
+        UsageError: a pair without ``=`` (exit 2).
+    """
+    conf: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--conf {pair!r}: expected KEY=VALUE")
+        conf[key.strip()] = value
+    return conf
+
+
+def session(options: SparkOptions):
+    """The SparkSession for the job: the active one (spark-submit, a notebook) or a new one.
+
+    Spark's own defaults are kept except: Arrow transfers on (spark_udf and the sample use
+    them), shuffles sized for a local run unless ``--conf`` says otherwise.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkJobError(
+            "--engine spark needs pyspark and a Java runtime: pip install -e '.[spark]'"
+        ) from None
+    builder = SparkSession.builder.appName("mlops-serving-predict")
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit
+    if options.master or not submitted:
+        builder = builder.master(options.master or DEFAULT_MASTER)
+    conf = {"spark.sql.execution.arrow.pyspark.enabled": "true", **options.conf}
+    master = options.master or ("" if submitted else DEFAULT_MASTER)
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # local workers run this interpreter (the venv with the model's libraries); a cluster
+        # uses its own (spark.pyspark.python / PYSPARK_PYTHON)
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # no Java, bad master URL
+        raise SparkJobError(f"cannot start Spark: {_one_line(exc)}") from None
+    spark.sparkContext.setLogLevel(os.environ.get("MLOPS_SPARK_LOG_LEVEL", "FATAL"))
+    return spark
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+
+def is_s3(path: str) -> bool:
+    """Whether ``path`` names S3 (``s3://``, ``s3a://``)."""
+    return path.startswith(("s3://", "s3a://"))
+
+
+def default_output(input_path: str) -> str:
+    """``INPUT-predictions.parquet`` next to the input (a folder of part files)."""
+    stripped = input_path.rstrip("/")
+    for suffix in (".csv", *_PARQUET):
+        if stripped.lower().endswith(suffix):
+            stripped = stripped[: -len(suffix)]
+            break
+    return f"{stripped}-predictions.parquet"
+
+
+def input_kind(path: str, files: list[str]) -> str:
+    """``csv`` or ``parquet`` from the file (or the folder's files) suffixes.
+
+    Raises:
+        batch_mod.BatchError: no files, mixed kinds, or another suffix.
+    """
+    if not files:
+        raise batch_mod.BatchError(f"{path}: no .csv or .parquet files")
+    kinds = set()
+    for name in files:
+        lower = name.lower()
+        if lower.endswith(".csv"):
+            kinds.add("csv")
+        elif lower.endswith(_PARQUET):
+            kinds.add("parquet")
+        else:
+            raise batch_mod.BatchError(f"{name}: expected a .csv or .parquet file")
+    if len(kinds) > 1:
+        raise batch_mod.BatchError(f"{path}: mixes CSV and Parquet files")
+    return kinds.pop()
+
+
+def _local_files(path: str) -> list[str]:
+    p = Path(path)
+    if p.is_file():
+        return [str(p)]
+    if p.is_dir():
+        return sorted(
+            str(f) for f in p.rglob("*")
+            if f.is_file() and not f.name.startswith(("_", ".")) and not f.name.endswith(".crc")
+        )  # fmt: skip
+    raise batch_mod.BatchError(f"{path}: no such file or folder")
+
+
+def _s3_fs():
+    """The S3 client of pyarrow, with the environment's endpoint (moto, MinIO) and region."""
+    from pyarrow import fs
+
+    kwargs = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    if region:
+        kwargs["region"] = region
+    return fs.S3FileSystem(**kwargs)
+
+
+def _s3_key(path: str) -> str:
+    return re.sub(r"^s3a?://", "", path).rstrip("/")
+
+
+def _s3_files(path: str) -> list[str]:
+    from pyarrow import fs
+
+    s3 = _s3_fs()
+    key = _s3_key(path)
+    info = s3.get_file_info(key)
+    if info.type == fs.FileType.File:
+        return [key]
+    if info.type == fs.FileType.NotFound:
+        raise batch_mod.BatchError(f"{path}: no such file or folder")
+    found = s3.get_file_info(fs.FileSelector(key, recursive=True))
+    names = [
+        f.path for f in found
+        if f.type == fs.FileType.File and not f.base_name.startswith(("_", "."))
+    ]  # fmt: skip
+    return sorted(names)
+
+
+def _has_s3a(spark) -> bool:
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName(_S3A_CLASS)
+    except Exception:  # noqa: BLE001 - py4j raises its own error for a missing class
+        return False
+    return True
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def read_input(spark, path: str):
+    """The input as a Spark DataFrame, in input order (file by file, row by row)."""
+    s3 = is_s3(path)
+    files = _s3_files(path) if s3 else _local_files(path)
+    kind = input_kind(path, files)
+    if s3 and not _has_s3a(spark):
+        return _read_s3_with_arrow(spark, files, kind)
+    location = re.sub(r"^s3://", "s3a://", path) if s3 else path
+    reader = spark.read
+    if kind == "csv":
+        # The whole input is read for the types, as pandas reads a file: a column with one
+        # non-number anywhere is text, so the check below finds it. Timestamps stay text
+        # (pandas does not parse dates unless told).
+        frame = (
+            reader.option("header", True)
+            .option("inferSchema", True)
+            .option("preferDate", False)
+            .option("timestampFormat", "'never-a-timestamp'")
+            .option("timestampNTZFormat", "'never-a-timestamp'")
+            .csv(location)
+        )
+        # pandas reads whole numbers as int64 whatever their size; Spark as int when they fit.
+        return frame.select(
+            *(
+                frame[f"`{name}`"].cast("bigint").alias(name)
+                if kind == "int"
+                else frame[f"`{name}`"]
+                for name, kind in frame.dtypes
+            )
+        )
+    return reader.parquet(location)
+
+
+def _read_s3_with_arrow(spark, files: list[str], kind: str):
+    """Read S3 files without the S3A connector: one task per file, pyarrow on the executors."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    def open_table(name: str):
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        s3 = _s3_fs()
+        if kind == "parquet":
+            return pq.read_table(name, filesystem=s3)
+        with s3.open_input_stream(name) as stream:
+            return pacsv.read_csv(stream)
+
+    # The first file's schema; the other files are cast to it.
+    schema = open_table(files[0]).schema
+    spark_schema = from_arrow_schema(schema)
+
+    def read_files(batches):
+        for batch in batches:
+            for name in batch.column("file").to_pylist():
+                table = open_table(name)
+                table = table.cast(schema) if table.schema != schema else table
+                yield from table.to_batches()
+
+    listing = spark.createDataFrame([(f,) for f in files], "file string")
+    return listing.repartition(len(files)).mapInArrow(read_files, spark_schema)
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+_SPARK_TYPES = {
+    "double": "double",
+    "float": "float",
+    "long": "bigint",
+    "integer": "int",
+    "boolean": "boolean",
+    "string": "string",
+}
+_NUMERIC_SPARK = ("tinyint", "smallint", "int", "bigint", "float", "double")
+
+
+def check_values(df, columns) -> None:
+    """Stop on the first value (in input order) that does not fit its signature column.
+
+    The values Spark read as text in a numeric column (a non-number somewhere) are looked up
+    in Spark; the message is the local engine's own (:func:`serving.protocol.check_frame` on
+    that value).
+    """
+    from pyspark.sql import functions as F
+
+    from serving import protocol
+
+    dtypes = dict(df.dtypes)
+    for col in columns:
+        have = dtypes.get(col.name)
+        if have is None or have == _SPARK_TYPES[col.type]:
+            continue
+        numeric_target = col.type in ("double", "float")
+        if numeric_target and have in _NUMERIC_SPARK:
+            continue  # widened by the cast before the UDF, as the local engine widens
+        c = F.col(f"`{col.name}`")
+        bad = c.isNotNull()
+        if numeric_target and have == "string":
+            bad = bad & c.cast("double").isNull()
+        first = (
+            df.select(c.alias("value"), F.monotonically_increasing_id().alias("_pos"))
+            .where(bad)
+            .orderBy("_pos")
+            .limit(1)
+            .collect()
+        )
+        if not first:
+            continue
+        value = first[0]["value"]
+        protocol.check_frame(pd.DataFrame({col.name: [value]}), [col], allow_extra=True)
+        raise protocol.RequestError(400, f"column {col.name!r} expects {col.type} values")
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SparkResult:
+    """What the job did."""
+
+    rows: int
+    output: str
+    partitions: int
+
+
+def _result_type(predictions: pd.DataFrame):
+    """The UDF's result type from the predictions of the sample (local engine's columns)."""
+    from pyspark.sql import types as T
+
+    def scalar(dtype) -> T.DataType:
+        kind = getattr(dtype, "kind", "O")
+        return {
+            "f": T.DoubleType(),
+            "i": T.LongType(),
+            "u": T.LongType(),
+            "b": T.BooleanType(),
+        }.get(kind, T.StringType())
+
+    names = list(predictions.columns)
+    if names == ["prediction"]:
+        return scalar(predictions["prediction"].dtype), "scalar"
+    if names == [f"prediction_{i}" for i in range(len(names))]:
+        return T.ArrayType(scalar(predictions.dtypes.iloc[0])), "array"
+    fields = [T.StructField(str(n), scalar(t)) for n, t in predictions.dtypes.items()]
+    return T.StructType(fields), "struct"
+
+
+def score(
+    spark,
+    model_uri: str,
+    input_path: str,
+    output_path: str,
+    overwrite: bool = True,
+) -> SparkResult:
+    """Score ``input_path`` with the model at ``model_uri`` into the Parquet folder ``output_path``.
+
+    Raises:
+        batch_mod.BatchError: unreadable input.
+        serving.protocol.RequestError: the input does not fit the model (the local message).
+        SparkJobError: the output exists and is not a previous output; the job failed.
+    """
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    from serving.model import load_scorer
+
+    _check_output(output_path, input_path)
+    scorer = load_scorer(model_uri)
+    df = read_input(spark, input_path)
+    schema = scorer.pyfunc_model.metadata.get_input_schema()
+    from serving import protocol
+
+    columns = getattr(scorer, "columns", None) or protocol.columns_from_schema(schema) or []
+
+    check_values(df, columns)
+    # Text columns whose every value is a number (pandas would have read them as numbers).
+    numeric = {c.name for c in columns if c.type in ("double", "float")}
+    for name, have in df.dtypes:
+        if name in numeric and have == "string":
+            df = df.withColumn(name, F.col(f"`{name}`").cast("double"))
+    # The local engine's checks and answers on the first rows (missing columns, wrong types).
+    sample = df.limit(SAMPLE_ROWS).toPandas()
+    predictions = batch_mod.predictions_frame(scorer.predict_frame(sample), sample.index)
+
+    result_type, shape = _result_type(predictions)
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
+    if columns:
+        wanted = set(df.columns)
+        inputs = [
+            F.col(f"`{c.name}`").cast(_SPARK_TYPES[c.type]).alias(c.name)
+            for c in columns
+            if c.name in wanted
+        ]
+    elif schema is not None and schema.has_input_names():
+        inputs = [F.col(f"`{n}`") for n in schema.input_names() if n in df.columns]
+    else:
+        inputs = [F.col(f"`{n}`") for n in df.columns]
+    scored = df.withColumn("_mlops_prediction", udf(F.struct(*inputs)))
+    kept = [F.col(f"`{n}`") for n in df.columns]
+    pred = F.col("_mlops_prediction")
+    if shape == "scalar":
+        outputs = [pred.alias("prediction")]
+    elif shape == "array":
+        outputs = [pred[i].alias(n) for i, n in enumerate(predictions.columns)]
+    else:
+        outputs = [pred[str(n)].alias(str(n)) for n in predictions.columns]
+    result = scored.select(*kept, *outputs)
+    try:
+        _write(spark, result, output_path)
+    except Exception as exc:
+        raise SparkJobError(f"the Spark job failed: {_one_line(exc)}") from None
+    written = _read_back(spark, output_path)
+    _logger.info("spark batch scored", extra={"rows": written[0], "output": output_path})
+    return SparkResult(rows=written[0], output=output_path, partitions=written[1])
+
+
+def _check_output(output_path: str, input_path: str) -> None:
+    """Refuse an output that is the input or an existing folder Spark did not write."""
+    if output_path.rstrip("/") == input_path.rstrip("/"):
+        raise SparkJobError(f"{output_path}: the output would overwrite the input")
+    if is_s3(output_path):
+        return
+    out = Path(output_path)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "_SUCCESS").exists()):
+        raise SparkJobError(
+            f"{output_path}: exists and is not a previous output (no _SUCCESS); name a new folder"
+        )
+
+
+def _write(spark, frame, output_path: str) -> None:
+    if is_s3(output_path) and not _has_s3a(spark):
+        _write_s3_with_arrow(frame, output_path)
+        return
+    location = re.sub(r"^s3://", "s3a://", output_path)
+    frame.write.mode("overwrite").parquet(location)
+
+
+def _write_s3_with_arrow(frame, output_path: str) -> None:
+    """One Parquet part file per partition, written by the executors with pyarrow."""
+    import pyarrow as pa
+
+    prefix = _s3_key(output_path)
+    job = uuid.uuid4().hex[:8]
+    s3 = _s3_fs()
+    from pyarrow import fs
+
+    # Replace a previous output: remove its part files first (as Spark's overwrite does).
+    if s3.get_file_info(prefix).type == fs.FileType.Directory:
+        s3.delete_dir_contents(prefix)
+
+    def write_partition(batches):
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        part = TaskContext.get().partitionId()
+        writer = None
+        rows = 0
+        client = _s3_fs()
+        try:
+            for batch in batches:
+                if writer is None:
+                    sink = client.open_output_stream(f"{prefix}/part-{part:05d}-{job}.parquet")
+                    writer = pq.ParquetWriter(sink, batch.schema)
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+                sink.close()
+        yield pa.RecordBatch.from_pydict({"rows": [rows]})
+
+    frame.mapInArrow(write_partition, "rows long").collect()
+    with s3.open_output_stream(f"{prefix}/_SUCCESS") as out:
+        out.write(b"")
+
+
+def _read_back(spark, output_path: str) -> tuple[int, int]:
+    """Rows and part files written (Parquet footers only)."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    if is_s3(output_path):
+        s3 = _s3_fs()
+        found = s3.get_file_info(fs.FileSelector(_s3_key(output_path), recursive=True))
+        parts = [f.path for f in found if f.base_name.endswith(".parquet")]
+        rows = sum(pq.ParquetFile(s3.open_input_file(p)).metadata.num_rows for p in parts)
+        return rows, len(parts)
+    parts = sorted(Path(output_path).glob("*.parquet"))
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts), len(parts)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The useful last line of a JVM or Python-worker error (Spark prints whole stacks)."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception)\b", line) or "Error:" in line:
+            return line[:500]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
