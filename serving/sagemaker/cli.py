@@ -292,6 +292,91 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
                f"{result.status}{moved}")
 
 
+@sagemaker.command()
+@click.argument("ref", metavar="NAME@ALIAS")
+@endpoint_option
+@click.option("--once", is_flag=True,
+              help="Bring the endpoint to the alias's version, then exit (for a scheduler); "
+                   "exit 1 when the rollout rolled back.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.1), default=30, show_default=True,
+              help="How often the registry is checked (the fallback when no webhook comes).")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Receive the registry's webhooks for alias moves here (POST "
+                   "/webhooks/mlflow).")
+@click.option("--webhook-url", default=None, metavar="URL",
+              help="Register a webhook on the tracking server posting alias moves to URL "
+                   "(the address the server reaches --listen at; https in production).")
+@click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
+              callback=lambda ctx, param, value: _check_canary(value),
+              help="As in `rollout`: 1-50, or 100 for all at once.")
+@click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10, show_default=True,
+              help="As in `rollout`.")
+@click.option("--max-5xx", type=click.IntRange(min=1), default=1, show_default=True,
+              help="As in `rollout`.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=1000,
+              show_default=True, help="As in `rollout`.")
+@click.option("--termination-wait-seconds", type=click.IntRange(0, 3600), default=120,
+              show_default=True, help="As in `rollout`.")
+@_target_options
+@click.option("--timeout-seconds", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="How long to wait for one rollout (0: the update's maximum + 5 minutes).")
+@click.pass_obj
+def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url, canary,
+           bake_minutes, max_5xx, max_latency_ms, termination_wait_seconds, timeout_seconds,
+           **target) -> None:
+    """Keep ENDPOINT on the version NAME@ALIAS names; revert the alias when SageMaker rolls back.
+
+    Each alias move runs the guarded rollout of `rollout` (canary, alarms, auto-rollback).
+    When SageMaker rolls the update back, the alias moves back to the version that serves
+    (kind revert, the alarm as the reason; `python -m registry history` shows both). The
+    webhook's secret comes from $MLOPS_WEBHOOK_SECRET; without webhooks the registry is polled.
+    """
+    from core.uris import parse_model_ref
+    from serving import webhooks
+    from serving.sagemaker.aws import SageMakerError
+    from serving.sagemaker.follow import Follower, RolloutSettings
+
+    parsed = parse_model_ref(ref)
+    if not parsed.alias:
+        raise click.UsageError(f"{ref} names no alias to follow; use NAME@ALIAS")
+    settings = RolloutSettings(canary, bake_minutes, max_5xx, max_latency_ms,
+                               termination_wait_seconds, timeout_seconds or None)
+    settings.check()
+    client = _mlflow_client()
+    follower = Follower(obj.aws.sagemaker, obj.aws.s3, obj.aws.cloudwatch, client,
+                        parsed.name, parsed.alias, endpoint, _resolve_target(obj, **target),
+                        settings)
+    if once:
+        for step in follower.once():
+            click.echo(step.detail)
+        return
+    receiver = None
+    secret = webhooks.secret_from_env()
+    if listen:
+        host, _, port = listen.rpartition(":")
+        if not port.isdigit():
+            raise click.BadParameter(f"{listen}: use HOST:PORT", param_hint="'--listen'")
+        try:
+            receiver = webhooks.Receiver(host or "127.0.0.1", int(port), follower.on_event,
+                                         secret).start()
+        except OSError as exc:
+            raise SageMakerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        if not secret:
+            click.echo(f"warning: ${webhooks.ENV_SECRET} is not set: deliveries are not "
+                       "verified", err=True)
+    if webhook_url:
+        hook = webhooks.register(client, f"mlops-follow-{endpoint}", webhook_url, secret,
+                                 description=f"sagemaker follow {ref} --endpoint {endpoint}")
+        click.echo(f"webhook {hook} posts alias moves to {webhook_url}")
+    click.echo(f"following {ref} on endpoint {endpoint} (poll every {poll_seconds:g} s"
+               f"{', webhooks on ' + listen if listen else ''})")
+    try:
+        follower.run(poll_seconds, report=click.echo)
+    finally:
+        if receiver is not None:
+            receiver.stop()
+
+
 def _snake(name: str) -> str:
     """``TrafficRoutingConfiguration`` -> ``traffic_routing_configuration``."""
     import re

@@ -31,6 +31,12 @@ TAG_MODEL_NAME = "mlops.model_name"
 TAG_MODEL_VERSION = "mlops.model_version"
 TAG_RUN_ID = "mlops.run_id"
 TAG_MODEL_URI = "mlops.model_uri"
+# What `follow` records on the endpoint while a rollout runs, so a restart can finish it.
+TAG_FOLLOW_VERSION = "mlops.follow.version"
+TAG_FOLLOW_PREVIOUS = "mlops.follow.previous"
+TAG_FOLLOW_CONFIG = "mlops.follow.config"
+TAG_FOLLOW_MODEL = "mlops.follow.model"
+TAG_FOLLOW_FAILED = "mlops.follow.failed"
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 

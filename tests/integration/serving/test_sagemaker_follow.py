@@ -1,0 +1,154 @@
+"""``python -m serving sagemaker follow``: the endpoint follows the alias; a rollback reverts it.
+
+AWS itself is mocked (it cannot exist here): SageMaker, S3 and CloudWatch are the extended
+moto of ``tests/support/moto_sagemaker`` (``UpdateEndpoint`` with guardrail rollbacks) over
+HTTP. The registry, its history and the follower process are real.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import boto3
+import mlflow
+import pytest
+
+from core.aliases import move_alias, read_history
+from tests.integration.serving.test_sagemaker import (  # noqa: F401 - fixtures
+    MODEL,
+    _alarm_when_updating,
+    aws,
+    champion,
+    cli,
+    registry,
+    versions,
+)
+from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
+from tests.support.processes import REPO, child_env
+
+pytestmark = pytest.mark.integration
+
+FAST = ("--canary", "10", "--bake-minutes", "0.5", "--termination-wait-seconds", "0",
+        "--poll-seconds", "0.2")
+
+
+def endpoint_tags(endpoint: str) -> dict[str, str]:
+    sm = boto3.client("sagemaker")
+    arn = sm.describe_endpoint(EndpointName=endpoint)["EndpointArn"]
+    return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+
+def deployed(endpoint: str) -> None:
+    result = cli("deploy", f"{MODEL}@champion", "--endpoint", endpoint)
+    assert result.exit_code == 0, result.output
+
+
+def test_promote_rollout_alarm_reverts_the_alias(aws, versions):  # noqa: F811
+    endpoint = f"follow-bad-{uuid.uuid4().hex[:6]}"
+    deployed(endpoint)
+    client = mlflow.MlflowClient()
+    move_alias(client, MODEL, "2", "champion", reason="v2 validated", by="rita")
+    stop = threading.Event()
+    tripper = threading.Thread(target=_alarm_when_updating,
+                               args=(endpoint, f"{endpoint}-guardrail-5xx", stop))
+    tripper.start()
+    try:
+        result = cli("follow", f"{MODEL}@champion", "--endpoint", endpoint, "--once",
+                     "--canary", "10", "--bake-minutes", "2")
+    finally:
+        stop.set()
+        tripper.join()
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"error: rollout of {MODEL} version 2 to {endpoint} rolled back (alarm "
+        f"{endpoint}-guardrail-5xx); alias champion reverted to version 1\n")
+    assert champion() == "1"
+    moves = read_history(client, MODEL, "champion")[-2:]
+    assert [(m.kind, m.version, m.previous, m.by, m.outcome) for m in moves] == [
+        ("promote", "2", "1", "rita", "won"), ("revert", "1", "2", "svc-deployer", "won")]
+    assert moves[1].reason == (f"SageMaker rolled back endpoint {endpoint}: alarm "
+                               f"{endpoint}-guardrail-5xx (rollout of version 2)")
+    tags = endpoint_tags(endpoint)
+    assert tags["mlops.model_version"] == "1" and tags["mlops.follow.version"] == ""
+    # the next pass finds the endpoint where the alias is: nothing to do
+    again = cli("follow", f"{MODEL}@champion", "--endpoint", endpoint, "--once")
+    assert (again.exit_code, again.stdout.strip()) == (
+        0, f"endpoint {endpoint} serves {MODEL}@champion (version 1)")
+    cloudwatch = boto3.client("cloudwatch")
+    cloudwatch.set_alarm_state(AlarmName=f"{endpoint}-guardrail-5xx", StateValue="OK",
+                               StateReason="test over")
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+
+
+def test_promote_rollout_success_tags_the_endpoint(aws, versions):  # noqa: F811
+    endpoint = f"follow-ok-{uuid.uuid4().hex[:6]}"
+    deployed(endpoint)
+    move_alias(mlflow.MlflowClient(), MODEL, "2", "champion", reason="v2 validated", by="rita")
+    result = cli("follow", f"{MODEL}@champion", "--endpoint", endpoint, "--once", *FAST[:6])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"endpoint {endpoint} rolled out {MODEL} version 2",
+        f"endpoint {endpoint} serves {MODEL}@champion (version 2)",
+    ]
+    tags = endpoint_tags(endpoint)
+    assert (tags["mlops.model_version"], tags["mlops.run_id"]) == ("2", versions[1]["2"][1])
+    update = aws.updates_for(endpoint)[-1]
+    assert update.outcome == "Succeeded" and update.canary_percent == 10
+    assert champion() == "2"  # the promotion stands; the rollout made no move of its own
+    assert read_history(mlflow.MlflowClient(), MODEL, "champion")[-1].kind == "promote"
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+
+
+@pytest.mark.slow
+def test_restart_mid_rollout_finishes_it(aws, versions):  # noqa: F811
+    """The follower dies (SIGKILL) while the canary bakes; the next one finishes the rollout."""
+    endpoint = f"follow-crash-{uuid.uuid4().hex[:6]}"
+    deployed(endpoint)
+    aws.hold(endpoint)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving", "sagemaker", "follow", f"{MODEL}@champion",
+         "--endpoint", endpoint, *FAST], cwd=REPO, env=child_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        move_alias(mlflow.MlflowClient(), MODEL, "2", "champion", reason="v2", by="rita")
+        deadline = time.monotonic() + 90
+        while endpoint_tags(endpoint).get("mlops.follow.version") != "2":
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the follower never started the rollout"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert boto3.client("sagemaker").describe_endpoint(
+        EndpointName=endpoint)["EndpointStatus"] == "Updating"
+    # a release manager moves the alias again while the orphaned rollout bakes
+    move_alias(mlflow.MlflowClient(), MODEL, "1", "champion", reason="back to v1", by="rita")
+    aws.release(endpoint)
+    result = cli("follow", f"{MODEL}@champion", "--endpoint", endpoint, "--once", *FAST[:6])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"endpoint {endpoint} rolled out {MODEL} version 2; champion moved to version 1 "
+        "meanwhile: that rollout comes next",
+        f"endpoint {endpoint} rolled out {MODEL} version 1",
+        f"endpoint {endpoint} serves {MODEL}@champion (version 1)",
+    ]
+    assert [u.outcome for u in aws.updates_for(endpoint)] == ["Succeeded", "Succeeded"]
+    tags = endpoint_tags(endpoint)
+    assert (tags["mlops.model_version"], tags["mlops.follow.version"]) == ("1", "")
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+
+
+def test_follow_refuses_a_reference_without_alias(aws):  # noqa: F811
+    result = cli("follow", f"{MODEL}/2", "--endpoint", "x")
+    assert result.exit_code == 2
+    assert "names no alias to follow" in result.stderr
+    result = cli("follow", f"{MODEL}@champion", "--endpoint", "x", "--canary", "60")
+    assert result.exit_code == 2
