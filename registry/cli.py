@@ -5,8 +5,8 @@ nothing to do), 1 refused or failed (unknown model, failed gate, server refusal)
 (unknown flag, malformed model reference, invalid setting), 3 lost a race for the alias to a
 concurrent move, 130 interrupted. Every error is one ``error:`` line on stderr.
 
-``list``, ``show``, ``history``, ``diff`` and ``validate`` take ``--output json``: one JSON
-document on stdout, its keys documented in :mod:`registry.render`.
+``list``, ``show``, ``history``, ``diff``, ``validate`` and ``lineage`` take ``--output json``:
+one JSON document on stdout, its keys documented in :mod:`registry.render`.
 """
 
 from __future__ import annotations
@@ -237,6 +237,62 @@ def copy(ref: str, to_registry: str) -> None:
         return
     click.echo(f"copied {mv.name}/{mv.version} to {to_registry} as {result.name}/"
                f"{result.version} (source: {result.source_link})")
+
+
+@cli.command()
+@click.argument("ref")
+@output_option
+def lineage(ref: str, output: str) -> None:
+    """Where REF came from: commit, data, settings, packages, step runs, alias moves, copies."""
+    from registry.lineage import read_lineage
+    from registry.render import lineage_json, lineage_tables
+    from registry.versions import resolve_version
+
+    client = _client()
+    info = read_lineage(client, resolve_version(client, ref))
+    if output == "json":
+        diff_uri = f"runs:/{info.run_id}/{info.diff}" if info.diff else None
+        print_json(lineage_json(info, diff_uri))
+        return
+    _print(*lineage_tables(info))
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--into", "into", metavar="EXPERIMENT",
+              help="Scratch experiment of the re-run (default: mlops-registry-reproductions).")
+@click.option("--repo", "repo", type=click.Path(file_okay=False, exists=True),
+              help="Git checkout holding the recorded commit (default: the current directory's, "
+                   "else the one this code runs from).")
+def reproduce(ref: str, into: str | None, repo: str | None) -> None:
+    """Re-run the workflow behind REF and check the new model predicts identically.
+
+    Checks out the recorded commit (plus the recorded diff) in a temporary worktree, verifies
+    the data's digest, compares package versions, re-runs the steps up to train with the
+    recorded settings and the cache off, and compares labels and probabilities on REF's own
+    test split. Exits 0 when identical, 1 when something differs or it cannot start.
+    """
+    from pathlib import Path
+
+    from core.output import print_tables
+    from registry.render import reproduction_lines, reproduction_table
+    from registry.reproduce import reproduce_version
+    from registry.versions import resolve_version
+
+    client = _client()
+    mv = resolve_version(client, ref)
+    result = reproduce_version(client, mv, into=into, repo=Path(repo) if repo else None,
+                               echo=click.echo)
+    for line in reproduction_lines(result):
+        click.echo(line)
+    if result.identical:
+        return
+    print_tables(reproduction_table(result))
+    first = result.causes[0] if result.causes else (
+        "nothing recorded differs (data, code, packages, settings): the training is not "
+        "deterministic under these settings")
+    raise RegistryError(f"{result.ref} is not reproduced: {result.n_differing} of "
+                        f"{result.rows} test rows differ; first difference: {first}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,17 @@ stable; versions are strings, times ISO-8601 UTC, metrics numbers, run ids whole
     ``{"name", "version", "champion" (version or null), "passed", "gates": [gate]}``; a gate is
     ``{"gate", "passed", "value", "expected", "detail"}`` (value and expected as the table shows
     them). The exit code stays 1 when a gate fails.
+``lineage``
+    ``{"name", "version", "aliases", "recorded" (the workflow run holds the lineage record),
+    "workflow_run": {"run_id", "name", "experiment_id", "status", "started", "ended"},
+    "code": {"commit", "dirty", "diff" (artifact URI or null), "diff_sha256", "user_files":
+    {path: sha256}}, "data": {"source", "kind", "location", "file_sha256", "digest", "rows",
+    "schema": {column: type}}, "settings" (the resolved settings, or null), "settings_hash",
+    "profile", "environment": {"python", "packages": {name: version}}, "steps": [{"step",
+    "run_id", "reused", "computed_by" (the workflow run that ran the step), "status",
+    "seconds", "cache": {part: hash}}], "alias_history": [attempt], "copies": [{"target",
+    "name", "version", "link", "at"}], "copied_from": {tag: value}}``; what was not recorded is
+    null (or empty).
 """
 
 from __future__ import annotations
@@ -32,7 +43,9 @@ from rich.text import Text
 
 from core.output import MIN_NUMBER, MIN_SHRUNK, number, short_id, table, words
 from registry.diff import Row, VersionDiff
+from registry.lineage import Lineage
 from registry.promotion import PROMOTION_TAG_PREFIX, Attempt, iso
+from registry.reproduce import Reproduction
 from registry.validation import Validation
 from registry.versions import LINEAGE_TAGS, METRIC_TAG_PREFIX, ModelRow, VersionInfo
 
@@ -261,3 +274,144 @@ def attempt_json(a: Attempt) -> dict:
 def history_json(name: str, alias: str | None, attempts: list[Attempt]) -> dict:
     """``history --output json``."""
     return {"name": name, "alias": alias, "attempts": [attempt_json(a) for a in attempts]}
+
+
+#: Settings sections ``lineage`` shows in its table (JSON has every section).
+_SHOWN_SETTINGS = ("experiment", "cache", "data", "clean", "split", "train", "register")
+
+
+def _flatten(node, prefix: str = "") -> list[tuple[str, str]]:
+    """Dotted ``key = value`` rows of a nested mapping (lists as compact JSON)."""
+    import json
+
+    if isinstance(node, dict) and node:
+        rows = []
+        for key, value in node.items():
+            rows.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    text = node if isinstance(node, str) else json.dumps(node, separators=(",", ":"))
+    return [(prefix, text)]
+
+
+def _step_state(step) -> str:
+    if not step.reused:
+        return "ran"
+    return f"reused from workflow run {short_id(step.workflow_run)}"
+
+
+def lineage_tables(lin: Lineage) -> list:
+    """``lineage``: the run, code, data, settings, packages, steps, alias moves and copies."""
+    not_recorded = "not recorded"
+    commit = lin.commit or not_recorded
+    dirty = "-" if lin.dirty is None else ("yes: the diff is the run's " + (lin.diff or "?")
+                                           if lin.dirty else "no")
+    tables = [_kv(f"Lineage of {lin.ref}", [
+        ("aliases", ", ".join(lin.aliases) or "-"),
+        ("workflow run", f"{lin.run_id or '-'} ({lin.run_name or '-'}, "
+                         f"{(lin.run_status or '-').lower()})"),
+        ("experiment", lin.experiment_id or "-"),
+        ("started", _when(lin.run_start) or "-"),
+        ("commit", commit),
+        ("dirty", dirty),
+        *[(f"user file {path}", f"sha256 {digest}") for path, digest in lin.user_files.items()],
+        ("recorded", "yes" if lin.recorded else
+         "no: registered before the workflow recorded lineage (commit and digest from tags)"),
+    ], "field")]
+    d = lin.data
+    tables.append(_kv("Data", [
+        ("source", d.source or "-"),
+        ("location", d.location or "-"),
+        ("file sha256", d.file_sha256 or "-"),
+        ("digest", d.digest or "-"),
+        ("rows", "-" if d.rows is None else str(d.rows)),
+        ("columns", str(len(d.schema)) if d.schema else "-"),
+    ], "field"))
+    if d.schema:
+        tables.append(_kv("Schema (raw data)", d.schema.items(), "column", "type"))
+    if lin.settings is not None:
+        shown = {k: lin.settings[k] for k in _SHOWN_SETTINGS if k in lin.settings}
+        tables.append(_kv(f"Settings (resolved, profile {lin.profile or '-'}; "
+                          "every section with --output json)", _flatten(shown), "setting"))
+    else:
+        tables.append(_kv("Settings", [("settings hash", lin.settings_hash or "-"),
+                                       ("resolved settings", not_recorded)], "setting"))
+    packages = [("python", lin.python)] if lin.python else []
+    packages += sorted(lin.packages.items())
+    tables.append(_kv("Packages", packages or [("-", not_recorded)], "package", "version"))
+    steps = table("Steps", "step", "run", "state", "seconds", "status",
+                  ids=("step", "run", "status"), numbers=("seconds",))
+    for step in lin.steps:
+        seconds = step.seconds
+        steps.add_row(step.step, short_id(step.run_id), _step_state(step),
+                      "-" if seconds is None else f"{seconds:.1f}", (step.status or "-").lower())
+    tables.append(steps)
+    tables.append(history_table(lin.name, list(lin.history),
+                                f"Alias moves of {lin.ref} (to it, and away from it)"))
+    copies = table("Copies to other registries", "target", "as", "when", "link",
+                   ids=("as", "when"))
+    for c in lin.copies:
+        copies.add_row(str(c.get("target", "-")), f"{c.get('name', '-')}/{c.get('version', '-')}",
+                       _when(c.get("at")) or "-", str(c.get("link", "-")))
+    tables.append(copies)
+    if lin.copied_from:
+        tables.append(_kv("Copied from", sorted(lin.copied_from.items()), "field"))
+    return tables
+
+
+def lineage_json(lin: Lineage, diff_uri: str | None = None) -> dict:
+    """``lineage --output json`` (``diff_uri``: where the recorded diff can be downloaded)."""
+    d = lin.data
+    return {
+        "name": lin.name,
+        "version": lin.version,
+        "aliases": list(lin.aliases),
+        "recorded": lin.recorded,
+        "workflow_run": {"run_id": lin.run_id, "name": lin.run_name,
+                         "experiment_id": lin.experiment_id, "status": lin.run_status,
+                         "started": _when(lin.run_start), "ended": _when(lin.run_end)},
+        "code": {"commit": lin.commit, "dirty": lin.dirty, "diff": diff_uri,
+                 "diff_sha256": lin.diff_sha256, "user_files": dict(lin.user_files)},
+        "data": {"source": d.source, "kind": d.kind, "location": d.location,
+                 "file_sha256": d.file_sha256, "digest": d.digest, "rows": d.rows,
+                 "schema": dict(d.schema)},
+        "settings": lin.settings,
+        "settings_hash": lin.settings_hash,
+        "profile": lin.profile,
+        "environment": {"python": lin.python, "packages": dict(lin.packages)},
+        "steps": [{"step": s.step, "run_id": s.run_id, "reused": s.reused,
+                   "computed_by": s.workflow_run, "status": s.status,
+                   "seconds": number(s.seconds), "cache": dict(s.cache)} for s in lin.steps],
+        "alias_history": [attempt_json(a) for a in lin.history],
+        "copies": [dict(c, at=_when(c.get("at"))) for c in lin.copies],
+        "copied_from": dict(sorted(lin.copied_from.items())),
+    }
+
+
+def reproduction_lines(result: Reproduction) -> list[str]:
+    """``reproduce``: the verdict and the timing, after the progress lines."""
+    took = f"re-run   {result.seconds:.1f} s"
+    if result.original_seconds:
+        took += (f" (the original steps up to train: {result.original_seconds:.1f} s; "
+                 f"{result.seconds / result.original_seconds:.1f}x)")
+    lines = [took]
+    if result.identical:
+        lines.append(f"identical: the re-run's model gives the same labels and probabilities "
+                     f"as {result.ref} on its {result.rows} test rows")
+    else:
+        delta = ("" if result.max_proba_delta is None
+                 else f" (largest probability difference {result.max_proba_delta:.3g})")
+        lines.append(f"different: {result.n_differing} of {result.rows} test rows{delta}")
+        lines.extend(f"  differs: {cause}" for cause in result.causes)
+    return lines
+
+
+def reproduction_table(result: Reproduction):
+    """``reproduce``: the first rows whose predictions differ."""
+    out = table(f"First differing rows of {result.ref}'s test split", "row", "registered",
+                "reproduced", "max |probability difference|", ids=("row",),
+                numbers=("max |probability difference|",))
+    for row in result.differing:
+        delta = row["proba_delta"]
+        out.add_row(str(row["row"]), str(row["registered"]), str(row["reproduced"]),
+                    "-" if delta is None else f"{delta:.3g}")
+    return out

@@ -1,0 +1,425 @@
+"""Rebuild a version from its lineage and show whether it is the same model.
+
+:func:`reproduce_version` checks out the recorded commit in a temporary ``git worktree``
+(applying the recorded diff), verifies the data file still has the recorded digest, compares
+the installed package versions with the recorded ones, re-runs the workflow's steps up to
+``train`` with the recorded settings and the cache off (a subprocess of the worktree's own code,
+on this Python) into a scratch experiment, then compares the new model's predictions (labels
+and probabilities) on the version's own test split with the registered model's, bit for bit.
+
+The re-run stops after ``train``: evaluate and register would compare with the champion and
+register a version, and neither shapes the model. The registry is only read; the scratch
+experiment gets one run per reproduction (tag ``mlops.reproduces``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import lineage as names
+from registry.errors import RegistryError
+from registry.lineage import Lineage, read_lineage, read_run_lineage
+from registry.versions import download
+
+_logger = logging.getLogger(__name__)
+
+#: Default experiment of the re-runs.
+SCRATCH_EXPERIMENT = "mlops-registry-reproductions"
+#: The step the re-run goes up to: the model exists after it.
+RERUN_UNTIL = "train"
+#: Steps whose cache parts are compared when the predictions differ.
+MODEL_STEPS = ("ingest", "validate", "prepare", "train")
+#: Differing rows shown.
+SHOWN_ROWS = 5
+RERUN_TIMEOUT_SECONDS = 3600
+_GIT_TIMEOUT = 120
+
+
+class CannotReproduce(RegistryError):
+    """The reproduction cannot even start: unknown commit, changed data, nothing recorded."""
+
+
+@dataclass
+class Reproduction:
+    """What a reproduction found."""
+
+    ref: str
+    identical: bool = False
+    rows: int = 0
+    run_id: str | None = None
+    experiment_id: str | None = None
+    seconds: float = 0.0
+    original_seconds: float | None = None
+    package_changes: list[tuple[str, str, str]] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
+    differing: list[dict] = field(default_factory=list)
+    n_differing: int = 0
+    max_proba_delta: float | None = None
+
+
+# --------------------------------------------------------------------------- checks
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=_GIT_TIMEOUT)
+
+
+def find_repo(start: Path | None = None) -> Path:
+    """The git checkout to take the commit from: the current directory's, else this code's."""
+    for candidate in (start or Path.cwd(), Path(__file__).resolve().parents[1]):
+        try:
+            out = _git(["rev-parse", "--show-toplevel"], candidate)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0:
+            return Path(out.stdout.strip())
+    raise CannotReproduce("no git checkout here to take the recorded commit from "
+                          "(run it inside the project's checkout, or give --repo)")
+
+
+def check_commit(repo: Path, commit: str | None, ref: str) -> None:
+    """Refuse when the commit is unknown or absent from ``repo``."""
+    if not commit or commit == "unknown":
+        raise CannotReproduce(f"{ref}: the code commit is unknown (the workflow ran outside a "
+                              "git checkout)")
+    if _git(["cat-file", "-e", f"{commit}^{{commit}}"], repo).returncode != 0:
+        raise CannotReproduce(f"{ref}: commit {commit[:12]} is not in {repo} (fetch it first)")
+
+
+def check_data(lin: Lineage) -> None:
+    """Refuse when a recorded data file is gone or its bytes changed (both digests named)."""
+    data = lin.data
+    if data.kind == "sql" and "***" in (data.location or ""):
+        raise CannotReproduce(f"{lin.ref}: the data source is a SQL URL whose password was not "
+                              "recorded; reproduction cannot connect to it")
+    if data.kind != "file" or not data.file_sha256:
+        return
+    path = Path(data.location or "")
+    if not path.is_file():
+        raise CannotReproduce(f"{lin.ref}: data file {path} is gone (recorded sha256 "
+                              f"{data.file_sha256[:16]})")
+    now = names.file_sha256(path)
+    if now != data.file_sha256:
+        raise CannotReproduce(f"data changed: {path} has sha256 {now[:16]} now, {lin.ref} was "
+                              f"trained on sha256 {data.file_sha256[:16]}")
+
+
+def check_user_files(lin: Lineage) -> None:
+    """Refuse when a recorded user file outside the checkout changed (inside, git has it)."""
+    for path, digest in lin.user_files.items():
+        if not Path(path).is_absolute():
+            continue
+        now = names.file_sha256(path) if Path(path).is_file() else "gone"
+        if now != digest:
+            raise CannotReproduce(f"code changed: {path} has sha256 {now[:16]} now, {lin.ref} "
+                                  f"was trained with sha256 {digest[:16]}")
+
+
+def package_changes(recorded: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(package, recorded, installed)`` for every recorded package installed differently."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name, was in sorted(recorded.items()):
+        try:
+            now = version(name)
+        except PackageNotFoundError:
+            now = "not installed"
+        if now != was:
+            out.append((name, was, now))
+    return out
+
+
+# --------------------------------------------------------------------------- the re-run
+def absolute_uri(uri: str) -> str:
+    """A tracking URI that means the same store from any working directory."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri.removeprefix("sqlite:///")
+        return f"sqlite:///{Path(path).resolve()}" if path and path != ":memory:" else uri
+    if uri.startswith("file:") or "://" not in uri:
+        path = uri.removeprefix("file://").removeprefix("file:")
+        return Path(path).resolve().as_uri()
+    return uri
+
+
+def _worktree(repo: Path, commit: str, where: Path) -> Path:
+    tree = where / "tree"
+    out = _git(["worktree", "add", "--detach", str(tree), commit], repo)
+    if out.returncode != 0:
+        raise CannotReproduce(f"cannot check out {commit[:12]}: "
+                              f"{(out.stderr.strip().splitlines() or ['git failed'])[-1]}")
+    return tree
+
+
+def _apply_diff(client, lin: Lineage, tree: Path, where: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        patch = download(client, f"runs:/{lin.run_id}/{lin.diff}", where / "diff")
+    except (MlflowException, OSError) as exc:
+        raise CannotReproduce(f"{lin.ref}: the recorded diff cannot be read: "
+                              f"{str(exc).splitlines()[0]}") from None
+    if lin.diff_sha256 and names.file_sha256(patch) != lin.diff_sha256:
+        raise CannotReproduce(f"{lin.ref}: the recorded diff does not match its digest")
+    if patch.stat().st_size == 0:
+        return
+    out = _git(["apply", "--binary", "--whitespace=nowarn", str(patch)], tree)
+    if out.returncode != 0:
+        raise CannotReproduce(f"{lin.ref}: the recorded diff does not apply to "
+                              f"{lin.commit[:12]}: {out.stderr.strip().splitlines()[-1]}")
+
+
+def _settings_dir(lin: Lineage, where: Path) -> tuple[Path, str]:
+    """A settings folder whose base is the recorded settings and whose profile is empty."""
+    import yaml
+
+    profile = lin.profile or (lin.settings or {}).get("profile") or "local"
+    conf = where / "conf"
+    (conf / "profiles").mkdir(parents=True)
+    base = {k: v for k, v in (lin.settings or {}).items() if k != "profile"}
+    (conf / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    (conf / "profiles" / f"{profile}.yaml").write_text("{}\n")
+    return conf, profile
+
+
+def _scratch_run(client, into: str, lin: Lineage) -> tuple[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(into)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(into)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp_id = client.get_experiment_by_name(into).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    run = client.create_run(exp_id, run_name=f"reproduce {lin.ref}", tags={
+        names.REPRODUCES_TAG: lin.ref,
+        "mlops.reproduces_run": lin.run_id or "",
+        "mlflow.note.content": f"Re-run of the workflow behind {lin.ref} (workflow run "
+                               f"{lin.run_id}, commit {lin.commit}) with the cache off.",
+    })
+    return exp_id, run.info.run_id
+
+
+def rerun_command(lin: Lineage, profile: str) -> list[str]:
+    """The workflow command the worktree runs: recorded settings, cache off, up to train."""
+    cmd = [sys.executable, "-m", "projects", RERUN_UNTIL, "--profile", profile,
+           "--set", "cache=false"]
+    if lin.data.kind == "file" and lin.data.location:
+        # the recorded source may be relative to where the original ran
+        cmd += ["--set", f"data.source={lin.data.location}"]
+    return cmd
+
+
+def _run_workflow(client, lin: Lineage, tree: Path, conf: Path, profile: str,
+                  run_id: str) -> None:
+    import mlflow
+
+    tracking = absolute_uri(client.tracking_uri)
+    registry = absolute_uri(getattr(client, "_registry_uri", None) or mlflow.get_registry_uri())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "PYTHONPATH"))}
+    env.update({
+        "MLFLOW_TRACKING_URI": tracking,
+        "MLFLOW_REGISTRY_URI": registry,
+        "MLFLOW_RUN_ID": run_id,  # the workflow logs into the scratch run, as under mlflow run
+        "MLOPS_CONF_DIR": str(conf),
+        "PYTHONPATH": str(tree),  # the worktree's code, never this checkout's
+        "PYTHONHASHSEED": "0",
+    })
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    try:
+        out = subprocess.run(rerun_command(lin, profile), cwd=tree, env=env,
+                             capture_output=True, text=True, timeout=RERUN_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise RegistryError(f"the re-run took longer than {RERUN_TIMEOUT_SECONDS} s") from None
+    if out.returncode != 0:
+        lines = [x for x in (out.stderr + out.stdout).splitlines() if x.strip()]
+        last = next((x for x in reversed(lines) if x.startswith("error:")),
+                    lines[-1] if lines else f"exit {out.returncode}")
+        _logger.info("re-run output:\n%s", out.stderr[-5000:])
+        raise RegistryError(f"the re-run failed: {last}")
+
+
+def _end_if_running(client, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
+    except MlflowException as exc:
+        _logger.warning("could not end scratch run %s: %s", run_id, exc)
+
+
+# --------------------------------------------------------------------------- comparison
+def _load(uri: str, client, where: Path):
+    import mlflow
+
+    local = download(client, uri, where)
+    return mlflow.sklearn.load_model(str(local))
+
+
+def predictions(model, X) -> tuple:
+    """Labels (or values) and class probabilities (None without ``predict_proba``)."""
+    import numpy as np
+
+    labels = np.asarray(model.predict(X))
+    proba = np.asarray(model.predict_proba(X)) if hasattr(model, "predict_proba") else None
+    return labels, proba
+
+
+def compare_predictions(old: tuple, new: tuple, index) -> tuple[list[dict], int, float | None]:
+    """Rows whose label or probabilities differ in any bit, the first :data:`SHOWN_ROWS` of them.
+
+    Returns:
+        The first differing rows (``row``, ``registered``, ``reproduced``, ``proba_delta``),
+        how many rows differ, and the largest absolute probability difference.
+    """
+    import numpy as np
+
+    old_labels, old_proba = old
+    new_labels, new_proba = new
+    differs = np.asarray(old_labels != new_labels).reshape(len(old_labels), -1).any(axis=1)
+    delta = None
+    per_row = None
+    if old_proba is not None and new_proba is not None and old_proba.shape == new_proba.shape:
+        per_row = np.abs(old_proba - new_proba).reshape(len(old_proba), -1).max(axis=1)
+        differs |= np.asarray(old_proba != new_proba).reshape(len(old_proba), -1).any(axis=1)
+        delta = float(per_row.max()) if len(per_row) else 0.0
+    elif (old_proba is None) != (new_proba is None):
+        differs[:] = True
+    rows = []
+    for i in np.flatnonzero(differs)[:SHOWN_ROWS]:
+        rows.append({"row": int(index[i]) if hasattr(index[i], "__int__") else str(index[i]),
+                     "registered": old_labels[i].item() if hasattr(old_labels[i], "item")
+                     else old_labels[i],
+                     "reproduced": new_labels[i].item() if hasattr(new_labels[i], "item")
+                     else new_labels[i],
+                     "proba_delta": None if per_row is None else float(per_row[i])})
+    return rows, int(differs.sum()), delta
+
+
+def diagnose(lin: Lineage, rerun: Lineage, changes: list[tuple[str, str, str]]) -> list[str]:
+    """What differs between the original and the re-run, in the order to suspect it.
+
+    Data digest first (the rows), then the code of each step that shapes the model, then the
+    package versions, then the settings each step read; nothing: the training is not
+    deterministic under these settings.
+    """
+    causes = []
+    if lin.data.digest and rerun.data.digest and lin.data.digest != rerun.data.digest:
+        causes.append(f"data digest: {lin.data.digest} recorded, {rerun.data.digest} re-read")
+    for part, what in (("code", "code"), ("packages", "package versions"),
+                       ("settings", "settings")):
+        if part == "packages" and changes:
+            causes.append("package versions: " + ", ".join(
+                f"{n} {was} recorded, {now} installed" for n, was, now in changes))
+            continue
+        for step in MODEL_STEPS:
+            a, b = lin.step(step), rerun.step(step)
+            if a and b and a.cache.get(part) and b.cache.get(part) \
+                    and a.cache[part] != b.cache[part]:
+                causes.append(f"{what} of step {step}: {a.cache[part]} recorded, "
+                              f"{b.cache[part]} in the re-run")
+                break
+    return causes
+
+
+def original_seconds(lin: Lineage) -> float | None:
+    """How long the steps up to train took when they were computed (reused ones included)."""
+    seconds = [s.seconds for s in lin.steps if s.step in MODEL_STEPS]
+    if not seconds or any(v is None for v in seconds):
+        return None
+    return float(sum(seconds))
+
+
+# --------------------------------------------------------------------------- the command
+def reproduce_version(client, mv, into: str | None = None, repo: Path | None = None,
+                      echo: Callable[[str], None] = lambda _line: None) -> Reproduction:
+    """Re-run the workflow behind ``mv`` and compare the new model's predictions with it.
+
+    Args:
+        client: the registry's MLflow client (the scratch run goes to its tracking store).
+        mv: the ModelVersion to reproduce.
+        into: the scratch experiment (default :data:`SCRATCH_EXPERIMENT`).
+        repo: the git checkout holding the commit (default: :func:`find_repo`).
+        echo: where progress lines go (the command line prints them).
+
+    Raises:
+        CannotReproduce: nothing recorded, commit unknown, data changed (one line).
+        RegistryError: the re-run failed, or the models cannot be compared.
+    """
+    from registry.scoring import load_model, load_test_data
+
+    lin = read_lineage(client, mv, with_history=False)
+    result = Reproduction(lin.ref, original_seconds=original_seconds(lin))
+    if not lin.recorded or lin.settings is None:
+        raise CannotReproduce(f"{lin.ref}: its workflow run recorded no lineage (registered "
+                              "before the workflow recorded it); nothing to re-run")
+    repo = find_repo(repo)
+    check_commit(repo, lin.commit, lin.ref)
+    check_data(lin)
+    check_user_files(lin)
+    result.package_changes = package_changes(lin.packages)
+    where = Path(tempfile.mkdtemp(prefix="mlops-reproduce-"))
+    tree = None
+    try:
+        tree = _worktree(repo, lin.commit, where)
+        if lin.dirty and lin.diff:
+            _apply_diff(client, lin, tree, where)
+        echo(f"code       {lin.commit[:12]}{' + the recorded diff' if lin.dirty else ''}, "
+             "in a temporary worktree")
+        if lin.data.file_sha256:
+            echo(f"data       {lin.data.location}: sha256 {lin.data.file_sha256[:16]}, "
+                 "as recorded")
+        if result.package_changes:
+            echo("packages   differ: " + ", ".join(f"{n} {was} recorded, {now} installed"
+                                                   for n, was, now in result.package_changes))
+        else:
+            echo(f"packages   as recorded ({len(lin.packages)} checked)")
+        conf, profile = _settings_dir(lin, where)
+        result.experiment_id, result.run_id = _scratch_run(client, into or SCRATCH_EXPERIMENT,
+                                                           lin)
+        echo(f"re-run     the workflow up to {RERUN_UNTIL}, recorded settings, cache off, "
+             f"into run {result.run_id} (experiment {into or SCRATCH_EXPERIMENT})")
+        start = time.perf_counter()
+        try:
+            _run_workflow(client, lin, tree, conf, profile, result.run_id)
+        finally:
+            result.seconds = time.perf_counter() - start
+            _end_if_running(client, result.run_id)
+    finally:
+        if tree is not None:
+            _git(["worktree", "remove", "--force", str(tree)], repo)
+        shutil.rmtree(where, ignore_errors=True)
+
+    rerun = read_run_lineage(client, result.run_id, lin.name)
+    train = rerun.step("train")
+    model_uri = client.get_run(train.run_id).data.tags.get("mlops.model_uri") if train else None
+    if not model_uri:
+        raise RegistryError(f"the re-run (run {result.run_id}) logged no model")
+    X, _y = load_test_data(client, lin.tags)
+    with tempfile.TemporaryDirectory(prefix="mlops-reproduce-model-") as tmp:
+        registered = load_model(client, lin.name, lin.version)
+        reproduced = _load(model_uri, client, Path(tmp))
+        old, new = predictions(registered, X), predictions(reproduced, X)
+    result.rows = len(X)
+    result.differing, result.n_differing, result.max_proba_delta = compare_predictions(
+        old, new, X.index)
+    result.identical = result.n_differing == 0
+    if not result.identical:
+        result.causes = diagnose(lin, rerun, result.package_changes)
+    client.set_tag(result.run_id, "mlops.reproduced",
+                   "identical" if result.identical else f"{result.n_differing} rows differ")
+    return result
+
