@@ -61,6 +61,8 @@ class Metric:
     positive_class: bool = False
     uses_labels: bool = False
     description: str = ""
+    #: a custom metric's function, ``path/to/file.py:function`` (None: a built-in)
+    function: str | None = None
 
     def is_better(self, new: float, old: float) -> bool:
         """Whether ``new`` is strictly better than ``old``."""
@@ -96,6 +98,33 @@ METRICS: dict[str, Metric] = {m.name: m for m in _CATALOGUE}
 AUTO = {CLASSIFICATION: "roc_auc", REGRESSION: "rmse"}
 
 
+def register_custom(name: str, task: str, greater_is_better: bool, function: str,
+                    needs_proba: bool = False, description: str = "") -> Metric:
+    """Add the user's metric to the catalogue (selection, evaluation, policies, monitoring).
+
+    ``function`` is ``path/to/file.py:function``, called as ``function(y_true, y_pred)`` (or
+    ``function(y_true, proba)`` with ``needs_proba``: one column per class, in class order) and
+    returning a number. It is imported on the first computation, not here. Registering the
+    same definition again is a no-op.
+
+    Raises:
+        MetricError: the name is a built-in, or already registered differently.
+    """
+    from core import usercode
+
+    if not usercode.is_reference(function):
+        raise MetricError(f"metric {name!r}: function {function!r}: expected "
+                          "path/to/file.py:function")
+    metric = Metric(name, _check_task(task), bool(greater_is_better), needs_proba=needs_proba,
+                    description=description or f"custom metric ({function})", function=function)
+    known = METRICS.get(name)
+    if known is not None and known != metric:
+        what = "a built-in metric" if known.function is None else f"already {known.function}"
+        raise MetricError(f"metric {name!r} is {what}; pick another name")
+    METRICS[name] = metric
+    return metric
+
+
 def _check_task(task: str) -> str:
     if task not in TASKS:
         raise MetricError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -119,7 +148,7 @@ def names(task: str | None = None) -> tuple[str, ...]:
     if task is None:
         return tuple(METRICS)
     _check_task(task)
-    return tuple(m.name for m in _CATALOGUE if m.task == task)
+    return tuple(m.name for m in METRICS.values() if m.task == task)
 
 
 def auto_metric(task: str) -> str:
@@ -303,14 +332,37 @@ def _inputs(task: str, y_true, y_pred, proba, classes) -> _Inputs:
     return _Inputs(y_true, y_pred, proba, classes or [])
 
 
+def _custom(metric: Metric, inputs: _Inputs) -> float:
+    """A user metric: ``function(y_true, y_pred)``, or ``(y_true, proba)`` with needs_proba."""
+    import numpy as np
+
+    from core import usercode
+
+    func = usercode.load(metric.function)
+    if metric.needs_proba:
+        if inputs.proba is None:
+            raise MetricUnavailable(f"{metric.name} needs class probabilities; none were given")
+        return func(inputs.y_true, np.asarray(inputs.proba, dtype=float))
+    return func(inputs.y_true, inputs.y_pred)
+
+
 def _run(metric: Metric, inputs: _Inputs) -> float:
     try:
-        value = float(_FUNCTIONS[metric.name](inputs))
+        if metric.function is not None:
+            value = float(_custom(metric, inputs))
+        else:
+            value = float(_FUNCTIONS[metric.name](inputs))
     except MetricUnavailable:
         raise
     except ValueError as exc:  # scikit-learn's refusals: unknown labels, wrong shapes
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MetricUnavailable(f"{metric.name} cannot be computed: {first}") from None
+    except Exception as exc:  # a custom metric's own bug: one line naming it, not a traceback
+        if metric.function is None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MetricError(f"custom metric {metric.name} ({metric.function}) failed: "
+                          f"{type(exc).__name__}: {first}") from exc
     if not math.isfinite(value):
         raise MetricUnavailable(f"{metric.name} is not finite on these inputs")
     return value

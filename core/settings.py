@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PROFILES = ("local", "team", "aws")
 DEFAULT_PROFILE = "local"
@@ -38,18 +45,39 @@ class DataSettings(_Frozen):
     query: str | None = None
     table: str | None = None
     target: str = "target"
-    task: Literal["classification", "regression"] = "classification"
+    # auto: a numeric target with many distinct values is regression, else classification
+    task: Literal["auto", "classification", "regression"] = "auto"
     columns: dict[str, Literal["int", "float", "str", "bool"]] = Field(default_factory=dict)
+
+    @field_validator("source")
+    @classmethod
+    def _source_reference(cls, value: str) -> str:
+        # a loader of the user's, path/to/file.py:function (not a URL, not a data file)
+        return _check_reference(value) if ".py:" in value and "://" not in value else value
 
 
 class CleanSettings(_Frozen):
-    """Cleaning rules of the validate step."""
+    """Data rules: what validate checks and drops, what the model's pipeline fits.
+
+    Imputation, clipping and encoding are fitted on the train split inside the logged model
+    (no leakage, no training/serving skew); validate only checks, profiles and drops rows.
+    """
 
     drop_duplicates: bool = True
     impute: Literal["none", "mean", "median", "most_frequent"] = "median"
     outliers: Literal["none", "clip", "drop"] = "clip"
     outlier_iqr: float = Field(3.0, gt=0)
     max_dropped_share: float = Field(0.5, ge=0, le=1)
+    # unparsable cells of a mostly-numeric column: false fails validation, true makes them missing
+    coerce: bool = False
+    # share of parsable cells above which a text column is read as numeric (or fails/coerces)
+    numeric_share: float = Field(0.9, gt=0, le=1)
+    # datetime columns: calendar features inside the model, or dropped with a warning
+    datetimes: Literal["calendar", "drop"] = "calendar"
+    # text columns with more distinct values than this share of rows (free text, ids): dropped
+    max_distinct_share: float = Field(0.5, gt=0, le=1)
+    # categories kept per text column by the one-hot encoder (the rest: "infrequent")
+    max_categories: int = Field(30, ge=2)
 
 
 class SplitSettings(_Frozen):
@@ -60,11 +88,53 @@ class SplitSettings(_Frozen):
     seed: int = 42
 
 
-class Candidate(_Frozen):
-    """One estimator of the sweep and its parameter grid."""
+BUILTIN_ESTIMATORS = ("linear", "random_forest", "gradient_boosting")
 
-    estimator: Literal["linear", "random_forest", "gradient_boosting"]
+
+def _check_reference(value: str) -> str:
+    """A ``path/to/file.py:function`` reference, checked for form only (loaded when used)."""
+    from core import usercode
+
+    if not usercode.is_reference(value):
+        raise ValueError(f"{value!r}: expected path/to/file.py:function")
+    return value.strip()
+
+
+class Candidate(_Frozen):
+    """One estimator of the sweep and its parameter grid.
+
+    ``estimator`` is a built-in (linear, random_forest, gradient_boosting) or the user's
+    factory, ``path/to/file.py:function``, returning an unfitted scikit-learn-compatible
+    estimator; the grid's parameters are set on it with ``set_params``.
+    """
+
+    estimator: str
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        if value in BUILTIN_ESTIMATORS:
+            return value
+        if ":" in value:
+            return _check_reference(value)
+        raise ValueError(f"unknown estimator {value!r}; one of: {', '.join(BUILTIN_ESTIMATORS)}"
+                         " or path/to/file.py:function")
+
+
+class CustomMetric(_Frozen):
+    """The user's metric: a function of ``(y_true, y_pred)`` and its direction."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    function: str
+    greater_is_better: bool
+    task: Literal["classification", "regression"]
+    needs_proba: bool = False
+
+    @field_validator("function")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        return _check_reference(value)
 
 
 class TrainSettings(_Frozen):
@@ -175,7 +245,12 @@ class Settings(_Frozen):
     profile: str = DEFAULT_PROFILE
     experiment: str = "mlops-registry"
     cache: bool = True
+    # custom metrics (registered in core.metrics before train.metric is checked)
+    metrics: tuple[CustomMetric, ...] = ()
     data: DataSettings = DataSettings()
+    # the user's feature functions or transformer factories, path/to/file.py:function, applied
+    # in order inside the model pipeline (before imputation and encoding)
+    features: tuple[str, ...] = ()
     clean: CleanSettings = CleanSettings()
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
@@ -186,14 +261,60 @@ class Settings(_Frozen):
     capture: CaptureSettings = CaptureSettings()
     governance: GovernanceSettings = GovernanceSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _register_metrics(cls, data: Any) -> Any:
+        # custom metrics join the one catalogue before train.metric is checked against it
+        from core import metrics
+
+        for item in (data.get("metrics") or ()) if isinstance(data, dict) else ():
+            try:
+                entry = CustomMetric.model_validate(item)
+            except ValidationError:
+                continue  # reported by the field's own validation
+            try:
+                metrics.register_custom(entry.name, entry.task, entry.greater_is_better,
+                                        entry.function, entry.needs_proba)
+            except metrics.MetricError as exc:
+                raise ValueError(str(exc)) from None
+        return data
+
+    @field_validator("features")
+    @classmethod
+    def _feature_references(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_reference(v) for v in value)
+
     @property
     def metric(self) -> str:
-        """The selection metric, with ``auto`` resolved for the task."""
+        """The selection metric, with ``auto`` resolved for the task (``auto`` while unknown)."""
         from core import metrics
 
         if self.train.metric != "auto":
             return self.train.metric
+        if self.data.task == "auto":
+            return "auto"
         return metrics.auto_metric(self.data.task)
+
+    def with_task(self, task: str) -> Settings:
+        """These settings with ``data.task`` resolved (``auto`` decided from the data)."""
+        return self.model_copy(update={"data": self.data.model_copy(update={"task": task})})
+
+    def user_code(self, step: str | None = None) -> tuple[str, ...]:
+        """The ``file.py:function`` references a step runs (every one when ``step`` is None).
+
+        ingest: the loader; train: features, estimators, metrics; evaluate and register:
+        metrics (their values decide the comparison and the policy gates).
+        """
+        from core import usercode
+
+        ingest = (self.data.source,) if usercode.is_reference(self.data.source) else ()
+        estimators = tuple(c.estimator for c in self.train.candidates if ":" in c.estimator)
+        custom = tuple(m.function for m in self.metrics)
+        by_step = {"ingest": ingest, "train": (*self.features, *estimators, *custom),
+                   "evaluate": custom, "register": custom}
+        if step is None:
+            return tuple(dict.fromkeys((*ingest, *self.features, *estimators, *custom)))
+        return by_step.get(step, ())
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of some sections (used in cache keys and lineage tags)."""
@@ -319,6 +440,7 @@ def load_settings(
     profile: str | None = None,
     overrides: list[str] | tuple[str, ...] | dict = (),
     directory: Path | None = None,
+    settings_file: Path | str | None = None,
 ) -> Settings:
     """Load base + profile + overrides into a frozen :class:`Settings`.
 
@@ -326,6 +448,8 @@ def load_settings(
         profile: ``local``, ``team`` or ``aws``; defaults to ``$MLOPS_PROFILE`` or ``local``.
         overrides: ``key.sub=value`` strings (or an already nested mapping); they win.
         directory: folder holding ``base.yaml`` and ``profiles/``; defaults to :func:`conf_dir`.
+        settings_file: the user's own YAML settings (``--settings``), over base and profile,
+            under the overrides.
 
     Raises:
         SettingsError: unknown profile, unknown key, wrong type; one line naming the key.
@@ -337,6 +461,11 @@ def load_settings(
         known = sorted(p.stem for p in (directory / "profiles").glob("*.yaml"))
         raise SettingsError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
     merged = _deep_merge(_read_yaml(directory / "base.yaml"), _read_yaml(profile_file))
+    if settings_file:
+        path = Path(settings_file).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"settings file {path}: no such file")
+        merged = _deep_merge(merged, _read_yaml(path))
     extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
     merged = _deep_merge(merged, extra)
     merged["profile"] = profile

@@ -42,6 +42,9 @@ def workflow_options(func):
     options = [
         click.option("--profile", default="",
                      help="Settings profile: local (default), team, aws."),
+        click.option("--settings", "settings_file", default="", metavar="FILE",
+                     help="A YAML file of settings (your project's), over base and profile; "
+                          "--set and the options below win over it."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any setting (dotted key); repeatable, or ';'-separated."),
         click.option("--cache", default="",
@@ -51,7 +54,9 @@ def workflow_options(func):
         click.option("--query", default="", help="SQL query for a SQLAlchemy source."),
         click.option("--table", default="", help="SQL table for a SQLAlchemy source."),
         click.option("--target", default="", help="Name of the target column."),
-        click.option("--task", default="", help="classification or regression."),
+        click.option("--task", default="",
+                     help="auto (default: decided from the target), classification or "
+                          "regression."),
         click.option("--metric", default="", help="Selection metric (roc_auc, f1, rmse, ...)."),
         click.option("--estimators", default="",
                      help="Comma list of estimators to sweep (linear,random_forest,"
@@ -99,7 +104,8 @@ def _settings(opts: dict):
     from core.settings import load_settings
 
     overrides, estimators = build_overrides(opts)
-    settings = load_settings(opts.get("profile") or None, overrides)
+    settings = load_settings(opts.get("profile") or None, overrides,
+                             settings_file=opts.get("settings_file") or None)
     if estimators:
         known = {c.estimator: c for c in settings.train.candidates}
         cands = [known.get(e) or {"estimator": e, "grid": {}} for e in estimators]

@@ -26,7 +26,7 @@ _SQL_URL = re.compile(r"^[a-z][a-z0-9+]*://")
 
 @dataclass(frozen=True)
 class Source:
-    """Where the data comes from: ``kind`` is bundled, file, s3 or sql."""
+    """Where the data comes from: ``kind`` is bundled, file, s3, sql or function (the user's)."""
 
     kind: str
     location: str
@@ -49,6 +49,16 @@ def parse_source(source: str, query: str | None = None, table: str | None = None
         return Source("bundled", source)
     if source.startswith("s3://"):
         return Source("s3", source)
+    if ".py:" in source and "://" not in source:
+        from core import usercode
+
+        try:
+            path, _ = usercode.split_reference(source)
+        except usercode.UserCodeError as exc:
+            raise WorkflowError(f"data source {exc}") from None
+        if not path.is_file():
+            raise WorkflowError(f"data source {source!r}: no such file {path}")
+        return Source("function", source)
     if _SQL_URL.match(source) and not source.startswith("file://"):
         if not (query or table):
             raise WorkflowError(f"SQL source {source!r} needs data.query or data.table")
@@ -108,6 +118,23 @@ def _read_bytes(payload: bytes, name: str) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(payload))
 
 
+def _call_loader(ref: str) -> pd.DataFrame:
+    """The user's loader's DataFrame (``path/to/file.py:function``, called without arguments)."""
+    import pandas as pd
+
+    from core import usercode
+
+    try:
+        loader = usercode.load(ref)
+    except usercode.UserCodeError as exc:
+        raise WorkflowError(f"data source {exc}") from None
+    frame = loader()
+    if not isinstance(frame, pd.DataFrame):
+        raise WorkflowError(f"data source {ref}: returned {type(frame).__name__}, "
+                            "expected a pandas DataFrame")
+    return frame
+
+
 def ingest_data(source: Source, target: str, s3_client=None) -> pd.DataFrame:
     """Read the raw data of ``source`` into a DataFrame.
 
@@ -136,6 +163,8 @@ def ingest_data(source: Source, target: str, s3_client=None) -> pd.DataFrame:
             bucket, key = _split_s3(source.location)
             body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
             return _read_bytes(body, key)
+        if source.kind == "function":
+            return _call_loader(source.location)
         import sqlalchemy
 
         engine = sqlalchemy.create_engine(source.location)

@@ -59,11 +59,12 @@ MODEL_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "mlflow")
 SETTINGS_KEYS = {
     "ingest": ("data.source", "data.query", "data.table", "data.target"),
     "validate": ("data", "clean"),
-    "prepare": ("data.target", "data.task", "split"),
-    "train": ("data.task", "data.target", "split.seed", "train.candidates", "metric"),
+    "prepare": ("data.target", "data.task", "split", "clean.outliers", "clean.outlier_iqr"),
+    "train": ("data.task", "data.target", "split.seed", "train.candidates", "metric", "clean",
+              "features", "metrics"),
     "evaluate": ("data.task", "data.target", "metric", "register.model_name",
-                 "register.champion_alias"),
-    "register": ("register", "metric"),
+                 "register.champion_alias", "metrics"),
+    "register": ("register", "metric", "metrics"),
 }
 # Settings that only say why a run was started: recorded with the alias moves, no output
 # depends on them, so a retraining run still reuses unchanged steps.
@@ -132,6 +133,10 @@ def _closure(roots: set[str], root: Path) -> dict[str, Path]:
             continue
         path = _module_file(root, module)
         if path is None:  # outside the repository, or an attribute (from a import name)
+            continue
+        if module == "projects.pipeline":
+            # counted per step (its module level and the step's own method), never whole:
+            # a helper importing it back must not pull every step's imports into each step
             continue
         found[module] = path
         parts = module.split(".")
@@ -248,13 +253,19 @@ def cache_parts(step: str, settings: Settings, upstream: str,
         upstream: the step's input: the data's fingerprint, or the key of the step it reads.
         root: the repository whose code is hashed (default: this one).
     """
-    return {
+    parts = {
         "step": step,
         "code": code_hash(step, root),
         "settings": settings_hash(settings, step),
         "input": upstream,
         "packages": _digest(package_versions()),
     }
+    refs = settings.user_code(step)
+    if refs:  # the user's own files (features, estimators, metrics, loader), by content
+        from core import usercode
+
+        parts["user_code"] = usercode.digest(refs)
+    return parts
 
 
 def cache_key(step: str, settings: Settings, upstream: str, root: Path | None = None) -> str:
@@ -290,6 +301,32 @@ def pinned_requirements() -> list[str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+def input_example(X, rows: int = 5):
+    """Real training rows for the model's input example, one with missing values if any."""
+    example = X.head(rows)
+    gaps = X.isna().any(axis=1)
+    if len(X) > rows and gaps.any() and not gaps.head(rows).any():
+        example = X.head(rows - 1).copy()
+        example.loc[gaps.idxmax()] = X.loc[gaps.idxmax()]
+    return schema_frame(example)
+
+
+def schema_frame(X):
+    """``X`` with nullable pandas types as numpy ones (Int64 with gaps → float64)."""
+    import pandas as pd
+
+    changes = {}
+    for name in X.columns:
+        dtype = X[name].dtype
+        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iuf":
+            changes[name] = "float64" if X[name].isna().any() else dtype.numpy_dtype
+        elif isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind == "b":
+            changes[name] = "object" if X[name].isna().any() else "bool"
+        elif isinstance(dtype, pd.StringDtype):
+            changes[name] = "object"
+    return X.astype(changes) if changes else X
 
 
 @dataclass
@@ -456,35 +493,64 @@ class Workflow:
         def compute(run_id):
             import mlflow
 
-            from projects.validate import check_data, clean_data, profile_data, profile_html
+            from projects.validate import (
+                check_data,
+                check_types,
+                clean_data,
+                infer_task,
+                profile_data,
+                profile_html,
+            )
 
             raw = self._frame("raw", "ingest", "data/raw.parquet")
             profile = profile_data(raw)
             mlflow.log_table(profile, "profile/profile.json")
+            declared = dict(s.data.columns)
+            task, why = s.data.task, "set in data.task"
             try:
-                check_data(raw, s.data.target, s.data.task, dict(s.data.columns))
+                check_data(raw, s.data.target, "auto", declared, s.clean.numeric_share,
+                           coerce=True)  # the target exists, columns, declared types
+                if task == "auto":
+                    task, why = infer_task(raw[s.data.target])
+                    why = f"auto: {why}"
+                coerced = check_types(raw, s.data.target, declared, s.clean.numeric_share,
+                                      s.clean.coerce)
+                check_data(raw, s.data.target, task, declared, s.clean.numeric_share,
+                           s.clean.coerce)
             except Exception as exc:
                 mlflow.set_tag("mlops.failed_rule", str(exc)[:500])
                 raise
-            clean, report = clean_data(
-                raw, s.data.target, s.clean.drop_duplicates, s.clean.impute, s.clean.outliers,
-                s.clean.outlier_iqr,
-            )
+            _logger.info("task     %s (%s)", task, why)
+            for column, count in coerced.items():
+                _logger.warning("column %r: %d cell(s) are not numbers; they become missing "
+                                "values (clean.coerce)", column, count)
+            clean, report = clean_data(raw, s.data.target, s.clean.drop_duplicates)
+            report.coerced_values = sum(coerced.values())
+            for column, count in coerced.items():
+                report.per_column.setdefault(column, {})["coerced"] = count
             dropped = 1 - report.rows_out / max(report.rows_in, 1)
             mlflow.log_text(profile_html(raw, profile, report), "profile/profile.html")
+            mlflow.log_dict(report.per_column, "profile/cleaning.json")
             if dropped > s.clean.max_dropped_share:
                 raise WorkflowError(
                     f"table: rule 'max_dropped_share' failed: cleaning dropped {dropped:.0%} "
                     f"of rows (limit {s.clean.max_dropped_share:.0%})"
                 )
             # validation after cleaning: the clean table must still satisfy the rules
-            check_data(clean, s.data.target, s.data.task, dict(s.data.columns))
+            check_data(clean, s.data.target, task, declared, s.clean.numeric_share,
+                       s.clean.coerce)
             self.frames["clean"] = clean
             self._log_frame(clean, "data/clean.parquet")
-            return {}, report.metrics(), {}
+            return ({"mlops.task": task, "mlops.task_reason": why[:500]}, report.metrics(),
+                    {"task": task})
 
         up = self.outcomes["ingest"].key
-        return self._run_step("validate", self._key("validate", up), compute)
+        outcome = self._run_step("validate", self._key("validate", up), compute)
+        task = outcome.tags.get("mlops.task")
+        if task in ("classification", "regression") and task != s.data.task:
+            # the later steps (split, metrics, plots, selection) see the task decided here
+            self.settings = s.with_task(task)
+        return outcome
 
     def prepare(self) -> StepOutcome:
         """Split the clean data into train/validation/test."""
@@ -493,11 +559,15 @@ class Workflow:
         def compute(run_id):
             import mlflow
 
-            from projects.prepare import SPLITS, feature_types, split_data
+            from projects.prepare import SPLITS, drop_train_outliers, feature_types, split_data
 
             clean = self._frame("clean", "validate", "data/clean.parquet")
             splits = split_data(clean, s.data.target, s.data.task, s.split.test_size,
                                 s.split.val_size, s.split.seed)
+            outliers_dropped = 0
+            if s.clean.outliers == "drop":  # fences of the train split, its rows only
+                splits["train"], outliers_dropped = drop_train_outliers(
+                    splits["train"], s.data.target, s.clean.outlier_iqr)
             types = feature_types(clean, s.data.target)
             contexts = {"train": "training", "val": "validation", "test": "testing"}
             for name in SPLITS:
@@ -508,7 +578,8 @@ class Workflow:
             return (
                 {"mlops.numeric_features": ",".join(types.numeric)[:5000],
                  "mlops.categorical_features": ",".join(types.categorical)[:5000]},
-                {f"rows_{n}": len(splits[n]) for n in SPLITS},
+                {**{f"rows_{n}": len(splits[n]) for n in SPLITS},
+                 "outlier_rows_dropped": outliers_dropped},
                 {"test_size": s.split.test_size, "val_size": s.split.val_size,
                  "seed": s.split.seed},
             )
@@ -524,12 +595,12 @@ class Workflow:
         def compute(run_id):
             import mlflow
 
-            from projects.prepare import feature_types
+            from projects.prepare import Preprocessing
             from projects.train import expand_candidates, pick_best, train_candidates
 
             train = self._frame("train", "prepare", "splits/train.parquet")
             val = self._frame("val", "prepare", "splits/val.parquet")
-            types = feature_types(train, s.data.target)
+            types = Preprocessing.from_settings(s)
             # the model's run names the data it was fitted on (monitoring compares against it)
             self._log_dataset(train, "train", "training", run_uri(
                 self.outcomes["prepare"].run_id, "splits/train.parquet"))
@@ -552,14 +623,21 @@ class Workflow:
                                         "fit_seconds": res.fit_seconds})
             best = pick_best(results, metric)
             self.model = best.model
+            dropped = dict(getattr(best.model.named_steps.get("tidy"), "dropped_", {}) or {})
+            for column, why in dropped.items():
+                _logger.warning("column %r dropped from the model: %s", column, why)
             start = time.perf_counter()
             info = self._log_model(best.model, train.drop(columns=[s.data.target]))
             self.timings["log_model"] = time.perf_counter() - start
             # the model's source run is the workflow run (the runs table's Model column reads
             # a logged model's source run); the step run lists it among its outputs too
             self._link_model(run_id, info.model_id)
+            if dropped:
+                mlflow.log_dict(dropped, "dropped_columns.json")
             return (
-                {"mlops.best_estimator": best.estimator, "mlops.model_uri": info.model_uri},
+                {"mlops.best_estimator": best.estimator, "mlops.model_uri": info.model_uri,
+                 **({"mlops.dropped_columns": ",".join(map(str, dropped))[:5000]}
+                    if dropped else {})},
                 {f"best_val_{k}": v for k, v in best.metrics.items()},
                 {"best_estimator": best.estimator, "selection_metric": metric,
                  "candidates": len(results),
@@ -573,11 +651,13 @@ class Workflow:
         import mlflow
         from mlflow.models import infer_signature
 
-        example = X.head(5)
-        # integer columns are declared double: a missing value turns ints into floats at
-        # serving time, and int -> double is a safe conversion for schema enforcement
-        as_float = {c: "float64" for c in example.columns if example[c].dtype.kind in "iu"}
-        signature = infer_signature(example.astype(as_float), model.predict(example))
+        example = input_example(X)
+        # the user's types: an integer column stays long (a column with missing values is
+        # already float64, so double); nullable extension types become numpy ones
+        signature = infer_signature(schema_frame(example), model.predict(example))
+        from core import usercode
+
+        code = [str(p) for p in usercode.files(self.settings.user_code("train"))]
         with _quiet_pickle_warning():
             return mlflow.sklearn.log_model(
                 model,
@@ -586,6 +666,7 @@ class Workflow:
                 input_example=example,
                 pip_requirements=pinned_requirements(),
                 serialization_format="cloudpickle",
+                code_paths=code or None,  # the user's files: the model loads without them here
                 run_id=self.run_id,  # the workflow run: see _link_model
             )
 

@@ -12,7 +12,8 @@ from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
 
 from core import metrics
-from projects.prepare import FeatureTypes, build_preprocessor
+from projects.errors import WorkflowError
+from projects.prepare import FeatureTypes, Preprocessing, build_preprocessor
 
 
 @dataclass
@@ -34,6 +35,8 @@ def make_estimator(task: str, estimator: str, params: dict, seed: int):
     the inverse regularisation strength in both: Ridge gets ``alpha = 1 / C``).
     """
     params = dict(params)
+    if ":" in estimator:
+        return _user_estimator(estimator, params, seed)
     if task == "classification":
         from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
         from sklearn.linear_model import LogisticRegression
@@ -57,14 +60,44 @@ def make_estimator(task: str, estimator: str, params: dict, seed: int):
     return factories[estimator](params)
 
 
-def make_pipeline(task: str, types: FeatureTypes, estimator: str, params: dict, seed: int):
-    """The one factory of unfitted model pipelines: preprocessing + estimator."""
-    return Pipeline(
-        [
-            ("preprocess", build_preprocessor(types)),
-            ("model", make_estimator(task, estimator, params, seed)),
-        ]
-    )
+def _user_estimator(ref: str, params: dict, seed: int):
+    """The user's factory's estimator, the grid's parameters set, seeded when it has a seed.
+
+    Raises:
+        WorkflowError: the factory cannot be loaded or called, its result is no estimator, or
+            a grid parameter is not one of the estimator's.
+    """
+    from core import usercode
+
+    try:
+        factory = usercode.load(ref)
+        model = factory()
+    except usercode.UserCodeError as exc:
+        raise WorkflowError(f"train.candidates: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed: one line
+        raise WorkflowError(f"train.candidates: {ref}: {type(exc).__name__}: {exc}") from None
+    if not (hasattr(model, "fit") and hasattr(model, "predict") and hasattr(model, "set_params")):
+        raise WorkflowError(f"train.candidates: {ref} returned {type(model).__name__}, not a "
+                            "scikit-learn estimator (fit, predict, set_params)")
+    known = model.get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise WorkflowError(f"train.candidates: {ref}: grid parameter(s) {', '.join(unknown)} "
+                            f"unknown to {type(model).__name__}")
+    if "random_state" in known and known["random_state"] is None and "random_state" not in params:
+        params["random_state"] = seed
+    return model.set_params(**params)
+
+
+def make_pipeline(task: str, prep: Preprocessing | FeatureTypes | None, estimator: str,
+                  params: dict, seed: int):
+    """The one factory of unfitted model pipelines: the user's features, preprocessing, model.
+
+    The steps are flattened (``feature*``, ``tidy``, ``encode``, ``model``): every one of them
+    is fitted on the train split only and ships inside the logged model.
+    """
+    preprocess = build_preprocessor(prep)
+    return Pipeline([*preprocess.steps, ("model", make_estimator(task, estimator, params, seed))])
 
 
 def expand_candidates(candidates) -> list[tuple[str, dict]]:
@@ -96,9 +129,16 @@ def fit_candidate(task, types, estimator, params, seed, train, val, target) -> C
     """Fit one candidate on the train split and score it on the validation split."""
     model = make_pipeline(task, types, estimator, params, seed)
     start = time.perf_counter()
-    model.fit(train.drop(columns=[target]), train[target])
-    fit_seconds = time.perf_counter() - start
-    scores, predict_seconds = score(task, model, val.drop(columns=[target]), val[target])
+    try:
+        model.fit(train.drop(columns=[target]), train[target])
+        fit_seconds = time.perf_counter() - start
+        scores, predict_seconds = score(task, model, val.drop(columns=[target]), val[target])
+    except (WorkflowError, metrics.MetricError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line naming the candidate, no traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WorkflowError(f"candidate {estimator} {params or ''}: fit failed: "
+                            f"{type(exc).__name__}: {first[:300]}") from None
     return CandidateResult(estimator, params, scores, fit_seconds, predict_seconds, model)
 
 

@@ -1,4 +1,8 @@
-"""validate (explore & clean): profile the data, check its schema, apply the cleaning rules."""
+"""validate (explore & clean): profile the data, check its rules and types, drop bad rows.
+
+It changes no value: imputation, clipping and encoding are fitted on the train split inside
+the model (:mod:`projects.features`), so test rows never shape them and served rows get them.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,8 @@ class CleaningReport:
     rows_out: int = 0
     duplicates_dropped: int = 0
     missing_target_dropped: int = 0
-    outlier_rows_dropped: int = 0
-    values_clipped: int = 0
-    values_imputed: int = 0
+    missing_values: int = 0
+    coerced_values: int = 0
     per_column: dict = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
@@ -113,19 +116,112 @@ def profile_html(df: pd.DataFrame, profile: pd.DataFrame, report: CleaningReport
                            cleaning=cleaning)
 
 
+def did_you_mean(name: str, columns) -> str:
+    """`` (did you mean 'Species'?)`` for the closest column name, or an empty string."""
+    import difflib
+
+    names = [str(c) for c in columns]
+    folded = {n.lower(): n for n in names}
+    match = folded.get(name.lower()) or next(
+        iter(difflib.get_close_matches(name, names, n=1, cutoff=0.6)), None) or next(
+        iter(difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.6)), None)
+    if match in folded and match not in names:
+        match = folded[match]
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def infer_task(y: pd.Series) -> tuple[str, str]:
+    """``(task, why)`` for ``task: auto``.
+
+    A numeric target with more than 20 distinct values, or more than 10 with fractions, is
+    regression; anything else (text, booleans, few distinct numbers) is classification.
+    """
+    y = y.dropna()
+    distinct = int(y.nunique())
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return "classification", f"non-numeric target with {distinct} classes"
+    fractional = bool((np.asarray(y, dtype=float) % 1 != 0).any())
+    if distinct > 20 or (fractional and distinct > 10):
+        return "regression", f"numeric target with {distinct} distinct values"
+    return "classification", f"numeric target with only {distinct} distinct values"
+
+
+def _cells(col: pd.Series, mask: pd.Series, limit: int = 3) -> str:
+    """The first bad cells as ``'abc' (row 12)``: rows counted from 1, as in the file."""
+    positions = np.flatnonzero(mask.to_numpy())[:limit]
+    shown = ", ".join(f"{col.iloc[i]!r} (row {i + 1})" for i in positions)
+    more = int(mask.sum()) - len(positions)
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def type_problems(df: pd.DataFrame, target: str, declared: dict[str, str] | None,
+                  share: float) -> dict[str, pd.Series]:
+    """Text cells that are not numbers, in columns that are numbers (declared, or mostly).
+
+    Returns:
+        ``{column: mask of the unparsable cells}`` for each such column with bad cells.
+    """
+    from projects.features import numeric_share, unparsable
+
+    declared = declared or {}
+    out = {}
+    for name in df.columns:
+        col = df[name]
+        if name == target or pd.api.types.is_numeric_dtype(col) or \
+                pd.api.types.is_bool_dtype(col) or pd.api.types.is_datetime64_any_dtype(col):
+            continue
+        wants_number = declared.get(str(name)) in ("int", "float")
+        if not wants_number and not share <= numeric_share(col) < 1.0:
+            continue
+        bad = unparsable(col)
+        if bad.any():
+            out[name] = bad
+    return out
+
+
+def check_types(df: pd.DataFrame, target: str, declared: dict[str, str] | None, share: float,
+                coerce: bool) -> dict[str, int]:
+    """Numbers written as text: fail on unparsable cells, or count them with ``coerce``.
+
+    The cells are left as they are: the model's pipeline parses the column (on the train
+    split and at serving time alike), and an unparsable cell becomes missing there.
+
+    Returns:
+        ``{column: unparsable cells}`` (with ``coerce``).
+
+    Raises:
+        DataError: naming the column, how many cells, the first values and their rows.
+    """
+    counts = {}
+    for name, bad in type_problems(df, target, declared, share).items():
+        if not coerce or int(bad.sum()) == int(df[name].notna().sum()):  # none parses: no help
+            rule = f"type {declared[name]}" if name in (declared or {}) else "numeric"
+            raise DataError(str(name), rule,
+                            f"{int(bad.sum())} of {len(df)} cells are not numbers: "
+                            f"{_cells(df[name], bad)}; fix them, or set clean.coerce=true to "
+                            "make them missing")
+        counts[str(name)] = int(bad.sum())
+    return counts
+
+
 def check_data(
-    df: pd.DataFrame, target: str, task: str, declared: dict[str, str] | None = None
+    df: pd.DataFrame, target: str, task: str, declared: dict[str, str] | None = None,
+    share: float = 0.9, coerce: bool = False,
 ) -> None:
     """Check the raw data against the workflow's rules (a pandera schema plus table rules).
 
     Raises:
-        DataError: naming the column and the rule: missing target column, empty table,
-            all-null column, wrong declared type, target with a single class.
+        DataError: naming the column and the rule: missing target column (with the closest
+            name), empty table, all-null column, wrong declared type (with the bad cells),
+            target with a single class.
     """
     import pandera.pandas as pa
 
     if target not in df.columns:
-        raise DataError(target, "required column", f"not in the data (columns: {list(df.columns)})")
+        raise DataError(target, "required column",
+                        f"not in the data{did_you_mean(target, df.columns)}; columns: "
+                        f"{', '.join(map(str, df.columns[:20]))}"
+                        f"{' ...' if len(df.columns) > 20 else ''}")
     if len(df) == 0:
         raise DataError("*", "non-empty", "the table has 0 rows")
     for name in df.columns:
@@ -134,7 +230,11 @@ def check_data(
     declared = declared or {}
     for name in declared:
         if name not in df.columns:
-            raise DataError(name, "declared column", "declared in data.columns but missing")
+            raise DataError(name, "declared column",
+                            f"declared in data.columns but missing{did_you_mean(name, df.columns)}")
+    check_types(df, target, declared, share, coerce)
+    numeric_text = {n for n, k in declared.items() if k in ("int", "float")
+                    and not pd.api.types.is_numeric_dtype(df[n])}  # parsed by the model
     schema = pa.DataFrameSchema(
         {
             name: pa.Column(
@@ -147,7 +247,7 @@ def check_data(
                 ),
                 nullable=True,
             )
-            for name, kind in declared.items()
+            for name, kind in declared.items() if name not in numeric_text
         }
         | {target: pa.Column(nullable=True)},
         strict=False,
@@ -161,21 +261,22 @@ def check_data(
     labels = df[target].dropna()
     if task == "classification":
         if labels.nunique() < 2:
-            values = ", ".join(map(str, labels.unique()[:3]))
+            values = ", ".join(map(plain, labels.unique()[:3]))
             raise DataError(target, "at least two classes", f"only one class ({values})")
-    elif not pd.api.types.is_numeric_dtype(labels):
-        raise DataError(target, "numeric target", f"regression needs numbers, found {labels.dtype}")
+    elif task == "regression" and not pd.api.types.is_numeric_dtype(labels):
+        raise DataError(target, "numeric target", f"regression needs numbers, found {labels.dtype}"
+                        f" (values like {', '.join(map(plain, labels.unique()[:3]))})")
 
 
 def clean_data(
     df: pd.DataFrame,
     target: str,
-    drop_duplicates: bool,
-    impute: str,
-    outliers: str,
-    outlier_iqr: float,
+    drop_duplicates: bool = True,
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Apply the declared cleaning rules; return the clean frame and what was done."""
+    """Drop the rows no model can learn from: duplicates and rows without a target.
+
+    Nothing is imputed or clipped here: that is fitted on the train split, inside the model.
+    """
     report = CleaningReport(rows_in=len(df))
     out = df
     if drop_duplicates:
@@ -184,42 +285,15 @@ def clean_data(
         out = out.loc[~dup]
     missing_target = out[target].isna()
     report.missing_target_dropped = int(missing_target.sum())
-    out = out.loc[~missing_target].copy()
+    out = out.loc[~missing_target]
     features = [c for c in out.columns if c != target]
-    numeric = [
-        c
-        for c in features
-        if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c])
-    ]
-    if outliers != "none" and numeric and len(out):
-        values = out[numeric].astype(float)
-        q1, q3 = values.quantile(0.25), values.quantile(0.75)
-        low, high = q1 - outlier_iqr * (q3 - q1), q3 + outlier_iqr * (q3 - q1)
-        outside = values.lt(low) | values.gt(high)
-        if outliers == "drop":
-            bad = outside.any(axis=1)
-            report.outlier_rows_dropped = int(bad.sum())
-            out = out.loc[~bad]
-        else:
-            report.values_clipped = int(outside.to_numpy().sum())
-            for c in numeric:
-                if outside[c].any():
-                    out[c] = values[c].clip(low[c], high[c])
-    if impute != "none":
-        for c in features:
-            n_missing = int(out[c].isna().sum())
-            if not n_missing:
-                continue
-            if impute == "most_frequent" or c not in numeric:
-                fill = out[c].mode(dropna=True).iloc[0]
-            else:
-                fill = getattr(out[c], impute)()
-            out[c] = out[c].fillna(fill)
-            report.values_imputed += n_missing
-            report.per_column[c] = {"imputed": n_missing, "fill": _plain(fill)}
+    missing = out[features].isna().sum() if features else pd.Series(dtype=int)
+    report.missing_values = int(missing.sum())
+    report.per_column = {str(c): {"missing": int(n)} for c, n in missing.items() if n}
     report.rows_out = len(out)
     return out.reset_index(drop=True), report
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+def plain(value) -> str:
+    """A value as a person writes it: ``171.0``, not ``np.float64(171.0)``."""
+    return str(value.item() if isinstance(value, np.generic) else value)

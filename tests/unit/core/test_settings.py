@@ -8,7 +8,8 @@ def test_local_profile_is_default_and_crowns_champion():
     assert s.profile == "local"
     assert s.register.auto_champion is None  # automatic: the workflow decides by the store
     assert s.data.source == "bundled:breast_cancer"
-    assert s.metric == "roc_auc"
+    assert s.data.task == "auto" and s.metric == "auto"  # decided from the data by validate
+    assert s.with_task("classification").metric == "roc_auc"
 
 
 def test_team_profile_leaves_promotion_to_release_managers():

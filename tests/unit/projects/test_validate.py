@@ -48,28 +48,19 @@ def test_regression_needs_a_numeric_target():
         check_data(df, "target", "regression")
 
 
-def test_cleaning_drops_duplicates_imputes_and_clips():
+def test_cleaning_only_drops_rows_and_changes_no_value():
     df = frame()
     df = pd.concat([df, df.iloc[[0, 1]]], ignore_index=True)
     df.loc[5, "x"] = np.nan
     df.loc[6, "x"] = 1e6
     df.loc[7, "target"] = np.nan
-    clean, report = clean_data(df, "target", True, "median", "clip", 3.0)
+    clean, report = clean_data(df, "target", True)
     assert report.duplicates_dropped == 2
     assert report.missing_target_dropped == 1
-    assert report.values_imputed == 1
-    assert report.values_clipped == 1
-    assert clean["x"].isna().sum() == 0
-    assert clean["x"].max() < 1e6
+    assert report.missing_values == 1 and report.per_column == {"x": {"missing": 1}}
+    # imputation and clipping are the model's (fitted on the train split), not validate's
+    assert clean["x"].isna().sum() == 1 and clean["x"].max() == 1e6
     assert report.rows_out == len(clean) == 39
-
-
-def test_outlier_rows_can_be_dropped():
-    df = frame()
-    df.loc[3, "x"] = -1e6
-    clean, report = clean_data(df, "target", False, "none", "drop", 3.0)
-    assert report.outlier_rows_dropped == 1
-    assert len(clean) == 39
 
 
 def test_profile_lists_every_column_with_a_distribution_plot():
@@ -77,7 +68,7 @@ def test_profile_lists_every_column_with_a_distribution_plot():
     profile = profile_data(df)
     assert list(profile["column"]) == ["x", "colour", "target"]
     assert profile.set_index("column").loc["colour", "distinct"] == 2
-    page = profile_html(df, profile, clean_data(df, "target", True, "none", "none", 3)[1])
+    page = profile_html(df, profile, clean_data(df, "target")[1])
     assert page.count("<svg") == 3
     assert "Data profile (40 rows, 3 columns)" in page
 
@@ -91,7 +82,7 @@ def test_profile_page_escapes_names_and_values_from_the_data():
         "target": [0, 1, 0, 1],
     })
     profile = profile_data(df)
-    page = profile_html(df, profile, clean_data(df, "target", True, "none", "none", 3)[1])
+    page = profile_html(df, profile, clean_data(df, "target")[1])
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;" in page
     assert page.count("<svg") == 3  # the plots are still rendered as markup
