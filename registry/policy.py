@@ -2,7 +2,8 @@
 
 A policy says what a version must show before it may take the champion alias: metric
 thresholds, a margin over the current champion on the same test data, an input signature
-compatible with the champion's, and tags that must be present. :func:`evaluate_policy` is a
+compatible with the champion's, tags that must be present, and agreement with the champion
+on live traffic (shadow runs of ``serve --shadow``). :func:`evaluate_policy` is a
 pure function of the evidence gathered by :mod:`registry.validation`; the metric gates are
 decided by MLflow's own ``MetricThreshold`` / ``validate_evaluation_results``.
 """
@@ -49,6 +50,13 @@ class ChampionGate(_Frozen):
         return _known_metric(value)
 
 
+class ShadowGate(_Frozen):
+    """Live traffic scored by both (``serve --shadow``): enough of it, and enough agreement."""
+
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    min_requests: int = Field(0, ge=0)
+
+
 class Policy(_Frozen):
     """The promotion policy of one registered model."""
 
@@ -58,6 +66,7 @@ class Policy(_Frozen):
     champion: ChampionGate | None = None
     signature_compatible: bool = True
     required_tags: tuple[str, ...] = ()
+    shadow: ShadowGate | None = None
 
     @field_validator("thresholds")
     @classmethod
@@ -121,6 +130,7 @@ class Evidence:
         inputs: input schema as ``{column: type}`` (None when the model has no signature).
         tags: the version's tags.
         problem: why metrics could not be scored, if they could not.
+        shadow: the version's shadow totals against the champion (None: not looked up).
     """
 
     version: str
@@ -128,6 +138,7 @@ class Evidence:
     inputs: dict[str, str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     problem: str | None = None
+    shadow: object | None = None  # core.shadow.ShadowTotals
 
 
 @dataclass(frozen=True)
@@ -282,6 +293,38 @@ def _tags_gate(policy: Policy, candidate: Evidence) -> GateResult:
     )
 
 
+def _shadow_gates(policy: Policy, candidate: Evidence,
+                  champion: Evidence | None) -> list[GateResult]:
+    spec = policy.shadow
+    gates = []
+    totals = candidate.shadow
+    runs = getattr(totals, "runs", 0)
+    requests = getattr(totals, "requests", 0)
+    agreement = getattr(totals, "agreement", None)
+    against = f"against {policy.champion_alias} version {champion.version}" if champion else ""
+    detail = (f"{runs} shadow run(s) {against}: `python -m serving serve "
+              f"NAME@{policy.champion_alias} --shadow NAME/{candidate.version}`")
+    if spec.min_requests:
+        name = f"shadow requests >= {spec.min_requests}"
+        if champion is None:
+            gates.append(GateResult(name, True, "no champion", f">= {spec.min_requests}",
+                                    f"no {policy.champion_alias} to shadow"))
+        else:
+            gates.append(GateResult(name, requests >= spec.min_requests, str(requests),
+                                    f">= {spec.min_requests}", detail))
+    if spec.min_agreement is not None:
+        name = f"shadow agreement >= {spec.min_agreement:g}"
+        if champion is None:
+            gates.append(GateResult(name, True, "no champion", f">= {spec.min_agreement:g}",
+                                    f"no {policy.champion_alias} to shadow"))
+        else:
+            gates.append(GateResult(
+                name, agreement is not None and agreement >= spec.min_agreement,
+                _fmt(agreement), f">= {spec.min_agreement:g}",
+                detail if agreement is not None else "no shadowed rows yet; " + detail))
+    return gates
+
+
 def evaluate_policy(
     policy: Policy, candidate: Evidence, champion: Evidence | None
 ) -> list[GateResult]:
@@ -295,4 +338,6 @@ def evaluate_policy(
         gates.append(_champion_gate(policy, candidate, champion))
     if policy.signature_compatible:
         gates.append(_signature_gate(candidate, champion))
+    if policy.shadow is not None:
+        gates += _shadow_gates(policy, candidate, champion)
     return gates

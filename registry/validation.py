@@ -72,7 +72,12 @@ def validate_version(client, mv, policy: Policy) -> Validation:
         except RegistryError as exc:
             problem = champion_problem = str(exc)
 
-    candidate = Evidence(version, metrics, files.inputs, tags, problem or files.problem)
+    shadow = None
+    if policy.shadow is not None and champion_version:
+        from core.shadow import shadow_totals
+
+        shadow = shadow_totals(client, name, version, champion=champion_version)
+    candidate = Evidence(version, metrics, files.inputs, tags, problem or files.problem, shadow)
     champion = None
     if champion_version:
         champion = Evidence(

@@ -1,0 +1,398 @@
+"""Shadow traffic: a sample of live requests also scored by the challenger, off the request path.
+
+``python -m serving serve NAME@champion --shadow NAME@challenger --shadow-sample 0.1``: the
+champion answers every request as before; for a sampled request, once its answer has been
+sent, the request body and the champion's answer go on a bounded queue. A background thread
+scores the body with the challenger and compares the two answers row by row:
+
+* classification (the champion version's ``mlops.task`` tag, else labels that are not
+  fractional numbers): a row agrees when both labels are equal; a row that differs counts
+  as a flip of the champion's class (``shadow.flips.<class>``);
+* regression: a row agrees when the challenger is within ``tolerance`` of the champion,
+  relative to the champion's value.
+
+Every minute and at shutdown the totals go to an MLflow run in the challenger's experiment,
+tagged with the model and both versions (names in :mod:`core.shadow`), and linked from the
+challenger version (tag ``mlops.shadow.run_id``): ``shadow.requests``, ``shadow.rows``,
+``shadow.agreement``, the flips, and p50/p95 latency of both models. The registry's policy
+gates on them (``shadow.min_agreement``, ``shadow.min_requests``).
+
+The request path pays one random draw per request; a sampled request also copies its body
+and answer (the ASGI messages it already has) and puts them on the queue. A full queue drops
+the sample (counted as ``shadow.dropped``) instead of slowing the champion. The challenger
+still uses the same CPU: ``benchmarks/bench_shadow.py`` measures what that costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import queue
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from core import shadow as names
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE = 0.1
+DEFAULT_TOLERANCE = 0.01
+DEFAULT_INTERVAL_SECONDS = 60.0
+QUEUE_SIZE = 1000
+# Latencies kept for the percentiles (a reservoir: memory stays flat on a long run).
+RESERVOIR = 10_000
+
+
+def predictions(payload: bytes) -> list:
+    """The predictions of a scoring answer (``{"predictions": [...]}`` or a bare list)."""
+    doc = orjson.loads(payload)
+    if isinstance(doc, dict):
+        doc = doc.get("predictions", doc)
+    if isinstance(doc, dict):  # one list per output column: rows as tuples
+        doc = list(zip(*doc.values(), strict=False))
+    return list(doc) if isinstance(doc, list) else [doc]
+
+
+def infer_task(values: list) -> str:
+    """``regression`` for fractional numbers, else ``classification``."""
+    for value in values:
+        if isinstance(value, float) and not (math.isnan(value) or value.is_integer()):
+            return "regression"
+    return "classification"
+
+
+def _label(value) -> str:
+    """A class label as part of a metric name (letters, digits, ``_ . / -`` and spaces)."""
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return re.sub(r"[^\w./ -]", "_", text)[:100] or "_"
+
+
+@dataclass
+class Totals:
+    """What the shadow saw so far (the run's metrics are these, cumulative)."""
+
+    requests: int = 0
+    rows: int = 0
+    agreed: int = 0
+    errors: int = 0
+    dropped: int = 0
+    flips: Counter = field(default_factory=Counter)
+    champion_ms: list[float] = field(default_factory=list)
+    challenger_ms: list[float] = field(default_factory=list)
+    seen: int = 0
+
+    def latency(self, champion_ms: float, challenger_ms: float) -> None:
+        """Keep both latencies (reservoir sampling past :data:`RESERVOIR`)."""
+        self.seen += 1
+        if len(self.champion_ms) < RESERVOIR:
+            self.champion_ms.append(champion_ms)
+            self.challenger_ms.append(challenger_ms)
+            return
+        slot = random.randrange(self.seen)
+        if slot < RESERVOIR:
+            self.champion_ms[slot] = champion_ms
+            self.challenger_ms[slot] = challenger_ms
+
+    def metrics(self) -> dict[str, float]:
+        """The run's metrics now."""
+        out = {
+            names.REQUESTS: float(self.requests),
+            names.ROWS: float(self.rows),
+            names.ERRORS: float(self.errors),
+            names.DROPPED: float(self.dropped),
+        }
+        if self.rows:
+            out[names.AGREEMENT] = self.agreed / self.rows
+        for label, count in self.flips.items():
+            out[names.FLIPS_PREFIX + label] = float(count)
+        if self.champion_ms:
+            champion, challenger = np.array(self.champion_ms), np.array(self.challenger_ms)
+            out[names.LATENCY_CHAMPION_P50] = float(np.percentile(champion, 50))
+            out[names.LATENCY_CHAMPION_P95] = float(np.percentile(champion, 95))
+            out[names.LATENCY_CHALLENGER_P50] = float(np.percentile(challenger, 50))
+            out[names.LATENCY_CHALLENGER_P95] = float(np.percentile(challenger, 95))
+        return out
+
+
+class Shadow:
+    """Scores sampled requests with the challenger in a background thread; logs the totals.
+
+    Args:
+        score: the challenger's ``score(body, content_type) -> bytes``.
+        client: ``MlflowClient`` the run is logged with (None: nothing is logged).
+        name: registered model.
+        champion_version, challenger_version: the versions compared.
+        task: ``classification``, ``regression`` or None (inferred from the answers).
+        sample: share of requests shadowed (0-1).
+        tolerance: relative tolerance of a regression row.
+        interval: seconds between logs of the totals.
+    """
+
+    def __init__(self, score: Callable[[bytes, str | None], bytes], client, *, name: str,
+                 champion_version: str, challenger_version: str, task: str | None = None,
+                 sample: float = DEFAULT_SAMPLE, tolerance: float = DEFAULT_TOLERANCE,
+                 interval: float = DEFAULT_INTERVAL_SECONDS):
+        if not 0 <= sample <= 1:
+            raise ValueError(f"shadow sample {sample}: use 0 to 1")
+        self._score = score
+        self._client = client
+        self.name = name
+        self.champion_version = str(champion_version)
+        self.challenger_version = str(challenger_version)
+        self.task = task
+        self.sample = sample
+        self.tolerance = tolerance
+        self.interval = interval
+        self.totals = Totals()
+        self.run_id: str | None = None
+        self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._step = 0
+        self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)
+
+    def start(self) -> Shadow:
+        """Start the background thread."""
+        self._thread.start()
+        return self
+
+    # ------------------------------------------------------------------ request path
+    def sampled(self) -> bool:
+        """Whether this request is shadowed (one random draw)."""
+        return self.sample > 0 and (self.sample >= 1 or random.random() < self.sample)
+
+    def record(self, body: bytes, content_type: str | None, answer: bytes,
+               champion_seconds: float) -> None:
+        """Queue a sampled request whose answer has been sent; never blocks."""
+        try:
+            self._queue.put_nowait((body, content_type, answer, champion_seconds))
+        except queue.Full:
+            with self._lock:
+                self.totals.dropped += 1
+
+    # ------------------------------------------------------------------ background
+    def _work(self) -> None:
+        next_log = time.monotonic() + self.interval
+        while True:
+            timeout = max(0.0, next_log - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is None and self._closed.is_set():
+                return
+            if item is not None:
+                self.compare(*item)
+            if time.monotonic() >= next_log:
+                self.log()
+                next_log = time.monotonic() + self.interval
+
+    def compare(self, body: bytes, content_type: str | None, answer: bytes,
+                champion_seconds: float) -> None:
+        """Score ``body`` with the challenger and add the comparison to the totals."""
+        start = time.perf_counter()
+        try:
+            challenger = predictions(self._score(body, content_type))
+        except Exception as exc:  # noqa: BLE001 - a challenger's failure is a finding
+            _logger.debug("challenger failed: %s", exc)
+            with self._lock:
+                self.totals.errors += 1
+            return
+        seconds = time.perf_counter() - start
+        champion = predictions(answer)
+        task = self.task or infer_task(champion)
+        agreed, flips = 0, Counter()
+        for a, b in zip(champion, challenger, strict=False):
+            if task == "regression":
+                same = _close(a, b, self.tolerance)
+            else:
+                same = a == b
+            if same:
+                agreed += 1
+            elif task != "regression":
+                flips[_label(a)] += 1
+        rows = max(len(champion), len(challenger))
+        with self._lock:
+            t = self.totals
+            t.requests += 1
+            t.rows += rows
+            t.agreed += agreed
+            t.flips.update(flips)
+            t.latency(champion_seconds * 1000, seconds * 1000)
+
+    def log(self) -> None:
+        """Log the totals on the shadow run (created on the first call)."""
+        if self._client is None:
+            return
+        with self._lock:
+            metrics = self.totals.metrics()
+        try:
+            if self.run_id is None:
+                self.run_id = self._create_run()
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._client.log_batch(self.run_id, metrics=[
+                Metric(key, value, now, self._step) for key, value in metrics.items()])
+            self._step += 1
+        except Exception as exc:  # noqa: BLE001 - the champion keeps serving whatever happens
+            _logger.warning("shadow metrics not logged: %s", exc)
+
+    def _create_run(self) -> str:
+        client = self._client
+        mv = client.get_model_version(self.name, self.challenger_version)
+        experiment = client.get_run(mv.run_id).info.experiment_id if mv.run_id else "0"
+        run = client.create_run(
+            experiment,
+            run_name=f"shadow · {self.name} v{self.challenger_version} vs "
+                     f"v{self.champion_version}",
+            tags={
+                names.TAG_KIND: names.KIND,
+                names.TAG_MODEL: self.name,
+                names.TAG_CHAMPION_VERSION: self.champion_version,
+                names.TAG_CHALLENGER_VERSION: self.challenger_version,
+                names.TAG_TASK: self.task or "inferred",
+                names.TAG_TOLERANCE: str(self.tolerance),
+                "mlops.host": socket.gethostname(),
+                "mlops.pid": str(os.getpid()),
+                "mlflow.note.content": (
+                    f"Live requests answered by {self.name} version {self.champion_version}, "
+                    f"also scored by version {self.challenger_version} (sample "
+                    f"{self.sample:g}); metrics are totals so far."),
+            },
+        )
+        try:  # linked from the challenger version (a read-only user cannot: not fatal)
+            client.set_model_version_tag(self.name, self.challenger_version,
+                                         names.TAG_VERSION_RUN, run.info.run_id)
+        except Exception as exc:  # noqa: BLE001
+            _logger.warning("shadow run not linked from the version: %s", exc)
+        return run.info.run_id
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Score what is queued (up to ``timeout``), log the totals, end the run."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.log()
+        if self._client is not None and self.run_id is not None:
+            try:
+                self._client.set_terminated(self.run_id, "FINISHED")
+            except Exception as exc:  # noqa: BLE001
+                _logger.warning("shadow run not ended: %s", exc)
+
+
+def _close(a, b, tolerance: float) -> bool:
+    try:
+        return bool(np.isclose(float(b), float(a), rtol=tolerance, atol=1e-12))
+    except (TypeError, ValueError):
+        return a == b
+
+
+class ShadowApp:
+    """ASGI middleware: the app answers; a sampled ``POST /invocations`` is also shadowed.
+
+    A request that is not sampled goes straight to the app (one random draw). A sampled one
+    keeps its body and answer as they pass and hands them to :meth:`Shadow.record` once the
+    answer is sent. At shutdown (ASGI lifespan) the shadow logs its totals and ends its run.
+    """
+
+    def __init__(self, app, shadow: Shadow):
+        self.app = app
+        self.shadow = shadow
+
+    async def __call__(self, scope, receive, send):
+        """Pass through; copy a sampled scoring request and its answer."""
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"] != "/invocations" or not self.shadow.sampled():
+                return await self.app(scope, receive, send)
+            return await self._shadowed(scope, receive, send)
+        if kind == "lifespan":
+            return await self.app(scope, self._lifespan(receive), send)
+        return await self.app(scope, receive, send)
+
+    async def _shadowed(self, scope, receive, send):
+        start = time.perf_counter()
+        body, answer, status, version = [], [], [0], [b""]
+
+        async def receive_copy():
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+            return message
+
+        async def send_copy(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                version[0] = next((v for k, v in message.get("headers", ())
+                                   if k == b"x-model-version"), b"")
+            elif message["type"] == "http.response.body":
+                answer.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive_copy, send_copy)
+        # The champion follows its alias: an answer by another version is not this comparison.
+        if status[0] == 200 and body and version[0].decode() == self.shadow.champion_version:
+            content_type = next((v.decode("latin-1") for k, v in scope["headers"]
+                                 if k == b"content-type"), None)
+            self.shadow.record(b"".join(body), content_type, b"".join(answer),
+                               time.perf_counter() - start)
+
+    def _lifespan(self, receive):
+        async def receive_and_close():
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.shadow.close)
+            return message
+
+        return receive_and_close
+
+
+def shadow_for(client, champion, challenger_ref: str, *, sample: float, tolerance: float,
+               interval: float = DEFAULT_INTERVAL_SECONDS, loader=None) -> Shadow:
+    """A started :class:`Shadow` of ``challenger_ref`` against the resolved ``champion``.
+
+    Args:
+        client: ``MlflowClient`` of the registry and of the shadow run.
+        champion: the champion as resolved (:class:`core.models.ResolvedModel`).
+        challenger_ref: ``NAME@ALIAS`` or ``NAME/VERSION`` of the same model.
+        sample: share of requests shadowed (0-1).
+        tolerance: relative tolerance of a regression row.
+        interval: seconds between logs of the totals.
+        loader: loads a scorer from a model URI (default ``serving.model.load_scorer``).
+
+    The challenger is the version its reference names at start (a pinned comparison).
+
+    Raises:
+        ValueError: the challenger is another model than the champion.
+    """
+    from core.models import resolve_model
+
+    if loader is None:
+        from serving.model import load_scorer as loader
+    chal = resolve_model(client, challenger_ref, allow_run=False)
+    if champion.name and chal.name != champion.name:
+        raise ValueError(f"--shadow {challenger_ref}: a version of {champion.name} is needed "
+                         "(the shadow compares versions of the served model)")
+    scorer = loader(chal.uri)
+    task = None
+    mv = champion.model_version
+    if mv is not None:
+        task = (getattr(mv, "tags", None) or {}).get("mlops.task")
+    task = task if task in ("classification", "regression") else None
+    return Shadow(scorer.score, client, name=chal.name, champion_version=champion.version,
+                  challenger_version=chal.version, task=task, sample=sample,
+                  tolerance=tolerance, interval=interval).start()
