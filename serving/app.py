@@ -1,8 +1,16 @@
 """The scoring server: a plain ASGI app speaking the MLflow scoring protocol.
 
-Routes: ``GET /ping`` and ``GET /health`` (200 once a model is loaded), ``GET /version`` (which
-model version answers, and the MLflow version), ``POST /invocations``. Every response carries
-``X-Model-Name`` and ``X-Model-Version``; every request is one JSON access-log line.
+Routes, as ``mlflow models serve`` answers them: ``GET /ping`` and ``GET /health`` (200 once a
+model is loaded), ``GET /version`` (the MLflow version, as stock answers it), ``POST
+/invocations``. Ours only: ``GET /model`` (which model version answers, its scorer, the MLflow
+version, as JSON). Every response carries ``X-Model-Name`` and ``X-Model-Version``; every
+request is one JSON access-log line.
+
+Reading is bounded: a body must arrive within ``body_timeout`` seconds (else 408 and the
+connection closes), and an oversized body is read to its end, up to a bound, and discarded, so
+the client reads the 413 instead of a connection reset. Predictions run in a bounded pool
+(:mod:`serving.pool`): a full pool answers 503 with ``Retry-After``; only a model measured well
+under a millisecond per call is scored on the event loop.
 """
 
 from __future__ import annotations
@@ -11,20 +19,27 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
 
 from serving.logs import ACCESS_LOGGER
 from serving.model import ModelVersionInfo, Scorer
-from serving.protocol import RequestError
+from serving.pool import DEFAULT_QUEUE, DEFAULT_THREADS, PoolFull, PoolTimeout, ScoringPool
+from serving.protocol import Handoff, RequestError
 
 _logger = logging.getLogger(__name__)
 _access = logging.getLogger(ACCESS_LOGGER)
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
+# An oversized body is read and discarded up to this many bytes more, so the client, once done
+# sending, reads the 413; beyond it the connection is closed (the client sees a reset).
+MAX_DISCARD_BYTES = 256 * 1024 * 1024
+# Seconds a client is told to wait (Retry-After) when the scoring pool is full.
+RETRY_AFTER_SECONDS = 1
+_CLOSE = ((b"connection", b"close"),)
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class ScoringApp:
         timeout: seconds a scoring request may take before a 504.
         max_body_bytes: larger request bodies get a 413.
         capture: a :class:`serving.capture.CaptureWriter` for answered requests, or None.
+        body_timeout: seconds a request body may take to arrive before a 408.
+        threads: scoring threads; queue: requests that may wait for one (then 503).
     """
 
     def __init__(
@@ -76,14 +93,18 @@ class ScoringApp:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         capture=None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+        threads: int = DEFAULT_THREADS,
+        queue: int = DEFAULT_QUEUE,
     ):
         import mlflow.version
 
         self.holder = holder
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self._mlflow_version = mlflow.version.VERSION
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="score")
+        self._pool = ScoringPool(threads, queue)
         self.capture = capture
 
     async def __call__(self, scope, receive, send):
@@ -110,6 +131,10 @@ class ScoringApp:
             elif path in ("/ping", "/health"):
                 status, payload = 200, b"\n"
             elif path == "/version":
+                # Stock answers the bare MLflow version (with a JSON content type); clients of
+                # `mlflow models serve` read it as text.
+                status, payload = 200, self._mlflow_version.encode()
+            elif path == "/model":
                 status, payload = (
                     200,
                     orjson.dumps(
@@ -123,14 +148,17 @@ class ScoringApp:
             else:
                 raise RequestError(
                     404,
-                    f"no route {path}; use /invocations, /ping, /health, /version",
+                    f"no route {path}; use /invocations, /ping, /health, /version, /model",
                     "ENDPOINT_NOT_FOUND",
                 )
             extra = ()
         except RequestError as exc:
             status, payload = exc.status, exc.to_json()
-            # A refused body may still be on the wire: close the connection instead of reading it.
-            extra = ((b"connection", b"close"),) if exc.status == 413 else ()
+            extra = ()
+            if exc.status in (408, 413):
+                extra = _CLOSE  # the rest of the body may still be on the wire
+            elif exc.status == 503:
+                extra = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
         except Exception as exc:  # the server keeps serving whatever a model raises
             _logger.exception("scoring failed")
             status, payload = (
@@ -150,8 +178,13 @@ class ScoringApp:
         await send({"type": "http.response.body", "body": payload})
         if self.capture is not None and status == 200 and body:
             # after the response is sent: a queue put, never on the request's latency
-            self.capture.record(body, _header(scope, b"content-type") or "application/json",
-                                payload, served.info.name or "", served.info.version or "")
+            self.capture.record(
+                body,
+                _header(scope, b"content-type") or "application/json",
+                payload,
+                served.info.name or "",
+                served.info.version or "",
+            )
         if _access.isEnabledFor(logging.INFO):
             _access.info(
                 "request",
@@ -168,21 +201,60 @@ class ScoringApp:
             )
 
     async def _read_body(self, scope, receive) -> bytes:
+        """The whole body, read within ``body_timeout`` seconds and at most ``max_body_bytes``.
+
+        Raises:
+            RequestError: 408 when the body does not arrive in time, 413 when it is too large
+                (after reading and discarding the rest of it, up to a bound).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > self.max_body_bytes:
+            if _header(scope, b"expect") != "100-continue":  # else it was never sent
+                await self._discard(receive, deadline, declared)
             raise self._too_large()
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await self._receive(receive, deadline)
             if message["type"] == "http.disconnect":
                 raise RequestError(400, "client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.max_body_bytes:
+                if more:
+                    await self._discard(receive, deadline, None)
                 raise self._too_large()
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _receive(self, receive, deadline: float):
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(receive(), max(remaining, 0.0))
+        except TimeoutError:
+            raise RequestError(
+                408,
+                f"the request body did not arrive within {self.body_timeout:g} s",
+                "REQUEST_TIMEOUT",
+            ) from None
+
+    async def _discard(self, receive, deadline: float, declared: int | None) -> None:
+        """Read and drop the rest of an oversized body, within the deadline and a bound."""
+        if declared is not None and declared > self.max_body_bytes + MAX_DISCARD_BYTES:
+            return  # too much to read: the connection is closed on the client
+        dropped = 0
+        while dropped <= MAX_DISCARD_BYTES:
+            try:
+                message = await self._receive(receive, deadline)
+            except RequestError:
+                return
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+            dropped += len(message.get("body", b""))
 
     def _too_large(self) -> RequestError:
         return RequestError(
@@ -194,16 +266,27 @@ class ScoringApp:
     async def _score(self, served: Served, body: bytes, content_type: str | None) -> bytes:
         scorer = served.scorer
         if scorer.inline(len(body)):
-            if scorer.batched:
-                # Concurrent small requests of this scorer (so this model version) share one
-                # predict call; see serving.microbatch.
-                return await scorer.score_batched(body, content_type)
-            return scorer.score(body, content_type)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, scorer.score, body, content_type)
+            try:
+                if scorer.batched:
+                    # Concurrent small requests of this scorer (so this model version) share one
+                    # predict call; see serving.microbatch.
+                    return await scorer.score_fast_batched(body, content_type)
+                return scorer.score_fast(body, content_type)
+            except Handoff as handoff:
+                # pyfunc answers what the fast path cannot prove: never on the event loop
+                return await self._in_pool(scorer.score_pyfunc, body, content_type, handoff.error)
+        return await self._in_pool(scorer.score, body, content_type)
+
+    async def _in_pool(self, fn, *args) -> bytes:
         try:
-            return await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
+            return await self._pool.run(fn, *args, timeout=self.timeout)
+        except PoolFull:
+            raise RequestError(
+                503,
+                "the server is busy (every scoring thread busy, its queue full); retry later",
+                "TEMPORARILY_UNAVAILABLE",
+            ) from None
+        except PoolTimeout:
             raise RequestError(
                 504, f"scoring took longer than {self.timeout:g} s", "DEADLINE_EXCEEDED"
             ) from None
@@ -214,7 +297,7 @@ class ScoringApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self._pool.shutdown(wait=False)
+                self._pool.shutdown()
                 if self.capture is not None:
                     self.capture.close()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -17,13 +17,15 @@ import pandas as pd
 from core.models import ResolvedModel
 from serving import protocol
 from serving.microbatch import MicroBatcher, batches_identically
-from serving.protocol import RequestError
+from serving.protocol import Handoff, RequestError
 
 _logger = logging.getLogger(__name__)
 
-# Bodies up to this size are scored on the event loop (fastest); larger ones in a thread, so
-# the request timeout applies and the loop keeps answering health checks.
+# Bodies up to this size, of models whose one-row predict was measured at most
+# INLINE_MAX_PREDICT_SECONDS, are scored on the event loop (fastest); everything else in the
+# scoring pool, under the request timeout, so the loop keeps answering health checks.
 INLINE_MAX_BYTES = 64 * 1024
+INLINE_MAX_PREDICT_SECONDS = 0.0003
 
 
 # The one resolver lives in core; ``ModelVersionInfo`` is what the scoring app reports.
@@ -31,43 +33,123 @@ ModelVersionInfo = ResolvedModel
 
 
 class Scorer:
-    """Answers ``/invocations`` bodies for one loaded model."""
+    """Answers ``/invocations`` bodies for one loaded model.
 
-    kind = "base"
+    Every scorer answers as ``mlflow.pyfunc`` answers (:meth:`score_pyfunc`); a scorer with a
+    fast path answers the requests it can prove it would answer identically itself
+    (:meth:`score_fast`), and hands the others to pyfunc.
+    """
+
+    kind = "pyfunc"
+    # Whether :meth:`score_fast_batched` may merge this scorer's requests (serving.microbatch).
+    batched = False
 
     def __init__(self, pyfunc_model):
         self.pyfunc_model = pyfunc_model
-
-    # Whether :meth:`score_batched` may merge this scorer's requests (see serving.microbatch).
-    batched = False
+        meta = getattr(pyfunc_model, "metadata", None)
+        self._input_schema = meta.get_input_schema() if meta is not None else None
+        self._columns = protocol.columns_from_schema(self._input_schema)
 
     def inline(self, nbytes: int) -> bool:
-        """Whether a body of ``nbytes`` may be scored on the event loop."""
+        """Whether a body of ``nbytes`` may be scored on the event loop (measured fast only)."""
         return False
 
-    async def score_batched(self, body: bytes, content_type: str | None) -> bytes:
-        """Score one request body on the event loop, predicted together with concurrent ones.
+    def score_fast(self, body: bytes, content_type: str | None) -> bytes:
+        """Score a body on the fast path.
 
         Raises:
-            RequestError: a request the model cannot take (4xx).
+            Handoff: the fast path cannot prove pyfunc's answer; call :meth:`score_pyfunc`.
+            RequestError: a request no path can take (415).
         """
-        return self.score(body, content_type)
+        raise Handoff("no fast path")
+
+    async def score_fast_batched(self, body: bytes, content_type: str | None) -> bytes:
+        """:meth:`score_fast`, predicted together with concurrent requests when batched."""
+        return self.score_fast(body, content_type)
 
     def score(self, body: bytes, content_type: str | None) -> bytes:
-        """Score one request body; return the JSON response body.
+        """Score one request body by whichever path can; return the JSON response body.
 
         Raises:
             RequestError: a request the model cannot take (4xx).
         """
-        raise NotImplementedError
+        try:
+            return self.score_fast(body, content_type)
+        except Handoff as handoff:
+            return self.score_pyfunc(body, content_type, handoff.error)
+
+    def score_pyfunc(
+        self, body: bytes, content_type: str | None, hint: RequestError | None = None
+    ) -> bytes:
+        """Parse, enforce the signature and predict with mlflow's own scoring function.
+
+        Errors are 4xx, never 5xx: ``hint`` (what the fast path found wrong) is the message
+        when there is one, otherwise mlflow's, without the dump of the whole input.
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import invocations
+
+        mime = protocol.split_content_type(content_type)  # 415 as stock answers it
+        if mime == protocol.CONTENT_TYPE_CSV:
+            try:
+                protocol.check_csv_fields(body)
+            except RequestError:
+                raise
+            except Exception:  # not text: mlflow's own message below
+                pass
+        try:
+            result = invocations(body, content_type, self.pyfunc_model, self._input_schema)
+        except MlflowException as exc:
+            if hint is not None:
+                raise hint from exc
+            status = exc.get_http_status_code()
+            code = exc.error_code if isinstance(exc.error_code, str) else "BAD_REQUEST"
+            raise RequestError(
+                status if 400 <= status < 500 else 400, _mlflow_message(exc.message), code
+            ) from exc
+        except Exception as exc:  # stock answers 500; the request is what the model refused
+            if hint is not None:
+                raise hint from exc
+            raise _cannot_score(exc) from exc
+        if result.status != 200:
+            raise RequestError(
+                result.status if 400 <= result.status < 500 else 400, str(result.response)[:500]
+            )
+        return result.response.encode()
 
     def predict_frame(self, frame: pd.DataFrame):
-        """Predict a DataFrame (batch scoring); columns the model does not take are ignored."""
-        raise NotImplementedError
+        """Predict a DataFrame (batch scoring) as ``mlflow models predict`` does: with pyfunc.
+
+        Columns the model does not take are ignored; pyfunc converts what it safely can. When
+        pyfunc refuses the batch, the error names the column, row and value it could not take.
+        """
+        if self._columns:
+            protocol.check_frame(frame, self._columns, allow_extra=True, values=False)
+        try:
+            return self.pyfunc_model.predict(frame)
+        except Exception as exc:
+            if self._columns:
+                protocol.check_frame(frame, self._columns, allow_extra=True)
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException):
+                raise RequestError(400, _mlflow_message(exc.message)) from exc
+            raise _cannot_score(exc) from exc
+
+
+def _mlflow_message(message: str) -> str:
+    """Mlflow's message without the dump of the input it prefixes ("Failed to predict ...")."""
+    message = message.rsplit("\nError: ", 1)[-1]
+    return " ".join(message.split())[:500]
 
 
 class SklearnScorer(Scorer):
-    """The fast path: signature check in numpy, the estimator's predict called directly."""
+    """The fast path: signature check in numpy, the estimator's predict called directly.
+
+    Args:
+        predict_seconds: measured time of one one-row predict call (None: not measured); only
+            models well under a millisecond are scored on the event loop.
+    """
 
     kind = "sklearn"
 
@@ -78,45 +160,47 @@ class SklearnScorer(Scorer):
         columns: list[protocol.Column],
         as_array: bool = False,
         batch: bool = False,
+        predict_seconds: float | None = None,
     ):
         super().__init__(pyfunc_model)
         self._predict = predict_fn
         self.columns = columns
         self.as_array = as_array
+        self.predict_seconds = predict_seconds
         self.batched = batch
         self.batcher = MicroBatcher(predict_fn) if batch else None
 
     def inline(self, nbytes: int) -> bool:
-        """Small bodies are scored on the event loop."""
-        return nbytes <= INLINE_MAX_BYTES
+        """Small bodies of a model measured well under a millisecond go on the event loop."""
+        return (
+            nbytes <= INLINE_MAX_BYTES
+            and self.predict_seconds is not None
+            and self.predict_seconds <= INLINE_MAX_PREDICT_SECONDS
+        )
 
-    def score(self, body: bytes, content_type: str | None) -> bytes:
+    def score_fast(self, body: bytes, content_type: str | None) -> bytes:
         """Parse, check, predict, serialize."""
         frame = self._parse(body, content_type)
         try:
             predictions = self._predict(frame)
         except Exception as exc:
-            raise _cannot_score(exc) from exc
+            raise Handoff("the estimator refused the input", _cannot_score(exc)) from exc
         return protocol.predictions_json(predictions)
 
-    async def score_batched(self, body: bytes, content_type: str | None) -> bytes:
+    async def score_fast_batched(self, body: bytes, content_type: str | None) -> bytes:
         """Parse and check this request alone; predict its rows with those of concurrent ones."""
         if self.batcher is None:
-            return self.score(body, content_type)
+            return self.score_fast(body, content_type)
         frame = self._parse(body, content_type)
         try:
             predictions = await self.batcher.predict(frame)
         except Exception as exc:
-            raise _cannot_score(exc) from exc
+            raise Handoff("the estimator refused the input", _cannot_score(exc)) from exc
         return protocol.predictions_json(predictions)
 
     def _parse(self, body: bytes, content_type: str | None):
         mime = protocol.split_content_type(content_type)
         return protocol.parse_frame(body, mime, self.columns, as_array=self.as_array)
-
-    def predict_frame(self, frame: pd.DataFrame):
-        """Check the batch against the signature and predict it."""
-        return self._predict(protocol.check_frame(frame, self.columns, allow_extra=True))
 
 
 def _cannot_score(exc: Exception) -> RequestError:
@@ -127,33 +211,6 @@ class PyfuncScorer(Scorer):
     """Any model: ``mlflow.pyfunc`` parsing, schema enforcement and predict, as stock serves."""
 
     kind = "pyfunc"
-
-    def __init__(self, pyfunc_model):
-        super().__init__(pyfunc_model)
-        self._input_schema = pyfunc_model.metadata.get_input_schema()
-
-    def score(self, body: bytes, content_type: str | None) -> bytes:
-        """Delegate to mlflow's own scoring function; map its errors to 4xx/5xx."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import invocations
-
-        protocol.split_content_type(content_type)  # 415 for a missing/unsupported type
-        try:
-            result = invocations(body, content_type, self.pyfunc_model, self._input_schema)
-        except MlflowException as exc:
-            status = exc.get_http_status_code()
-            # mlflow prefixes the whole input ("Failed to predict data '<frame>'. \nError: ...").
-            message = exc.message.rsplit("\nError: ", 1)[-1]
-            message = " ".join(message.split())[:500]
-            code = exc.error_code if isinstance(exc.error_code, str) else "BAD_REQUEST"
-            raise RequestError(status if 400 <= status < 600 else 400, message, code) from exc
-        if result.status != 200:
-            raise RequestError(result.status, str(result.response)[:500])
-        return result.response.encode()
-
-    def predict_frame(self, frame: pd.DataFrame):
-        """Predict with pyfunc (it enforces the signature and ignores extra columns)."""
-        return self.pyfunc_model.predict(frame)
 
 
 def load_scorer(uri: str) -> Scorer:
@@ -189,7 +246,23 @@ def _fast_scorer(model) -> SklearnScorer | None:
         columns,
         as_array=as_array,
         batch=as_array and batches_identically(predict_fn, _probe(columns)),
+        predict_seconds=_measure(predict_fn, _probe(columns)[:1]) if as_array else None,
     )
+
+
+def _measure(predict_fn, row) -> float | None:
+    """The median time of a one-row predict call (seconds), or None if it fails."""
+    import time
+
+    times = []
+    try:
+        for _ in range(15):
+            start = time.perf_counter()
+            predict_fn(row)
+            times.append(time.perf_counter() - start)
+    except Exception:
+        return None
+    return sorted(times)[len(times) // 2]
 
 
 def _probe(columns: list[protocol.Column]):

@@ -3,8 +3,11 @@
 The JSON request formats are those of ``mlflow models serve``: ``dataframe_split``,
 ``dataframe_records``, ``instances`` and ``inputs`` (exactly one per request, plus optional
 ``params``); ``text/csv`` and Parquet bodies are DataFrames as ``DataFrame.to_csv`` /
-``to_parquet`` write them. Inputs are checked against a column signature: a missing, extra or
-retyped column is a :class:`RequestError` (HTTP 400) naming the column.
+``to_parquet`` write them.
+
+The fast path (:func:`parse_frame`) takes a request only when it can prove that pyfunc would
+hand the model the same input: anything else raises :class:`Handoff`, and ``mlflow.pyfunc``
+answers it exactly as ``mlflow models serve`` does (see :mod:`serving.model`).
 """
 
 from __future__ import annotations
@@ -75,34 +78,62 @@ def columns_from_schema(schema) -> list[Column] | None:
 
 
 def split_content_type(header: str | None) -> str:
-    """The MIME type of a ``Content-Type`` header; refuses a missing or unsupported one (415)."""
+    """The MIME type of a ``Content-Type`` header; a missing or unsupported one is a 415.
+
+    Accepted exactly as ``mlflow models serve`` accepts it, so both answer alike: the type is
+    matched as written, ``charset`` must be ``utf-8`` (any case), any other parameter is refused.
+    """
     if not header:
         raise RequestError(
             415,
             f"missing Content-Type header; send one of {', '.join(CONTENT_TYPES)}",
             "UNSUPPORTED_MEDIA_TYPE",
         )
-    mime, _, params = header.partition(";")
-    mime = mime.strip().lower()
+    mime, *params = (part.strip() for part in header.split(";"))
     if mime not in CONTENT_TYPES:
         raise RequestError(
             415,
             f"unsupported Content-Type {header!r}; send one of {', '.join(CONTENT_TYPES)}",
             "UNSUPPORTED_MEDIA_TYPE",
         )
-    for param in params.split(";"):
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+    for param in params:
+        key, _, value = param.partition("=")
+        if key != "charset":
+            raise RequestError(
+                415,
+                f"unsupported Content-Type parameter {key!r} in {header!r}; only charset=utf-8",
+                "UNSUPPORTED_MEDIA_TYPE",
+            )
+        if value.lower() != "utf-8":
             raise RequestError(
                 415, "the scoring server only supports UTF-8", "UNSUPPORTED_MEDIA_TYPE"
             )
     return mime
 
 
+class Handoff(RequestError):
+    """The fast path cannot prove it would answer this request as pyfunc does: pyfunc answers it.
+
+    ``error`` is the fast path's own account of what is wrong with the request, when it found
+    something (a clearer message than pyfunc's, used if pyfunc refuses the request too).
+    """
+
+    def __init__(self, reason: str, error: RequestError | None = None):
+        super().__init__(400, error.message if error is not None else reason)
+        self.reason = reason
+        self.error = error
+
+
 def parse_frame(
     body: bytes, mime: str, columns: list[Column], as_array: bool = False
 ) -> pd.DataFrame | np.ndarray:
-    """Parse a request body into the DataFrame the model's pyfunc would receive.
+    """Parse a request body into exactly the input the model's pyfunc would receive.
+
+    The fast path only takes what it can prove pyfunc would type the same way: exactly the
+    signature's columns, no missing value, every value of its column's own JSON type. Anything
+    else (nulls, NaN, numeric strings, booleans for numbers, integers for doubles, extra
+    columns, ``params``, unknown keys) raises :class:`Handoff` and pyfunc answers, as
+    ``mlflow models serve`` would.
 
     Args:
         body: the request body.
@@ -112,44 +143,126 @@ def parse_frame(
             path for estimators that take arrays; only for single-type numeric signatures).
 
     Raises:
-        RequestError: malformed body, or columns that do not match the signature.
+        Handoff: pyfunc must answer; ``error`` says what the fast path found wrong, if anything.
     """
-    if mime == CONTENT_TYPE_JSON:
-        parsed = _parse_json(body, columns)
-        if isinstance(parsed, np.ndarray):
-            return parsed if as_array else pd.DataFrame(parsed, columns=[c.name for c in columns])
-        return parsed.to_numpy() if as_array else parsed
     try:
+        if mime == CONTENT_TYPE_JSON:
+            parsed = _parse_json(body, columns)
+            if isinstance(parsed, np.ndarray):
+                if as_array:
+                    return parsed
+                return pd.DataFrame(parsed, columns=[c.name for c in columns])
+            return parsed.to_numpy() if as_array else parsed
         if mime == CONTENT_TYPE_CSV:
-            frame = pd.read_csv(io.BytesIO(body))
+            frame = read_csv_body(body, columns)
         else:
-            frame = pd.read_parquet(io.BytesIO(body))
-    except Exception as exc:  # pandas raises many kinds; all mean "not a table"
-        kind = "CSV" if mime == CONTENT_TYPE_CSV else "Parquet"
-        raise RequestError(400, f"malformed {kind} body: {_one_line(exc)}") from None
-    frame = check_frame(frame, columns)
-    return frame.to_numpy() if as_array else frame
+            try:
+                frame = pd.read_parquet(io.BytesIO(body))
+            except Exception as exc:  # pyarrow raises many kinds; all mean "not a table"
+                raise RequestError(400, f"malformed Parquet body: {_one_line(exc)}") from None
+        frame = _exact_frame(frame, columns)
+        return frame.to_numpy() if as_array else frame
+    except Handoff:
+        raise
+    except RequestError as exc:
+        raise Handoff(exc.message, exc) from None
+    except Exception as exc:  # anything unforeseen: pyfunc decides, never a 500 from here
+        raise Handoff(f"fast path: {type(exc).__name__}") from None
 
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
+def check_csv_fields(body: bytes | str) -> None:
+    """Refuse a CSV body whose rows do not all have as many fields as its header (400).
+
+    pandas takes a first data row with one field more than the header as an index column
+    (every value shifted by one column) and pads short rows with nulls; neither is what the
+    client meant. Blank lines are skipped, as pandas skips them.
+    """
+    import csv
+
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    reader = csv.reader(io.StringIO(text))
+    width = None
+    for fields in reader:
+        if not fields:
+            continue
+        if width is None:
+            width = len(fields)
+            continue
+        if len(fields) != width:
+            raise RequestError(
+                400,
+                f"CSV row {reader.line_num - 1} (line {reader.line_num}) has {len(fields)} "
+                f"fields; the header has {width}",
+            )
+
+
+def read_csv_body(body: bytes, columns: list[Column] | None) -> pd.DataFrame:
+    """A CSV body as ``mlflow models serve`` reads it (signature dtypes), rows checked first."""
+    try:
+        check_csv_fields(body)
+    except UnicodeDecodeError:
+        raise RequestError(400, "the CSV body is not valid UTF-8") from None
+    except Exception as exc:  # csv.Error: e.g. a NUL byte
+        raise RequestError(400, f"malformed CSV body: {_one_line(exc)}") from None
+    dtypes = None
+    if columns:
+        dtypes = {c.name: _DTYPES[c.type] for c in columns}
+    try:
+        return pd.read_csv(io.BytesIO(body), dtype=dtypes)
+    except Exception as exc:  # pandas raises many kinds; all mean "not this table"
+        raise RequestError(400, f"malformed CSV body: {_one_line(exc)}") from None
+
+
+def _exact_frame(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
+    """The frame in signature order when its columns and dtypes are exactly the signature's."""
+    names = list(frame.columns)
+    if not all(isinstance(n, str) for n in names):
+        raise Handoff("column names that are not strings")
+    _check_names(names, columns)
+    if len(frame) == 0:
+        raise RequestError(400, "the input has no rows")
+    out = {}
+    for c in columns:
+        values = frame[c.name]
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise Handoff(f"column {c.name!r} row {row}: missing value")
+        arr = values.to_numpy()
+        kind = arr.dtype.kind
+        if c.type == "double" and kind == "f" and arr.dtype == np.float64:
+            out[c.name] = arr
+        elif c.type == "long" and arr.dtype == np.int64:
+            out[c.name] = arr
+        elif c.type == "boolean" and kind == "b":
+            out[c.name] = arr
+        elif c.type == "string" and kind == "O" and all(type(v) is str for v in arr):
+            out[c.name] = arr
+        else:
+            raise Handoff(f"column {c.name!r}: dtype {arr.dtype}")
+    return _frame(out)
+
+
 def _parse_json(body: bytes, columns: list[Column]) -> pd.DataFrame | np.ndarray:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        # NaN / Infinity are not JSON, but Python's reader (pyfunc's) takes them.
         raise RequestError(400, f"malformed JSON: {_one_line(exc)}") from None
     if not isinstance(doc, dict):
         raise RequestError(400, f"the body must be a JSON object with one of {', '.join(FORMATS)}")
     keys = [k for k in doc if k in FORMATS]
-    unknown = [k for k in doc if k not in FORMATS and k != "params"]
-    if len(keys) != 1 or unknown:
+    if len(keys) != 1:
         raise RequestError(
             400,
             f"the body must be a JSON object with exactly one of {', '.join(FORMATS)} "
             f"(and optionally params); got keys {list(doc)}",
         )
+    if len(doc) != 1:
+        raise Handoff("params or other keys beside the input")  # pyfunc passes or ignores them
     key = keys[0]
     data = doc[key]
     # numpy silently turns true/false into 1/0 in a numeric array; look for them only when the
@@ -165,26 +278,29 @@ def _parse_json(body: bytes, columns: list[Column]) -> pd.DataFrame | np.ndarray
     if isinstance(data, list) and data and isinstance(data[0], dict):
         return _from_records(data, columns, key, strict)
     if isinstance(data, list) and data and isinstance(data[0], list):
-        return _from_rows(data, [c.name for c in columns], columns, strict)
+        if len(columns) > 1 and any(type(v) is list for v in data[0]):
+            raise RequestError(400, f"{key}: row 0 holds a list where a value was expected")
+        raise Handoff("rows without column names")  # pyfunc maps them by position
     raise RequestError(
         400, f"{key} must be a list of records, a list of rows or an object of columns"
     )
 
 
 def _check_names(given, columns: list[Column]) -> None:
+    if not all(isinstance(n, str) for n in given):
+        bad = next(n for n in given if not isinstance(n, str))
+        raise RequestError(400, f"column names must be strings; got {bad!r}"[:200])
     expected = [c.name for c in columns]
     given_set, expected_set = set(given), set(expected)
     if len(given_set) != len(given):
         raise RequestError(400, "duplicate column names in the request")
     missing = [c for c in expected if c not in given_set]
-    extra = [c for c in given if c not in expected_set]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing columns {missing}")
-        if extra:
-            parts.append(f"unexpected columns {extra}")
-        raise RequestError(400, f"input does not match the model signature: {'; '.join(parts)}")
+    if missing:
+        raise RequestError(
+            400, f"input does not match the model signature: missing columns {missing}"
+        )
+    if len(given_set) != len(expected_set):
+        raise Handoff("extra columns")  # pyfunc ignores them
 
 
 def _from_split(data, columns: list[Column], strict: bool = True) -> pd.DataFrame | np.ndarray:
@@ -193,9 +309,9 @@ def _from_split(data, columns: list[Column], strict: bool = True) -> pd.DataFram
             400, 'dataframe_split must be an object {"columns": [...], "data": [...]}'
         )
     names = data.get("columns")
-    if names is None:
-        names = [c.name for c in columns]
-    elif not isinstance(names, list):
+    if names is None or set(data) != {"columns", "data"}:
+        raise Handoff("split without columns, or with an index")
+    if not isinstance(names, list):
         raise RequestError(400, "dataframe_split.columns must be a list of column names")
     _check_names(names, columns)
     return _from_rows(data["data"], names, columns, strict)
@@ -217,19 +333,22 @@ def _from_records(
                 _check_names(list(record), columns)
             except RequestError as exc:
                 raise RequestError(400, f"row {i}: {exc.message}") from None
+            raise Handoff(f"row {i}: other columns than row 0")
     return _from_rows([[r[n] for n in names] for r in data], names, columns, strict)
 
 
 def _from_columnar(data: dict, columns: list[Column], key: str) -> pd.DataFrame:
     _check_names(list(data), columns)
     values = list(data.values())
-    if all(not isinstance(v, list) for v in values):
-        values = [[v] for v in values]  # one row given as scalars
-    lengths = {len(v) if isinstance(v, list) else -1 for v in values}
-    if len(lengths) != 1 or -1 in lengths:
+    if not all(isinstance(v, list) for v in values):
+        raise Handoff(f"{key}: columns given as scalars")
+    lengths = {len(v) for v in values}
+    if len(lengths) != 1:
         raise RequestError(400, f"{key}: every column must be a list of the same length")
+    if 0 in lengths:
+        raise RequestError(400, "the input has no rows")
     by_name = dict(zip(data, values, strict=True))
-    return _frame({c.name: _column(c, by_name[c.name]) for c in columns})
+    return _frame({c.name: _column(c, by_name[c.name], True) for c in columns})
 
 
 def _from_rows(
@@ -237,27 +356,24 @@ def _from_rows(
 ) -> pd.DataFrame | np.ndarray:
     """Rows of values in ``names`` order, checked and typed.
 
-    When all of the signature's columns are of one numeric type the result is one 2-D array in
-    signature order (no DataFrame is built); otherwise a DataFrame.
+    When all of the signature's columns are doubles (or all longs) the result is one 2-D array
+    in signature order (no DataFrame is built); otherwise a DataFrame.
     """
     if not isinstance(rows, list) or not rows:
         raise RequestError(400, "the input has no rows")
     width = len(names)
-    if len(names) != len(columns):
-        _check_names(names, columns)
     kinds = {c.type for c in columns}
     has_bool = strict and any(type(v) is bool for row in rows if isinstance(row, list) for v in row)
-    if len(kinds) == 1 and kinds <= (_NUMERIC | _INTEGER) and not has_bool:
+    if len(kinds) == 1 and kinds <= {"double", "long"} and not has_bool:
         # Common case (all columns one numeric type): one 2-D array, one block, no per-value work.
         try:
             arr = np.array(rows)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):
             arr = None  # ragged rows; reported below
         if arr is not None and arr.ndim == 2 and arr.shape[1] == width:
             target = columns[0].type
-            ok = arr.dtype.kind in ("iu" if target in _INTEGER else "fiu")
-            if ok:
-                arr = arr.astype(_DTYPES[target], copy=False)
+            # doubles: float arrays only (integers alone are cast by pyfunc's own rules)
+            if arr.dtype == (np.float64 if target == "double" else np.int64):
                 order = [c.name for c in columns]
                 if names != order:
                     arr = arr[:, [names.index(n) for n in order]]
@@ -277,73 +393,125 @@ def _frame(cols: dict) -> pd.DataFrame:
     return pd.DataFrame(cols, copy=False)
 
 
-def _column(col: Column, values) -> np.ndarray:
-    """Check one column's values against its MLflow type; return them as pyfunc would type them."""
+def _column(col: Column, values: list, rows_known: bool = False) -> np.ndarray:
+    """One column's values typed as pyfunc types them, when every value has the column's type.
+
+    Raises:
+        RequestError: a value that cannot be this column's (a list, an object).
+        Handoff: values pyfunc may convert (nulls, numeric strings, booleans, integers for
+            doubles): pyfunc decides.
+    """
     t = col.type
-    if t != "boolean" and not isinstance(values, np.ndarray):
-        if any(type(v) is bool for v in values):  # numpy would take true/false as 1/0
-            raise RequestError(400, f"column {col.name!r} expects {t} values, got boolean")
-    arr = values if isinstance(values, np.ndarray) else np.array(values)
-    kind = arr.dtype.kind
-    if t in _NUMERIC:
-        if kind in "fiu":
-            return arr.astype(_DTYPES[t], copy=False)
-        if kind == "O" and all(v is None or _is_number(v) for v in arr):
-            return np.array([np.nan if v is None else v for v in arr], dtype=_DTYPES[t])
-    elif t in _INTEGER:
-        if kind in "iu":
-            return arr.astype(_DTYPES[t], copy=False)
+    for i, v in enumerate(values):
+        if isinstance(v, list | dict):
+            raise RequestError(
+                400, f"column {col.name!r} row {i}: expected one {t} value, got {_show(v)}"
+            )
+    if t == "string":
+        if all(type(v) is str for v in values):
+            return np.array(values, dtype=object)
     elif t == "boolean":
-        if kind == "b":
-            return arr
-    elif t == "string":
-        if kind in "US":
-            return arr.astype(object)
-        if kind == "O" and all(isinstance(v, str) for v in arr):
-            return arr
-    raise RequestError(400, f"column {col.name!r} expects {t} values, got {_describe(arr)}")
+        if all(type(v) is bool for v in values):
+            return np.array(values, dtype=np.bool_)
+    elif t in ("double", "long"):
+        if not any(type(v) is bool for v in values):
+            try:
+                arr = np.array(values)
+            except (ValueError, TypeError, OverflowError):
+                arr = None
+            if arr is not None and arr.ndim == 1:
+                if arr.dtype == (np.float64 if t == "double" else np.int64):
+                    return arr
+                if t in _NUMERIC | _INTEGER and arr.dtype.kind in "US":
+                    i, v = next((i, v) for i, v in enumerate(values) if type(v) is str)
+                    if not _numeric_text(v):
+                        raise RequestError(
+                            400, f"column {col.name!r} row {i}: expected {t}, got {_show(v)}"
+                        )
+    raise Handoff(f"column {col.name!r}: values pyfunc may convert")
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
-        v, bool | np.bool_
-    )
+def _numeric_text(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
 
 
-def _describe(arr: np.ndarray) -> str:
-    kind = arr.dtype.kind
-    if kind == "O":
-        bad = next((v for v in arr if not _is_number(v)), None)
-        return f"{type(bad).__name__} {bad!r}"[:80]
-    return {
-        "f": "double",
-        "i": "long",
-        "u": "long",
-        "b": "boolean",
-        "U": "string",
-        "S": "string",
-        "M": "datetime",
-    }.get(kind, str(arr.dtype))
+def _show(v) -> str:
+    return f"{type(v).__name__} {orjson.dumps(v).decode()}"[:80]
 
 
 def check_frame(
-    frame: pd.DataFrame, columns: list[Column], allow_extra: bool = False
+    frame: pd.DataFrame, columns: list[Column], allow_extra: bool = False, values: bool = True
 ) -> pd.DataFrame:
-    """Check a DataFrame (CSV, Parquet, batch file) against the signature and type it as pyfunc.
+    """Check a DataFrame (batch file) against the signature; return its columns in order.
+
+    Used for the message when pyfunc refuses a batch: it names the first missing column, or
+    the first value (column, row, value) that is not of its column's type. Nulls are allowed
+    (the model's imputers take them), as are integers in float columns.
 
     Args:
         frame: the input.
         columns: the signature's columns.
         allow_extra: keep quiet about columns the model does not take (batch scoring passes
             ids and targets through); they are left out of the result.
+        values: check the values too, not only the column names.
+
+    Raises:
+        RequestError: a missing (or, without ``allow_extra``, an extra) column, or a value.
     """
     names = [str(c) for c in frame.columns]
-    if allow_extra:
-        wanted = {c.name for c in columns}
-        names = [n for n in names if n in wanted]
-    _check_names(names, columns)
-    frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
-    return _frame({c.name: _column(c, frame[c.name].to_numpy()) for c in columns})
+    frame = frame.set_axis(names, axis=1)
+    expected = [c.name for c in columns]
+    missing = [n for n in expected if n not in names]
+    extra = [] if allow_extra else [n for n in names if n not in expected]
+    if missing or extra:
+        parts = [f"missing columns {missing}"] if missing else []
+        parts += [f"unexpected columns {extra}"] if extra else []
+        raise RequestError(400, f"input does not match the model signature: {'; '.join(parts)}")
+    if values:
+        for c in columns:
+            _check_values(c, frame[c.name])
+    return frame[expected]
+
+
+_VALUE_TYPES = {
+    "double": (int, float, np.integer, np.floating),
+    "float": (int, float, np.integer, np.floating),
+    "long": (int, np.integer),
+    "integer": (int, np.integer),
+    "boolean": (bool, np.bool_),
+    "string": (str,),
+}
+
+
+def _check_values(col: Column, series: pd.Series) -> None:
+    """Raise a :class:`RequestError` naming the first value that is not of the column's type."""
+    kind = series.dtype.kind
+    if col.type in _NUMERIC and kind in "fiu":
+        return
+    if col.type in _INTEGER and kind in "iu":
+        return
+    if col.type == "boolean" and kind == "b":
+        return
+    allowed = _VALUE_TYPES.get(col.type)
+    if allowed is None:
+        return
+    for i, v in enumerate(series.to_numpy()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        ok = isinstance(v, allowed) and not (
+            col.type != "boolean" and isinstance(v, bool | np.bool_)
+        )
+        if col.type in _INTEGER and isinstance(v, float | np.floating) and float(v).is_integer():
+            ok = True
+        if not ok:
+            shown = f"{type(v).__name__} {v!r}"[:80]
+            raise RequestError(
+                400, f"column {col.name!r} row {i}: expected {col.type}, got {shown}"
+            )
 
 
 def predictions_json(predictions) -> bytes:

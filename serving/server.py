@@ -16,7 +16,13 @@ import socket
 import time
 from dataclasses import dataclass
 
-from serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_SECONDS
+import orjson
+
+from serving.app import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+)
 from serving.follow import DEFAULT_POLL_SECONDS
 
 _logger = logging.getLogger(__name__)
@@ -27,6 +33,10 @@ DEFAULT_PORT = 8080
 # stop the server instead of restarting it forever.
 FAST_FAILURE_SECONDS = 30.0
 MAX_FAST_FAILURES = 3
+# Request line + headers of one request at most (bytes), and headers at most (count): more is
+# a 431 and the connection closes (the body of such a request is never read).
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
 
 
 # Imported once by the fork server that the workers fork from.
@@ -55,6 +65,7 @@ class ServeConfig:
     workers: int = 1
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS
     pin: bool = False
     poll_seconds: float = DEFAULT_POLL_SECONDS
     tracking_uri: str | None = None
@@ -70,7 +81,57 @@ def _nodelay_protocol():
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol with Nagle's algorithm off on every connection."""
+        """uvicorn's httptools protocol: Nagle's algorithm off, header size and count limited.
+
+        Nagle is turned off on every connection; uvicorn's httptools protocol has no limit on
+        a request's headers, so this one answers 431 and closes past the limits.
+        """
+
+        _header_bytes = 0
+        _refused = False
+
+        def on_message_begin(self):
+            self._header_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url):
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name, value):
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+            if len(self.headers) > MAX_HEADERS:
+                self._refuse(f"more than {MAX_HEADERS} headers")
+
+        def _count(self, n: int) -> None:
+            self._header_bytes += n
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse(f"request line and headers larger than {MAX_HEADER_BYTES} bytes")
+
+        def _refuse(self, why: str):
+            import httptools
+
+            if not self._refused:
+                self._refused = True
+                body = orjson.dumps(
+                    {"error_code": "REQUEST_HEADER_FIELDS_TOO_LARGE", "message": why}
+                )
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                    b"content-type: application/json\r\nconnection: close\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                self.transport.close()
+            raise httptools.HttpParserError(why)  # stops parsing this connection
+
+        def send_400_response(self, msg):
+            if not self._refused:  # a 431 already went out
+                super().send_400_response(msg)
+
+        def data_received(self, data):
+            if not self._refused:
+                super().data_received(data)
 
         def connection_made(self, transport):
             sock = transport.get_extra_info("socket")
@@ -132,7 +193,11 @@ def build_app(cfg: ServeConfig, client):
             s3_client=s3,
         )
     return ScoringApp(
-        holder, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, capture=capture
+        holder,
+        timeout=cfg.timeout,
+        max_body_bytes=cfg.max_body_bytes,
+        capture=capture,
+        body_timeout=cfg.body_timeout,
     )
 
 

@@ -1,4 +1,5 @@
-"""The ASGI app driven directly: timeout (504), body limit (413), headers, routes."""
+"""The ASGI app driven directly: timeouts (504, 408), body limit (413), full pool (503),
+headers, routes."""
 
 from __future__ import annotations
 
@@ -86,5 +87,137 @@ def test_routes():
     app = _app()
     assert _call(app, path="/nope", method="GET")[0] == 404
     assert _call(app, path="/invocations", method="GET")[0] == 405
-    status, _, info = _call(app, path="/version", method="GET")
+    status, _, info = _call(app, path="/model", method="GET")
     assert status == 200 and info["model_version"] == "3" and info["alias"] == "champion"
+
+
+def test_version_answers_what_stock_answers():
+    import mlflow
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/version", "headers": [],
+             "client": ("127.0.0.1", 1)}
+    asyncio.run(_app()(scope, receive, send))
+    # stock: the bare version string, with a JSON content type
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"content-type"] == b"application/json"
+    assert sent[1]["body"] == mlflow.__version__.encode()
+
+
+def _raw(app, scope_headers, receive):
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations",
+             "headers": scope_headers, "client": ("127.0.0.1", 1)}
+    return sent, app(scope, receive, send)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_closes():
+    app = _app(body_timeout=0.2)
+    calls = []
+
+    async def receive():
+        calls.append(1)
+        if len(calls) == 1:
+            return {"type": "http.request", "body": b'{"inp', "more_body": True}
+        await asyncio.sleep(10)  # the rest never comes
+
+    sent, coro = _raw(app, [(b"content-type", b"application/json")], receive)
+    start = time.perf_counter()
+    asyncio.run(coro)
+    assert time.perf_counter() - start < 2
+    head = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 408 and head[b"connection"] == b"close"
+    assert orjson.loads(sent[1]["body"])["error_code"] == "REQUEST_TIMEOUT"
+
+
+def test_an_oversized_body_is_read_to_its_end_before_the_413():
+    app = _app(max_body_bytes=10)
+    chunks = [b"x" * 8] * 50
+    received = []
+
+    async def receive():
+        received.append(1)
+        return {"type": "http.request", "body": chunks[len(received) - 1],
+                "more_body": len(received) < len(chunks)}
+
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", b"400")]
+    sent, coro = _raw(app, hdrs, receive)
+    asyncio.run(coro)
+    assert sent[0]["status"] == 413 and len(received) == 50  # drained, then answered
+
+
+def test_full_pool_is_a_503_with_retry_after():
+    app = _app(seconds=0.5, threads=1, queue=1)
+
+    async def main():
+        async def one():
+            sent = []
+
+            async def receive():
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/invocations",
+                     "headers": [(b"content-type", b"application/json")],
+                     "client": ("127.0.0.1", 1)}
+            await app(scope, receive, send)
+            return sent[0]
+
+        return await asyncio.gather(*(one() for _ in range(4)))
+
+    starts = asyncio.run(main())
+    statuses = sorted(s["status"] for s in starts)
+    assert statuses == [200, 200, 503, 503]
+    busy = next(s for s in starts if s["status"] == 503)
+    assert dict(busy["headers"])[b"retry-after"] == b"1"
+
+
+def test_ping_answers_while_a_slow_model_scores():
+    app = _app(seconds=2.0)
+
+    async def main():
+        async def call(path, method):
+            sent = []
+
+            async def receive():
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            scope = {"type": "http", "method": method, "path": path,
+                     "headers": [(b"content-type", b"application/json")],
+                     "client": ("127.0.0.1", 1)}
+            await app(scope, receive, send)
+            return sent[0]["status"]
+
+        scoring = asyncio.ensure_future(call("/invocations", "POST"))
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        assert await call("/ping", "GET") == 200
+        ping_ms = (time.perf_counter() - start) * 1000
+        assert await scoring == 200
+        return ping_ms
+
+    assert asyncio.run(main()) < 50
+
+
+def test_a_timed_out_request_does_not_keep_a_pool_thread():
+    app = _app(seconds=1.0, timeout=0.1, threads=1, queue=0)
+    assert _call(app)[0] == 504
+    # the only thread is still sleeping in the first request: a replacement answers this one
+    app.holder.current.scorer.seconds = 0.0
+    assert _call(app)[0] == 200
