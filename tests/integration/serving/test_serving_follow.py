@@ -83,7 +83,7 @@ class Load:
 
 
 def _version(url: str) -> str:
-    return requests.get(f"{url}/version", timeout=5).json()["model_version"]
+    return requests.get(f"{url}/model", timeout=5).json()["model_version"]
 
 
 def test_alias_moves_under_load_without_a_failed_request(servers):

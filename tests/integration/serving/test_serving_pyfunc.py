@@ -28,7 +28,7 @@ def served(module_store):
 
 def test_custom_model_is_served_through_pyfunc(served):
     url, rows = served["url"], served["rows"]
-    info = requests.get(f"{url}/version", timeout=5).json()
+    info = requests.get(f"{url}/model", timeout=5).json()
     assert info["scorer"] == "pyfunc"
     assert info["model_uri"] == served["uri"]
     assert served["expected"] == [2.5, -1.0, 19.0]
