@@ -77,7 +77,7 @@ def test_every_format_gives_the_models_own_predictions(served, fmt):
 def test_health_and_version(served):
     assert requests.get(f"{served['url']}/ping", timeout=5).status_code == 200
     assert requests.get(f"{served['url']}/health", timeout=5).status_code == 200
-    info = requests.get(f"{served["url"]}/model", timeout=5).json()
+    info = requests.get(f"{served['url']}/model", timeout=5).json()
     assert info["model_name"] == "cancer"
     assert info["model_version"] == served["version"]
     assert info["alias"] == "champion"
@@ -159,13 +159,13 @@ def test_pinned_server_does_not_follow_the_alias(served):
         # watch it for eight poll intervals (0.2 s each): a following server would switch
         deadline = time.monotonic() + 8 * 0.2
         while time.monotonic() < deadline:
-            seen = requests.get(f"{served["url"]}/model", timeout=5).json()["model_version"]
+            seen = requests.get(f"{served['url']}/model", timeout=5).json()["model_version"]
             assert seen == served["version"], "the pinned server followed the alias"
             time.sleep(0.05)
         resp = _post(served["url"], _formats(served["rows"])["dataframe_split"])
         assert resp.status_code == 200
         assert resp.headers["X-Model-Version"] == served["version"]
-        assert requests.get(f"{served["url"]}/model", timeout=5).json()["model_version"] == (
+        assert requests.get(f"{served['url']}/model", timeout=5).json()["model_version"] == (
             served["version"]
         )
     finally:
