@@ -1,17 +1,24 @@
 """Following an alias: when ``champion`` moves, load the new version and swap it in.
 
-A daemon thread polls the registry. A new version is loaded next to the one serving (requests
-keep being answered by the old one meanwhile) and swapped in with one assignment, so no
-request fails or is dropped. A version that fails to load is logged and retried later; the
-old version keeps serving.
+A daemon thread polls the registry, and looks at once when the registry's webhook announces a
+move of the alias (:mod:`serving.webhooks`; the server's ``POST /webhooks/mlflow``). The
+worker that receives the delivery also touches a signal file that every worker of the same
+server (same port) watches, so they all look within a fraction of a second.
+
+A new version is loaded next to the one serving (requests keep being answered by the old one
+meanwhile) and swapped in with one assignment, so no request fails or is dropped. A version
+that fails to load is logged and retried later; the old version keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from core.models import ModelNotFound, ResolvedModel, resolve_model
 from core.uris import ModelRef
@@ -23,6 +30,13 @@ _logger = logging.getLogger(__name__)
 DEFAULT_POLL_SECONDS = 10.0
 # After a version failed to load, wait this long before trying it again.
 RETRY_FAILED_SECONDS = 60.0
+# How often the wake-up signals (webhook, signal file) are looked at between polls.
+WAKE_CHECK_SECONDS = 0.2
+
+
+def signal_path(port: int) -> Path:
+    """The file the workers of the server on ``port`` share to wake each other."""
+    return Path(tempfile.gettempdir()) / f"mlops-serve-{port}.alias-moved"
 
 
 class AliasFollower:
@@ -34,6 +48,7 @@ class AliasFollower:
         holder: the server's model holder.
         poll_seconds: polling interval.
         loader: loads a scorer from a model URI (tests and benchmarks may pass their own).
+        signal: a file whose change wakes this follower (shared by a server's workers).
     """
 
     def __init__(
@@ -43,6 +58,7 @@ class AliasFollower:
         holder: ModelHolder,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         loader: Callable = load_scorer,
+        signal: Path | None = None,
     ):
         if not ref.alias:
             raise ValueError(f"{ref} names no alias to follow")
@@ -52,6 +68,9 @@ class AliasFollower:
         self._poll = poll_seconds
         self._loader = loader
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._signal = signal
+        self._signal_seen = self._signal_stamp()
         self._failed: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
 
@@ -64,8 +83,45 @@ class AliasFollower:
         """Stop polling (the model keeps serving)."""
         self._stop.set()
 
+    def on_event(self, event) -> None:
+        """A webhook delivery: if it moves the followed alias, look now (every worker)."""
+        if event.name != self._ref.name or event.alias != self._ref.alias:
+            return
+        _logger.info("webhook: alias moved", extra={"alias": str(self._ref),
+                                                    "to_version": event.version})
+        self._wake.set()
+        if self._signal is not None:
+            try:
+                self._signal.touch()
+                os.utime(self._signal)  # a new mtime even within the same clock tick
+            except OSError as exc:  # another user's file: this worker still looks
+                _logger.warning("cannot signal the other workers: %s", exc)
+
+    def _signal_stamp(self) -> int | None:
+        if self._signal is None:
+            return None
+        try:
+            return self._signal.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _woken(self) -> bool:
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        stamp = self._signal_stamp()
+        if stamp != self._signal_seen:
+            self._signal_seen = stamp
+            return True
+        return False
+
     def _run(self) -> None:
-        while not self._stop.wait(self._poll):
+        next_poll = time.monotonic() + self._poll
+        while not self._stop.wait(min(WAKE_CHECK_SECONDS, self._poll)):
+            woken = self._woken()
+            if not woken and time.monotonic() < next_poll:
+                continue
+            next_poll = time.monotonic() + self._poll
             try:
                 self.check()
             except Exception:  # the registry may be briefly unreachable; keep serving

@@ -193,6 +193,55 @@ class Receiver:
         self._server.server_close()
 
 
+class WebhookApp:
+    """ASGI middleware: ``POST /webhooks/mlflow`` takes a delivery; everything else passes.
+
+    Answers 204 (accepted; ``on_event`` called for an alias move), 401 (bad signature) or
+    400 (not a webhook), as JSON errors in the scoring protocol's shape.
+    """
+
+    def __init__(self, app, on_event: Callable[[AliasEvent], None], secret: str | None,
+                 path: str = DEFAULT_PATH):
+        self.app = app
+        self.on_event = on_event
+        self.secret = secret
+        self.path = path
+
+    async def __call__(self, scope, receive, send):
+        """Take a delivery, or pass the request on."""
+        if scope["type"] != "http" or scope["path"] != self.path:
+            return await self.app(scope, receive, send)
+        status, doc = 204, None
+        if scope["method"] != "POST":
+            status, doc = 405, {"error_code": "METHOD_NOT_ALLOWED",
+                                "message": f"use POST {self.path}"}
+        else:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                chunks.append(chunk)
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                if size > MAX_BODY_BYTES:
+                    raise WebhookError("body too large", 413)
+                event = handle(self.secret, headers, b"".join(chunks))
+                if event is not None:
+                    self.on_event(event)
+            except WebhookError as exc:
+                _logger.warning("webhook refused: %s", exc)
+                status, doc = exc.status, {"error_code": "WEBHOOK_REFUSED", "message": str(exc)}
+        body = b"" if doc is None else json.dumps(doc).encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        if body:
+            headers.append((b"content-type", b"application/json"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def register(client, name: str, url: str, secret: str | None,
              description: str = "") -> str:
     """Create (or update) the tracking server's webhook ``name`` posting alias moves to ``url``.
