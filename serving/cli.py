@@ -117,9 +117,18 @@ def cli():
     help="Stop capturing after this many MB per worker (default: capture.max_total_mb).",
 )
 @click.option("--profile", default=None, help="Settings profile for the capture defaults.")
+@click.option("--shadow", default=None, metavar="NAME@ALIAS|NAME/VERSION",
+              help="Also score a sample of requests with this version (the challenger), off "
+                   "the request path; agreement and latency go to an MLflow run.")
+@click.option("--shadow-sample", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of requests the challenger scores too.")
+@click.option("--shadow-tolerance", default=0.01, show_default=True,
+              type=click.FloatRange(min=0), help="Regression: relative difference that still "
+                                                 "counts as agreeing.")
 def serve_cmd(
     model, host, port, workers, timeout, max_body_bytes, pin, poll_seconds, log_level,
-    no_access_log, capture, capture_sample_rate, capture_max_mb, profile,
+    no_access_log, capture, capture_sample_rate, capture_max_mb, profile, shadow,
+    shadow_sample, shadow_tolerance,
 ):
     """Serve MODEL over the MLflow scoring protocol (/invocations, /ping, /health, /version).
 
@@ -137,7 +146,12 @@ def serve_cmd(
     configure_logging(log_level, not no_access_log)
     cap = load_settings(profile).capture
     ref = parse_model_ref(model)
-    resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
+    served = resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
+    if shadow:
+        challenger = resolve_model(connect(), parse_model_ref(shadow), allow_run=False)
+        if challenger.name != served.name:
+            raise click.BadParameter(f"{shadow} is not a version of {served.name}",
+                                     param_hint="'--shadow'")
     cfg = srv.ServeConfig(
         model=model,
         host=host,
@@ -154,6 +168,9 @@ def serve_cmd(
         capture_sample_rate=cap.sample_rate if capture_sample_rate is None else capture_sample_rate,
         capture_max_file_bytes=int(cap.max_file_mb * 1024 * 1024),
         capture_max_total_bytes=int((capture_max_mb or cap.max_total_mb) * 1024 * 1024),
+        shadow=shadow,
+        shadow_sample=shadow_sample,
+        shadow_tolerance=shadow_tolerance,
     )
     try:
         code = srv.serve(cfg)

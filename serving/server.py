@@ -75,6 +75,9 @@ class ServeConfig:
     capture_sample_rate: float = 1.0
     capture_max_file_bytes: int = 16 * 1024 * 1024
     capture_max_total_bytes: int = 1024 * 1024 * 1024
+    shadow: str | None = None
+    shadow_sample: float = 0.1
+    shadow_tolerance: float = 0.01
 
 
 def _nodelay_protocol():
@@ -174,8 +177,12 @@ def build_app(cfg: ServeConfig, client):
     ref = parse_model_ref(cfg.model)
     info = resolve_model(client, ref)
     holder = ModelHolder(Served(info, load_scorer(info.uri)))
+    follower = None
     if ref.alias and not cfg.pin:
-        AliasFollower(client, ref, holder, poll_seconds=cfg.poll_seconds).start()
+        from serving.follow import signal_path
+
+        follower = AliasFollower(client, ref, holder, poll_seconds=cfg.poll_seconds,
+                                 signal=signal_path(cfg.port)).start()
     capture = None
     if cfg.capture:
         from serving.capture import CaptureWriter
@@ -192,13 +199,23 @@ def build_app(cfg: ServeConfig, client):
             max_total_bytes=cfg.capture_max_total_bytes,
             s3_client=s3,
         )
-    return ScoringApp(
+    app = ScoringApp(
         holder,
         timeout=cfg.timeout,
         max_body_bytes=cfg.max_body_bytes,
         capture=capture,
         body_timeout=cfg.body_timeout,
     )
+    if follower is not None:  # POST /webhooks/mlflow: the registry's alias moves
+        from serving.webhooks import WebhookApp, secret_from_env
+
+        app = WebhookApp(app, follower.on_event, secret_from_env())
+    if cfg.shadow:  # a sample of requests also scored by the challenger, off the request path
+        from serving.shadow import ShadowApp, shadow_for
+
+        app = ShadowApp(app, shadow_for(client, info, cfg.shadow, sample=cfg.shadow_sample,
+                                        tolerance=cfg.shadow_tolerance))
+    return app
 
 
 def run_worker(cfg: ServeConfig) -> None:
