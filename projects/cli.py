@@ -178,6 +178,10 @@ def _print_summary(result, uri: str) -> None:
     click.echo("")
     click.echo(f"workflow run   {result.run_id} (experiment {result.experiment_id})")
     click.echo(f"steps          {steps}")
+    validate = result.steps.get("validate")
+    if validate is not None and validate.tags.get("mlops.task"):
+        click.echo(f"task           {validate.tags['mlops.task']} "
+                   f"({validate.tags.get('mlops.task_reason', '')})")
     if result.model_version:
         aliases = ", ".join(result.aliases) or "none"
         click.echo(f"model version  {result.model_name} v{result.model_version} "

@@ -69,7 +69,10 @@ def _parse_dates(col: pd.Series) -> pd.Series:
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = pd.to_datetime(col, errors="coerce", format="mixed")
+            # one inferred format, vectorised; per-cell parsing only when that format misses
+            out = pd.to_datetime(col, errors="coerce")
+            if out.isna().sum() > col.isna().sum():
+                out = pd.to_datetime(col, errors="coerce", format="mixed")
     if getattr(out.dt, "tz", None) is not None:
         out = out.dt.tz_convert("UTC").dt.tz_localize(None)
     return out

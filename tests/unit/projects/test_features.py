@@ -1,0 +1,182 @@
+"""The model's own data handling, the user's code, and the data rules' messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import metrics
+from core.settings import load_settings
+from projects.errors import DataError, WorkflowError
+from projects.features import TidyFrame
+from projects.pipeline import input_example, schema_frame
+from projects.prepare import Preprocessing, feature_steps, split_data
+from projects.train import fit_candidate, make_pipeline, pick_best, train_candidates
+from projects.validate import check_data, check_types, infer_task
+
+
+def messy(n=200, seed=0) -> pd.DataFrame:
+    """Real-world shapes: dates as text, numbers as text, booleans, Int64 with gaps, free text."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({
+        "when": pd.date_range("2021-01-01", periods=n, freq="37h").strftime("%Y-%m-%d %H:%M"),
+        "amount": [f"{v:.2f}" for v in rng.normal(100, 10, n)],
+        "flag": rng.choice([True, False], n),
+        "count": pd.array([None if i % 7 == 0 else i % 5 for i in range(n)], dtype="Int64"),
+        "note": [f"free text number {i} {rng.integers(1e9)}" for i in range(n)],
+        "colour": rng.choice(["red", "green", "blue"], n),
+        "x": x,
+        "target": (x + rng.normal(scale=0.5, size=n) > 0).astype(int),
+    })
+
+
+def test_real_world_columns_become_features_inside_the_model():
+    df = messy()
+    tidy = TidyFrame().fit(df.drop(columns="target"))
+    assert tidy.kinds_["when"] == "datetime" and tidy.kinds_["amount"] == "numeric"
+    assert tidy.kinds_["flag"] == "bool" and tidy.kinds_["count"] == "numeric"
+    assert tidy.dropped_ == {"note": "free text or identifier (200 distinct values in 200 rows)"}
+    out = tidy.transform(df.drop(columns="target"))
+    assert {"when_year", "when_month", "when_weekday", "when_hour"} <= set(out.columns)
+    assert "note" not in out.columns and out["amount"].dtype == float
+    assert out["count"].isna().sum() == df["count"].isna().sum()
+    # the whole pipeline fits and predicts on such a table, no traceback
+    model = make_pipeline("classification", Preprocessing(), "linear", {}, 0)
+    model.fit(df.drop(columns="target"), df["target"])
+    assert len(model.predict(df.drop(columns="target").head(3))) == 3
+    dropped = TidyFrame(datetimes="drop").fit(df.drop(columns="target")).dropped_
+    assert dropped["when"] == "datetime column (clean.datetimes: drop)"
+
+
+def test_a_value_planted_only_in_the_test_split_never_shapes_the_fitted_statistics():
+    df = messy(300)
+    splits = split_data(df, "target", "classification", 0.2, 0.2, 0)
+
+    def fitted(test):
+        res = fit_candidate("classification", Preprocessing(), "linear", {}, 0,
+                            splits["train"], test, "target")
+        numeric = res.model.named_steps["encode"].named_transformers_["numeric"]
+        tidy = res.model.named_steps["tidy"]
+        return (tidy.low_["x"], tidy.high_["x"], *numeric.named_steps["impute"].statistics_,
+                *numeric.named_steps["scale"].mean_)
+
+    planted = splits["val"].copy()
+    planted.loc[0, "x"] = 1e9
+    planted.loc[1, "x"] = np.nan
+    assert fitted(splits["val"]) == fitted(planted)
+
+
+def test_an_outlier_sent_to_the_model_is_clipped_as_in_training():
+    df = messy(300)
+    model = make_pipeline("classification", Preprocessing(), "linear", {}, 0)
+    model.fit(df.drop(columns="target"), df["target"])
+    high = model.named_steps["tidy"].high_["x"]
+    row = df.drop(columns="target").head(1)
+    far, fence = row.assign(x=1e12), row.assign(x=high)
+    assert model.predict_proba(far).tolist() == model.predict_proba(fence).tolist()
+
+
+def test_a_mostly_numeric_column_with_bad_cells_fails_naming_them_or_coerces():
+    df = messy(50).drop(columns=["note"])
+    df.loc[[3, 17], "amount"] = ["n/a", "12,5kg"]
+    with pytest.raises(DataError) as err:
+        check_data(df, "target", "classification")
+    assert str(err.value) == (
+        "column 'amount': rule 'numeric' failed: 2 of 50 cells are not numbers: 'n/a' (row 4), "
+        "'12,5kg' (row 18); fix them, or set clean.coerce=true to make them missing")
+    assert check_types(df, "target", {}, 0.9, coerce=True) == {"amount": 2}
+    # a declared type names the cells too
+    with pytest.raises(DataError, match=r"column 'amount': rule 'type float' failed: 2 of 50 "
+                                        r"cells are not numbers: 'n/a' \(row 4\)"):
+        check_data(df, "target", "classification", {"amount": "float"})
+
+
+def test_task_auto_and_plain_messages():
+    assert infer_task(pd.Series(np.linspace(100, 200, 300)))[0] == "regression"
+    assert infer_task(pd.Series(["a", "b"] * 10)) == (
+        "classification", "non-numeric target with 2 classes")
+    assert infer_task(pd.Series([0, 1, 2] * 10))[0] == "classification"
+    df = pd.DataFrame({"height": np.round(np.linspace(150, 190, 120), 1), "x": range(120)})
+    with pytest.raises(DataError) as err:
+        split_data(df, "height", "classification", 0.2, 0.2, 0)
+    assert "class 150.0 has 1 row(s)" in str(err.value)
+    assert "np.float64" not in str(err.value) and "-P task=regression" in str(err.value)
+    with pytest.raises(DataError, match=r"not in the data \(did you mean 'species'\?\)"):
+        check_data(pd.DataFrame({"species": ["a", "b"], "x": [1, 2]}), "specie", "auto")
+
+
+def test_signature_frame_keeps_ints_and_the_example_shows_missing_values():
+    X = pd.DataFrame({"n": pd.array([1, 2, 3, 4, 5, 6, 7], dtype="Int64"),
+                      "k": [1, 2, 3, 4, 5, 6, 7],
+                      "y": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan]})
+    assert str(schema_frame(X)["n"].dtype) == "int64" and str(X["k"].dtype) == "int64"
+    X.loc[2, "n"] = pd.NA
+    assert str(schema_frame(X)["n"].dtype) == "float64"
+    example = input_example(X, rows=3)
+    assert len(example) == 3 and example.isna().any(axis=1).any()
+
+
+@pytest.fixture(scope="module")
+def user_project(tmp_path_factory):
+    """One folder for the module: a user file is imported once per process, by its stem."""
+    root = tmp_path_factory.mktemp("user_project")
+    (root / "steps").mkdir()
+    (root / "steps" / "tf_user_code.py").write_text(
+        "import pandas as pd\n"
+        "from sklearn.preprocessing import FunctionTransformer\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "def double_x(df):\n    return df.assign(x2=df['x'] * 2)\n"
+        "def scaler():\n    return FunctionTransformer(lambda d: d.assign(x3=d['x'] * 3))\n"
+        "def logistic():\n    return LogisticRegression(max_iter=500)\n"
+        "def worst_class_recall(y_true, y_pred):\n"
+        "    from sklearn.metrics import recall_score\n"
+        "    return float(min(recall_score(y_true, y_pred, average=None)))\n")
+    return root
+
+
+@pytest.fixture
+def steps_dir(user_project, monkeypatch):
+    monkeypatch.chdir(user_project)  # references are relative to where the workflow runs
+    return "steps/tf_user_code.py"
+
+
+def test_user_features_estimators_and_metrics_are_used_by_the_sweep(steps_dir):
+    settings = load_settings(overrides=[
+        f"features=[{steps_dir}:double_x, {steps_dir}:scaler]",
+        "metrics=[{name: worst_recall, function: " + steps_dir + ":worst_class_recall, "
+        "greater_is_better: true, task: classification}]",
+        "train.metric=worst_recall",
+        "train.candidates=[{estimator: " + steps_dir + ":logistic, grid: {C: [0.01, 1.0]}}]",
+    ])
+    assert metrics.get("worst_recall").greater_is_better
+    assert "worst_recall" in metrics.names("classification")
+    df = messy(200)
+    splits = split_data(df, "target", "classification", 0.2, 0.2, 0)
+    prep = Preprocessing.from_settings(settings)
+    assert [name for name, _ in feature_steps(prep.features)] == [
+        "feature0_double_x", "feature1_scaler"]
+    results = train_candidates("classification", prep, [(c.estimator, {"C": c2})
+                               for c in settings.train.candidates for c2 in (0.01, 1.0)],
+                               splits["train"], splits["val"], "target", 0, n_jobs=1)
+    assert all("worst_recall" in r.metrics for r in results)
+    best = pick_best(results, "worst_recall")
+    assert best.model.named_steps["model"].C in (0.01, 1.0)
+    assert {"x2", "x3"} <= set(best.model.named_steps["tidy"].kinds_)
+    assert settings.user_code("train") and settings.user_code("ingest") == ()
+
+
+def test_broken_user_code_is_one_line(steps_dir):
+    with pytest.raises(WorkflowError, match=r"features: steps/tf_user_code.py:nope: "
+                                            r"tf_user_code.py defines no function 'nope'"):
+        make_pipeline("classification", Preprocessing(features=(f"{steps_dir}:nope",)),
+                      "linear", {}, 0)
+    with pytest.raises(WorkflowError, match="grid parameter.s. depth unknown to "
+                                            "LogisticRegression"):
+        make_pipeline("classification", Preprocessing(), f"{steps_dir}:logistic",
+                      {"depth": 3}, 0)
+    df = messy(60)
+    with pytest.raises(WorkflowError, match=r"candidate linear : fit failed: KeyError"):
+        fit_candidate("classification", Preprocessing(features=(f"{steps_dir}:double_x",)),
+                      "linear", {}, 0, df.drop(columns="x"), df.drop(columns="x"), "target")
