@@ -58,22 +58,24 @@ class Column:
 
     name: str
     type: str
+    required: bool = True
 
 
 def columns_from_schema(schema) -> list[Column] | None:
     """The signature's columns when the fast path can check them itself, else ``None``.
 
-    The fast path takes column-based signatures whose columns are all named, required and of
-    a scalar type (double, float, long, integer, boolean, string).
+    The fast path takes column-based signatures whose columns are all named and of a scalar
+    type (double, float, long, integer, boolean, string). An optional column left out of a
+    request is handed to pyfunc.
     """
     if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
         return None
     cols = []
     for spec in schema.inputs:
         type_name = getattr(getattr(spec, "type", None), "name", None)
-        if type_name not in _DTYPES or not getattr(spec, "required", True):
+        if type_name not in _DTYPES:
             return None
-        cols.append(Column(spec.name, type_name))
+        cols.append(Column(spec.name, type_name, bool(getattr(spec, "required", True))))
     return cols
 
 
@@ -294,13 +296,13 @@ def _check_names(given, columns: list[Column]) -> None:
     given_set, expected_set = set(given), set(expected)
     if len(given_set) != len(given):
         raise RequestError(400, "duplicate column names in the request")
-    missing = [c for c in expected if c not in given_set]
+    missing = [c.name for c in columns if c.required and c.name not in given_set]
     if missing:
         raise RequestError(
             400, f"input does not match the model signature: missing columns {missing}"
         )
-    if len(given_set) != len(expected_set):
-        raise Handoff("extra columns")  # pyfunc ignores them
+    if given_set != expected_set:
+        raise Handoff("extra or left-out optional columns")  # pyfunc ignores / allows them
 
 
 def _from_split(data, columns: list[Column], strict: bool = True) -> pd.DataFrame | np.ndarray:
@@ -465,16 +467,18 @@ def check_frame(
     names = [str(c) for c in frame.columns]
     frame = frame.set_axis(names, axis=1)
     expected = [c.name for c in columns]
-    missing = [n for n in expected if n not in names]
+    missing = [c.name for c in columns if c.required and c.name not in names]
     extra = [] if allow_extra else [n for n in names if n not in expected]
     if missing or extra:
         parts = [f"missing columns {missing}"] if missing else []
         parts += [f"unexpected columns {extra}"] if extra else []
         raise RequestError(400, f"input does not match the model signature: {'; '.join(parts)}")
+    present = [n for n in expected if n in names]
     if values:
         for c in columns:
-            _check_values(c, frame[c.name])
-    return frame[expected]
+            if c.name in names:
+                _check_values(c, frame[c.name])
+    return frame[present]
 
 
 _VALUE_TYPES = {

@@ -38,7 +38,8 @@ def log_sklearn_version(client, name: str, pipe, X, tags: dict | None = None) ->
     from mlflow.models import infer_signature
 
     kwargs = {}
-    if any(hasattr(step, "estimators_") for step in getattr(pipe, "named_steps", {}).values()):
+    steps = [pipe, *getattr(pipe, "named_steps", {}).values()]
+    if any(hasattr(step, "estimators_") or hasattr(step, "transformers_") for step in steps):
         kwargs["serialization_format"] = "cloudpickle"
     with mlflow.start_run() as run:
         info = mlflow.sklearn.log_model(
@@ -77,3 +78,38 @@ def log_custom_pyfunc() -> str:
             pip_requirements=[f"mlflow=={mlflow.__version__}"],
         )
     return f"runs:/{run.info.run_id}/model"
+
+
+def penguins_data() -> tuple[pd.DataFrame, pd.Series]:
+    """palmerpenguins: two categorical columns, missing values in five columns; the species."""
+    import palmerpenguins
+
+    df = palmerpenguins.load_penguins()
+    return df.drop(columns=["species"]), df["species"]
+
+
+def fit_penguins(X, y):
+    """Impute + one-hot the categoricals, impute + scale the numbers, logistic regression."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    cats = [c for c in X.columns if X[c].dtype.kind not in "fiub"]
+    nums = [c for c in X.columns if c not in cats]
+    prep = ColumnTransformer([
+        ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                              OneHotEncoder(handle_unknown="ignore")), cats),
+        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), nums),
+    ])
+    return make_pipeline(prep, LogisticRegression(max_iter=1000)).fit(X, y)
+
+
+def fit_diabetes_forest():
+    """A regression forest on sklearn's bundled diabetes data; returns (model, X)."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    return RandomForestRegressor(n_estimators=30, random_state=0).fit(X, y), X
