@@ -48,7 +48,7 @@ class StepRun:
     @property
     def seconds(self) -> float | None:
         """How long the step's run took (when it ran, not when it was reused)."""
-        if self.start and self.end:
+        if self.start is not None and self.end is not None:
             return (self.end - self.start) / 1000
         return None
 
