@@ -190,7 +190,7 @@ class Shadow:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if item is None and self._closed.is_set():
+            if item is None and self._closed.is_set():  # the sentinel of close(), or idle
                 return
             if item is not None:
                 self.compare(*item)
@@ -284,6 +284,10 @@ class Shadow:
         if self._closed.is_set():
             return
         self._closed.set()
+        try:  # wake the thread now rather than at its next log time
+            self._queue.put_nowait(None)
+        except queue.Full:  # busy scoring: it sees the flag after the queue
+            pass
         if self._thread.is_alive():
             self._thread.join(timeout)
         self.log()
