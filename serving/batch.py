@@ -2,6 +2,11 @@
 
 The output holds the input's rows (all of its columns, so ids pass through) plus the model's
 predictions: a ``prediction`` column, or one column per output when the model returns several.
+
+The answers are those of ``mlflow models predict`` on the same file: each batch is read as
+pandas reads the file (text columns of the signature kept as text, so a batch whose values of
+such a column are all missing reads the same as the whole file) and predicted by the model's
+pyfunc, which ignores extra columns (ids, the target) and converts values by its own rules.
 """
 
 from __future__ import annotations
@@ -49,8 +54,27 @@ def count_rows(path: Path, batch_size: int = 1 << 16) -> int | None:
         return 0
 
 
-def read_batches(path: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[pd.DataFrame]:
-    """Yield the file's rows as DataFrames of at most ``batch_size`` rows."""
+def csv_dtypes(columns) -> dict | None:
+    """The read dtypes that keep the signature's text columns text in every batch.
+
+    Args:
+        columns: the signature's columns (:class:`serving.protocol.Column`), or None.
+    """
+    if not columns:
+        return None
+    return {c.name: object for c in columns if c.type == "string"} or None
+
+
+def read_batches(
+    path: Path, batch_size: int = DEFAULT_BATCH_SIZE, columns=None
+) -> Iterator[pd.DataFrame]:
+    """Yield the file's rows as DataFrames of at most ``batch_size`` rows.
+
+    Args:
+        path: CSV or Parquet file.
+        batch_size: rows per batch.
+        columns: the model's signature columns, if any (see :func:`csv_dtypes`).
+    """
     if not path.is_file():
         raise BatchError(f"{path}: no such file")
     if _kind(path) == "parquet":
@@ -59,7 +83,12 @@ def read_batches(path: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[p
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
             yield batch.to_pandas()
     else:
-        yield from pd.read_csv(path, chunksize=batch_size)
+        try:
+            yield from pd.read_csv(path, chunksize=batch_size, dtype=csv_dtypes(columns))
+        except pd.errors.EmptyDataError:
+            raise BatchError(f"{path}: empty CSV file (no header)") from None
+        except pd.errors.ParserError as exc:
+            raise BatchError(f"{path}: {' '.join(str(exc).split())}") from None
 
 
 def predictions_frame(predictions, index) -> pd.DataFrame:
@@ -96,7 +125,8 @@ def score_file(
     rows = 0
     writer = None
     try:
-        for i, batch in enumerate(read_batches(input_path, batch_size)):
+        columns = getattr(scorer, "input_columns", None)
+        for i, batch in enumerate(read_batches(input_path, batch_size, columns)):
             predictions = scorer.predict_frame(batch)
             result = pd.concat([batch, predictions_frame(predictions, batch.index)], axis=1)
             if out_kind == "csv":

@@ -50,6 +50,11 @@ class Scorer:
         self._input_schema = meta.get_input_schema() if meta is not None else None
         self._columns = protocol.columns_from_schema(self._input_schema)
 
+    @property
+    def input_columns(self) -> list[protocol.Column] | None:
+        """The signature's columns, when it is a plain column signature."""
+        return self._columns
+
     def inline(self, nbytes: int) -> bool:
         """Whether a body of ``nbytes`` may be scored on the event loop (measured fast only)."""
         return False

@@ -38,7 +38,11 @@ pytestmark = pytest.mark.integration
 
 
 def _models(store) -> dict:
-    """name -> (model reference, a few input rows, many input rows)."""
+    """name -> (model reference, a few input rows, many input rows).
+
+    Also writes each sklearn model's own training file (features and target, as trained on)
+    to ``store.path / "NAME-train.csv"``, for the batch comparison.
+    """
     import pandas as pd
 
     out = {}
@@ -46,7 +50,9 @@ def _models(store) -> dict:
         X, y = cancer_data()
         v = log_sklearn_version(store.client, "numeric", fit_pipeline(X, y), X)
         out["numeric"] = (f"models:/numeric/{v}", X.head(3), X.head(200))
+        X.assign(target=y).to_csv(store.path / "numeric-train.csv", index=False)
         P, s = penguins_data()
+        P.assign(species=s).to_csv(store.path / "penguins-train.csv", index=False)
         v = log_sklearn_version(store.client, "penguins", fit_penguins(P, s), P)
         # a row with missing values (row 3 of palmerpenguins) among the few
         out["penguins"] = (f"models:/penguins/{v}", P.iloc[[0, 3, 5]], P)
@@ -59,20 +65,34 @@ def _models(store) -> dict:
     return out
 
 
+BATCH_MODELS = ("numeric", "penguins")
+
+
 @contextlib.contextmanager
 def _servers(store, models: dict):
-    """Start every stock and every ours server at once; yield {name: (stock_url, our_url)}."""
+    """Start every stock and every ours server at once, and stock ``mlflow models predict`` on
+    each batch model's training file; yield {name: (stock_url, our_url)}."""
     procs, urls = [], {}
     env = child_env({"MLFLOW_TRACKING_URI": store.uri})
     ARTIFACTS.mkdir(exist_ok=True)
+    mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    predicting = []
     try:
+        for name in BATCH_MODELS:
+            cmd = [mlflow_bin, "models", "predict", "-m", models[name][0], "-t", "csv",
+                   "-i", str(store.path / f"{name}-train.csv"),
+                   "-o", str(store.path / f"{name}-stock.json"), "--env-manager", "local"]
+            log = ARTIFACTS / f"differential-predict-{name}-{time.time_ns()}.log"
+            with open(log, "wb") as out:
+                predicting.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                                   env=env, cwd=store.path,
+                                                   start_new_session=True))
         for name, (ref, _, _) in models.items():
             pair = []
             for side in ("stock", "ours"):
                 port = free_port()
                 if side == "stock":
-                    cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models",
-                           "serve", "-m", ref, "-p", str(port), "-h", "127.0.0.1",
+                    cmd = [mlflow_bin, "models", "serve", "-m", ref, "-p", str(port), "-h", "127.0.0.1",
                            "--env-manager", "local"]
                 else:
                     cmd = [sys.executable, "-m", "serving", "serve", ref, "--port", str(port),
@@ -89,6 +109,8 @@ def _servers(store, models: dict):
         yield urls
     finally:
         for proc, _, _ in procs:
+            stop(proc)
+        for proc in predicting:
             stop(proc)
 
 
@@ -184,3 +206,37 @@ def test_the_fast_path_takes_what_it_can_prove(sides, module_store):
     for name in ("records_null_in_mean radius", "split_extra_column", "with_params",
                  "records_integers_for_doubles", "records_numeric_strings"):
         assert name not in taken
+
+
+@pytest.mark.parametrize("model", BATCH_MODELS)
+def test_batch_predict_answers_what_stock_predict_answers(sides, module_store, model, tmp_path):
+    """``python -m serving predict`` on the model's own training file (target column, missing
+    values) equals ``mlflow models predict`` on it."""
+    import json
+
+    import pandas as pd
+
+    from serving.cli import main
+
+    models, _ = sides
+    ref = models[model][0]
+    train = module_store.path / f"{model}-train.csv"
+    out = tmp_path / "scored.csv"
+    env = {"MLFLOW_TRACKING_URI": module_store.uri}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        code = main(["predict", ref, "--input", str(train), "--output", str(out),
+                     "--batch-size", "100"])
+    assert code in (0, None)
+    ours = pd.read_csv(out)["prediction"].tolist()
+    stock_file = module_store.path / f"{model}-stock.json"
+    deadline = time.monotonic() + 120
+    while not stock_file.exists() or not stock_file.read_text().strip():
+        assert time.monotonic() < deadline, "stock mlflow models predict did not finish"
+        time.sleep(0.2)
+    time.sleep(0.2)  # the file is written in one go; let it be closed
+    stock = json.loads(stock_file.read_text())["predictions"]
+    assert len(ours) == len(stock) == len(pd.read_csv(train))
+    assert _same(stock, ours)
