@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,3 +182,19 @@ def test_broken_user_code_is_one_line(steps_dir):
     with pytest.raises(WorkflowError, match=r"candidate linear : fit failed: KeyError"):
         fit_candidate("classification", Preprocessing(features=(f"{steps_dir}:double_x",)),
                       "linear", {}, 0, df.drop(columns="x"), df.drop(columns="x"), "target")
+
+
+def test_the_user_files_are_part_of_the_keys_of_the_steps_that_run_them(steps_dir):
+    from projects.pipeline import cache_key
+
+    settings = load_settings(overrides=[f"features=[{steps_dir}:double_x]"])
+    before = {step: cache_key(step, settings, "up") for step in ("ingest", "validate", "train")}
+    path = Path(steps_dir)
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# edited\n")
+        after = {step: cache_key(step, settings, "up") for step in ("ingest", "validate", "train")}
+    finally:
+        path.write_text(original)
+    assert before["ingest"] == after["ingest"] and before["validate"] == after["validate"]
+    assert before["train"] != after["train"]
