@@ -228,16 +228,48 @@ def read_input(spark, path: str):
             .option("timestampNTZFormat", "'never-a-timestamp'")
             .csv(location)
         )
-        # pandas reads whole numbers as int64 whatever their size; Spark as int when they fit.
-        return frame.select(
-            *(
-                frame[f"`{name}`"].cast("bigint").alias(name)
-                if kind == "int"
-                else frame[f"`{name}`"]
-                for name, kind in frame.dtypes
-            )
-        )
+        return _as_pandas_reads(frame)
     return reader.parquet(location)
+
+
+def _as_pandas_reads(frame):
+    """CSV columns typed as ``pandas.read_csv`` (the local engine's reader) types them.
+
+    pandas reads whole numbers as int64 whatever their size (Spark: int when they fit), reads
+    its missing-value markers (``NA``, ``n/a``, ``null``, ...) as missing (Spark: only the empty
+    field), so a numeric column with ``NA`` in it is numbers; one pass finds those columns.
+    """
+    from pandas._libs.parsers import STR_NA_VALUES
+    from pyspark.sql import functions as F
+
+    markers = sorted(STR_NA_VALUES)
+    cols = []
+    for name, kind in frame.dtypes:
+        c = frame[f"`{name}`"]
+        if kind == "int":
+            c = c.cast("bigint")
+        elif kind == "string":
+            c = F.when(c.isin(markers), F.lit(None).cast("string")).otherwise(c)
+        cols.append(c.alias(name))
+    frame = frame.select(*cols)
+    texts = [name for name, kind in frame.dtypes if kind == "string"]
+    if not texts:
+        return frame
+    bad = frame.agg(
+        *(
+            F.count(
+                F.when(F.col(f"`{n}`").isNotNull() & F.col(f"`{n}`").try_cast("double").isNull(), 1)
+            ).alias(f"_{i}")
+            for i, n in enumerate(texts)
+        )
+    ).first()
+    numbers = {n for i, n in enumerate(texts) if bad[f"_{i}"] == 0}
+    return frame.select(
+        *(
+            frame[f"`{n}`"].cast("double").alias(n) if n in numbers else frame[f"`{n}`"]
+            for n in frame.columns
+        )
+    )
 
 
 def _read_s3_with_arrow(spark, files: list[str], kind: str):
@@ -245,14 +277,14 @@ def _read_s3_with_arrow(spark, files: list[str], kind: str):
     from pyspark.sql.pandas.types import from_arrow_schema
 
     def open_table(name: str):
-        import pyarrow.csv as pacsv
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         s3 = _s3_fs()
         if kind == "parquet":
             return pq.read_table(name, filesystem=s3)
-        with s3.open_input_stream(name) as stream:
-            return pacsv.read_csv(stream)
+        with s3.open_input_stream(name) as stream:  # pandas' reader, as the local engine's
+            return pa.Table.from_pandas(pd.read_csv(stream), preserve_index=False)
 
     # The first file's schema; the other files are cast to it.
     schema = open_table(files[0]).schema
@@ -265,8 +297,9 @@ def _read_s3_with_arrow(spark, files: list[str], kind: str):
                 table = table.cast(schema) if table.schema != schema else table
                 yield from table.to_batches()
 
-    listing = spark.createDataFrame([(f,) for f in files], "file string")
-    return listing.repartition(len(files)).mapInArrow(read_files, spark_schema)
+    # one partition per file, in order: partition i holds file i
+    listing = spark.sparkContext.parallelize([(f,) for f in files], len(files))
+    return spark.createDataFrame(listing, "file string").mapInArrow(read_files, spark_schema)
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -304,7 +337,7 @@ def check_values(df, columns) -> None:
         c = F.col(f"`{col.name}`")
         bad = c.isNotNull()
         if numeric_target and have == "string":
-            bad = bad & c.cast("double").isNull()
+            bad = bad & c.try_cast("double").isNull()
         first = (
             df.select(c.alias("value"), F.monotonically_increasing_id().alias("_pos"))
             .where(bad)
