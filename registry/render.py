@@ -347,12 +347,16 @@ def lineage_tables(lin: Lineage) -> list:
     tables.append(steps)
     tables.append(history_table(lin.name, list(lin.history),
                                 f"Alias moves of {lin.ref} (to it, and away from it)"))
-    copies = table("Copies to other registries", "target", "as", "when", "link",
-                   ids=("as", "when"))
-    for c in lin.copies:
-        copies.add_row(str(c.get("target", "-")), f"{c.get('name', '-')}/{c.get('version', '-')}",
-                       _when(c.get("at")) or "-", str(c.get("link", "-")))
-    tables.append(copies)
+    if lin.copies:
+        copies = table("Copies to other registries", "target", "as", "when", "link",
+                       ids=("as", "when"))
+        for c in lin.copies:
+            copies.add_row(str(c.get("target", "-")),
+                           f"{c.get('name', '-')}/{c.get('version', '-')}",
+                           _when(c.get("at")) or "-", str(c.get("link", "-")))
+        tables.append(copies)
+    else:
+        tables.append(Text("Copies to other registries: none"))
     if lin.copied_from:
         tables.append(_kv("Copied from", sorted(lin.copied_from.items()), "field"))
     return tables
@@ -389,7 +393,7 @@ def lineage_json(lin: Lineage, diff_uri: str | None = None) -> dict:
 
 def reproduction_lines(result: Reproduction) -> list[str]:
     """``reproduce``: the verdict and the timing, after the progress lines."""
-    took = f"re-run   {result.seconds:.1f} s"
+    took = f"took       {result.seconds:.1f} s"
     if result.original_seconds:
         took += (f" (the original steps up to train: {result.original_seconds:.1f} s; "
                  f"{result.seconds / result.original_seconds:.1f}x)")

@@ -404,6 +404,10 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         shutil.rmtree(where, ignore_errors=True)
 
     rerun = read_run_lineage(client, result.run_id, lin.name)
+    if lin.data.digest and rerun.data.digest:
+        same = lin.data.digest == rerun.data.digest
+        echo(f"data       digest {rerun.data.digest} as the re-run read it: " + (
+            "as recorded" if same else f"the version was trained on {lin.data.digest}"))
     train = rerun.step("train")
     model_uri = client.get_run(train.run_id).data.tags.get("mlops.model_uri") if train else None
     if not model_uri:

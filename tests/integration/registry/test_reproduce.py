@@ -104,6 +104,8 @@ def test_sqlite_lineage_then_reproduce_identical_then_changed_data_refused(
     code, out, err = registry_cli("reproduce", f"{name}/{version}")
     assert code == 0, err + out
     assert "packages   as recorded" in out
+    assert f"data       {csv}: sha256 {sha256(csv)[:16]}, as recorded" in out
+    assert f"data       digest {doc['data']['digest']} as the re-run read it: as recorded" in out
     assert (f"identical: the re-run's model gives the same labels and probabilities as "
             f"{name}/{version} on its") in out
 

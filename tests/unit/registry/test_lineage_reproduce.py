@@ -182,16 +182,20 @@ def test_lineage_shows_which_steps_were_reused_from_which_run():
     from registry.render import lineage_json, lineage_tables
 
     reused = StepRun("ingest", "i" * 32, True, "a1b2c3d4" + "0" * 24, "FINISHED", 0, 500, {})
+    copy = {"target": "https://prod:5000", "name": "m", "version": "1", "at": 1796180000000,
+            "link": "https://prod:5000/#/models/m/versions/1"}
     lin = lineage(steps=(reused, step("train")), dirty=True, diff="lineage/code.diff",
-                  packages={"numpy": "2.0"})
+                  packages={"numpy": "2.0"}, copies=(copy,))
     console = Console(width=300, record=True)
     for t in lineage_tables(lin):
         console.print(t)
     text = console.export_text()
     assert "reused from workflow run a1b2c3d4" in text
     assert "yes: the diff is the run's lineage/code.diff" in text
+    assert "https://prod:5000  m/1  2026-" in text
     doc = lineage_json(lin, "runs:/x/lineage/code.diff")
     assert doc["steps"][0] == {"step": "ingest", "run_id": "i" * 32, "reused": True,
                                "computed_by": "a1b2c3d4" + "0" * 24, "status": "FINISHED",
                                "seconds": 0.5, "cache": {}}
     assert doc["code"]["diff"] == "runs:/x/lineage/code.diff"
+    assert doc["copies"] == [{**copy, "at": "2026-12-02T02:53:20Z"}]
