@@ -49,6 +49,12 @@ def configure_logging(level: str = "INFO", access_log: bool = True) -> None:
     logging.captureWarnings(True)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else logging.WARNING)
     # uvicorn's own access log is replaced by ours; its error log flows through the root handler.
+    # mlflow gives its loggers their own plain-text handler at import (pyfunc's per-request
+    # warnings, e.g. extra columns ignored): import it now and send them through ours.
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").handlers[:] = []
+    logging.getLogger("mlflow").propagate = True
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

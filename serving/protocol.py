@@ -216,7 +216,31 @@ def read_csv_body(body: bytes, columns: list[Column] | None) -> pd.DataFrame:
     try:
         return pd.read_csv(io.BytesIO(body), dtype=dtypes)
     except Exception as exc:  # pandas raises many kinds; all mean "not this table"
-        raise RequestError(400, f"malformed CSV body: {_one_line(exc)}") from None
+        located = _locate_csv_value(body, columns) if columns else None
+        raise (located or RequestError(400, f"malformed CSV body: {_one_line(exc)}")) from None
+
+
+def _locate_csv_value(body: bytes, columns: list[Column]) -> RequestError | None:
+    """The first CSV value (column, row, value) that cannot be read as its column's type."""
+    try:
+        text = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=True)
+    except Exception:
+        return None
+    parse = {"double": float, "float": float, "long": int, "integer": int}
+    for c in columns:
+        conv = parse.get(c.type)
+        if conv is None or c.name not in text.columns:
+            continue
+        for i, v in enumerate(text[c.name].tolist()):
+            if not isinstance(v, str):
+                continue
+            try:
+                conv(v)
+            except ValueError:
+                return RequestError(
+                    400, f"column {c.name!r} row {i}: expected {c.type}, got str {v!r}"[:300]
+                )
+    return None
 
 
 def _exact_frame(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
