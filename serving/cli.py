@@ -17,7 +17,11 @@ import click
 from core.errors import MlopsError
 from serving import batch as batch_mod
 from serving import server as srv
-from serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_SECONDS
+from serving.app import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+)
 from serving.follow import DEFAULT_POLL_SECONDS
 
 _logger = logging.getLogger(__name__)
@@ -78,6 +82,13 @@ def cli():
     help="Larger request bodies get 413.",
 )
 @click.option(
+    "--body-timeout",
+    default=DEFAULT_BODY_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request body may take to arrive (then 408 and the connection closes).",
+)
+@click.option(
     "--pin",
     is_flag=True,
     help="Keep serving the version the alias names at start; do not follow it.",
@@ -126,7 +137,8 @@ def cli():
               type=click.FloatRange(min=0), help="Regression: relative difference that still "
                                                  "counts as agreeing.")
 def serve_cmd(
-    model, host, port, workers, timeout, max_body_bytes, pin, poll_seconds, log_level,
+    model, host, port, workers, timeout, max_body_bytes, body_timeout, pin, poll_seconds,
+    log_level,
     no_access_log, capture, capture_sample_rate, capture_max_mb, profile, shadow,
     shadow_sample, shadow_tolerance,
 ):
@@ -159,6 +171,7 @@ def serve_cmd(
         workers=workers or _cores(),
         timeout=timeout,
         max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
         pin=pin,
         poll_seconds=poll_seconds,
         tracking_uri=tracking_uri(),
