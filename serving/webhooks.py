@@ -9,7 +9,7 @@ look at the registry now: the registry stays the truth, polling stays the fallba
 lost, late or repeated delivery changes nothing but latency.
 
 The tracking server refuses plain ``http`` and private addresses unless told otherwise
-(``MLFLOW_WEBHOOK_ALLOWED_SCHEMES``, ``_MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS`` on the server): a
+(``MLFLOW_WEBHOOK_ALLOWED_SCHEMES``, ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS`` on the server): a
 real receiver needs TLS and an address the server can route to.
 """
 

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 
+import mlflow
 import pytest
 import requests
 from mlflow.webhooks.delivery import _generate_hmac_signature
@@ -93,32 +94,59 @@ def deliver(url: str, name: str, alias: str, version: str, secret: str = SECRET)
                          timeout=10).status_code
 
 
-def test_a_webhook_swaps_every_worker_within_a_second(module_store, monkeypatch):
+def register_through_server(store, pipe, X) -> str:
+    """Log and register a version through the tracking server (as the workflow does)."""
+    import sklearn
+
+    with using_store(store), mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipe, name="model", input_example=X.head(2), registered_model_name="hooked",
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+    return str(info.registered_model_version)
+
+
+@pytest.mark.slow
+def test_a_registry_webhook_swaps_every_worker_within_a_second(tmp_path, template_sqlite_db,
+                                                                monkeypatch):
+    """A real tracking server delivers the alias move to a real 2-worker scoring server."""
+    import shutil
+
+    from serving.webhooks import register
+    from tests.conftest import _mlflow_server
+    from tests.integration.serving.conftest import Store
+
+    shutil.copy(template_sqlite_db, tmp_path / "server.db")
+    # what the tracking server needs to post to a plain-http loopback receiver (see README)
+    port, server = _mlflow_server(
+        f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "artifacts"),
+        env={"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "https,http",
+             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_CACHE_TTL": "1"})
     X, y = cancer_data()
-    client = module_store.client
-    with using_store(module_store):
-        v1 = log_sklearn_version(client, "hooked", fit_pipeline(X, y, C=1.0), X)
-        v2 = log_sklearn_version(client, "hooked", fit_pipeline(X, y, C=0.01), X)
-    move_alias(client, "hooked", v1, "champion", reason="test", by="rita")
     monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", SECRET)
-    # polling every 10 minutes: only the webhook can make the swap this fast
-    with serving_process(module_store, "hooked@champion", "--poll-seconds", "600",
-                         workers=2) as (url, _):
-        assert deliver(url, "hooked", "champion", v2, secret="not the secret") == 401
-        move_alias(client, "hooked", v2, "champion", reason="v2", by="rita")
-        moved = time.monotonic()
-        assert deliver(url, "hooked", "champion", v2) == 204
-        body = body_of(X.head(1))
-        seen: list[tuple[float, str]] = []
-        while time.monotonic() - moved < 5:
-            # new connections: the kernel spreads them over both workers
-            version = requests.post(f"{url}/invocations", data=body, timeout=5, headers={
-                "Content-Type": "application/json", "Connection": "close"}
-            ).headers["X-Model-Version"]
-            seen.append((time.monotonic() - moved, version))
-            if [v for _, v in seen[-20:]] == [v2] * 20:
-                break
-        assert [v for _, v in seen[-20:]] == [v2] * 20, seen[-30:]
-        # from the first of 20 answers by v2 on fresh connections (both workers) on
-        swapped = seen[-20][0]
-        assert swapped < 1.0, f"every worker answered with v2 after {swapped:.2f} s"
+    with server:
+        uri = f"http://127.0.0.1:{port}"
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        store = Store(uri, tmp_path, client)
+        v1, v2 = (register_through_server(store, fit_pipeline(X, y, C=c), X) for c in (1, 0.01))
+        move_alias(client, "hooked", v1, "champion", reason="test", by="rita")
+        # polling every 10 minutes: only the webhook can make the swap this fast
+        with serving_process(store, "hooked@champion", "--poll-seconds", "600",
+                             workers=2) as (url, _):
+            assert deliver(url, "hooked", "champion", v2, secret="not the secret") == 401
+            register(client, "serve-hooked", f"{url}/webhooks/mlflow", SECRET)
+            move_alias(client, "hooked", v2, "champion", reason="v2", by="rita")
+            moved = time.monotonic()
+            body = body_of(X.head(1))
+            seen: list[tuple[float, str]] = []
+            while time.monotonic() - moved < 5:
+                # new connections: the kernel spreads them over both workers
+                version = requests.post(f"{url}/invocations", data=body, timeout=5, headers={
+                    "Content-Type": "application/json", "Connection": "close"}
+                ).headers["X-Model-Version"]
+                seen.append((time.monotonic() - moved, version))
+                if [v for _, v in seen[-20:]] == [v2] * 20:
+                    break
+    assert [v for _, v in seen[-20:]] == [v2] * 20, seen[-30:]
+    # from the first of 20 answers by v2 on fresh connections (both workers) on
+    swapped = seen[-20][0]
+    assert swapped < 1.0, f"every worker answered with v2 after {swapped:.2f} s"
