@@ -137,7 +137,8 @@ def fit_candidate(task, types, estimator, params, seed, train, val, target) -> C
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming the candidate, no traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WorkflowError(f"candidate {estimator} {params or ''}: fit failed: "
+        label = " ".join([estimator, *(f"{k}={v}" for k, v in params.items())])
+        raise WorkflowError(f"candidate {label}: fit failed: "
                             f"{type(exc).__name__}: {first[:300]}") from None
     return CandidateResult(estimator, params, scores, fit_seconds, predict_seconds, model)
 

@@ -290,3 +290,34 @@ def test_monitor_never_compares_two_different_metrics(case):
                 assert got.live == metrics.compute_one(got.metric, y, model.pred, proba, classes)
                 resolved = metrics.resolve(wanted, task)
                 assert (got.metric == resolved) == (got.note == "")
+
+
+def test_a_custom_metric_joins_the_catalogue_with_its_direction(tmp_path, monkeypatch):
+    from core.settings import SettingsError, load_settings
+
+    monkeypatch.chdir(tmp_path)
+    # the catalogue is process-wide: leave it as found
+    monkeypatch.setattr(metrics, "METRICS", dict(metrics.METRICS))
+    (tmp_path / "cm_user_metrics.py").write_text(
+        "def max_error(y_true, y_pred):\n"
+        "    return max(abs(a - b) for a, b in zip(y_true, y_pred))\n"
+        "def broken(y_true, y_pred):\n    raise RuntimeError('boom')\n")
+    settings = load_settings(overrides=[
+        "metrics=[{name: max_err, function: cm_user_metrics.py:max_error, "
+        "greater_is_better: false, task: regression}]", "train.metric=max_err"])
+    assert settings.metric == "max_err"
+    m = metrics.get("max_err")
+    assert not m.greater_is_better and m.function == "cm_user_metrics.py:max_error"
+    assert metrics.compute("regression", [1.0, 2.0], [1.5, 4.0])["max_err"] == 2.0
+    assert metrics.is_better("max_err", 1.0, 2.0)  # lower is better, as declared
+    assert "max_err" not in metrics.names("classification")
+    # a built-in name cannot be taken; a failing function is one line naming it
+    with pytest.raises(SettingsError, match="metric 'rmse' is a built-in metric"):
+        load_settings(overrides=["metrics=[{name: rmse, function: cm_user_metrics.py:broken, "
+                                 "greater_is_better: false, task: regression}]"])
+    metrics.register_custom("boom", "regression", True, "cm_user_metrics.py:broken")
+    with pytest.raises(metrics.MetricError,
+                       match=r"custom metric boom \(cm_user_metrics.py:broken\) failed: "
+                             r"RuntimeError: boom"):
+        metrics.compute("regression", [1.0, 2.0], [1.5, 4.0])
+

@@ -18,6 +18,15 @@ from projects.train import fit_candidate, make_pipeline, pick_best, train_candid
 from projects.validate import check_data, check_types, infer_task
 
 
+@pytest.fixture(autouse=True)
+def catalogue_as_found():
+    """Custom metrics registered by a test leave the process-wide catalogue afterwards."""
+    before = dict(metrics.METRICS)
+    yield
+    metrics.METRICS.clear()
+    metrics.METRICS.update(before)
+
+
 def messy(n=200, seed=0) -> pd.DataFrame:
     """Real-world shapes: dates as text, numbers as text, booleans, Int64 with gaps, free text."""
     rng = np.random.default_rng(seed)
@@ -179,7 +188,7 @@ def test_broken_user_code_is_one_line(steps_dir):
         make_pipeline("classification", Preprocessing(), f"{steps_dir}:logistic",
                       {"depth": 3}, 0)
     df = messy(60)
-    with pytest.raises(WorkflowError, match=r"candidate linear : fit failed: KeyError"):
+    with pytest.raises(WorkflowError, match=r"candidate linear: fit failed: KeyError"):
         fit_candidate("classification", Preprocessing(features=(f"{steps_dir}:double_x",)),
                       "linear", {}, 0, df.drop(columns="x"), df.drop(columns="x"), "target")
 

@@ -87,3 +87,18 @@ def test_frame_digest_sees_values_and_dtypes():
     assert frame_digest(df) == frame_digest(df.copy())
     assert frame_digest(df) != frame_digest(df.assign(a=[1, 3]))
     assert frame_digest(df) != frame_digest(df.astype(float))
+
+
+def test_a_loader_of_the_user_is_a_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ing_user_loader.py").write_text(
+        "import pandas as pd\n"
+        "def load():\n    return pd.DataFrame({'x': [1, 2], 'target': [0, 1]})\n"
+        "def not_a_frame():\n    return [1, 2]\n")
+    source = parse_source("ing_user_loader.py:load")
+    assert source.kind == "function"
+    assert ingest_data(source, "target").shape == (2, 2)
+    with pytest.raises(WorkflowError, match="returned list, expected a pandas DataFrame"):
+        ingest_data(parse_source("ing_user_loader.py:not_a_frame"), "target")
+    with pytest.raises(WorkflowError, match="no such file"):
+        parse_source("nowhere.py:load")
