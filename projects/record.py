@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from core import lineage
+from core.usercode import is_reference, split_reference
 
 _logger = logging.getLogger(__name__)
 
@@ -117,7 +118,9 @@ def _redacted(node):
 
 
 def user_files(settings_dump: dict, project_dir: Path, root: Path | None) -> dict[str, str]:
-    """The files the settings name (``x.py`` or ``x.py:function``) by SHA-256.
+    """The files the settings name (``x.py``, or ``x.py:function``) by SHA-256.
+
+    A ``file.py:function`` reference resolves as :mod:`core.usercode` resolves it for the run.
 
     Paths inside the checkout are given relative to its root (the diff carries their changes);
     others stay absolute (reproduction checks they still hash the same).
@@ -132,7 +135,8 @@ def user_files(settings_dump: dict, project_dir: Path, root: Path | None) -> dic
             for value in node:
                 walk(value)
         elif isinstance(node, str) and (m := _USER_FILE.match(node.strip())):
-            path = (project_dir / m["path"]).resolve()
+            path = ((split_reference(node, project_dir)[0]) if is_reference(node)
+                    else (project_dir / m["path"]).resolve())
             if path.is_file():
                 shown = str(path)
                 if root is not None and path.is_relative_to(root.resolve()):
