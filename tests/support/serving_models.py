@@ -113,3 +113,28 @@ def fit_diabetes_forest():
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     return RandomForestRegressor(n_estimators=30, random_state=0).fit(X, y), X
+
+
+class _Sleeper(mlflow.pyfunc.PythonModel):
+    """A slow custom model: sleeps for the largest ``seconds`` of the request, returns them."""
+
+    def predict(self, context, model_input, params=None):
+        import time
+
+        time.sleep(float(model_input["seconds"].max()))
+        return model_input["seconds"].to_numpy()
+
+
+def log_sleeper() -> str:
+    """Log the slow model in a run; return its ``runs:/`` URI."""
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"seconds": [0.0, 0.5]})
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_Sleeper(),
+            signature=infer_signature(example, example["seconds"].to_numpy()),
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
+        )
+    return f"runs:/{run.info.run_id}/model"

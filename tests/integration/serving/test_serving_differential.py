@@ -1,5 +1,10 @@
 """Ours and stock ``mlflow models serve`` side by side: same requests, same answers.
 
+Also, on the same fleet of processes (started at once, to keep the time down): batch scoring
+against stock ``mlflow models predict``, and ours under hostile and slow traffic (bodies that
+never finish, oversized bodies sent whole, too many or too large headers, a 2-second model,
+timed-out requests).
+
 Real processes on both sides (one worker each), the same registered models, the same corpus of
 good and bad requests (``tests/support/scoring_corpus.py``). Where stock answers 200, ours
 answers 200 with the same predictions (labels equal, numbers to 1e-9); where stock answers 4xx
@@ -10,8 +15,11 @@ the header is a 400 naming the row (pandas would shift every column or pad with 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +39,7 @@ from tests.support.serving_models import (
     fit_pipeline,
     log_custom_pyfunc,
     log_sklearn_version,
+    log_sleeper,
     penguins_data,
 )
 
@@ -69,9 +78,13 @@ BATCH_MODELS = ("numeric", "penguins")
 
 
 @contextlib.contextmanager
-def _servers(store, models: dict):
-    """Start every stock and every ours server at once, and stock ``mlflow models predict`` on
-    each batch model's training file; yield {name: (stock_url, our_url)}."""
+def _servers(store, models: dict, ours_only: dict):
+    """Start every server at once (processes start faster side by side than one by one).
+
+    Stock and ours for each of ``models``, ours alone for each of ``ours_only`` (name ->
+    (model reference, extra serve flags)), and stock ``mlflow models predict`` on each batch
+    model's training file; yield {name: (stock_url or None, our_url)}.
+    """
     procs, urls = [], {}
     env = child_env({"MLFLOW_TRACKING_URI": store.uri})
     ARTIFACTS.mkdir(exist_ok=True)
@@ -92,8 +105,8 @@ def _servers(store, models: dict):
             for side in ("stock", "ours"):
                 port = free_port()
                 if side == "stock":
-                    cmd = [mlflow_bin, "models", "serve", "-m", ref, "-p", str(port), "-h", "127.0.0.1",
-                           "--env-manager", "local"]
+                    cmd = [mlflow_bin, "models", "serve", "-m", ref, "-p", str(port),
+                           "-h", "127.0.0.1", "--env-manager", "local"]
                 else:
                     cmd = [sys.executable, "-m", "serving", "serve", ref, "--port", str(port),
                            "--workers", "1", "--no-access-log"]
@@ -104,6 +117,16 @@ def _servers(store, models: dict):
                 procs.append((proc, log, f"http://127.0.0.1:{port}"))
                 pair.append(f"http://127.0.0.1:{port}")
             urls[name] = tuple(pair)
+        for name, (ref, args) in ours_only.items():
+            port = free_port()
+            cmd = [sys.executable, "-m", "serving", "serve", ref, "--port", str(port),
+                   "--workers", "1", *args]
+            log = ARTIFACTS / f"differential-ours-{name}-{time.time_ns()}.log"
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                        cwd=store.path, start_new_session=True)
+            procs.append((proc, log, f"http://127.0.0.1:{port}"))
+            urls[name] = (None, f"http://127.0.0.1:{port}")
         for proc, log, url in procs:
             wait_healthy(f"{url}/ping", proc, 180, log)
         yield urls
@@ -114,11 +137,25 @@ def _servers(store, models: dict):
             stop(proc)
 
 
+# the slow model's server: short body and scoring timeouts, a small body limit
+MAX_BODY = 100_000
+SLOW_FLAGS = ("--body-timeout", "1", "--max-body-bytes", str(MAX_BODY), "--timeout", "0.5",
+              "--no-access-log")
+
+
 @pytest.fixture(scope="module")
 def sides(module_store):
     models = _models(module_store)
-    with _servers(module_store, models) as urls:
+    with using_store(module_store):
+        slow = {"slow": (log_sleeper(), SLOW_FLAGS)}
+    with _servers(module_store, models, slow) as urls:
         yield models, urls
+
+
+@pytest.fixture(scope="module")
+def server(sides):
+    """Ours serving a model that sleeps as long as each request asks (SLOW_FLAGS)."""
+    return sides[1]["slow"][1]
 
 
 def _post(url: str, payload) -> tuple[int, dict | str]:
@@ -240,3 +277,79 @@ def test_batch_predict_answers_what_stock_predict_answers(sides, module_store, m
     stock = json.loads(stock_file.read_text())["predictions"]
     assert len(ours) == len(stock) == len(pd.read_csv(train))
     assert _same(stock, ours)
+
+
+def _sleep_body(seconds: float) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": ["seconds"], "data": [[seconds]]}}).encode()
+
+
+def _raw(url: str, data: bytes, read_timeout: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection and read until the server closes (or times out)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            chunks.append(b"<still open>")
+        return b"".join(chunks)
+
+
+def test_a_body_that_never_finishes_is_a_408_and_the_connection_closes(server):
+    head = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    start = time.monotonic()
+    answer = _raw(server, head + b'{"dataframe_split":')
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert not answer.endswith(b"<still open>")  # closed by the server
+    assert time.monotonic() - start < 4
+
+
+def test_an_oversized_body_sent_whole_still_reads_the_413(server):
+    body = b"x" * (MAX_BODY * 40)  # more than the socket buffers hold
+    resp = requests.post(f"{server}/invocations", data=body, timeout=10,
+                         headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert "larger than" in resp.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{f"X-H{i}": "v" for i in range(150)}, {"X-Big": "v" * 20_000}],
+    ids=["too-many", "too-large"],
+)
+def test_too_many_or_too_large_headers_are_a_431(server, headers):
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    answer = _raw(server, f"GET /ping HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert requests.get(f"{server}/ping", timeout=5).status_code == 200  # still serving
+
+
+def test_health_answers_within_50ms_while_a_slow_model_scores(server):
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(requests.post, f"{server}/invocations", data=_sleep_body(2.0),
+                           headers={"Content-Type": "application/json"}, timeout=10)
+        time.sleep(0.3)
+        times = []
+        for path in ("/ping", "/health", "/ping", "/health", "/ping"):
+            start = time.perf_counter()
+            assert requests.get(f"{server}{path}", timeout=5).status_code == 200
+            times.append(time.perf_counter() - start)
+        assert statistics.median(times) < 0.05, times
+        assert slow.result().status_code == 504  # over --timeout 0.5
+
+
+def test_timed_out_requests_do_not_keep_the_pool_busy(server):
+    with ThreadPoolExecutor(8) as pool:
+        slow = [pool.submit(requests.post, f"{server}/invocations", data=_sleep_body(3.0),
+                            headers={"Content-Type": "application/json"}, timeout=10)
+                for _ in range(6)]
+        assert [f.result().status_code for f in slow] == [504] * 6
+    # every pool thread of the server is still sleeping in those six: fresh threads answer
+    start = time.monotonic()
+    resp = requests.post(f"{server}/invocations", data=_sleep_body(0.0),
+                         headers={"Content-Type": "application/json"}, timeout=10)
+    assert resp.status_code == 200 and resp.json() == {"predictions": [0.0]}
+    assert time.monotonic() - start < 1.0
