@@ -140,7 +140,32 @@ def get(name: str) -> Metric:
     try:
         return METRICS[name]
     except (KeyError, TypeError):
-        raise MetricError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+        pass
+    if isinstance(name, str) and _declared_in_settings() and name in METRICS:
+        return METRICS[name]
+    raise MetricError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+
+
+_SETTINGS_READ: list[bool] = []
+
+
+def _declared_in_settings() -> bool:
+    """Register the custom metrics the settings declare (once per process); True if read.
+
+    A process that never loaded the settings (the registry's policy gates, the monitor) still
+    knows the team's metrics by name: those of ``conf/`` (base and ``$MLOPS_PROFILE``) and of
+    ``$MLOPS_SETTINGS_FILE``, the file the workflow was given with ``--settings``.
+    """
+    if _SETTINGS_READ:
+        return False
+    _SETTINGS_READ.append(True)
+    from core.settings import SettingsError, load_settings
+
+    try:
+        load_settings()  # validating the settings registers their metrics
+    except SettingsError:
+        return False
+    return True
 
 
 def names(task: str | None = None) -> tuple[str, ...]:

@@ -28,6 +28,8 @@ PROFILES = ("local", "team", "aws")
 DEFAULT_PROFILE = "local"
 PROFILE_ENV = "MLOPS_PROFILE"
 CONF_DIR_ENV = "MLOPS_CONF_DIR"
+#: A user's settings file (as ``--settings``), read by every process that loads the settings.
+SETTINGS_FILE_ENV = "MLOPS_SETTINGS_FILE"
 
 
 class SettingsError(ValueError):
@@ -449,7 +451,7 @@ def load_settings(
         overrides: ``key.sub=value`` strings (or an already nested mapping); they win.
         directory: folder holding ``base.yaml`` and ``profiles/``; defaults to :func:`conf_dir`.
         settings_file: the user's own YAML settings (``--settings``), over base and profile,
-            under the overrides.
+            under the overrides; defaults to ``$MLOPS_SETTINGS_FILE``.
 
     Raises:
         SettingsError: unknown profile, unknown key, wrong type; one line naming the key.
@@ -461,6 +463,7 @@ def load_settings(
         known = sorted(p.stem for p in (directory / "profiles").glob("*.yaml"))
         raise SettingsError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
     merged = _deep_merge(_read_yaml(directory / "base.yaml"), _read_yaml(profile_file))
+    settings_file = settings_file or os.environ.get(SETTINGS_FILE_ENV) or None
     if settings_file:
         path = Path(settings_file).expanduser()
         if not path.is_file():

@@ -71,16 +71,6 @@ def stock_predict_csv(where: Path, env: dict, raw_csv: Path) -> list:
     return json.loads(out.read_text())["predictions"]
 
 
-def pyfunc_predict(where: Path, env: dict, raw_csv: Path) -> list:
-    script = ("import json, sys, mlflow, pandas as pd\n"
-              "m = mlflow.pyfunc.load_model('model')\n"
-              f"print(json.dumps(list(m.predict(pd.read_csv({str(raw_csv)!r})))))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=where, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_the_example_trains_ships_its_code_and_answers_without_the_repository(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     first = run_cli("main", "--settings", "examples/penguins/settings.yaml", cwd=tmp_path)
@@ -106,9 +96,9 @@ def test_the_example_trains_ships_its_code_and_answers_without_the_repository(tm
     where, env = elsewhere(tmp_path, "models:/penguins/1")
     assert sorted(p.name for p in (where / "model" / "code").iterdir()) == [
         "penguin_estimators.py", "penguin_features.py", "penguin_metrics.py"]
-    loaded = pyfunc_predict(where, env, raw_csv)
+    # stock `mlflow models predict` loads it (pyfunc) in a process that cannot import either
     stock = stock_predict_csv(where, env, raw_csv)
-    assert loaded == stock and set(stock) <= {"Adelie", "Chinstrap", "Gentoo"}
+    assert set(stock) <= {"Adelie", "Chinstrap", "Gentoo"} and len(stock) == len(raw)
     here = mlflow.pyfunc.load_model("models:/penguins/1").predict(pd.read_csv(raw_csv))
     assert list(here) == stock
 

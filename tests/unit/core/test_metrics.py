@@ -321,3 +321,18 @@ def test_a_custom_metric_joins_the_catalogue_with_its_direction(tmp_path, monkey
                              r"RuntimeError: boom"):
         metrics.compute("regression", [1.0, 2.0], [1.5, 4.0])
 
+
+
+def test_a_policy_may_name_a_custom_metric_the_settings_declare(tmp_path, monkeypatch):
+    from registry.policy import ChampionGate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(metrics, "METRICS", dict(metrics.METRICS))
+    monkeypatch.setattr(metrics, "_SETTINGS_READ", [])
+    (tmp_path / "team.yaml").write_text(
+        "metrics:\n  - {name: cost, function: cm_cost.py:cost, greater_is_better: false, "
+        "task: classification}\n")
+    monkeypatch.setenv("MLOPS_SETTINGS_FILE", str(tmp_path / "team.yaml"))
+    # a process that never loaded the settings (the registry) finds it by name
+    gate = ChampionGate.model_validate({"metric": "cost"})
+    assert gate.metric == "cost" and not metrics.get("cost").greater_is_better
