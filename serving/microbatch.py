@@ -14,7 +14,10 @@ right now) waits for them at most a quarter of a predict call and never over 1 m
 server's batches hold one request, so it never waits.
 
 Everything runs on the event loop (no thread, no lock): a batch only ever holds requests of
-one scorer, hence one model version.
+one scorer, hence one model version. For a model too slow to predict on the event loop, the
+caller passes ``offload`` (an async function running ``predict(x)`` in the scoring pool, under
+the request timeout): then one batch at a time is predicted in the pool, and the requests that
+arrive meanwhile form the next batch.
 """
 
 from __future__ import annotations
@@ -81,9 +84,13 @@ class MicroBatcher:
         self._expected = 1  # requests a batch is expected to hold (learned from past batches)
         self._predict_seconds = 0.0  # moving average of one batch's predict time
         self.calls = 0  # predict calls made (tests and operators read it)
+        self._offload: Callable | None = None  # async (fn, x) -> fn(x) off the loop, or None
+        self._busy = False  # an offloaded batch is being predicted
 
-    async def predict(self, x):
+    async def predict(self, x, offload: Callable | None = None):
         """Predict ``x`` (an array or DataFrame of rows), possibly together with other requests.
+
+        ``offload``: predict in the scoring pool through it (a slow model), not on the loop.
 
         Returns:
             The predictions for ``x``'s rows, as ``predict_fn(x)`` would give them.
@@ -96,7 +103,8 @@ class MicroBatcher:
         if loop is not self._loop:
             # A new loop (tests run one per request): nothing queued on an old loop can run.
             self._loop, self._pending, self._pending_rows = loop, deque(), 0
-            self._scheduled, self._timer = False, None
+            self._scheduled, self._timer, self._busy = False, None, False
+        self._offload = offload
         future = loop.create_future()
         if not self._pending:
             self._first_at = time.perf_counter()
@@ -120,8 +128,8 @@ class MicroBatcher:
         """Predict the next batch of queued inputs; leave the rest for the next loop iteration."""
         self._scheduled = False
         self._timer = None
-        if not self._pending:
-            return
+        if not self._pending or self._busy:
+            return  # a busy (offloaded) batch flushes the next one when it is done
         # Under load the requests of the last batch come back at about the same time; a batch
         # short of them waits a little (a fraction of a predict, at most max_wait) for the rest,
         # instead of alternating big and lone batches. An idle server expects one: no wait.
@@ -147,6 +155,11 @@ class MicroBatcher:
         elif timed_out:
             # Fewer came than expected (a client left or slowed down): expect fewer next time.
             self._expected = max(self._expected - 1, 1)
+        if self._offload is not None:
+            if batch:
+                self._busy = True
+                self._loop.create_task(self._run_offloaded(batch, rows))
+            return
         if self._pending:
             # Yield to the loop between batches so finished requests' responses go out first.
             self._first_at = time.perf_counter()
@@ -184,6 +197,51 @@ class MicroBatcher:
             if not future.done():
                 future.set_result(predictions[start:end])
             start = end
+
+    async def _run_offloaded(self, batch: list, rows: int) -> None:
+        """Predict one batch in the pool; then flush the requests that queued meanwhile."""
+        start = time.perf_counter()
+        try:
+            if len(batch) == 1:
+                await self._offloaded_alone(*batch[0])
+                return
+            try:
+                self.calls += 1
+                predictions = await self._offload(self._predict, _concat([x for x, _ in batch]))
+            except Exception:
+                for x, future in batch:  # each alone: only the request the model refuses fails
+                    await self._offloaded_alone(x, future)
+                return
+            if not isinstance(predictions, np.ndarray) or len(predictions) != rows:
+                for x, future in batch:
+                    await self._offloaded_alone(x, future)
+                return
+            at = 0
+            for x, future in batch:
+                end = at + _rows(x)
+                if not future.done():
+                    future.set_result(predictions[at:end])
+                at = end
+        finally:
+            self._predict_seconds += 0.2 * (time.perf_counter() - start - self._predict_seconds)
+            self._busy = False
+            if self._pending and not self._scheduled:
+                self._first_at = time.perf_counter()
+                self._scheduled = True
+                self._loop.call_soon(self._flush)
+
+    async def _offloaded_alone(self, x, future: asyncio.Future) -> None:
+        if future.done():
+            return
+        try:
+            self.calls += 1
+            result = await self._offload(self._predict, x)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
 
     def _predict_alone(self, x, future: asyncio.Future) -> None:
         try:

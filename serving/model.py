@@ -59,6 +59,10 @@ class Scorer:
         """Whether a body of ``nbytes`` may be scored on the event loop (measured fast only)."""
         return False
 
+    def batches(self, nbytes: int) -> bool:
+        """Whether a body of ``nbytes`` goes through the micro-batcher."""
+        return False
+
     def score_fast(self, body: bytes, content_type: str | None) -> bytes:
         """Score a body on the fast path.
 
@@ -68,8 +72,14 @@ class Scorer:
         """
         raise Handoff("no fast path")
 
-    async def score_fast_batched(self, body: bytes, content_type: str | None) -> bytes:
-        """:meth:`score_fast`, predicted together with concurrent requests when batched."""
+    async def score_fast_batched(
+        self, body: bytes, content_type: str | None, offload=None
+    ) -> bytes:
+        """:meth:`score_fast`, predicted together with concurrent requests when batched.
+
+        ``offload``: an async ``(fn, x) -> fn(x)`` that predicts in the scoring pool (for a
+        model too slow for the event loop); None predicts on the loop.
+        """
         return self.score_fast(body, content_type)
 
     def score(self, body: bytes, content_type: str | None) -> bytes:
@@ -175,6 +185,13 @@ class SklearnScorer(Scorer):
         self.batched = batch
         self.batcher = MicroBatcher(predict_fn) if batch else None
 
+    def batches(self, nbytes: int) -> bool:
+        """Whether a body of ``nbytes`` is parsed on the event loop and micro-batched.
+
+        Its predict runs on the loop when :meth:`inline`, else in the pool.
+        """
+        return self.batched and nbytes <= INLINE_MAX_BYTES
+
     def inline(self, nbytes: int) -> bool:
         """Small bodies of a model measured well under a millisecond go on the event loop."""
         return (
@@ -192,13 +209,17 @@ class SklearnScorer(Scorer):
             raise Handoff("the estimator refused the input", _cannot_score(exc)) from exc
         return protocol.predictions_json(predictions)
 
-    async def score_fast_batched(self, body: bytes, content_type: str | None) -> bytes:
+    async def score_fast_batched(
+        self, body: bytes, content_type: str | None, offload=None
+    ) -> bytes:
         """Parse and check this request alone; predict its rows with those of concurrent ones."""
         if self.batcher is None:
             return self.score_fast(body, content_type)
         frame = self._parse(body, content_type)
         try:
-            predictions = await self.batcher.predict(frame)
+            predictions = await self.batcher.predict(frame, offload)
+        except RequestError:
+            raise  # the pool's 503/504
         except Exception as exc:
             raise Handoff("the estimator refused the input", _cannot_score(exc)) from exc
         return protocol.predictions_json(predictions)

@@ -189,3 +189,41 @@ def test_the_wait_is_bounded_and_expectations_drop_when_clients_leave():
     assert 0 < delays[0] <= batcher.wait_share * batcher._predict_seconds
     assert delays[0] <= batcher.max_wait
     assert batcher._expected == 2
+
+
+class SlowPredict(CountingPredict):
+    """Row-independent and slow (a forest is ~6 ms a call): too slow for the event loop."""
+
+    def __call__(self, x):
+        time.sleep(0.2)
+        return super().__call__(x)
+
+
+def test_a_slow_model_is_batched_in_the_pool_and_the_loop_stays_free():
+    predict = SlowPredict()
+    scorer = SklearnScorer(None, predict, COLUMNS, as_array=True, batch=True,
+                           predict_seconds=0.2)
+    assert not scorer.inline(100) and scorer.batches(100)
+    app = _app(scorer)
+
+    async def main():
+        scoring = asyncio.gather(*(_request(app, _body([[i, 1]])) for i in range(6)))
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await app({"type": "http", "method": "GET", "path": "/ping", "headers": [],
+                   "client": ("127.0.0.1", 1)}, receive, send)
+        ping = time.perf_counter() - start
+        return await scoring, ping
+
+    results, ping = asyncio.run(main())
+    assert ping < 0.05  # answered while the model predicts in a pool thread
+    assert [r[2] for r in results] == [{"predictions": [float(i + 10)]} for i in range(6)]
+    assert sum(predict.calls) == 6 and len(predict.calls) < 6  # fewer calls than requests
