@@ -654,7 +654,8 @@ class Workflow:
         example = input_example(X)
         # the user's types: an integer column stays long (a column with missing values is
         # already float64, so double); nullable extension types become numpy ones
-        signature = infer_signature(schema_frame(example), model.predict(example))
+        # types (and which columns may be missing) from a thousand rows, not only the example
+        signature = infer_signature(schema_frame(X.head(1000)), model.predict(example))
         from core import usercode
 
         code = [str(p) for p in usercode.files(self.settings.user_code("train"))]
