@@ -38,11 +38,12 @@ DIFF_ARTIFACT = f"{ARTIFACT_DIR}/code.diff"
 #: The record's schema version (bumped when a key changes meaning).
 RECORD_FORMAT = 1
 #: Keys of the record: ``format``, ``commit``, ``dirty``, ``diff`` (artifact path or None),
-#: ``diff_sha256``, ``python``, ``packages`` ({name: version}), ``data`` ({``source``, ``kind``,
-#: ``location``, ``file_sha256`` (files only)}), ``user_files`` ({path: sha256}), ``settings``
-#: (artifact path), ``profile``.
-RECORD_KEYS = ("format", "commit", "dirty", "diff", "diff_sha256", "python", "packages", "data",
-               "user_files", "settings", "profile")
+#: ``diff_sha256``, ``python``, ``packages`` ({name: version}), ``machine`` ({``platform``,
+#: ``machine``, ``cpus``, ``libraries``: the BLAS/OpenMP libraries with version, CPU
+#: architecture and threads}), ``data`` ({``source``, ``kind``, ``location``, ``file_sha256``
+#: (files only)}), ``user_files`` ({path: sha256}), ``settings`` (artifact path), ``profile``.
+RECORD_KEYS = ("format", "commit", "dirty", "diff", "diff_sha256", "python", "packages",
+               "machine", "data", "user_files", "settings", "profile")
 #: Steps whose runs the workflow run names (``mlops.<step>_run``), in order.
 STEP_RUN_TAG = "mlops.{step}_run"
 STEP_REUSED_TAG = "mlops.{step}_reused"
@@ -78,3 +79,29 @@ def step_run_tag(step: str) -> str:
 def step_reused_tag(step: str) -> str:
     """``mlops.<step>_reused``: ``true`` when ``step`` was reused from an earlier run."""
     return STEP_REUSED_TAG.format(step=step)
+
+
+def machine() -> dict:
+    """This machine's CPU and native math libraries: what can change a float's last bits.
+
+    BLAS kernels (chosen per CPU architecture) and thread counts decide the order of sums in
+    the linear models; a re-run elsewhere that differs only in the last bits is explained here.
+    """
+    import os
+    import platform
+
+    out = {"platform": platform.platform(), "machine": platform.machine(),
+           "cpus": os.cpu_count(), "libraries": []}
+    try:
+        import numpy  # noqa: F401 - loaded so that their native libraries are listed
+        import scipy.linalg  # noqa: F401
+        import sklearn.utils  # noqa: F401
+        from threadpoolctl import threadpool_info
+
+        out["libraries"] = sorted(
+            ({k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                      "threading_layer", "num_threads")}
+             for lib in threadpool_info()), key=lambda lib: repr(sorted(lib.items())))
+    except Exception:  # noqa: BLE001 - the record is still useful without them
+        out["libraries"] = []
+    return out

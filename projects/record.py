@@ -194,6 +194,7 @@ def build_record(settings, project_dir: Path) -> tuple[dict, dict, bytes]:
         "diff_sha256": lineage.bytes_sha256(state.diff) if state.dirty else None,
         "python": platform.python_version(),
         "packages": installed_packages(),
+        "machine": lineage.machine(),
         "data": data_record(settings),
         "user_files": user_files(dumped, project_dir, state.root),
         "settings": lineage.SETTINGS_ARTIFACT,

@@ -87,6 +87,7 @@ class Lineage:
     diff_sha256: str | None
     python: str | None
     packages: dict[str, str]
+    machine: dict
     settings: dict | None
     settings_hash: str | None
     profile: str | None
@@ -253,6 +254,7 @@ def _read(client, name: str, version: str, tags: dict[str, str], run_id: str | N
         diff_sha256=(record or {}).get("diff_sha256"),
         python=(record or {}).get("python"),
         packages=dict((record or {}).get("packages") or {}),
+        machine=dict((record or {}).get("machine") or {}),
         settings=settings,
         settings_hash=tags.get("mlops.settings_hash"),
         profile=(record or {}).get("profile"),

@@ -45,7 +45,7 @@ from core.output import MIN_NUMBER, MIN_SHRUNK, number, short_id, table, words
 from registry.diff import Row, VersionDiff
 from registry.lineage import Lineage
 from registry.promotion import PROMOTION_TAG_PREFIX, Attempt, iso
-from registry.reproduce import Reproduction
+from registry.reproduce import Reproduction, describe_library
 from registry.validation import Validation
 from registry.versions import LINEAGE_TAGS, METRIC_TAG_PREFIX, ModelRow, VersionInfo
 
@@ -337,6 +337,11 @@ def lineage_tables(lin: Lineage) -> list:
                                        ("resolved settings", not_recorded)], "setting"))
     packages = [("python", lin.python)] if lin.python else []
     packages += sorted(lin.packages.items())
+    if lin.machine:
+        packages.append(("machine", f"{lin.machine.get('machine', '-')}, "
+                                    f"{lin.machine.get('cpus', '-')} CPUs"))
+        packages += [(lib.get("internal_api") or "-", describe_library(lib))
+                     for lib in lin.machine.get("libraries") or []]
     tables.append(_kv("Packages", packages or [("-", not_recorded)], "package", "version"))
     steps = table("Steps", "step", "run", "state", "seconds", "status",
                   ids=("step", "run", "status"), numbers=("seconds",))
@@ -381,7 +386,8 @@ def lineage_json(lin: Lineage, diff_uri: str | None = None) -> dict:
         "settings": lin.settings,
         "settings_hash": lin.settings_hash,
         "profile": lin.profile,
-        "environment": {"python": lin.python, "packages": dict(lin.packages)},
+        "environment": {"python": lin.python, "packages": dict(lin.packages),
+                        "machine": dict(lin.machine) or None},
         "steps": [{"step": s.step, "run_id": s.run_id, "reused": s.reused,
                    "computed_by": s.workflow_run, "status": s.status,
                    "seconds": number(s.seconds), "cache": dict(s.cache)} for s in lin.steps],

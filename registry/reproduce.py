@@ -60,6 +60,7 @@ class Reproduction:
     seconds: float = 0.0
     original_seconds: float | None = None
     package_changes: list[tuple[str, str, str]] = field(default_factory=list)
+    machine_changes: list[str] = field(default_factory=list)
     causes: list[str] = field(default_factory=list)
     differing: list[dict] = field(default_factory=list)
     n_differing: int = 0
@@ -135,6 +136,31 @@ def package_changes(recorded: dict[str, str]) -> list[tuple[str, str, str]]:
             now = "not installed"
         if now != was:
             out.append((name, was, now))
+    return out
+
+
+def describe_library(lib: dict) -> str:
+    """``0.3.30, SkylakeX, 2 threads`` for one native library of :func:`core.lineage.machine`."""
+    parts = [lib.get("version"), lib.get("architecture"),
+             f"{lib['num_threads']} threads" if lib.get("num_threads") else None]
+    return ", ".join(str(p) for p in parts if p) or "-"
+
+
+def machine_changes(recorded: dict, here: dict) -> list[str]:
+    """How this machine differs from the recorded one in what can change a float's last bits."""
+    if not recorded:
+        return []
+    out = []
+    for key, what in (("machine", "CPU type"), ("cpus", "CPUs")):
+        if recorded.get(key) != here.get(key):
+            out.append(f"{what} {recorded.get(key)} recorded, {here.get(key)} here")
+    was = [f"{lib.get('internal_api')} {describe_library(lib)}"
+           for lib in recorded.get("libraries") or []]
+    now = [f"{lib.get('internal_api')} {describe_library(lib)}"
+           for lib in here.get("libraries") or []]
+    if was != now:
+        out.append(f"native libraries {'; '.join(was) or '-'} recorded, "
+                   f"{'; '.join(now) or '-'} here")
     return out
 
 
@@ -309,12 +335,14 @@ def compare_predictions(old: tuple, new: tuple, index) -> tuple[list[dict], int,
     return rows, int(differs.sum()), delta
 
 
-def diagnose(lin: Lineage, rerun: Lineage, changes: list[tuple[str, str, str]]) -> list[str]:
+def diagnose(lin: Lineage, rerun: Lineage, changes: list[tuple[str, str, str]],
+             machine: list[str] = ()) -> list[str]:
     """What differs between the original and the re-run, in the order to suspect it.
 
     Data digest first (the rows), then the code of each step that shapes the model, then the
-    package versions, then the settings each step read; nothing: the training is not
-    deterministic under these settings.
+    package versions, then the settings each step read, then the machine (CPU type and count,
+    BLAS/OpenMP libraries: last bits); nothing: the training is not deterministic under these
+    settings.
     """
     causes = []
     if lin.data.digest and rerun.data.digest and lin.data.digest != rerun.data.digest:
@@ -332,6 +360,7 @@ def diagnose(lin: Lineage, rerun: Lineage, changes: list[tuple[str, str, str]]) 
                 causes.append(f"{what} of step {step}: {a.cache[part]} recorded, "
                               f"{b.cache[part]} in the re-run")
                 break
+    causes.extend(f"machine: {change}" for change in machine)
     return causes
 
 
@@ -371,6 +400,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
     check_data(lin)
     check_user_files(lin)
     result.package_changes = package_changes(lin.packages)
+    result.machine_changes = machine_changes(lin.machine, names.machine())
     where = Path(tempfile.mkdtemp(prefix="mlops-reproduce-"))
     tree = None
     try:
@@ -387,6 +417,8 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
                                                    for n, was, now in result.package_changes))
         else:
             echo(f"packages   as recorded ({len(lin.packages)} checked)")
+        if result.machine_changes:
+            echo("machine    differs: " + "; ".join(result.machine_changes))
         conf, profile = _settings_dir(lin, where)
         result.experiment_id, result.run_id = _scratch_run(client, into or SCRATCH_EXPERIMENT,
                                                            lin)
@@ -422,7 +454,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         old, new, X.index)
     result.identical = result.n_differing == 0
     if not result.identical:
-        result.causes = diagnose(lin, rerun, result.package_changes)
+        result.causes = diagnose(lin, rerun, result.package_changes, result.machine_changes)
     client.set_tag(result.run_id, "mlops.reproduced",
                    "identical" if result.identical else f"{result.n_differing} rows differ")
     return result

@@ -19,6 +19,7 @@ from registry.reproduce import (
     check_data,
     compare_predictions,
     diagnose,
+    machine_changes,
     package_changes,
 )
 
@@ -29,7 +30,7 @@ def lineage(**changes) -> Lineage:
         name="m", version="3", aliases=(), tags={}, run_id="r" * 32, run_name="run",
         experiment_id="1", run_status="FINISHED", run_start=1, run_end=2, recorded=True,
         commit="c" * 40, dirty=False, diff=None, diff_sha256=None, python="3.11.7",
-        packages={}, settings={}, settings_hash=None, profile="local", user_files={},
+        packages={}, machine={}, settings={}, settings_hash=None, profile="local", user_files={},
         data=DataLineage(), steps=(), history=(), copies=(), copied_from={},
     )
     return replace(base, **changes)
@@ -158,12 +159,13 @@ def test_what_differs_is_named_data_first_then_code_then_packages_then_settings(
         step("ingest", code="c1", settings="s1"), step("train", code="c2", settings="s2")))
     rerun = lineage(data=DataLineage(digest="bbbb"), steps=(
         step("ingest", code="c1", settings="s1"), step("train", code="c9", settings="s8")))
-    causes = diagnose(original, rerun, [("numpy", "1.0", "2.0")])
+    causes = diagnose(original, rerun, [("numpy", "1.0", "2.0")], ["CPUs 8 recorded, 2 here"])
     assert causes == [
         "data digest: aaaa recorded, bbbb re-read",
         "code of step train: c2 recorded, c9 in the re-run",
         "package versions: numpy 1.0 recorded, 2.0 installed",
         "settings of step train: s2 recorded, s8 in the re-run",
+        "machine: CPUs 8 recorded, 2 here",
     ]
     assert diagnose(original, replace(rerun, data=original.data, steps=original.steps), []) == []
 
@@ -199,3 +201,17 @@ def test_lineage_shows_which_steps_were_reused_from_which_run():
                                "seconds": 0.5, "cache": {}}
     assert doc["code"]["diff"] == "runs:/x/lineage/code.diff"
     assert doc["copies"] == [{**copy, "at": "2026-12-02T02:53:20Z"}]
+
+
+def test_a_machine_with_other_native_libraries_is_named():
+    from core.lineage import machine
+
+    here = machine()
+    assert machine_changes(here, here) == []
+    assert machine_changes({}, here) == []  # nothing recorded: nothing to compare
+    other = {**here, "cpus": 64, "libraries": [
+        {"internal_api": "openblas", "version": "0.3.21", "architecture": "Zen",
+         "num_threads": 64}]}
+    changes = machine_changes(other, here)
+    assert changes[0] == f"CPUs 64 recorded, {here['cpus']} here"
+    assert changes[1].startswith("native libraries openblas 0.3.21, Zen, 64 threads recorded, ")
