@@ -1,0 +1,247 @@
+"""The scoring server's own health, in the Prometheus text format (``GET /metrics``).
+
+Every metric is defined here, once, with the official ``prometheus_client``. The server runs
+several worker processes; each writes its counts to memory-mapped files in a directory the
+server creates for the run (``PROMETHEUS_MULTIPROC_DIR``, removed when the server stops), and
+``/metrics``, answered by whichever worker gets the scrape, adds up every worker's files. A
+worker that dies is marked dead (:func:`mark_dead`) so its gauges stop counting; its counters
+stay, as a restarted process's counts should.
+
+The request path pays a few memory writes per request: label children are bound once here
+(:class:`ServingMetrics`), so answering a request builds no dict and looks up no label.
+
+``prometheus_client`` chooses its multi-process mode when first imported, so it is imported
+only once the directory is in the environment (:func:`enable`), never at module import.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "mlops_serving_"
+
+# Seconds: from half a millisecond (the fast path) to the default scoring timeout.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+FORMATS = ("json", "csv", "other")
+# The answers that refuse a request before or instead of scoring it (status code as reason).
+REJECTIONS = (400, 404, 405, 408, 413, 415, 431, 503)
+SCORING_PATHS = ("fast", "pyfunc")
+
+_active: ServingMetrics | None = None
+
+
+def prepare_dir() -> str | None:
+    """Create this run's metrics directory and put it in the environment; return it.
+
+    Returns None when ``PROMETHEUS_MULTIPROC_DIR`` is already set: the operator's directory is
+    used as it is and left in place.
+    """
+    if os.environ.get(ENV_DIR):
+        return None
+    path = tempfile.mkdtemp(prefix="mlops-serving-metrics-")
+    os.environ[ENV_DIR] = path
+    return path
+
+
+def remove_dir(path: str | None) -> None:
+    """Remove a directory made by :func:`prepare_dir` (None: nothing to do)."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get(ENV_DIR) == path:
+            del os.environ[ENV_DIR]
+
+
+def mark_dead(pid: int) -> None:
+    """Stop counting a dead worker's live gauges (in-flight requests, the served version)."""
+    if os.environ.get(ENV_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def enable() -> ServingMetrics:
+    """Create this process's metrics (once) and make them the ones the server records to."""
+    global _active
+    if _active is None:
+        _active = ServingMetrics()
+    return _active
+
+
+def current() -> ServingMetrics | None:
+    """The metrics of this process, or None when metrics are off (``--no-metrics``)."""
+    return _active
+
+
+def render() -> bytes:
+    """The exposition of every worker of this run (or of this process when single)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+    if os.environ.get(ENV_DIR):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def input_format(content_type: str | None) -> str:
+    """``json``, ``csv`` or ``other``, from a request's content type."""
+    if not content_type:
+        return "other"
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime == "application/json":
+        return "json"
+    if mime == "text/csv":
+        return "csv"
+    return "other"
+
+
+class ServingMetrics:
+    """The scoring server's metrics, with the label children the request path uses bound once.
+
+    Gauges in multi-process mode: ``livesum`` for requests in flight (the sum over live
+    workers), ``livemax`` for the served version (1 while any live worker serves it).
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        p = PREFIX
+        requests = Counter(
+            p + "requests", "Scoring requests (/invocations) answered, by status class and "
+            "input format.", ("status_class", "format"))
+        self._requests = {
+            (cls, fmt): requests.labels(cls, fmt) for cls in STATUS_CLASSES for fmt in FORMATS
+        }
+        self._request_seconds = Histogram(
+            p + "request_seconds", "Seconds from a scoring request's arrival to its answer.",
+            buckets=LATENCY_BUCKETS)
+        self._scoring_seconds = Histogram(
+            p + "scoring_seconds", "Seconds spent scoring (parse, predict, serialize) a request "
+            "that reached the model.", buckets=LATENCY_BUCKETS)
+        self._bytes_in = Counter(p + "request_bytes", "Bytes of scoring request bodies read.")
+        self._rows = Counter(p + "rows_scored", "Rows predicted for answered requests.")
+        self._in_flight = Gauge(
+            p + "requests_in_flight", "Scoring requests being answered now.",
+            multiprocess_mode="livesum")
+        rejected = Counter(
+            p + "rejected_requests", "Scoring requests refused, by status code.", ("reason",))
+        self._rejected_family = rejected
+        self._rejected = {code: rejected.labels(str(code)) for code in REJECTIONS}
+        paths = Counter(
+            p + "scored_requests", "Requests scored, by path: the fast path or mlflow pyfunc.",
+            ("path",))
+        self._fast = paths.labels("fast")
+        self._pyfunc = paths.labels("pyfunc")
+        self._batch_requests = Histogram(
+            p + "microbatch_requests", "Requests predicted together in one micro-batch.",
+            buckets=BATCH_BUCKETS)
+        self._batch_rows = Histogram(
+            p + "microbatch_rows", "Rows predicted together in one micro-batch.",
+            buckets=BATCH_BUCKETS)
+        self._swaps = Counter(p + "model_swaps", "Model versions swapped in while serving.")
+        self._info = Gauge(
+            p + "model_info", "1 for the model version served now (0 for one served before).",
+            ("model_name", "model_version", "alias"), multiprocess_mode="livemax")
+        self._info_child = None
+        self._shadowed = Counter(
+            p + "shadow_requests", "Requests also scored by the --shadow challenger.")
+        self._shadow_dropped = Counter(
+            p + "shadow_dropped", "Sampled requests not shadowed (the challenger's queue full).")
+        self._shadow_rows = Counter(p + "shadow_rows", "Rows compared with the challenger.")
+        self._shadow_agreed = Counter(
+            p + "shadow_agreed_rows", "Rows on which the challenger agreed with the champion.")
+        self._captured = Counter(p + "capture_lines", "Request lines written by --capture.")
+        dropped = Counter(
+            p + "capture_dropped", "Request lines --capture did not write, by reason.",
+            ("reason",))
+        self._capture_queue_full = dropped.labels("queue_full")
+        self._capture_size_limit = dropped.labels("size_limit")
+        self._perf = time.perf_counter
+
+    # the request path -------------------------------------------------------------------------
+
+    def started(self) -> float:
+        """A scoring request arrived: count it in flight; return the clock to time it by."""
+        self._in_flight.inc()
+        return self._perf()
+
+    def answered(self, status: int, content_type: str | None, started: float, nbytes: int) -> None:
+        """A scoring request was answered with ``status``."""
+        self._in_flight.dec()
+        self._request_seconds.observe(self._perf() - started)
+        self._requests[(STATUS_CLASSES[status // 100 - 1], input_format(content_type))].inc()
+        if nbytes:
+            self._bytes_in.inc(nbytes)
+        if status >= 400:
+            child = self._rejected.get(status)
+            if child is not None:
+                child.inc()
+
+    def rejected(self, status: int) -> None:
+        """A request refused before it reached the app (431: headers too large)."""
+        child = self._rejected.get(status)
+        (child if child is not None else self._rejected_family.labels(str(status))).inc()
+
+    def scored(self, seconds: float) -> None:
+        """Time spent scoring one request that reached the model."""
+        self._scoring_seconds.observe(seconds)
+
+    def fast(self, rows: int) -> None:
+        """The fast path answered ``rows`` rows."""
+        self._fast.inc()
+        self._rows.inc(rows)
+
+    def pyfunc(self, rows: int | None) -> None:
+        """mlflow pyfunc answered (``rows`` when known)."""
+        self._pyfunc.inc()
+        if rows:
+            self._rows.inc(rows)
+
+    def batch(self, requests: int, rows: int) -> None:
+        """One micro-batch predicted ``requests`` requests' ``rows`` rows in one call."""
+        self._batch_requests.observe(requests)
+        self._batch_rows.observe(rows)
+
+    # the model --------------------------------------------------------------------------------
+
+    def serving(self, name: str | None, version: str | None, alias: str | None,
+                swapped: bool = False) -> None:
+        """The version now served (``swapped``: replacing another while serving)."""
+        if self._info_child is not None:
+            self._info_child.set(0)
+        self._info_child = self._info.labels(name or "", version or "", alias or "")
+        self._info_child.set(1)
+        if swapped:
+            self._swaps.inc()
+
+    # --shadow and --capture -------------------------------------------------------------------
+
+    def shadowed(self, rows: int, agreed: int) -> None:
+        """The challenger scored a request: ``agreed`` of its ``rows`` rows agreed."""
+        self._shadowed.inc()
+        self._shadow_rows.inc(rows)
+        self._shadow_agreed.inc(agreed)
+
+    def shadow_dropped(self) -> None:
+        """A sampled request was not shadowed."""
+        self._shadow_dropped.inc()
+
+    def captured(self) -> None:
+        """--capture wrote a request line."""
+        self._captured.inc()
+
+    def capture_dropped(self, reason: str) -> None:
+        """--capture dropped a line (``queue_full`` or ``size_limit``)."""
+        (self._capture_queue_full if reason == "queue_full" else self._capture_size_limit).inc()
