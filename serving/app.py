@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from serving import metrics as _metrics
 from serving.logs import ACCESS_LOGGER
 from serving.model import ModelVersionInfo, Scorer
 from serving.pool import DEFAULT_QUEUE, DEFAULT_THREADS, PoolFull, PoolTimeout, ScoringPool
@@ -67,11 +68,15 @@ class ModelHolder:
     def __init__(self, served: Served):
         self.current = served
         self._lock = threading.Lock()
+        if (m := _metrics.current()) is not None:
+            m.serving(served.info.name, served.info.version, served.info.alias)
 
     def swap(self, served: Served) -> Served:
         """Serve ``served`` from the next request on; return the model it replaces."""
         with self._lock:
             old, self.current = self.current, served
+            if (m := _metrics.current()) is not None:
+                m.serving(served.info.name, served.info.version, served.info.alias, swapped=True)
         return old
 
 
@@ -106,6 +111,7 @@ class ScoringApp:
         self._mlflow_version = mlflow.version.VERSION
         self._pool = ScoringPool(threads, queue)
         self.capture = capture
+        self._metrics = _metrics.current()  # None: --no-metrics
 
     async def __call__(self, scope, receive, send):
         """Dispatch one ASGI event."""
@@ -118,18 +124,27 @@ class ScoringApp:
         method, path = scope["method"], scope["path"]
         nbytes = 0
         body = b""
+        counted = None  # the metrics of a scoring request (only /invocations is counted)
         try:
             if path == "/invocations":
+                if (counted := self._metrics) is not None:
+                    clock = counted.started()
                 if method != "POST":
                     raise RequestError(405, "use POST /invocations", "METHOD_NOT_ALLOWED")
                 body = await self._read_body(scope, receive)
                 nbytes = len(body)
+                scoring = time.perf_counter()
                 status, payload = (
                     200,
                     await self._score(served, body, _header(scope, b"content-type")),
                 )
+                if counted is not None:
+                    counted.scored(time.perf_counter() - scoring)
             elif path in ("/ping", "/health"):
                 status, payload = 200, b"\n"
+            elif path == "/metrics" and self._metrics is not None:
+                # needs no model, is not scoring traffic: answered apart, not logged
+                return await self._send_metrics(send)
             elif path == "/version":
                 # Stock answers the bare MLflow version (with a JSON content type); clients of
                 # `mlflow models serve` read it as text.
@@ -176,6 +191,8 @@ class ScoringApp:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        if counted is not None:
+            counted.answered(status, _header(scope, b"content-type"), clock, nbytes)
         if self.capture is not None and status == 200 and body:
             # after the response is sent: a queue put, never on the request's latency
             self.capture.record(
@@ -199,6 +216,16 @@ class ScoringApp:
                     "client": scope["client"][0] if scope.get("client") else None,
                 },
             )
+
+    async def _send_metrics(self, send) -> None:
+        """``GET /metrics``: every worker's counts, read off the event loop."""
+        payload = await asyncio.to_thread(_metrics.render)
+        headers = [
+            (b"content-type", _metrics.CONTENT_TYPE.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def _read_body(self, scope, receive) -> bytes:
         """The whole body, read within ``body_timeout`` seconds and at most ``max_body_bytes``.

@@ -204,7 +204,7 @@ class ServingMetrics:
         self._rows.inc(rows)
 
     def pyfunc(self, rows: int | None) -> None:
-        """mlflow pyfunc answered (``rows`` when known)."""
+        """The pyfunc path (mlflow's own scoring) answered (``rows`` when known)."""
         self._pyfunc.inc()
         if rows:
             self._rows.inc(rows)
