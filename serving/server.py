@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from serving import metrics as _metrics
 from serving.app import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -78,6 +79,7 @@ class ServeConfig:
     shadow: str | None = None
     shadow_sample: float = 0.1
     shadow_tolerance: float = 0.01
+    metrics: bool = True  # GET /metrics (--no-metrics: nothing counted)
 
 
 def _nodelay_protocol():
@@ -120,6 +122,8 @@ def _nodelay_protocol():
                 body = orjson.dumps(
                     {"error_code": "REQUEST_HEADER_FIELDS_TOO_LARGE", "message": why}
                 )
+                if (m := _metrics.current()) is not None:
+                    m.rejected(431)
                 self.transport.write(
                     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                     b"content-type: application/json\r\nconnection: close\r\n"
@@ -237,6 +241,8 @@ def run_worker(cfg: ServeConfig) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
+    if cfg.metrics:
+        _metrics.enable()  # before the model loads: the load sets the version gauge
     client = connect(cfg.tracking_uri)
     app = build_app(cfg, client)
     sock = bind_socket(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
@@ -269,6 +275,15 @@ def serve(cfg: ServeConfig) -> int:
     One worker runs in this process. Several are spawned and supervised: a worker that dies is
     restarted; repeated failed starts stop the server.
     """
+    # Every worker's counts in one directory for this run, removed when the server stops.
+    metrics_dir = _metrics.prepare_dir() if cfg.metrics else None
+    try:
+        return _serve(cfg)
+    finally:
+        _metrics.remove_dir(metrics_dir)
+
+
+def _serve(cfg: ServeConfig) -> int:
     if cfg.workers <= 1:
         run_worker(cfg)
         return 0
@@ -302,6 +317,7 @@ def serve(cfg: ServeConfig) -> int:
             for slot, (proc, started) in list(procs.items()):
                 if proc.is_alive() or stopping:
                     continue
+                _metrics.mark_dead(proc.pid)  # its in-flight count and version gauge go
                 fast = time.monotonic() - started < FAST_FAILURE_SECONDS
                 fast_failures = fast_failures + 1 if fast else 0
                 _logger.error(
