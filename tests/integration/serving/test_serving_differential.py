@@ -1,5 +1,9 @@
 """Ours and stock ``mlflow models serve`` side by side: same requests, same answers.
 
+Five models: a numeric pipeline, a categorical pipeline with missing values (palmerpenguins),
+a regression forest, a custom ``PythonModel``, and the model the workflow trains from the
+repository's example (a user feature function and fitted user feature shipped with it).
+
 Also, on the same fleet of processes (started at once, to keep the time down): batch scoring
 against stock ``mlflow models predict``, and ours under hostile and slow traffic (bodies that
 never finish, oversized bodies sent whole, too many or too large headers, a 2-second model,
@@ -14,23 +18,24 @@ the header is a 400 naming the row (pandas would shift every column or pad with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import mlflow
 import pytest
 import requests
 
 from tests.integration.serving.conftest import using_store
-from tests.support.processes import ARTIFACTS, child_env, free_port, stop, wait_healthy
+from tests.support.processes import ARTIFACTS, REPO, child_env, free_port, stop, wait_healthy
 from tests.support.scoring_corpus import CSV_FIELD_COUNT, corpus
 from tests.support.serving_models import (
     cancer_data,
@@ -74,82 +79,103 @@ def _models(store) -> dict:
     return out
 
 
-BATCH_MODELS = ("numeric", "penguins")
-
-
-@contextlib.contextmanager
-def _servers(store, models: dict, ours_only: dict):
-    """Start every server at once (processes start faster side by side than one by one).
-
-    Stock and ours for each of ``models``, ours alone for each of ``ours_only`` (name ->
-    (model reference, extra serve flags)), and stock ``mlflow models predict`` on each batch
-    model's training file; yield {name: (stock_url or None, our_url)}.
-    """
-    procs, urls = [], {}
-    env = child_env({"MLFLOW_TRACKING_URI": store.uri})
-    ARTIFACTS.mkdir(exist_ok=True)
-    mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    predicting = []
-    try:
-        for name in BATCH_MODELS:
-            cmd = [mlflow_bin, "models", "predict", "-m", models[name][0], "-t", "csv",
-                   "-i", str(store.path / f"{name}-train.csv"),
-                   "-o", str(store.path / f"{name}-stock.json"), "--env-manager", "local"]
-            log = ARTIFACTS / f"differential-predict-{name}-{time.time_ns()}.log"
-            with open(log, "wb") as out:
-                predicting.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                                   env=env, cwd=store.path,
-                                                   start_new_session=True))
-        for name, (ref, _, _) in models.items():
-            pair = []
-            for side in ("stock", "ours"):
-                port = free_port()
-                if side == "stock":
-                    cmd = [mlflow_bin, "models", "serve", "-m", ref, "-p", str(port),
-                           "-h", "127.0.0.1", "--env-manager", "local"]
-                else:
-                    cmd = [sys.executable, "-m", "serving", "serve", ref, "--port", str(port),
-                           "--workers", "1", "--no-access-log"]
-                log = ARTIFACTS / f"differential-{side}-{name}-{time.time_ns()}.log"
-                with open(log, "wb") as out:
-                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            cwd=store.path, start_new_session=True)
-                procs.append((proc, log, f"http://127.0.0.1:{port}"))
-                pair.append(f"http://127.0.0.1:{port}")
-            urls[name] = tuple(pair)
-        for name, (ref, args) in ours_only.items():
-            port = free_port()
-            cmd = [sys.executable, "-m", "serving", "serve", ref, "--port", str(port),
-                   "--workers", "1", *args]
-            log = ARTIFACTS / f"differential-ours-{name}-{time.time_ns()}.log"
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                        cwd=store.path, start_new_session=True)
-            procs.append((proc, log, f"http://127.0.0.1:{port}"))
-            urls[name] = (None, f"http://127.0.0.1:{port}")
-        for proc, log, url in procs:
-            wait_healthy(f"{url}/ping", proc, 180, log)
-        yield urls
-    finally:
-        for proc, _, _ in procs:
-            stop(proc)
-        for proc in predicting:
-            stop(proc)
-
-
+BATCH_MODELS = ("penguins",)
 # the slow model's server: short body and scoring timeouts, a small body limit
 MAX_BODY = 100_000
 SLOW_FLAGS = ("--body-timeout", "1", "--max-body-bytes", str(MAX_BODY), "--timeout", "0.5",
               "--no-access-log")
+# the model the workflow trains from the repository's example (a user feature function, a
+# fitted user feature and a user estimator, shipped with the model), in its own store
+FEATURES = "features"
+
+
+class _Fleet:
+    """Processes started at once (side by side they start faster than one by one)."""
+
+    def __init__(self):
+        self.procs: list[tuple[subprocess.Popen, Path, str | None]] = []
+        self.mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        ARTIFACTS.mkdir(exist_ok=True)
+
+    def start(self, label: str, cmd: list[str], env: dict, cwd, url: str | None = None):
+        log = ARTIFACTS / f"differential-{label}-{time.time_ns()}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                    start_new_session=True)
+        self.procs.append((proc, log, url))
+        return proc, log
+
+    def serve(self, label: str, side: str, ref: str, env: dict, cwd, *args) -> str:
+        port = free_port()
+        if side == "stock":
+            cmd = [self.mlflow_bin, "models", "serve", "-m", ref, "-p", str(port),
+                   "-h", "127.0.0.1", "--env-manager", "local"]
+        else:
+            cmd = [sys.executable, "-m", "serving", "serve", ref, "--port", str(port),
+                   "--workers", "1", "--no-access-log", *args]
+        url = f"http://127.0.0.1:{port}"
+        self.start(f"{side}-{label}", cmd, env, cwd, url)
+        return url
+
+    def wait(self):
+        for proc, log, url in self.procs:
+            if url is not None:
+                wait_healthy(f"{url}/ping", proc, 240, log)
+
+    def stop(self):
+        for proc, _, _ in self.procs:
+            stop(proc)
+
+
+def _train_with_the_workflow(fleet: _Fleet, folder: Path):
+    """Start the workflow on the repository's example in ``folder`` (its own SQLite store)."""
+    shutil.copytree(REPO / "examples", folder / "examples")
+    env = child_env({"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"})
+    cmd = [sys.executable, "-m", "projects", "main", "--settings",
+           "examples/penguins/settings.yaml"]
+    return fleet.start("workflow", cmd, env, folder), env
 
 
 @pytest.fixture(scope="module")
-def sides(module_store):
-    models = _models(module_store)
-    with using_store(module_store):
-        slow = {"slow": (log_sleeper(), SLOW_FLAGS)}
-    with _servers(module_store, models, slow) as urls:
+def sides(module_store, tmp_path_factory):
+    """{name: (reference, few rows, many rows)} and {name: (stock_url or None, our_url)}.
+
+    Stock and ours for every model, stock ``mlflow models predict`` on each batch model's
+    training file, ours alone for the slow model (SLOW_FLAGS).
+    """
+    import palmerpenguins
+
+    fleet = _Fleet()
+    store = module_store
+    try:
+        wf_folder = tmp_path_factory.mktemp("workflow")
+        (wf_proc, wf_log), wf_env = _train_with_the_workflow(fleet, wf_folder)
+        models = _models(store)
+        with using_store(store):
+            slow_ref = log_sleeper()
+        env = child_env({"MLFLOW_TRACKING_URI": store.uri})
+        for name in BATCH_MODELS:
+            fleet.start(f"predict-{name}", [
+                fleet.mlflow_bin, "models", "predict", "-m", models[name][0], "-t", "csv",
+                "-i", str(store.path / f"{name}-train.csv"),
+                "-o", str(store.path / f"{name}-stock.json"), "--env-manager", "local"],
+                env, store.path)
+        urls = {}
+        for name, (ref, _, _) in models.items():
+            urls[name] = tuple(fleet.serve(name, side, ref, env, store.path)
+                               for side in ("stock", "ours"))
+        urls["slow"] = (None, fleet.serve("slow", "ours", slow_ref, env, store.path,
+                                          *SLOW_FLAGS))
+        assert wf_proc.wait(300) == 0, wf_log.read_text()[-3000:]
+        ref = "models:/penguins@champion"
+        urls[FEATURES] = tuple(fleet.serve(FEATURES, side, ref, wf_env, wf_folder)
+                               for side in ("stock", "ours"))
+        raw = palmerpenguins.load_penguins().drop(columns=["species"])
+        models[FEATURES] = (ref, raw.iloc[[0, 3, 5]], raw)
+        fleet.wait()
         yield models, urls
+    finally:
+        fleet.stop()
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +204,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("model", ["numeric", "penguins", "forest", "custom"])
+@pytest.mark.parametrize("model", ["numeric", "penguins", "forest", "custom", FEATURES])
 def test_ours_answers_what_stock_answers(sides, model):
     models, urls = sides
     _, few, many = models[model]
