@@ -136,13 +136,17 @@ def cli():
 @click.option("--shadow-tolerance", default=0.01, show_default=True,
               type=click.FloatRange(min=0), help="Regression: relative difference that still "
                                                  "counts as agreeing.")
+@click.option("--no-metrics", is_flag=True,
+              help="No GET /metrics: count nothing (the Prometheus metrics are on by default).")
 def serve_cmd(
     model, host, port, workers, timeout, max_body_bytes, body_timeout, pin, poll_seconds,
     log_level,
     no_access_log, capture, capture_sample_rate, capture_max_mb, profile, shadow,
-    shadow_sample, shadow_tolerance,
+    shadow_sample, shadow_tolerance, no_metrics,
 ):
     """Serve MODEL over the MLflow scoring protocol (/invocations, /ping, /health, /version).
+
+    GET /metrics answers the server's own metrics in the Prometheus text format.
 
     MODEL is NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or
     runs:/ID/PATH. With an alias the server follows it: when the alias moves, the new version
@@ -184,6 +188,7 @@ def serve_cmd(
         shadow=shadow,
         shadow_sample=shadow_sample,
         shadow_tolerance=shadow_tolerance,
+        metrics=not no_metrics,
     )
     try:
         code = srv.serve(cfg)
