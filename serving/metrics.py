@@ -245,3 +245,15 @@ class ServingMetrics:
     def capture_dropped(self, reason: str) -> None:
         """--capture dropped a line (``queue_full`` or ``size_limit``)."""
         (self._capture_queue_full if reason == "queue_full" else self._capture_size_limit).inc()
+
+
+def rows_in_answer(answer: str | bytes) -> int | None:
+    """The rows of a scoring answer (``{"predictions": [...]}``), or None when not a list."""
+    import orjson
+
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    predictions = doc.get("predictions") if isinstance(doc, dict) else doc
+    return len(predictions) if isinstance(predictions, list) else None

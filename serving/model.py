@@ -15,6 +15,7 @@ import logging
 import pandas as pd
 
 from core.models import ResolvedModel
+from serving import metrics as _metrics
 from serving import protocol
 from serving.microbatch import MicroBatcher, batches_identically
 from serving.protocol import Handoff, RequestError
@@ -130,6 +131,8 @@ class Scorer:
             raise RequestError(
                 result.status if 400 <= result.status < 500 else 400, str(result.response)[:500]
             )
+        if (m := _metrics.current()) is not None:
+            m.pyfunc(_metrics.rows_in_answer(result.response))
         return result.response.encode()
 
     def predict_frame(self, frame: pd.DataFrame):
@@ -207,6 +210,8 @@ class SklearnScorer(Scorer):
             predictions = self._predict(frame)
         except Exception as exc:
             raise Handoff("the estimator refused the input", _cannot_score(exc)) from exc
+        if (m := _metrics.current()) is not None:
+            m.fast(len(predictions))
         return protocol.predictions_json(predictions)
 
     async def score_fast_batched(
@@ -222,6 +227,8 @@ class SklearnScorer(Scorer):
             raise  # the pool's 503/504
         except Exception as exc:
             raise Handoff("the estimator refused the input", _cannot_score(exc)) from exc
+        if (m := _metrics.current()) is not None:
+            m.fast(len(predictions))
         return protocol.predictions_json(predictions)
 
     def _parse(self, body: bytes, content_type: str | None):
