@@ -31,6 +31,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from serving import metrics as _metrics
+
 _logger = logging.getLogger(__name__)
 
 # Rows per predict call at most: a large request is predicted alone rather than merged, so one
@@ -155,6 +157,8 @@ class MicroBatcher:
         elif timed_out:
             # Fewer came than expected (a client left or slowed down): expect fewer next time.
             self._expected = max(self._expected - 1, 1)
+        if batch and (m := _metrics.current()) is not None:
+            m.batch(len(batch), rows)
         if self._offload is not None:
             if batch:
                 self._busy = True
