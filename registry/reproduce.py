@@ -74,14 +74,20 @@ def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def find_repo(start: Path | None = None) -> Path:
-    """The git checkout to take the commit from: the current directory's, else this code's."""
-    for candidate in (start or Path.cwd(), Path(__file__).resolve().parents[1]):
+    """The git checkout to take the commit from.
+
+    ``start`` (``--repo``) when given, else the current directory's, else this code's.
+    """
+    candidates = (start,) if start else (Path.cwd(), Path(__file__).resolve().parents[1])
+    for candidate in candidates:
         try:
             out = _git(["rev-parse", "--show-toplevel"], candidate)
         except (OSError, subprocess.SubprocessError):
             continue
         if out.returncode == 0:
             return Path(out.stdout.strip())
+    if start:
+        raise CannotReproduce(f"{start} is not a git checkout")
     raise CannotReproduce("no git checkout here to take the recorded commit from "
                           "(run it inside the project's checkout, or give --repo)")
 
@@ -433,6 +439,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
     finally:
         if tree is not None:
             _git(["worktree", "remove", "--force", str(tree)], repo)
+            _git(["worktree", "prune"], repo)  # a tree removed by other means is forgotten too
         shutil.rmtree(where, ignore_errors=True)
 
     rerun = read_run_lineage(client, result.run_id, lin.name)

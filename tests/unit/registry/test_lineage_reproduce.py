@@ -215,3 +215,13 @@ def test_a_machine_with_other_native_libraries_is_named():
     changes = machine_changes(other, here)
     assert changes[0] == f"CPUs 64 recorded, {here['cpus']} here"
     assert changes[1].startswith("native libraries openblas 0.3.21, Zen, 64 threads recorded, ")
+
+
+def test_the_checkout_is_the_one_given_else_the_current_one(repo, tmp_path, monkeypatch):
+    from registry.reproduce import find_repo
+
+    assert find_repo(repo / ".") == repo
+    monkeypatch.chdir(repo)
+    assert find_repo() == repo
+    with pytest.raises(CannotReproduce, match="is not a git checkout"):
+        find_repo(tmp_path / "nowhere")
