@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from functools import partial
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -92,7 +93,7 @@ def render() -> bytes:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    return generate_latest(_active.registry if _active is not None else REGISTRY)
 
 
 def input_format(content_type: str | None) -> str:
@@ -114,10 +115,14 @@ class ServingMetrics:
     workers), ``livemax`` for the served version (1 while any live worker serves it).
     """
 
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+    def __init__(self, registry=None) -> None:
+        import prometheus_client as pc
 
         p = PREFIX
+        self.registry = registry = pc.REGISTRY if registry is None else registry
+        Counter = partial(pc.Counter, registry=registry)  # noqa: N806 - the class it binds
+        Gauge = partial(pc.Gauge, registry=registry)  # noqa: N806
+        Histogram = partial(pc.Histogram, registry=registry)  # noqa: N806
         requests = Counter(
             p + "requests", "Scoring requests (/invocations) answered, by status class and "
             "input format.", ("status_class", "format"))
