@@ -69,7 +69,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_sqlite_lineage_then_reproduce_identical_then_changed_data_refused(
+def test_sqlite_lineage_reproduce_identical_then_different_then_changed_data_refused(
         tmp_path, registry_cli, restore_logging):
     csv = penguins_csv(tmp_path / "data")
     name = unique("lineage")
@@ -108,6 +108,21 @@ def test_sqlite_lineage_then_reproduce_identical_then_changed_data_refused(
     assert f"data       digest {doc['data']['digest']} as the re-run read it: as recorded" in out
     assert (f"identical: the re-run's model gives the same labels and probabilities as "
             f"{name}/{version} on its") in out
+
+    # the recorded settings no longer say what trained it: another model, named rows, exit 1
+    client = mlflow.MlflowClient()
+    settings = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=workflow_run, artifact_path="lineage/settings.json",
+        dst_path=str(tmp_path / "dl"))).read_text())
+    settings["train"]["candidates"] = [{"estimator": "linear", "grid": {"C": [0.001]}}]
+    client.log_dict(workflow_run, settings, "lineage/settings.json")
+    code, out, err = registry_cli("reproduce", f"{name}/{version}")
+    assert code == 1, out
+    assert "different: " in out and "First differing rows" in out
+    train_settings = next(s["cache"]["settings"] for s in doc["steps"] if s["step"] == "train")
+    assert err.startswith(f"error: {name}/{version} is not reproduced: ")
+    assert f"first difference: settings of step train: {train_settings} recorded, " in err
+    assert len(err.strip().splitlines()) == 1
 
     recorded = sha256(csv)
     with csv.open("a") as handle:  # one more penguin: the data is no longer the same
