@@ -35,7 +35,9 @@ import pytest
 import requests
 
 from tests.integration.serving.conftest import using_store
+from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
 from tests.support.processes import ARTIFACTS, REPO, child_env, free_port, stop, wait_healthy
+from tests.support.sagemaker_endpoint import create_endpoint, invoke, wait_in_service
 from tests.support.scoring_corpus import CSV_FIELD_COUNT, corpus
 from tests.support.serving_models import (
     cancer_data,
@@ -137,11 +139,12 @@ def _train_with_the_workflow(fleet: _Fleet, folder: Path):
 
 
 @pytest.fixture(scope="module")
-def sides(module_store, tmp_path_factory):
+def sides(module_store, tmp_path_factory, sagemaker_moto):  # noqa: F811 - imported fixture
     """{name: (reference, few rows, many rows)} and {name: (stock_url or None, our_url)}.
 
     Stock and ours for every model, stock ``mlflow models predict`` on each batch model's
-    training file, ours alone for the slow model (SLOW_FLAGS).
+    training file, ours alone for the slow model (SLOW_FLAGS), and a SageMaker endpoint (the
+    test double) serving the penguins model: ``urls["sagemaker"] = (endpoint name, None)``.
     """
     import palmerpenguins
 
@@ -153,6 +156,8 @@ def sides(module_store, tmp_path_factory):
         models = _models(store)
         with using_store(store):
             slow_ref = log_sleeper()
+            # created now: the double starts its scoring server while the fleet starts
+            endpoint = create_endpoint(sagemaker_moto.url, models["penguins"][0])
         env = child_env({"MLFLOW_TRACKING_URI": store.uri})
         for name in BATCH_MODELS:
             fleet.start(f"predict-{name}", [
@@ -173,6 +178,8 @@ def sides(module_store, tmp_path_factory):
         raw = palmerpenguins.load_penguins().drop(columns=["species"])
         models[FEATURES] = (ref, raw.iloc[[0, 3, 5]], raw)
         fleet.wait()
+        wait_in_service(sagemaker_moto.url, endpoint)
+        urls["sagemaker"] = (endpoint, None)
         yield models, urls
     finally:
         fleet.stop()
@@ -379,3 +386,44 @@ def test_timed_out_requests_do_not_keep_the_pool_busy(server):
                          headers={"Content-Type": "application/json"}, timeout=10)
     assert resp.status_code == 200 and resp.json() == {"predictions": [0.0]}
     assert time.monotonic() - start < 1.0
+
+
+def _utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_the_sagemaker_endpoint_and_ours_answer_alike(sides, sagemaker_moto):  # noqa: F811
+    """The corpus through InvokeEndpoint of the test double (AWS is mocked: it cannot exist
+    here) vs ours: where the endpoint answers, ours answers the same predictions; where it
+    refuses (``ModelError``), ours answers 4xx."""
+    models, urls = sides
+    endpoint = urls["sagemaker"][0]
+    _, few, many = models["penguins"]
+    our_url = urls["penguins"][1]
+    # the endpoint defaults a missing Content-Type and SageMaker refuses empty bodies; the
+    # double (moto) reads request bodies as UTF-8 text, so binary ones (Parquet) cannot pass
+    payloads = [p for p in corpus(few, many.head(200))
+                if p.content_type is not None and p.body and _utf8(p.body)]
+    assert len(payloads) >= 60
+    problems, answered = [], 0
+    for p in payloads:
+        s_status, s_body = invoke(sagemaker_moto.url, endpoint, p.content_type, p.body)
+        o_status, o_body = _post(our_url, p)
+        where = f"{p.name}: sagemaker {s_status}, ours {o_status}"
+        if o_status >= 500:
+            problems.append(f"{where}: ours answered 5xx")
+        elif p.name in CSV_FIELD_COUNT:
+            if o_status != 400:
+                problems.append(f"{where}: expected a 400 naming the CSV row")
+        elif s_status == 200:
+            answered += 1
+            if o_status != 200 or not _same(s_body, o_body):
+                problems.append(f"{where}: {str(s_body)[:200]} != {str(o_body)[:200]}")
+        elif o_status == 200:
+            problems.append(f"{where}: the endpoint refused ({str(s_body)[:200]}), ours scored")
+    assert not problems, "\n".join(problems)
+    assert answered >= 20  # most of the corpus is scored, not only refused
