@@ -262,3 +262,31 @@ def rows_in_answer(answer: str | bytes) -> int | None:
         return None
     predictions = doc.get("predictions") if isinstance(doc, dict) else doc
     return len(predictions) if isinstance(predictions, list) else None
+
+
+# Off the request path (background threads of --shadow and --capture): no-ops when metrics are
+# off, so their modules need not know whether they are on.
+
+
+def shadowed(rows: int, agreed: int) -> None:
+    """The challenger scored a request (see :meth:`ServingMetrics.shadowed`)."""
+    if _active is not None:
+        _active.shadowed(rows, agreed)
+
+
+def shadow_dropped() -> None:
+    """A sampled request was not shadowed."""
+    if _active is not None:
+        _active.shadow_dropped()
+
+
+def captured() -> None:
+    """--capture wrote a request line."""
+    if _active is not None:
+        _active.captured()
+
+
+def capture_dropped(reason: str) -> None:
+    """--capture dropped a line: ``queue_full`` or ``size_limit``."""
+    if _active is not None:
+        _active.capture_dropped(reason)
