@@ -43,6 +43,7 @@ import numpy as np
 import orjson
 
 from core import shadow as names
+from serving import metrics as _metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class Shadow:
         except queue.Full:
             with self._lock:
                 self.totals.dropped += 1
+            _metrics.shadow_dropped()
 
     # ------------------------------------------------------------------ background
     def _work(self) -> None:
@@ -230,6 +232,7 @@ class Shadow:
             t.agreed += agreed
             t.flips.update(flips)
             t.latency(champion_seconds * 1000, seconds * 1000)
+        _metrics.shadowed(rows, agreed)
 
     def log(self) -> None:
         """Log the totals on the shadow run (created on the first call)."""
