@@ -31,6 +31,8 @@ from pathlib import Path
 
 import orjson
 
+from serving import metrics as _metrics
+
 _logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_RATE = 1.0
@@ -110,6 +112,7 @@ class CaptureWriter:
         self.stats.seen += 1
         if self._closing.is_set():
             self.stats.dropped_queue_full += 1
+            _metrics.capture_dropped("queue_full")
             return
         if self.sample_rate < 1 and self._random.random() >= self.sample_rate:
             return
@@ -118,6 +121,7 @@ class CaptureWriter:
             self.stats.queued += 1
         except queue.Full:
             self.stats.dropped_queue_full += 1
+            _metrics.capture_dropped("queue_full")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written and the file is flushed."""
@@ -175,6 +179,7 @@ class CaptureWriter:
                 except queue.Empty:
                     break
                 self.stats.dropped_queue_full += 1
+                _metrics.capture_dropped("queue_full")
                 self._queue.task_done()
             try:
                 self._rotate()
@@ -196,6 +201,7 @@ class CaptureWriter:
         ) + b"\n"
         if self.stats.bytes_written + len(line) > self.max_total_bytes:
             self.stats.dropped_size_limit += 1
+            _metrics.capture_dropped("size_limit")
             return
         if self._handle is None or self._size + len(line) > self.max_file_bytes:
             self._rotate()
@@ -204,6 +210,7 @@ class CaptureWriter:
         self._size += len(line)
         self.stats.bytes_written += len(line)
         self.stats.written += 1
+        _metrics.captured()
         if self._queue.empty():
             self._handle.flush()
 
