@@ -97,10 +97,11 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     reference = reference.drop(columns=[target], errors="ignore")
 
     model = mlflow.pyfunc.load_model(info.uri)
-    columns = protocol.columns_from_schema(model.metadata.get_input_schema())
+    schema = model.metadata.get_input_schema()
 
     def parse(body: bytes, content_type: str):
-        return protocol.parse_frame(body, protocol.split_content_type(content_type), columns)
+        # as the server parsed it: also the bodies pyfunc answered (nulls, extra columns)
+        return protocol.request_frame(body, content_type, schema)
 
     live, live_pred = mon.captured_frames(mon.read_capture_lines(captured, s3_client), parse)
     m = settings.monitor
