@@ -3,8 +3,9 @@
 What it adds to a bare ``mlflow server``:
 
 * the schema is migrated (``mlflow db upgrade``) before the start when the database is behind
-  (or empty), and the extra indexes the UI needs (:data:`EXTRA_INDEXES`) exist after every
-  migration;
+  (or empty), and the extra indexes the UI needs (:data:`EXTRA_INDEXES`, :data:`SEARCH_INDEXES`)
+  exist after every migration, with fresh planner statistics on PostgreSQL; the server's
+  PostgreSQL sessions may sort the runs table in memory (:data:`PG_WORK_MEM`);
 * it waits until ``/health`` answers and prints the UI address and the runs table of the
   experiment;
 * the server runs in its own process group; Ctrl-C/SIGTERM stop the whole group (the uvicorn
@@ -59,6 +60,35 @@ DEFAULT_EXPERIMENT = "mlops-registry"
 EXTRA_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlops_idx_latest_metrics_key_value_run": ("latest_metrics", ("key", "value", "run_uuid")),
 }
+
+# Indexes for the UI's searches at 100,000 runs and beyond (benchmarks/bench_tracking_scale.py),
+# by dialect: name -> (table, columns, index method or None). A search by tag or param
+# (`tags.team = 'x'`, `params.C = '1'`) reads every value of that key without them. PostgreSQL
+# gets hash indexes on the value: a btree entry is limited to ~2.7 kB and MLflow allows tag
+# values of 8,000 characters (a run's description), so a btree would refuse long values.
+# The runs index serves stores with many experiments (the runs table reads one experiment).
+SEARCH_INDEXES: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = {
+    "postgresql": {
+        "mlops_idx_runs_experiment_stage_start": (
+            "runs", ("experiment_id", "lifecycle_stage", "start_time"), None),
+        "mlops_idx_tags_value_hash": ("tags", ("value",), "hash"),
+        "mlops_idx_params_value_hash": ("params", ("value",), "hash"),
+    },
+    "sqlite": {
+        "mlops_idx_runs_experiment_stage_start": (
+            "runs", ("experiment_id", "lifecycle_stage", "start_time"), None),
+        "mlops_idx_tags_key_value": ("tags", ("key", "value"), None),
+        "mlops_idx_params_key_value": ("params", ("key", "value"), None),
+    },
+}  # fmt: skip
+
+# What PostgreSQL's planner must know after a bulk import (autovacuum catches up later).
+ANALYZED_TABLES = ("runs", "latest_metrics", "params", "tags")
+
+# Memory each of the server's PostgreSQL sessions may use for a sort before spilling to disk.
+# MLflow's search sorts every run of the experiment (SELECT DISTINCT ... ORDER BY); at 100,000
+# runs that is ~20 MB, beyond PostgreSQL's 4 MB default.
+PG_WORK_MEM = "64MB"
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
@@ -240,6 +270,60 @@ def _pin_sqlite_statistics(engine) -> None:
             )
 
 
+def ensure_search_indexes(uri: str) -> list[str]:
+    """Create the :data:`SEARCH_INDEXES` of the database's dialect that are missing.
+
+    On PostgreSQL the search tables are ANALYZEd afterwards (:data:`ANALYZED_TABLES`), so the
+    planner knows their sizes and the new indexes at once, not after autovacuum's next visit.
+    Returns the names created.
+    """
+    import sqlalchemy
+
+    created = []
+    engine = _engine(uri)
+    try:
+        wanted = SEARCH_INDEXES.get(engine.dialect.name, {})
+        inspector = sqlalchemy.inspect(engine)
+        tables = set(inspector.get_table_names())
+        metadata = sqlalchemy.MetaData()
+        for name, (table, columns, using) in wanted.items():
+            if table not in tables:
+                continue
+            if any(ix["name"] == name for ix in inspector.get_indexes(table)):
+                continue
+            tbl = sqlalchemy.Table(table, metadata, autoload_with=engine)
+            kwargs = {"postgresql_using": using} if using else {}
+            sqlalchemy.Index(name, *(tbl.c[c] for c in columns), **kwargs).create(engine)
+            created.append(name)
+            _logger.info("created index %s on %s%s", name, table, columns)
+        if engine.dialect.name == "postgresql":
+            present = [t for t in ANALYZED_TABLES if t in tables]
+            if present:
+                with engine.begin() as conn:
+                    conn.execute(sqlalchemy.text(f"ANALYZE {', '.join(present)}"))
+    finally:
+        engine.dispose()
+    return created
+
+
+def server_store_uri(uri: str) -> str:
+    """The store URI the server connects with: on PostgreSQL, with :data:`PG_WORK_MEM`.
+
+    A ``work_mem`` the URI already sets (in ``options``) is kept.
+    """
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme.split("+", 1)[0] != "postgresql":
+        return uri
+    query = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
+    options = [v for k, v in query if k == "options"]
+    if any("work_mem" in v for v in options):
+        return uri
+    setting = f"-c work_mem={PG_WORK_MEM}"
+    rest = [(k, v) for k, v in query if k != "options"]
+    merged = " ".join([*options, setting])
+    return parsed._replace(query=urllib.parse.urlencode([*rest, ("options", merged)])).geturl()
+
+
 def prepare_store(uri: str, env: dict | None = None) -> dict:
     """Migrate the backend store when it is behind and make sure the extra indexes exist.
 
@@ -255,7 +339,8 @@ def prepare_store(uri: str, env: dict | None = None) -> dict:
     if upgraded:
         _logger.info("migrating %s from %s to %s", redact_uri(uri), current or "empty", head)
         upgrade_schema(uri, env=env)
-    return {"from": current, "to": head, "upgraded": upgraded, "indexes": ensure_indexes(uri)}
+    indexes = ensure_indexes(uri) + ensure_search_indexes(uri)
+    return {"from": current, "to": head, "upgraded": upgraded, "indexes": indexes}
 
 
 def _make_sqlite_parent(uri: str) -> None:
@@ -433,7 +518,7 @@ def server_env(config: ServerConfig, base: dict | None = None) -> dict:
     server``): a password in it stays out of every process's argv.
     """
     env = dict(os.environ if base is None else base)
-    env[BACKEND_STORE_ENV] = config.server.backend_store_uri
+    env[BACKEND_STORE_ENV] = server_store_uri(config.server.backend_store_uri)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     # MLflow's GenAI job runner spawns a pool of huey consumers per server; the workflow does

@@ -22,8 +22,9 @@ def test_command_carries_the_profile_and_flags():
             and i + 1 < len(cmd)}  # fmt: skip
     # the backend URI (a password on PostgreSQL) travels in the environment, never in argv
     assert "--backend-store-uri" not in cmd
+    # ... with the sort memory the runs table needs at 100,000 runs (bench_tracking_scale.py)
     assert srv.server_env(config)["MLFLOW_BACKEND_STORE_URI"] == (
-        "postgresql://mlflow@localhost:5432/mlflow")
+        "postgresql://mlflow@localhost:5432/mlflow?options=-c+work_mem%3D64MB")
     assert opts["--artifacts-destination"] == "s3://mlflow-artifacts"
     assert opts["--workers"] == "4"
     assert "mlflow.internal:*" in cmd[cmd.index("--allowed-hosts") + 1].split(",")
