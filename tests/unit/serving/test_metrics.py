@@ -139,3 +139,37 @@ def test_rows_in_answer():
     assert metrics.rows_in_answer(b'{"predictions": [1, 2, 3]}') == 3
     assert metrics.rows_in_answer('{"predictions": {"a": [1]}}') is None
     assert metrics.rows_in_answer(b"not json") is None
+
+
+def _value(name: str, labels: tuple = ()) -> float:
+    return _samples(metrics.render()).get((metrics.PREFIX + name, labels), 0)
+
+
+def test_shadow_counts_requests_rows_agreement_and_drops(active):
+    import orjson
+
+    from serving.shadow import Shadow
+
+    shadow = Shadow(lambda body, ctype: orjson.dumps({"predictions": [1, 0, 0]}), None,
+                    name="m", champion_version="1", challenger_version="2")
+    shadow.compare(b"{}", None, orjson.dumps({"predictions": [1, 1, 0]}), 0.001)
+    for _ in range(1001):  # not started: nothing drains its queue of 1000
+        shadow.record(b"{}", None, b'{"predictions": [1]}', 0.001)
+    assert _value("shadow_requests_total") == 1
+    assert _value("shadow_rows_total") == 3
+    assert _value("shadow_agreed_rows_total") == 2
+    assert _value("shadow_dropped_total") == 1
+
+
+def test_capture_counts_written_and_dropped_lines(active, tmp_path):
+    from serving.capture import CaptureWriter
+
+    writer = CaptureWriter(str(tmp_path), max_total_bytes=1000)
+    for _ in range(5):  # about 300 bytes a line: three fit in 1000
+        writer.record(b'{"dataframe_split": {"columns": ["a"], "data": [[1]]}}' + b" " * 100,
+                      "application/json", b'{"predictions": [1]}', "m", "1")
+    assert writer.close()
+    written = writer.stats.written
+    assert 0 < written < 5
+    assert _value("capture_lines_total") == written
+    assert _value("capture_dropped_total", (("reason", "size_limit"),)) == 5 - written
