@@ -181,7 +181,7 @@ class Shadow:
         except queue.Full:
             with self._lock:
                 self.totals.dropped += 1
-            _metrics.shadow_dropped()
+            _prometheus("shadow_dropped")
 
     # ------------------------------------------------------------------ background
     def _work(self) -> None:
@@ -232,7 +232,7 @@ class Shadow:
             t.agreed += agreed
             t.flips.update(flips)
             t.latency(champion_seconds * 1000, seconds * 1000)
-        _metrics.shadowed(rows, agreed)
+        _prometheus("shadowed", rows, agreed)
 
     def log(self) -> None:
         """Log the totals on the shadow run (created on the first call)."""
@@ -299,6 +299,17 @@ class Shadow:
                 self._client.set_terminated(self.run_id, "FINISHED")
             except Exception as exc:  # noqa: BLE001
                 _logger.warning("shadow run not ended: %s", exc)
+
+
+def _prometheus(event: str, *args) -> None:
+    """Count ``event`` in the server's Prometheus metrics when they are on (never raises)."""
+    recorder = _metrics.current()
+    if recorder is None:
+        return
+    try:
+        getattr(recorder, event)(*args)
+    except Exception as exc:  # noqa: BLE001 - a counter never stops the shadow
+        _logger.debug("shadow metric %s not counted: %s", event, exc)
 
 
 def _close(a, b, tolerance: float) -> bool:
