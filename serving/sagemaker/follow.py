@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from core.aliases import current_user, move_alias, read_state
 from core.errors import LostRace, MlopsError
 from core.models import alias_holder
+from serving import metrics as _metrics
 from serving.sagemaker.aws import SageMakerError
 from serving.sagemaker.endpoints import discard, tag_endpoint, wait_for_endpoint
 from serving.sagemaker.package import resolve_model
@@ -130,6 +131,7 @@ class Follower:
             return self._finish(desc["EndpointArn"], tags)
         serving = tags.get(TAG_MODEL_VERSION) if tags.get(TAG_MODEL_NAME) == self.name else None
         wanted = alias_holder(self.client, self.name, self.alias)
+        _metrics.follow_alias_seen(self.name, self.alias, wanted)
         if wanted is None:
             return Step("idle", f"{self.name}@{self.alias} names no version; endpoint "
                                 f"{self.endpoint} keeps version {serving or '?'}", serving)
@@ -159,6 +161,7 @@ class Follower:
             TAG_FOLLOW_VERSION: version, TAG_FOLLOW_PREVIOUS: serving or "",
             TAG_FOLLOW_CONFIG: started.endpoint_config, TAG_FOLLOW_MODEL: started.model,
         }))
+        _metrics.follow_rollout("started")
         _logger.info("rolling out %s version %s to %s (%d%% canary, %g min bake)", self.name,
                      version, self.endpoint, s.canary_percent, s.bake_minutes)
         return self._finish(arn, endpoint_tags(self.sm, arn))
@@ -178,6 +181,7 @@ class Follower:
             holder = alias_holder(self.client, self.name, self.alias)
             moved = "" if holder == version else (
                 f"; {self.alias} moved to version {holder} meanwhile: that rollout comes next")
+            _metrics.follow_rollout("succeeded")
             return Step("rolled out", f"endpoint {self.endpoint} rolled out {self.name} "
                                       f"version {version}{moved}", version)
         # Rolled back or failed: what the rollout made serves nothing; the old fleet serves.
@@ -188,6 +192,7 @@ class Follower:
         # a later promotion of it (after a revert) is a new decision and rolls out again.
         still = alias_holder(self.client, self.name, self.alias) == version
         tag_endpoint(self.sm, arn, _tags({**clear, TAG_FOLLOW_FAILED: version if still else ""}))
+        _metrics.follow_rollout("reverted" if reverted else "rolled_back")
         return Step("reverted" if reverted else "rolled back",
                     f"rollout of {self.name} version {version} to {self.endpoint} rolled back "
                     f"({why}); {reverted or f'alias {self.alias} left as it is'}", previous)
