@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from core.errors import MlopsError
+from serving import metrics as _metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -145,13 +146,16 @@ class Receiver:
                     return self._answer(404, {"error": f"no route {self.path}"})
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY_BYTES:
+                    _metrics.follow_webhook(accepted=False)
                     return self._answer(413, {"error": "body too large"})
                 body = self.rfile.read(length)
                 try:
                     event = handle(secret, dict(self.headers.items()), body)
                 except WebhookError as exc:
                     _logger.warning("webhook refused: %s", exc)
+                    _metrics.follow_webhook(accepted=False)
                     return self._answer(exc.status, {"error": str(exc)})
+                _metrics.follow_webhook(accepted=True)
                 if event is not None:
                     receiver.received += 1
                     on_event(event)
