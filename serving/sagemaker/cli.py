@@ -306,6 +306,9 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
 @click.option("--webhook-url", default=None, metavar="URL",
               help="Register a webhook on the tracking server posting alias moves to URL "
                    "(the address the server reaches --listen at; https in production).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Answer Prometheus metrics (rollouts, alias moves, webhook deliveries) on "
+                   "http://0.0.0.0:PORT/metrics.")
 @click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
               callback=lambda ctx, param, value: _check_canary(value),
               help="As in `rollout`: 1-50, or 100 for all at once.")
@@ -321,9 +324,9 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
 @click.option("--timeout-seconds", type=click.FloatRange(min=0), default=0, show_default=True,
               help="How long to wait for one rollout (0: the update's maximum + 5 minutes).")
 @click.pass_obj
-def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url, canary,
-           bake_minutes, max_5xx, max_latency_ms, termination_wait_seconds, timeout_seconds,
-           **target) -> None:
+def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url, metrics_port,
+           canary, bake_minutes, max_5xx, max_latency_ms, termination_wait_seconds,
+           timeout_seconds, **target) -> None:
     """Keep ENDPOINT on the version NAME@ALIAS names; revert the alias when SageMaker rolls back.
 
     Each alias move runs the guarded rollout of `rollout` (canary, alarms, auto-rollback).
@@ -350,6 +353,14 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
         for step in follower.once():
             click.echo(step.detail)
         return
+    if metrics_port is not None:
+        from serving import metrics
+
+        try:
+            metrics.serve_follow_metrics(metrics_port)
+        except OSError as exc:
+            raise SageMakerError(
+                f"cannot listen on port {metrics_port}: {exc.strerror or exc}") from None
     receiver = None
     secret = webhooks.secret_from_env()
     if listen:
