@@ -1,0 +1,156 @@
+"""What GET /metrics costs the request path: the same server with metrics on and off, side by side.
+
+Two `python -m serving serve bench-lr@champion` servers (one worker per core each), one started
+with `--no-metrics`, serve the breast-cancer LogisticRegression pipeline of bench_serving.py and
+get the same one-row request from wrk. The runs alternate (on, off, on, off, ...) so drifts in
+the machine's load hit both alike; each figure is the median of the rounds.
+
+  1 row, 1 connection   p50 latency   goal: on <= off + 0.05 ms
+  1 row, 8 connections  throughput    goal: on >= 0.97 x off
+
+It also times, in this process, the metric updates one answered request makes (what the request
+path adds: in flight, latency and scoring histograms, counters), without any HTTP.
+
+Usage: python benchmarks/bench_metrics.py [--duration 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_serving import LUA, cores, ensure_wrk, log_models, run_wrk  # noqa: E402
+from tests.support.processes import free_port, running  # noqa: E402
+
+P50_GOAL_MS = 0.05
+THROUGHPUT_GOAL = 0.97
+
+
+def update_cost_us(repeat: int = 200_000) -> float:
+    """Microseconds of metric updates per answered one-row request, in-process (no HTTP)."""
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import ServingMetrics
+
+    m = ServingMetrics(CollectorRegistry())
+    start = time.perf_counter()
+    for _ in range(repeat):
+        clock = m.started()
+        m.scored(0.0002)
+        m.fast(1)
+        m.answered(200, "application/json", clock, 700)
+    return (time.perf_counter() - start) / repeat * 1e6
+
+
+def multiprocess_update_cost_us(repeat: int = 100_000) -> float:
+    """The same, with the per-process files of multi-process mode (as the server runs)."""
+    import subprocess
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from benchmarks.bench_metrics import update_cost_us\n"
+        f"print(update_cost_us({repeat}))\n"
+    )
+    folder = tempfile.mkdtemp(prefix="bench-metrics-mp-")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PROMETHEUS_MULTIPROC_DIR": folder, "PATH": "/usr/bin:/bin"},
+        ).stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    n_cores = cores()
+    work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+    uri, X, _ = log_models(work)
+    body = work / "rows-1.json"
+    body.write_text(
+        json.dumps({"dataframe_split": json.loads(X.head(1).to_json(orient="split", index=False))})
+    )
+    lua = work / "post.lua"
+    lua.write_text(LUA)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    d = args.duration
+    urls = {}
+    runs: dict[str, list[dict]] = {}
+    with ExitStack() as stack:
+        for label, flags in (("on", ()), ("off", ("--no-metrics",))):
+            port = free_port()
+            cmd = [sys.executable, "-m", "serving", "serve", "bench-lr@champion", "--port",
+                   str(port), "--no-access-log", *flags]
+            print(f"metrics {label}: {' '.join(cmd[1:])}  (workers: {n_cores})")
+            stack.enter_context(running(cmd, f"http://127.0.0.1:{port}/ping",
+                                        f"bench-metrics-{label}", env=env, cwd=work,
+                                        timeout=180))
+            urls[label] = f"http://127.0.0.1:{port}"
+        time.sleep(3)  # every worker up (the first one answers /ping)
+        for url in urls.values():
+            run_wrk(wrk, url, body, lua, 8, 2)  # warm up
+        for _ in range(args.rounds):
+            for conns in (1, 8):
+                for label in ("on", "off"):
+                    result = run_wrk(wrk, urls[label], body, lua, conns, d)
+                    runs.setdefault(f"{label} c{conns}", []).append(result)
+        import requests
+
+        scrape = requests.get(f"{urls['on']}/metrics", timeout=10)
+        off_scrape = requests.get(f"{urls['off']}/metrics", timeout=10).status_code
+    cost = update_cost_us()
+    mp_cost = multiprocess_update_cost_us()
+
+    def median(key: str, field: str) -> float:
+        return statistics.median(r[field] for r in runs[key])
+
+    p50_on, p50_off = median("on c1", "p50_ms"), median("off c1", "p50_ms")
+    rps_on, rps_off = median("on c8", "rps"), median("off c8", "rps")
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    table = Table(title=f"metrics on vs off ({n_cores} cores, {args.rounds} alternating rounds "
+                        f"of wrk {d:g}s, medians)")
+    for col in ("scenario", "metrics off", "metrics on", "difference", "goal", "met"):
+        table.add_column(col, justify="right" if col not in ("scenario", "goal") else "left")
+    table.add_row("1 row, 1 conn: p50 (ms)", f"{p50_off:.3f}", f"{p50_on:.3f}",
+                  f"{p50_on - p50_off:+.3f} ms", f"<= +{P50_GOAL_MS} ms",
+                  "yes" if p50_on - p50_off <= P50_GOAL_MS else "NO")
+    table.add_row("1 row, 8 conns: req/s", f"{rps_off:,.0f}", f"{rps_on:,.0f}",
+                  f"{(rps_on / rps_off - 1) * 100:+.1f}%", f">= {THROUGHPUT_GOAL:.0%} of off",
+                  "yes" if rps_on >= THROUGHPUT_GOAL * rps_off else "NO")
+    console.print(table)
+    console.print(f"metric updates of one answered request, in-process: {cost:.2f} us "
+                  f"(one process), {mp_cost:.2f} us (multi-process files, as served)")
+    counted = [line for line in scrape.text.splitlines()
+               if line.startswith("mlops_serving_requests_total")]
+    console.print(f"/metrics with metrics on: {scrape.status_code}, {counted}; "
+                  f"with --no-metrics: {off_scrape}")
+    errors = {k: sum(r["errors"] for r in v) for k, v in runs.items()}
+    console.print(f"failed requests: {({k: v for k, v in errors.items() if v}) or 'none'}")
+    console.print(f"raw: {json.dumps(runs)}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
