@@ -218,7 +218,7 @@ BAD_DATA = {
     "empty-table": (lambda df: df.iloc[0:0], [], "table: rule 'non-empty' failed"),
     "all-null-column": (lambda df: df.assign(b=np.nan), [], "column 'b': rule 'not all null' failed"),
     "wrong-type": (lambda df: df.assign(a="x" + df["a"].astype(str)), ["data.columns={a: float}"],
-                   "column 'a': rule 'type float' failed: found"),
+                   "column 'a': rule 'type float' failed: "),  # + how many cells, which rows
     "one-class-target": (lambda df: df.assign(target=1), [],
                          "column 'target': rule 'at least two classes' failed"),
 }
