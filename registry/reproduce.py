@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,8 @@ MODEL_STEPS = ("ingest", "validate", "prepare", "train")
 SHOWN_ROWS = 5
 RERUN_TIMEOUT_SECONDS = 3600
 _GIT_TIMEOUT = 120
+#: A step's completion in the workflow's log (``train    done in 3.31s (run ...)``).
+_STEP_DONE = re.compile(r"\b(ingest|validate|prepare|train)\s+done in [\d.]+s")
 
 
 class CannotReproduce(RegistryError):
@@ -255,7 +258,7 @@ def rerun_command(lin: Lineage, profile: str) -> list[str]:
 
 
 def _run_workflow(client, lin: Lineage, tree: Path, conf: Path, profile: str,
-                  run_id: str) -> None:
+                  run_id: str, echo: Callable[[str], None] = lambda _line: None) -> None:
     import mlflow
 
     tracking = absolute_uri(client.tracking_uri)
@@ -270,16 +273,32 @@ def _run_workflow(client, lin: Lineage, tree: Path, conf: Path, profile: str,
         "PYTHONHASHSEED": "0",
     })
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    import collections
+    import threading
+
+    proc = subprocess.Popen(rerun_command(lin, profile), cwd=tree, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(RERUN_TIMEOUT_SECONDS, proc.kill)
+    timer.start()
+    tail: collections.deque[str] = collections.deque(maxlen=200)
     try:
-        out = subprocess.run(rerun_command(lin, profile), cwd=tree, env=env,
-                             capture_output=True, text=True, timeout=RERUN_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise RegistryError(f"the re-run took longer than {RERUN_TIMEOUT_SECONDS} s") from None
-    if out.returncode != 0:
-        lines = [x for x in (out.stderr + out.stdout).splitlines() if x.strip()]
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            if _STEP_DONE.search(line):  # each step as it finishes: a long re-run shows life
+                echo("           " + _STEP_DONE.search(line).group(0))
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:  # interrupted: the child goes too (it ends its runs KILLED)
+            proc.terminate()
+            proc.wait()
+    if code != 0:
+        lines = [x for x in tail if x.strip()]
         last = next((x for x in reversed(lines) if x.startswith("error:")),
-                    lines[-1] if lines else f"exit {out.returncode}")
-        _logger.info("re-run output:\n%s", out.stderr[-5000:])
+                    lines[-1] if lines else f"exit {code}")
+        _logger.info("re-run output:\n%s", "\n".join(lines))
+        if code < 0:
+            last = f"stopped after {RERUN_TIMEOUT_SECONDS} s"
         raise RegistryError(f"the re-run failed: {last}")
 
 
@@ -432,7 +451,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
              f"into run {result.run_id} (experiment {into or SCRATCH_EXPERIMENT})")
         start = time.perf_counter()
         try:
-            _run_workflow(client, lin, tree, conf, profile, result.run_id)
+            _run_workflow(client, lin, tree, conf, profile, result.run_id, echo)
         finally:
             result.seconds = time.perf_counter() - start
             _end_if_running(client, result.run_id)

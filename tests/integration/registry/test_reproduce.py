@@ -104,6 +104,7 @@ def test_sqlite_lineage_reproduce_identical_then_different_then_changed_data_ref
     code, out, err = registry_cli("reproduce", f"{name}/{version}")
     assert code == 0, err + out
     assert "packages   as recorded" in out
+    assert "           train    done in " in out  # the re-run's steps show as they finish
     assert f"data       {csv}: sha256 {sha256(csv)[:16]}, as recorded" in out
     assert f"data       digest {doc['data']['digest']} as the re-run read it: as recorded" in out
     assert (f"identical: the re-run's model gives the same labels and probabilities as "
