@@ -195,7 +195,10 @@ class Shadow:
             if item is None and self._closed.is_set():  # the sentinel of close(), or idle
                 return
             if item is not None:
-                self.compare(*item)
+                try:
+                    self.compare(*item)
+                except Exception:  # a bug here must not end the shadow (or the server)
+                    _logger.exception("shadow comparison failed")
             if time.monotonic() >= next_log:
                 self.log()
                 next_log = time.monotonic() + self.interval
