@@ -334,13 +334,41 @@ def prepare_store(uri: str, env: dict | None = None) -> dict:
     if not is_sql_store(uri):
         return {"from": None, "to": None, "upgraded": False, "indexes": []}
     _make_sqlite_parent(uri)
-    current, head = schema_revisions(uri)
-    upgraded = current != head
-    if upgraded:
-        _logger.info("migrating %s from %s to %s", redact_uri(uri), current or "empty", head)
-        upgrade_schema(uri, env=env)
-    indexes = ensure_indexes(uri) + ensure_search_indexes(uri)
+    with _store_lock(uri):
+        current, head = schema_revisions(uri)
+        upgraded = current != head
+        if upgraded:
+            _logger.info("migrating %s from %s to %s", redact_uri(uri), current or "empty", head)
+            upgrade_schema(uri, env=env)
+        indexes = ensure_indexes(uri) + ensure_search_indexes(uri)
     return {"from": current, "to": head, "upgraded": upgraded, "indexes": indexes}
+
+
+# Replicas started together on one PostgreSQL database take turns: one migrates and creates
+# the indexes, the others then find them in place (two CREATE INDEX at once would fail one).
+_PREPARE_LOCK_ID = 0x6D6C6F7073  # "mlops"
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """A PostgreSQL session-level advisory lock around the store's preparation."""
+    if urllib.parse.urlparse(uri).scheme.split("+", 1)[0] != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    engine = _engine(uri)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_PREPARE_LOCK_ID})"))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({_PREPARE_LOCK_ID})"))
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def _make_sqlite_parent(uri: str) -> None:
