@@ -16,15 +16,20 @@ only once the directory is in the environment (:func:`enable`), never at module 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import time
+from bisect import bisect_left
 from functools import partial
+from threading import get_ident
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "mlops_serving_"
+# The event loop's counts reach the shared files at most this many seconds after the fact.
+FLUSH_SECONDS = 1.0
 
 # Seconds: from half a millisecond (the fast path) to the default scoring timeout.
 LATENCY_BUCKETS = (
@@ -108,8 +113,44 @@ def input_format(content_type: str | None) -> str:
     return "other"
 
 
+class _Histogram:
+    """Observations kept in plain numbers until :meth:`ServingMetrics.flush` adds them up."""
+
+    __slots__ = ("bounds", "counts", "total", "target")
+
+    def __init__(self, target, bounds: tuple) -> None:
+        self.target = target
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        """Add what was observed since the last flush to the Prometheus histogram."""
+        if not any(self.counts):
+            return
+        # prometheus_client keeps one value per bucket (made cumulative when exposed) and the
+        # sum; adding to them is what observe() does once per observation.
+        buckets = self.target._buckets
+        for i, n in enumerate(self.counts):
+            if n:
+                buckets[i].inc(n)
+                self.counts[i] = 0
+        self.target._sum.inc(self.total)
+        self.total = 0.0
+
+
 class ServingMetrics:
-    """The scoring server's metrics, with the label children the request path uses bound once.
+    """The scoring server's metrics, cheap on the request path.
+
+    What the event loop counts (every request, micro-batches, the fast path on the loop) is
+    kept in plain numbers and added to the Prometheus metrics at most ``FLUSH_SECONDS`` later
+    (and at once before this worker answers ``/metrics``): a request costs a few additions,
+    not a dozen locked writes to the shared files. What other threads count (the scoring pool,
+    the follower's swaps, --shadow, --capture) goes to Prometheus directly.
 
     Gauges in multi-process mode: ``livesum`` for requests in flight (the sum over live
     workers), ``livemax`` for the served version (1 while any live worker serves it).
@@ -126,15 +167,14 @@ class ServingMetrics:
         requests = Counter(
             p + "requests", "Scoring requests (/invocations) answered, by status class and "
             "input format.", ("status_class", "format"))
-        self._requests = {
-            (cls, fmt): requests.labels(cls, fmt) for cls in STATUS_CLASSES for fmt in FORMATS
-        }
+        # index: status class (0-4) * 3 + format (0-2)
+        self._requests = [requests.labels(c, f) for c in STATUS_CLASSES for f in FORMATS]
         self._request_seconds = Histogram(
             p + "request_seconds", "Seconds from a scoring request's arrival to its answer.",
             buckets=LATENCY_BUCKETS)
         self._scoring_seconds = Histogram(
-            p + "scoring_seconds", "Seconds spent scoring (parse, predict, serialize) a request "
-            "that reached the model.", buckets=LATENCY_BUCKETS)
+            p + "scoring_seconds", "Seconds spent scoring (parse, predict, serialize) the "
+            "requests answered 200.", buckets=LATENCY_BUCKETS)
         self._bytes_in = Counter(p + "request_bytes", "Bytes of scoring request bodies read.")
         self._rows = Counter(p + "rows_scored", "Rows predicted for answered requests.")
         self._in_flight = Gauge(
@@ -149,10 +189,10 @@ class ServingMetrics:
             ("path",))
         self._fast = paths.labels("fast")
         self._pyfunc = paths.labels("pyfunc")
-        self._batch_requests = Histogram(
+        batch_requests = Histogram(
             p + "microbatch_requests", "Requests predicted together in one micro-batch.",
             buckets=BATCH_BUCKETS)
-        self._batch_rows = Histogram(
+        batch_rows = Histogram(
             p + "microbatch_rows", "Rows predicted together in one micro-batch.",
             buckets=BATCH_BUCKETS)
         self._swaps = Counter(p + "model_swaps", "Model versions swapped in while serving.")
@@ -174,52 +214,125 @@ class ServingMetrics:
         self._capture_queue_full = dropped.labels("queue_full")
         self._capture_size_limit = dropped.labels("size_limit")
         self._perf = time.perf_counter
+        # --- kept by the event loop's thread until flushed ---
+        self._loop_thread: int | None = None
+        self._flush_at: float | None = None  # when a flush is scheduled (None: none)
+        self._n_requests = [0] * len(self._requests)
+        self._n_rejected = dict.fromkeys(REJECTIONS, 0)
+        self._n_bytes = 0
+        self._n_rows = 0
+        self._n_fast = 0
+        self._n_pyfunc = 0
+        self._in_flight_now = 0
+        self._in_flight_seen = 0
+        self._h_request = _Histogram(self._request_seconds, LATENCY_BUCKETS)
+        self._h_scoring = _Histogram(self._scoring_seconds, LATENCY_BUCKETS)
+        self._h_batch_requests = _Histogram(batch_requests, BATCH_BUCKETS)
+        self._h_batch_rows = _Histogram(batch_rows, BATCH_BUCKETS)
+        self._formats: dict[str | None, int] = {}
 
-    # the request path -------------------------------------------------------------------------
+    # the request path (the event loop's thread) ----------------------------------------------
 
     def started(self) -> float:
         """A scoring request arrived: count it in flight; return the clock to time it by."""
-        self._in_flight.inc()
+        self._in_flight_now += 1
+        if self._flush_at is None:
+            self._schedule()
         return self._perf()
 
     def answered(self, status: int, content_type: str | None, started: float, nbytes: int) -> None:
         """A scoring request was answered with ``status``."""
-        self._in_flight.dec()
-        self._request_seconds.observe(self._perf() - started)
-        self._requests[(STATUS_CLASSES[status // 100 - 1], input_format(content_type))].inc()
-        if nbytes:
-            self._bytes_in.inc(nbytes)
-        if status >= 400:
-            child = self._rejected.get(status)
-            if child is not None:
-                child.inc()
+        self._in_flight_now -= 1
+        self._h_request.observe(self._perf() - started)
+        fmt = self._formats.get(content_type)
+        if fmt is None:
+            fmt = FORMATS.index(input_format(content_type))
+            if len(self._formats) < 64:  # content types a client sends: a handful
+                self._formats[content_type] = fmt
+        self._n_requests[(status // 100 - 1) * 3 + fmt] += 1
+        self._n_bytes += nbytes
+        if status >= 400 and status in self._n_rejected:
+            self._n_rejected[status] += 1
+
+    def scored(self, seconds: float) -> None:
+        """Time spent scoring one request answered 200."""
+        self._h_scoring.observe(seconds)
+
+    def batch(self, requests: int, rows: int) -> None:
+        """One micro-batch predicted ``requests`` requests' ``rows`` rows in one call."""
+        self._h_batch_requests.observe(requests)
+        self._h_batch_rows.observe(rows)
+
+    def fast(self, rows: int) -> None:
+        """The fast path answered ``rows`` rows (on the loop, or in the scoring pool)."""
+        if get_ident() == self._loop_thread:
+            self._n_fast += 1
+            self._n_rows += rows
+        else:
+            self._fast.inc()
+            self._rows.inc(rows)
+
+    def pyfunc(self, rows: int | None) -> None:
+        """The pyfunc path (mlflow's own scoring) answered (``rows`` when known)."""
+        if get_ident() == self._loop_thread:
+            self._n_pyfunc += 1
+            self._n_rows += rows or 0
+        else:
+            self._pyfunc.inc()
+            if rows:
+                self._rows.inc(rows)
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (a direct call): flushed by scrape()
+            self._flush_at = 0.0
+            return
+        self._loop_thread = get_ident()
+        self._flush_at = loop.time() + FLUSH_SECONDS
+        loop.call_at(self._flush_at, self.flush)
+
+    def flush(self) -> None:
+        """Add what the event loop counted since the last flush to the Prometheus metrics.
+
+        Runs on the event loop's thread (scheduled by the first request after a flush, and
+        before this worker answers ``/metrics``).
+        """
+        self._flush_at = None
+        for i, n in enumerate(self._n_requests):
+            if n:
+                self._requests[i].inc(n)
+                self._n_requests[i] = 0
+        for code, n in self._n_rejected.items():
+            if n:
+                self._rejected[code].inc(n)
+                self._n_rejected[code] = 0
+        if self._n_bytes:
+            self._bytes_in.inc(self._n_bytes)
+            self._n_bytes = 0
+        if self._n_rows:
+            self._rows.inc(self._n_rows)
+            self._n_rows = 0
+        if self._n_fast:
+            self._fast.inc(self._n_fast)
+            self._n_fast = 0
+        if self._n_pyfunc:
+            self._pyfunc.inc(self._n_pyfunc)
+            self._n_pyfunc = 0
+        if self._in_flight_now != self._in_flight_seen:
+            self._in_flight.set(self._in_flight_now)
+            self._in_flight_seen = self._in_flight_now
+        if self._in_flight_now and self._flush_at is None:  # requests still running: look again
+            self._schedule()
+        for h in (self._h_request, self._h_scoring, self._h_batch_requests, self._h_batch_rows):
+            h.flush()
+
+    # rare events, any thread: straight to Prometheus -----------------------------------------
 
     def rejected(self, status: int) -> None:
         """A request refused before it reached the app (431: headers too large)."""
         child = self._rejected.get(status)
         (child if child is not None else self._rejected_family.labels(str(status))).inc()
-
-    def scored(self, seconds: float) -> None:
-        """Time spent scoring one request that reached the model."""
-        self._scoring_seconds.observe(seconds)
-
-    def fast(self, rows: int) -> None:
-        """The fast path answered ``rows`` rows."""
-        self._fast.inc()
-        self._rows.inc(rows)
-
-    def pyfunc(self, rows: int | None) -> None:
-        """The pyfunc path (mlflow's own scoring) answered (``rows`` when known)."""
-        self._pyfunc.inc()
-        if rows:
-            self._rows.inc(rows)
-
-    def batch(self, requests: int, rows: int) -> None:
-        """One micro-batch predicted ``requests`` requests' ``rows`` rows in one call."""
-        self._batch_requests.observe(requests)
-        self._batch_rows.observe(rows)
-
-    # the model --------------------------------------------------------------------------------
 
     def serving(self, name: str | None, version: str | None, alias: str | None,
                 swapped: bool = False) -> None:
@@ -230,8 +343,6 @@ class ServingMetrics:
         self._info_child.set(1)
         if swapped:
             self._swaps.inc()
-
-    # --shadow and --capture -------------------------------------------------------------------
 
     def shadowed(self, rows: int, agreed: int) -> None:
         """The challenger scored a request: ``agreed`` of its ``rows`` rows agreed."""
@@ -252,6 +363,16 @@ class ServingMetrics:
         (self._capture_queue_full if reason == "queue_full" else self._capture_size_limit).inc()
 
 
+async def scrape() -> bytes:
+    """``GET /metrics``: every worker's counts (this worker's flushed first).
+
+    The files are read off the event loop.
+    """
+    if _active is not None:
+        _active.flush()
+    return await asyncio.to_thread(render)
+
+
 def rows_in_answer(answer: str | bytes) -> int | None:
     """The rows of a scoring answer (``{"predictions": [...]}``), or None when not a list."""
     import orjson
@@ -262,6 +383,8 @@ def rows_in_answer(answer: str | bytes) -> int | None:
         return None
     predictions = doc.get("predictions") if isinstance(doc, dict) else doc
     return len(predictions) if isinstance(predictions, list) else None
+
+
 
 
 # Off the request path (background threads of --shadow and --capture): no-ops when metrics are
