@@ -219,7 +219,7 @@ class ScoringApp:
 
     async def _send_metrics(self, send) -> None:
         """``GET /metrics``: every worker's counts, read off the event loop."""
-        payload = await asyncio.to_thread(_metrics.render)
+        payload = await _metrics.scrape()
         headers = [
             (b"content-type", _metrics.CONTENT_TYPE.encode()),
             (b"content-length", str(len(payload)).encode()),
