@@ -527,7 +527,11 @@ def _check_values(col: Column, series: pd.Series) -> None:
     allowed = _VALUE_TYPES.get(col.type)
     if allowed is None:
         return
-    for i, v in enumerate(series.to_numpy()):
+    values = list(zip(series.index, series.to_numpy(), strict=True))
+    if col.type in _NUMERIC | _INTEGER:
+        # a value that is no number at all first (what made the column text), then the rest
+        values.sort(key=lambda iv: not (isinstance(iv[1], str) and not _numeric_text(iv[1])))
+    for i, v in values:
         if v is None or (isinstance(v, float) and np.isnan(v)):
             continue
         ok = isinstance(v, allowed) and not (
@@ -537,8 +541,9 @@ def _check_values(col: Column, series: pd.Series) -> None:
             ok = True
         if not ok:
             shown = f"{type(v).__name__} {v!r}"[:80]
+            where = f" (row {i})" if len(series) > 1 else ""
             raise RequestError(
-                400, f"column {col.name!r} row {i}: expected {col.type}, got {shown}"
+                400, f"column {col.name!r} expects {col.type} values, got {shown}{where}"
             )
 
 
