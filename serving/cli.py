@@ -150,7 +150,7 @@ def serve_cmd(
 
     MODEL is NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or
     runs:/ID/PATH. With an alias the server follows it: when the alias moves, the new version
-    is loaded in the background and swapped in (see /version and the X-Model-Version header).
+    is loaded in the background and swapped in (see /model and the X-Model-Version header).
     The tracking location comes from MLFLOW_TRACKING_URI.
     """
     from core.connection import connect, tracking_uri
