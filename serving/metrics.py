@@ -49,12 +49,17 @@ _active: ServingMetrics | None = None
 def prepare_dir() -> str | None:
     """Create this run's metrics directory and put it in the environment; return it.
 
-    Returns None when ``PROMETHEUS_MULTIPROC_DIR`` is already set: the operator's directory is
-    used as it is and left in place.
+    In ``/dev/shm`` when there is one (unless ``$TMPDIR`` says where), else the temporary
+    folder. Returns None when ``PROMETHEUS_MULTIPROC_DIR`` is already set: the operator's
+    directory is used as it is and left in place.
     """
     if os.environ.get(ENV_DIR):
         return None
-    path = tempfile.mkdtemp(prefix="mlops-serving-metrics-")
+    # memory, not disk, when the machine has it: the workers write these files constantly
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) and "TMPDIR" not in os.environ \
+        else None
+    path = tempfile.mkdtemp(prefix="mlops-serving-metrics-", dir=where)
     os.environ[ENV_DIR] = path
     return path
 

@@ -21,6 +21,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving import metrics
 from tests.support.processes import free_port, running
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 
@@ -114,6 +115,12 @@ def test_counters_are_exactly_what_was_sent_across_two_workers(server):
     for path in ("/ping", "/health", "/version", "/model", "/metrics") * 2:
         assert requests.get(f"{url}{path}", timeout=10).status_code == 200
 
+    deadline = time.monotonic() + metrics.FLUSH_SECONDS + 10
+    while time.monotonic() < deadline:  # each worker adds its counts within FLUSH_SECONDS
+        got = _samples(url)
+        if got.get((P + "request_seconds_count", ())) == 36 + 8 + 4 + 3 + 2:
+            break
+        time.sleep(0.2)
     for _ in range(4):  # whichever worker answers the scrape, the same totals
         got = _samples(url)
         assert _requests(got, "2xx", "json") == 36

@@ -173,3 +173,20 @@ def test_capture_counts_written_and_dropped_lines(active, tmp_path):
     assert 0 < written < 5
     assert _value("capture_lines_total") == written
     assert _value("capture_dropped_total", (("reason", "size_limit"),)) == 5 - written
+
+
+def test_the_run_folder_is_in_memory_and_removed(monkeypatch):
+    import os
+
+    monkeypatch.delenv(metrics.ENV_DIR, raising=False)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    path = metrics.prepare_dir()
+    try:
+        assert os.environ[metrics.ENV_DIR] == path and os.path.isdir(path)
+        if os.access("/dev/shm", os.W_OK):
+            assert path.startswith("/dev/shm/mlops-serving-metrics-")
+    finally:
+        metrics.remove_dir(path)
+    assert not os.path.exists(path) and metrics.ENV_DIR not in os.environ
+    monkeypatch.setenv(metrics.ENV_DIR, "/srv/operators-own")
+    assert metrics.prepare_dir() is None  # the operator's folder: used, never removed
