@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -125,8 +126,15 @@ def score(task: str, model, X: pd.DataFrame, y: pd.Series) -> tuple[dict[str, fl
     return metrics.compute(task, y, pred, proba, classes), elapsed
 
 
-def fit_candidate(task, types, estimator, params, seed, train, val, target) -> CandidateResult:
-    """Fit one candidate on the train split and score it on the validation split."""
+def fit_candidate(task, types, estimator, params, seed, train, val, target,
+                  custom_metrics=()) -> CandidateResult:
+    """Fit one candidate on the train split and score it on the validation split.
+
+    ``custom_metrics`` are the catalogue's user metrics, registered again in a worker process
+    (which never loaded the settings) so that they are scored there too.
+    """
+    for metric in custom_metrics:
+        metrics.METRICS[metric.name] = metric
     model = make_pipeline(task, types, estimator, params, seed)
     start = time.perf_counter()
     try:
@@ -169,22 +177,49 @@ def train_candidates(
     """
     from joblib import Parallel, delayed
 
+    from core import usercode
+
+    # the user's modules imported here too: the fitted models that come back from the
+    # workers refer to them by module name, and this process unpickles them
+    refs = [*getattr(types, "features", ()), *(e for e, _ in candidates if ":" in e)]
+    for ref in dict.fromkeys(refs):
+        try:
+            usercode.load(ref)
+        except usercode.UserCodeError as exc:
+            raise WorkflowError(f"train: {exc}") from None
+    # the workers get absolute references: their working directory may not be this one
+    custom = tuple(dataclasses.replace(m, function=_absolute(m.function))
+                   for m in metrics.METRICS.values() if m.function is not None)
+    if isinstance(types, Preprocessing):
+        types = dataclasses.replace(types, features=tuple(map(_absolute, types.features)))
     jobs = min(len(candidates), n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
     if jobs <= 1:
-        results = (fit_candidate(task, types, e, p, seed, train, val, target)
+        results = (fit_candidate(task, types, _absolute(e), p, seed, train, val, target, custom)
                    for e, p in candidates)
     else:
         # a generator (in candidate order): each result is reported as soon as it is in
         results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(fit_candidate)(task, types, e, p, seed, train, val, target)
+            delayed(fit_candidate)(task, types, _absolute(e), p, seed, train, val, target,
+                                   custom)
             for e, p in candidates
         )
     out = []
-    for res in results:
+    for (estimator, _), res in zip(candidates, results, strict=True):
+        res.estimator = estimator  # as the settings name it (runs, tags, messages)
         out.append(res)
         if on_done is not None:
             on_done(res)
     return out
+
+
+def _absolute(ref: str) -> str:
+    """A user reference with its file as an absolute path (a built-in name is kept)."""
+    from core import usercode
+
+    if not usercode.is_reference(ref):
+        return ref
+    path, name = usercode.split_reference(ref)
+    return f"{path}:{name}"
 
 
 def pick_best(results: list[CandidateResult], metric: str) -> CandidateResult:

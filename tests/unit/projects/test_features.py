@@ -170,7 +170,7 @@ def test_user_features_estimators_and_metrics_are_used_by_the_sweep(steps_dir):
         "feature0_double_x", "feature1_scaler"]
     results = train_candidates("classification", prep, [(c.estimator, {"C": c2})
                                for c in settings.train.candidates for c2 in (0.01, 1.0)],
-                               splits["train"], splits["val"], "target", 0, n_jobs=1)
+                               splits["train"], splits["val"], "target", 0, n_jobs=2)
     assert all("worst_recall" in r.metrics for r in results)
     best = pick_best(results, "worst_recall")
     assert best.model.named_steps["model"].C in (0.01, 1.0)
