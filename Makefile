@@ -9,7 +9,7 @@ UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-test run serve promote test test-unit test-integration lint ui lock bench clean chromium
+.PHONY: help venv venv-test run serve promote test test-unit test-integration lint ui lock bench clean chromium java
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,13 +46,17 @@ chromium: ## Install Debian's chromium + chromium-driver for the UI test (needs 
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-test: venv-test chromium ## Run the whole test suite (unit + integration, real servers)
+java: ## Install Debian's Java runtime for the Spark tests (serving predict --engine spark; needs root)
+	@command -v java >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null)
+
+test: venv-test chromium java ## Run the whole test suite (unit + integration, real servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv-test ## Unit tests only
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv-test chromium ## Integration tests only (real servers)
+test-integration: venv-test chromium java ## Integration tests only (real servers)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: venv-test ## ruff + import-linter layer contracts
