@@ -5,7 +5,8 @@ nothing to do), 1 refused or failed (unknown model, failed gate, server refusal)
 (unknown flag, malformed model reference, invalid setting), 3 lost a race for the alias to a
 concurrent move, 130 interrupted. Every error is one ``error:`` line on stderr.
 
-``list``, ``show``, ``history``, ``diff``, ``validate`` and ``lineage`` take ``--output json``:
+``list``, ``show``, ``history``, ``diff``, ``validate``, ``lineage`` and ``reproduce`` take
+``--output json``:
 one JSON document on stdout, its keys documented in :mod:`registry.render`.
 """
 
@@ -264,7 +265,8 @@ def lineage(ref: str, output: str) -> None:
 @click.option("--repo", "repo", type=click.Path(file_okay=False, exists=True),
               help="Git checkout holding the recorded commit (default: the current directory's, "
                    "else the one this code runs from).")
-def reproduce(ref: str, into: str | None, repo: str | None) -> None:
+@output_option
+def reproduce(ref: str, into: str | None, repo: str | None, output: str) -> None:
     """Re-run the workflow behind REF and check the new model predicts identically.
 
     Checks out the recorded commit (plus the recorded diff) in a temporary worktree, verifies
@@ -275,19 +277,25 @@ def reproduce(ref: str, into: str | None, repo: str | None) -> None:
     from pathlib import Path
 
     from core.output import print_tables
-    from registry.render import reproduction_lines, reproduction_table
+    from registry.render import reproduction_json, reproduction_lines, reproduction_table
     from registry.reproduce import reproduce_version
     from registry.versions import resolve_version
 
     client = _client()
     mv = resolve_version(client, ref)
+    as_json = output == "json"
+    # with --output json the progress goes to stderr: stdout holds the one document
     result = reproduce_version(client, mv, into=into, repo=Path(repo) if repo else None,
-                               echo=click.echo)
-    for line in reproduction_lines(result):
-        click.echo(line)
+                               echo=lambda line: click.echo(line, err=as_json))
+    if as_json:
+        print_json(reproduction_json(result))
+    else:
+        for line in reproduction_lines(result):
+            click.echo(line)
     if result.identical:
         return
-    print_tables(reproduction_table(result))
+    if not as_json:
+        print_tables(reproduction_table(result))
     first = result.causes[0] if result.causes else (
         "nothing recorded differs (data, code, packages, settings): the training is not "
         "deterministic under these settings")

@@ -35,6 +35,13 @@ stable; versions are strings, times ISO-8601 UTC, metrics numbers, run ids whole
     "seconds", "cache": {part: hash}}], "alias_history": [attempt], "copies": [{"target",
     "name", "version", "link", "at"}], "copied_from": {tag: value}}``; what was not recorded is
     null (or empty).
+``reproduce``
+    ``{"name", "version", "identical", "rows" (test rows compared), "differing_rows" (how many),
+    "first_differing": [{"row", "registered", "reproduced", "proba_delta"}], "max_proba_delta",
+    "causes": [text, in the order to suspect them], "package_changes": [{"package",
+    "recorded", "installed"}], "machine_changes": [text], "run_id" (the re-run),
+    "experiment_id", "seconds" (the re-run), "original_seconds"}``; progress lines go to
+    stderr, and the exit code stays 1 when the predictions differ.
 """
 
 from __future__ import annotations
@@ -425,3 +432,26 @@ def reproduction_table(result: Reproduction):
         out.add_row(str(row["row"]), str(row["registered"]), str(row["reproduced"]),
                     "-" if delta is None else f"{delta:.3g}")
     return out
+
+
+def reproduction_json(result: Reproduction) -> dict:
+    """``reproduce --output json``."""
+    name, _, version = result.ref.rpartition("/")
+    return {
+        "name": name,
+        "version": version,
+        "identical": result.identical,
+        "rows": result.rows,
+        "differing_rows": result.n_differing,
+        "first_differing": [{**row, "proba_delta": number(row["proba_delta"])}
+                            for row in result.differing],
+        "max_proba_delta": number(result.max_proba_delta),
+        "causes": list(result.causes),
+        "package_changes": [{"package": n, "recorded": was, "installed": now}
+                            for n, was, now in result.package_changes],
+        "machine_changes": list(result.machine_changes),
+        "run_id": result.run_id,
+        "experiment_id": result.experiment_id,
+        "seconds": number(round(result.seconds, 3)),
+        "original_seconds": number(result.original_seconds),
+    }

@@ -163,10 +163,15 @@ def test_postgres_server_reproduce_reports_changed_package(
         assert code == 0, err
         assert json.loads(out)["environment"]["packages"]["numpy"] == "1.0.0"
 
-        code, out, err = registry_cli("reproduce", f"{name}/{version}", "--into", "scratch")
+        code, out, err = registry_cli("reproduce", f"{name}/{version}", "--into", "scratch",
+                                      "--output", "json")
         assert code == 0, err + out
-        assert f"packages   differ: numpy 1.0.0 recorded, {installed} installed" in out
-        assert "identical: " in out
+        assert f"packages   differ: numpy 1.0.0 recorded, {installed} installed" in err
+        result = json.loads(out)  # stdout is the one JSON document
+        assert (result["identical"], result["differing_rows"], result["rows"] > 0) == (
+            True, 0, True)
+        assert result["package_changes"] == [
+            {"package": "numpy", "recorded": "1.0.0", "installed": installed}]
         runs = client.search_runs([client.get_experiment_by_name("scratch").experiment_id],
                                   "tags.`mlops.reproduces` != ''")
         assert [(r.data.tags["mlops.reproduces"], r.data.tags["mlops.reproduced"],

@@ -225,3 +225,29 @@ def test_the_checkout_is_the_one_given_else_the_current_one(repo, tmp_path, monk
     assert find_repo() == repo
     with pytest.raises(CannotReproduce, match="is not a git checkout"):
         find_repo(tmp_path / "nowhere")
+
+
+def test_reproduction_as_json():
+    import json
+
+    from registry.render import reproduction_json
+    from registry.reproduce import Reproduction
+
+    result = Reproduction("m/3", identical=False, rows=114, run_id="r" * 32,
+                          experiment_id="7", seconds=12.3456, original_seconds=10.0,
+                          package_changes=[("numpy", "1.0", "2.0")],
+                          causes=["package versions: numpy 1.0 recorded, 2.0 installed"],
+                          differing=[{"row": 3, "registered": "a", "reproduced": "b",
+                                      "proba_delta": 0.25}], n_differing=1,
+                          max_proba_delta=0.25)
+    doc = json.loads(json.dumps(reproduction_json(result)))
+    assert doc == {
+        "name": "m", "version": "3", "identical": False, "rows": 114, "differing_rows": 1,
+        "first_differing": [{"row": 3, "registered": "a", "reproduced": "b",
+                             "proba_delta": 0.25}],
+        "max_proba_delta": 0.25,
+        "causes": ["package versions: numpy 1.0 recorded, 2.0 installed"],
+        "package_changes": [{"package": "numpy", "recorded": "1.0", "installed": "2.0"}],
+        "machine_changes": [], "run_id": "r" * 32, "experiment_id": "7", "seconds": 12.346,
+        "original_seconds": 10.0,
+    }
