@@ -207,72 +207,83 @@ def _has_s3a(spark) -> bool:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def read_input(spark, path: str):
-    """The input as a Spark DataFrame, in input order (file by file, row by row)."""
+def read_input(spark, path: str, columns=None):
+    """The input as a Spark DataFrame, in input order (file by file, row by row).
+
+    Args:
+        spark: the session.
+        path: file or folder, local or ``s3://``.
+        columns: the model's signature columns (its text columns stay text, as the local
+            engine reads them; :func:`serving.batch.csv_dtypes`).
+    """
     s3 = is_s3(path)
     files = _s3_files(path) if s3 else _local_files(path)
     kind = input_kind(path, files)
     if s3 and not _has_s3a(spark):
-        return _read_s3_with_arrow(spark, files, kind)
+        return _read_s3_with_arrow(spark, files, kind, columns)
     location = re.sub(r"^s3://", "s3a://", path) if s3 else path
-    reader = spark.read
     if kind == "csv":
-        # The whole input is read for the types, as pandas reads a file: a column with one
-        # non-number anywhere is text, so the check below finds it. Timestamps stay text
-        # (pandas does not parse dates unless told).
-        frame = (
-            reader.option("header", True)
-            .option("inferSchema", True)
-            .option("preferDate", False)
-            .option("timestampFormat", "'never-a-timestamp'")
-            .option("timestampNTZFormat", "'never-a-timestamp'")
-            .csv(location)
-        )
-        return _as_pandas_reads(frame)
-    return reader.parquet(location)
+        frame = spark.read.option("header", True).option("inferSchema", False).csv(location)
+        keep_text = set(batch_mod.csv_dtypes(columns) or {})
+        return _as_pandas_reads(frame, keep_text)
+    return spark.read.parquet(location)
 
 
-def _as_pandas_reads(frame):
-    """CSV columns typed as ``pandas.read_csv`` (the local engine's reader) types them.
+_TRUE, _FALSE = ("True", "true", "TRUE"), ("False", "false", "FALSE")
 
-    pandas reads whole numbers as int64 whatever their size (Spark: int when they fit), reads
-    its missing-value markers (``NA``, ``n/a``, ``null``, ...) as missing (Spark: only the empty
-    field), so a numeric column with ``NA`` in it is numbers; one pass finds those columns.
+
+def _as_pandas_reads(frame, keep_text: set[str]):
+    """CSV text columns typed as ``pandas.read_csv`` (the local engine's reader) types them.
+
+    One pass over the input decides each column's type from all of its values, as pandas
+    does for a file: its missing-value markers (``NA``, ``n/a``, ``null``, ...) are missing;
+    whole numbers without missing values are int64; numbers are float64; ``True``/``False``
+    are booleans; anything else is text (dates included: pandas does not parse them unless
+    told). The signature's text columns stay text.
     """
     from pandas._libs.parsers import STR_NA_VALUES
     from pyspark.sql import functions as F
 
     markers = sorted(STR_NA_VALUES)
-    cols = []
-    for name, kind in frame.dtypes:
-        c = frame[f"`{name}`"]
-        if kind == "int":
-            c = c.cast("bigint")
-        elif kind == "string":
-            c = F.when(c.isin(markers), F.lit(None).cast("string")).otherwise(c)
-        cols.append(c.alias(name))
-    frame = frame.select(*cols)
-    texts = [name for name, kind in frame.dtypes if kind == "string"]
-    if not texts:
-        return frame
-    bad = frame.agg(
+
+    def col(name: str):
+        return F.col(f"`{name}`")
+
+    frame = frame.select(
         *(
-            F.count(
-                F.when(F.col(f"`{n}`").isNotNull() & F.col(f"`{n}`").try_cast("double").isNull(), 1)
-            ).alias(f"_{i}")
-            for i, n in enumerate(texts)
-        )
-    ).first()
-    numbers = {n for i, n in enumerate(texts) if bad[f"_{i}"] == 0}
-    return frame.select(
-        *(
-            frame[f"`{n}`"].cast("double").alias(n) if n in numbers else frame[f"`{n}`"]
+            F.when(col(n).isin(markers), F.lit(None).cast("string")).otherwise(col(n)).alias(n)
             for n in frame.columns
         )
     )
+    candidates = [n for n in frame.columns if n not in keep_text]
+    if not candidates:
+        return frame
+    aggs = []
+    for i, n in enumerate(candidates):
+        c = col(n)
+        aggs += [
+            F.count(F.when(c.isNull(), 1)).alias(f"null_{i}"),
+            F.count(c).alias(f"set_{i}"),
+            F.count(F.when(c.isNotNull() & c.try_cast("double").isNull(), 1)).alias(f"dbl_{i}"),
+            F.count(F.when(c.isNotNull() & c.try_cast("bigint").isNull(), 1)).alias(f"int_{i}"),
+            F.count(F.when(c.isNotNull() & ~c.isin(*_TRUE, *_FALSE), 1)).alias(f"bool_{i}"),
+        ]
+    stats = frame.agg(*aggs).first()
+    typed = {}
+    for i, n in enumerate(candidates):
+        c = col(n)
+        if stats[f"set_{i}"] == 0:
+            typed[n] = c.cast("double")  # all missing: float64 NaN
+        elif stats[f"int_{i}"] == 0 and stats[f"null_{i}"] == 0:
+            typed[n] = c.cast("bigint")
+        elif stats[f"dbl_{i}"] == 0:
+            typed[n] = c.cast("double")
+        elif stats[f"bool_{i}"] == 0 and stats[f"null_{i}"] == 0:
+            typed[n] = c.isin(*_TRUE)
+    return frame.select(*(typed.get(n, col(n)).alias(n) for n in frame.columns))
 
 
-def _read_s3_with_arrow(spark, files: list[str], kind: str):
+def _read_s3_with_arrow(spark, files: list[str], kind: str, columns=None):
     """Read S3 files without the S3A connector: one task per file, pyarrow on the executors."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -284,7 +295,8 @@ def _read_s3_with_arrow(spark, files: list[str], kind: str):
         if kind == "parquet":
             return pq.read_table(name, filesystem=s3)
         with s3.open_input_stream(name) as stream:  # pandas' reader, as the local engine's
-            return pa.Table.from_pandas(pd.read_csv(stream), preserve_index=False)
+            frame = pd.read_csv(stream, dtype=batch_mod.csv_dtypes(columns))
+            return pa.Table.from_pandas(frame, preserve_index=False)
 
     # The first file's schema; the other files are cast to it.
     schema = open_table(files[0]).schema
@@ -339,17 +351,34 @@ def check_values(df, columns) -> None:
         if numeric_target and have == "string":
             bad = bad & c.try_cast("double").isNull()
         first = (
-            df.select(c.alias("value"), F.monotonically_increasing_id().alias("_pos"))
+            df.select(
+                c.alias("value"),
+                F.spark_partition_id().alias("part"),
+                F.monotonically_increasing_id().alias("pos"),
+            )
             .where(bad)
-            .orderBy("_pos")
+            .orderBy("pos")
             .limit(1)
             .collect()
         )
         if not first:
             continue
-        value = first[0]["value"]
-        protocol.check_frame(pd.DataFrame({col.name: [value]}), [col], allow_extra=True)
+        value, part, pos = first[0]["value"], first[0]["part"], first[0]["pos"]
+        row = _rows_before(df, part) + (pos & ((1 << 33) - 1))  # the row in the input
+        # two rows, so the message names the row as the local engine's does for its batch
+        frame = pd.DataFrame({col.name: [value, None]}, index=[row, row + 1])
+        protocol.check_frame(frame, [col], allow_extra=True)
         raise protocol.RequestError(400, f"column {col.name!r} expects {col.type} values")
+
+
+def _rows_before(df, partition: int) -> int:
+    """Rows of ``df`` in the partitions before ``partition`` (one pass, on a refusal only)."""
+    if partition == 0:
+        return 0
+    counts = df.rdd.mapPartitionsWithIndex(
+        lambda i, rows: [(i, sum(1 for _ in rows))] if i < partition else []
+    ).collect()
+    return sum(n for _, n in counts)
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -407,11 +436,11 @@ def score(
 
     _check_output(output_path, input_path)
     scorer = load_scorer(model_uri)
-    df = read_input(spark, input_path)
     schema = scorer.pyfunc_model.metadata.get_input_schema()
     from serving import protocol
 
-    columns = getattr(scorer, "columns", None) or protocol.columns_from_schema(schema) or []
+    columns = getattr(scorer, "input_columns", None) or protocol.columns_from_schema(schema) or []
+    df = read_input(spark, input_path, columns)
 
     check_values(df, columns)
     # Text columns whose every value is a number (pandas would have read them as numbers).
