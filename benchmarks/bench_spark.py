@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             for engine, (took, peak, line) in (("local", local), (f"spark {args.master}", spark)):
                 assert f"scored {rows} rows" in line, line
                 results.append((rows, size, engine, took, peak))
+                print(f"{rows:,} rows, {engine}: {took:.1f} s, peak {peak / 2**20:.0f} MB",
+                      flush=True)  # fmt: skip
             (tmp / f"local-{rows}.parquet").unlink()
             src.unlink()
 
