@@ -95,9 +95,11 @@ def current() -> ServingMetrics | None:
 
 def render() -> bytes:
     """The exposition of every worker of this run (or of this process when single)."""
-    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, values
 
-    if os.environ.get(ENV_DIR):
+    # multi-process only when the values were made so (prometheus_client imported after the
+    # folder was set): else this process's registry holds them
+    if os.environ.get(ENV_DIR) and getattr(values.ValueClass, "_multiprocess", False):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
