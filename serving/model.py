@@ -26,7 +26,7 @@ _logger = logging.getLogger(__name__)
 # INLINE_MAX_PREDICT_SECONDS, are scored on the event loop (fastest); everything else in the
 # scoring pool, under the request timeout, so the loop keeps answering health checks.
 INLINE_MAX_BYTES = 64 * 1024
-INLINE_MAX_PREDICT_SECONDS = 0.0003
+INLINE_MAX_PREDICT_SECONDS = 0.0005
 
 
 # The one resolver lives in core; ``ModelVersionInfo`` is what the scoring app reports.
