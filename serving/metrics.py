@@ -26,6 +26,7 @@ from functools import partial
 from threading import get_ident
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+DIR_PREFIX = "mlops-serving-metrics-"  # then the server's pid
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "mlops_serving_"
 # The event loop's counts reach the shared files at most this many seconds after the fact.
@@ -50,8 +51,9 @@ def prepare_dir() -> str | None:
     """Create this run's metrics directory and put it in the environment; return it.
 
     In ``/dev/shm`` when there is one (unless ``$TMPDIR`` says where), else the temporary
-    folder. Returns None when ``PROMETHEUS_MULTIPROC_DIR`` is already set: the operator's
-    directory is used as it is and left in place.
+    folder; named after the server's pid, so a later server removes it if this one is killed
+    before it can (SIGKILL). Returns None when ``PROMETHEUS_MULTIPROC_DIR`` is already set:
+    the operator's directory is used as it is and left in place.
     """
     if os.environ.get(ENV_DIR):
         return None
@@ -59,9 +61,35 @@ def prepare_dir() -> str | None:
     shm = "/dev/shm"
     where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) and "TMPDIR" not in os.environ \
         else None
-    path = tempfile.mkdtemp(prefix="mlops-serving-metrics-", dir=where)
+    parent = where or tempfile.gettempdir()
+    _remove_orphans(parent)
+    path = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=parent)
     os.environ[ENV_DIR] = path
     return path
+
+
+def _remove_orphans(parent: str) -> None:
+    """Remove the folders of runs whose server was killed before it could (its pid is gone)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(DIR_PREFIX):
+            continue
+        pid = name[len(DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's server
+        return True
+    return True
 
 
 def remove_dir(path: str | None) -> None:

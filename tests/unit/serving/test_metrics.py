@@ -184,9 +184,30 @@ def test_the_run_folder_is_in_memory_and_removed(monkeypatch):
     try:
         assert os.environ[metrics.ENV_DIR] == path and os.path.isdir(path)
         if os.access("/dev/shm", os.W_OK):
-            assert path.startswith("/dev/shm/mlops-serving-metrics-")
+            assert path.startswith(f"/dev/shm/mlops-serving-metrics-{os.getpid()}-")
     finally:
         metrics.remove_dir(path)
     assert not os.path.exists(path) and metrics.ENV_DIR not in os.environ
     monkeypatch.setenv(metrics.ENV_DIR, "/srv/operators-own")
     assert metrics.prepare_dir() is None  # the operator's folder: used, never removed
+
+
+def test_a_killed_servers_folder_is_removed_by_the_next(monkeypatch, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.delenv(metrics.ENV_DIR, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # read once per process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = tmp_path / f"{metrics.DIR_PREFIX}{dead}-abc"
+    orphan.mkdir()
+    alive = tmp_path / f"{metrics.DIR_PREFIX}{os.getpid()}-def"  # a running server's
+    alive.mkdir()
+    path = metrics.prepare_dir()
+    try:
+        assert not orphan.exists() and alive.exists() and path.startswith(str(tmp_path))
+    finally:
+        metrics.remove_dir(path)
