@@ -2,8 +2,9 @@
 
 ``python -m serving serve NAME@champion --shadow NAME@challenger --shadow-sample 0.1``: the
 champion answers every request as before; for a sampled request, once its answer has been
-sent, the request body and the champion's answer go on a bounded queue. A background thread
-scores the body with the challenger and compares the two answers row by row:
+sent, the request body and the champion's answer go on a bounded queue to a process of its own
+(at a lower CPU priority: it competes with the champion for the cores, never for its GIL),
+which scores the body with the challenger and compares the two answers row by row:
 
 * classification (the champion version's ``mlops.task`` tag, else labels that are not
   fractional numbers): a row agrees when both labels are equal; a row that differs counts
@@ -143,7 +144,7 @@ class Shadow:
     def __init__(self, score: Callable[[bytes, str | None], bytes], client, *, name: str,
                  champion_version: str, challenger_version: str, task: str | None = None,
                  sample: float = DEFAULT_SAMPLE, tolerance: float = DEFAULT_TOLERANCE,
-                 interval: float = DEFAULT_INTERVAL_SECONDS):
+                 interval: float = DEFAULT_INTERVAL_SECONDS, source=None):
         if not 0 <= sample <= 1:
             raise ValueError(f"shadow sample {sample}: use 0 to 1")
         self._score = score
@@ -157,7 +158,9 @@ class Shadow:
         self.interval = interval
         self.totals = Totals()
         self.run_id: str | None = None
-        self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
+        # where samples come from: this process's queue, or the serving worker's (a process
+        # queue, when the shadow runs in its own process: see ShadowProcess)
+        self._queue = source if source is not None else queue.Queue(QUEUE_SIZE)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._step = 0
@@ -192,7 +195,11 @@ class Shadow:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if item is None and self._closed.is_set():  # the sentinel of close(), or idle
+            if item is not None and item[0] == "close":  # from the serving worker
+                with self._lock:
+                    self.totals.dropped += int(item[1])
+                return
+            if item is None and (self._closed.is_set() or self._orphaned()):
                 return
             if item is not None:
                 try:
@@ -285,6 +292,21 @@ class Shadow:
             _logger.warning("shadow run not linked from the version: %s", exc)
         return run.info.run_id
 
+    def _orphaned(self) -> bool:
+        """In a shadow process: whether the serving worker that started it is gone."""
+        parent = getattr(self, "parent_pid", None)
+        return parent is not None and os.getppid() != parent
+
+    def finish(self) -> None:
+        """Log the totals and end the run (after the loop has returned)."""
+        self._closed.set()
+        self.log()
+        if self._client is not None and self.run_id is not None:
+            try:
+                self._client.set_terminated(self.run_id, "FINISHED")
+            except Exception as exc:  # noqa: BLE001
+                _logger.warning("shadow run not ended: %s", exc)
+
     def close(self, timeout: float = 30.0) -> None:
         """Score what is queued (up to ``timeout``), log the totals, end the run."""
         if self._closed.is_set():
@@ -320,6 +342,90 @@ def _close(a, b, tolerance: float) -> bool:
         return bool(np.isclose(float(b), float(a), rtol=tolerance, atol=1e-12))
     except (TypeError, ValueError):
         return a == b
+
+
+class ShadowProcess:
+    """The serving worker's side of a shadow that runs in a process of its own.
+
+    A thread scoring the challenger in the serving process holds the GIL while the event loop
+    waits for it (up to the 5 ms switch interval), a cost every concurrent request pays; in
+    its own process, at a lower CPU priority, the challenger only competes for the cores. The
+    worker puts each sample on a bounded process queue (a full queue drops the sample); the
+    child scores, compares and logs the run (:class:`Shadow`). It ignores the signals that
+    stop the server (they reach the whole process group): the worker tells it when to finish,
+    and it ends by itself if the worker is gone. Same interface as :class:`Shadow` for
+    :class:`ShadowApp`.
+    """
+
+    def __init__(self, spec: dict):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.sample = float(spec["sample"])
+        self.champion_version = str(spec["champion_version"])
+        self.dropped = 0
+        self._queue = ctx.Queue(QUEUE_SIZE)
+        self._closed = False
+        self._process = ctx.Process(target=_child_main, args=(spec, self._queue, os.getpid()),
+                                    name="serving-shadow", daemon=True)
+        self._process.start()
+
+    def sampled(self) -> bool:
+        """Whether this request is shadowed (one random draw)."""
+        return self.sample > 0 and (self.sample >= 1 or random.random() < self.sample)
+
+    def record(self, body: bytes, content_type: str | None, answer: bytes,
+               champion_seconds: float) -> None:
+        """Queue a sampled request whose answer has been sent; never blocks."""
+        try:
+            self._queue.put_nowait((body, content_type, answer, champion_seconds))
+        except queue.Full:
+            self.dropped += 1
+            _prometheus("shadow_dropped")
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the child score what is queued, log its totals and end its run."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.put(("close", self.dropped), timeout=5)
+        except queue.Full:
+            _logger.warning("shadow queue full at shutdown; its last samples are lost")
+        self._process.join(timeout)
+        if self._process.is_alive():
+            _logger.warning("shadow process did not finish in %g s; stopping it", timeout)
+            self._process.terminate()
+
+
+def _child_main(spec: dict, source, parent_pid: int) -> None:
+    """The shadow process: load the challenger, score samples until told to finish."""
+    import contextlib
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the worker says when (see ShadowProcess)
+        signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the champion's requests come first
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    import mlflow
+
+    from serving.model import load_scorer
+
+    client = mlflow.MlflowClient(tracking_uri=spec["tracking_uri"],
+                                 registry_uri=spec["registry_uri"])
+    shadow = Shadow(load_scorer(spec["uri"]).score, client, name=spec["name"],
+                    champion_version=spec["champion_version"],
+                    challenger_version=spec["challenger_version"], task=spec["task"],
+                    sample=spec["sample"], tolerance=spec["tolerance"],
+                    interval=spec["interval"], source=source)
+    shadow.parent_pid = parent_pid
+    shadow.log()  # the run exists from the start (its metrics are the totals so far)
+    shadow._work()  # until the worker's ("close", dropped), or the worker is gone
+    shadow.finish()
 
 
 class ShadowApp:
@@ -383,7 +489,7 @@ class ShadowApp:
 
 
 def shadow_for(client, champion, challenger_ref: str, *, sample: float, tolerance: float,
-               interval: float = DEFAULT_INTERVAL_SECONDS, loader=None) -> Shadow:
+               interval: float = DEFAULT_INTERVAL_SECONDS, loader=None):
     """A started :class:`Shadow` of ``challenger_ref`` against the resolved ``champion``.
 
     Args:
@@ -393,7 +499,8 @@ def shadow_for(client, champion, challenger_ref: str, *, sample: float, toleranc
         sample: share of requests shadowed (0-1).
         tolerance: relative tolerance of a regression row.
         interval: seconds between logs of the totals.
-        loader: loads a scorer from a model URI (default ``serving.model.load_scorer``).
+        loader: loads a scorer from a model URI: the shadow then runs in this process (tests);
+            by default it runs in a process of its own (:class:`ShadowProcess`).
 
     The challenger is the version its reference names at start (a pinned comparison).
 
@@ -402,18 +509,22 @@ def shadow_for(client, champion, challenger_ref: str, *, sample: float, toleranc
     """
     from core.models import resolve_model
 
-    if loader is None:
-        from serving.model import load_scorer as loader
     chal = resolve_model(client, challenger_ref, allow_run=False)
     if champion.name and chal.name != champion.name:
         raise ValueError(f"--shadow {challenger_ref}: a version of {champion.name} is needed "
                          "(the shadow compares versions of the served model)")
-    scorer = loader(chal.uri)
     task = None
     mv = champion.model_version
     if mv is not None:
         task = (getattr(mv, "tags", None) or {}).get("mlops.task")
     task = task if task in ("classification", "regression") else None
-    return Shadow(scorer.score, client, name=chal.name, champion_version=champion.version,
-                  challenger_version=chal.version, task=task, sample=sample,
-                  tolerance=tolerance, interval=interval).start()
+    if loader is not None:  # in this process (tests)
+        return Shadow(loader(chal.uri).score, client, name=chal.name,
+                      champion_version=champion.version, challenger_version=chal.version,
+                      task=task, sample=sample, tolerance=tolerance, interval=interval).start()
+    return ShadowProcess({
+        "tracking_uri": client.tracking_uri, "registry_uri": client._registry_uri,
+        "uri": chal.uri, "name": chal.name, "champion_version": champion.version,
+        "challenger_version": chal.version, "task": task, "sample": sample,
+        "tolerance": tolerance, "interval": interval,
+    })

@@ -111,6 +111,11 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
         with serving_process(store, "hooked@champion", "--poll-seconds", "600",
                              "--shadow", "hooked@challenger", "--shadow-sample", "1",
                              workers=2) as (url, _):
+            # each worker's shadow process has loaded the challenger once its run exists
+            deadline = time.monotonic() + 120
+            while len(names.shadow_runs(client, "hooked", twin)) < 2:
+                assert time.monotonic() < deadline, "the shadow processes never started"
+                time.sleep(0.5)
             for i in range(20):  # new connections: the kernel spreads them over both workers
                 resp = requests.post(f"{url}/invocations", data=body_of(X.iloc[i * 5:i * 5 + 5]),
                                      headers={"Content-Type": "application/json",
