@@ -3,7 +3,8 @@
 The same model, payload and load generator (wrk) against ``python -m serving serve
 bench-lr@champion`` (one worker) without and with ``--shadow bench-lr@challenger
 --shadow-sample S`` (the challenger is a second version of the same model, so it costs what
-the champion costs), alternating runs side by side. Goal: the champion's p50 grows by at most
+the champion costs), alternating runs side by side; a shadowed server is measured once its
+shadow process has loaded the challenger. Goal: the champion's p50 grows by at most
 0.1 ms at 1 connection.
 
 Usage: ``python benchmarks/bench_shadow.py [--duration 6] [--rounds 2] [--sample 0.1]``
@@ -24,6 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.processes import free_port, running  # noqa: E402
+
+
+def wait_for_shadow_run(client, version: str, count: int, timeout: float = 180) -> None:
+    """Wait until ``count`` shadow runs exist (the shadow process creates its run when ready)."""
+    import time
+
+    from core.shadow import shadow_runs
+
+    deadline = time.monotonic() + timeout
+    while len(shadow_runs(client, "bench-lr", version)) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("error: the shadow process never started")
+        time.sleep(0.5)
 
 
 def main() -> int:
@@ -58,6 +72,8 @@ def main() -> int:
             with running(cmd, f"http://127.0.0.1:{port}/ping", f"bench-shadow-{mode}", env=env,
                          cwd=work, timeout=180):
                 url = f"http://127.0.0.1:{port}"
+                if mode == "on":  # measure once the shadow process has loaded the challenger
+                    wait_for_shadow_run(client, second.version, rnd + 1)
                 run_wrk(wrk, url, body, lua, 2, 1)  # warm up
                 for conns in (1, 8):
                     res = run_wrk(wrk, url, body, lua, conns, args.duration)
