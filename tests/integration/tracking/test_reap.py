@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 # slow enough to be caught mid-train: 60 candidates, each logged as its own run after the
 # sweep, so candidate runs stay open for a window of a second or more, not a few milliseconds
 _GRID = ", ".join(str(round(0.05 * 1.12**i, 4)) for i in range(60))
-SLOW_SWEEP = ["--n-jobs", "1", "--candidates", "[{estimator: linear, grid: {C: [%s]}}]" % _GRID]
+SLOW_SWEEP = ["--n-jobs", "1", "--candidates", f"[{{estimator: linear, grid: {{C: [{_GRID}]}}}}]"]
 QUICK_SWEEP = ["--n-jobs", "1", "--candidates", "[{estimator: linear, grid: {C: [1.0]}}]"]
 OPEN_RUNS_SQL = """
     SELECT r.run_uuid, COALESCE(t.value, 'workflow') FROM runs r
