@@ -277,10 +277,20 @@ def serve(cfg: ServeConfig) -> int:
     """
     # Every worker's counts in one directory for this run, removed when the server stops.
     metrics_dir = _metrics.prepare_dir() if cfg.metrics else None
+    previous = signal.getsignal(signal.SIGTERM)
+    if metrics_dir is not None and cfg.workers <= 1:
+        # uvicorn re-raises the SIGTERM that stopped it once it has shut down: exit through
+        # the finally below instead of dying there, so the directory goes too
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return _serve(cfg)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         _metrics.remove_dir(metrics_dir)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # the shell's code for "ended by this signal"
 
 
 def _serve(cfg: ServeConfig) -> int:
