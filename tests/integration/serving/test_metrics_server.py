@@ -1,6 +1,6 @@
 """GET /metrics on a real 2-worker scoring server: every worker's counts add up exactly.
 
-The test sends a known mix of requests on fresh connections (so the kernel spreads them over
+The test sends a known mix of requests (and a 431 refused before the app) on fresh connections (so the kernel spreads them over
 both workers), then reads /metrics as Prometheus would: the totals must be exactly what was
 sent, whichever worker answers the scrape. Then the alias moves (the version gauge follows),
 a worker is killed (its counts stay, it is marked dead), and when the server stops its metrics
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,8 @@ def server(module_store, tmp_path_factory):
     X, y = cancer_data()
     client = module_store.client
     v1 = log_sklearn_version(client, "tumours", fit_pipeline(X, y, C=1.0), X)
-    v2 = log_sklearn_version(client, "tumours", fit_pipeline(X, y, C=0.01), X)
+    first = client.get_model_version("tumours", v1)  # the same model again: a new version
+    v2 = str(client.create_model_version("tumours", first.source, first.run_id).version)
     client.set_registered_model_alias("tumours", "champion", v1)
     tmp = tmp_path_factory.mktemp("metrics-tmp")  # the server makes its metrics folder here
     port = free_port()
@@ -86,6 +88,16 @@ def _requests_by_pid(folder: Path) -> dict[int, float]:
     return out
 
 
+def _raw(url: str, request: str) -> bytes:
+    host, port = url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
 def test_counters_are_exactly_what_was_sent_across_two_workers(server):
     url, X = server["url"], server["X"]
     one = [_split(X.iloc[[i]]) for i in range(30)]
@@ -114,6 +126,10 @@ def test_counters_are_exactly_what_was_sent_across_two_workers(server):
         assert r.status_code == 413
     for path in ("/ping", "/health", "/version", "/model", "/metrics") * 2:
         assert requests.get(f"{url}{path}", timeout=10).status_code == 200
+    for _ in range(2):  # refused before the app: counted as rejected, not as a request
+        assert _raw(url, "POST /invocations HTTP/1.1\r\nHost: x\r\n"
+                         + "".join(f"X-H{i}: v\r\n" for i in range(150)) + "\r\n"
+                    ).startswith(b"HTTP/1.1 431")
 
     deadline = time.monotonic() + metrics.FLUSH_SECONDS + 10
     while time.monotonic() < deadline:  # each worker adds its counts within FLUSH_SECONDS
@@ -131,6 +147,7 @@ def test_counters_are_exactly_what_was_sent_across_two_workers(server):
         assert got[(P + "rejected_requests_total", (("reason", "400"),))] == 4
         assert got[(P + "rejected_requests_total", (("reason", "415"),))] == 3
         assert got[(P + "rejected_requests_total", (("reason", "413"),))] == 2
+        assert got[(P + "rejected_requests_total", (("reason", "431"),))] == 2
         assert got[(P + "request_seconds_count", ())] == 36 + 8 + 4 + 3 + 2
         assert got[(P + "scoring_seconds_count", ())] == 36 + 8
         assert got[(P + "rows_scored_total", ())] == 30 + 18 + 16
