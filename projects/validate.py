@@ -149,7 +149,11 @@ def infer_task(y: pd.Series) -> tuple[str, str]:
 def _cells(col: pd.Series, mask: pd.Series, limit: int = 3) -> str:
     """The first bad cells as ``'abc' (row 12)``: rows counted from 1, as in the file."""
     positions = np.flatnonzero(mask.to_numpy())[:limit]
-    shown = ", ".join(f"{col.iloc[i]!r} (row {i + 1})" for i in positions)
+    def cell(value) -> str:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    shown = ", ".join(f"{cell(col.iloc[i])} (row {i + 1})" for i in positions)
     more = int(mask.sum()) - len(positions)
     return shown + (f" and {more} more" if more > 0 else "")
 
