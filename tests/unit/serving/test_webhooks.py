@@ -50,7 +50,7 @@ def test_a_signed_alias_event_is_accepted_and_parsed():
 @pytest.mark.parametrize(("case", "message"), [
     ("other secret", "bad signature"),
     ("tampered", "bad signature"),
-    ("old", "signed 3600 s ago"),
+    ("old", r"signed 36\d\d s ago \(more than 300 s\)"),  # a slow machine may tick a second
     ("unsigned", "unsigned delivery"),
 ])
 def test_bad_deliveries_are_refused_401(case, message):
