@@ -74,9 +74,7 @@ SEARCH_INDEXES: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = 
         "mlops_idx_tags_value_hash": ("tags", ("value",), "hash"),
         "mlops_idx_params_value_hash": ("params", ("value",), "hash"),
     },
-    "sqlite": {
-        "mlops_idx_runs_experiment_stage_start": (
-            "runs", ("experiment_id", "lifecycle_stage", "start_time"), None),
+    "sqlite": {  # no runs index: SQLite walks it row by row for a one-experiment store (slower)
         "mlops_idx_tags_key_value": ("tags", ("key", "value"), None),
         "mlops_idx_params_key_value": ("params", ("key", "value"), None),
     },
