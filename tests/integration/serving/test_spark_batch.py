@@ -59,7 +59,22 @@ def spark(moto_server):
         try:
             yield session
         finally:
-            session.stop()
+            _stop_with_jvm(session)
+
+
+def _stop_with_jvm(session) -> None:
+    """Stop Spark and its JVM: ``stop()`` alone keeps the JVM (~750 MB) for the rest of the run."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    session.stop()
+    if gateway is not None:
+        proc = getattr(gateway, "proc", None)
+        gateway.shutdown()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        SparkContext._gateway = SparkContext._jvm = None
 
 
 def _cars(copies: int) -> pd.DataFrame:

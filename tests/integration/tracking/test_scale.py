@@ -21,7 +21,7 @@ from tracking import server as srv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RUNS = 3000
+RUNS = 1500
 
 
 def _search(url: str, body: dict) -> list[dict]:
