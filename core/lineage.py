@@ -81,12 +81,65 @@ def step_reused_tag(step: str) -> str:
     return STEP_REUSED_TAG.format(step=step)
 
 
+# What decides the native libraries and their thread counts, besides the installed packages
+_MACHINE_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "OPENBLAS_CORETYPE", "MKL_CBWR")
+_MACHINE_PACKAGES = ("numpy", "scipy", "scikit-learn", "threadpoolctl")
+
+
 def machine() -> dict:
     """This machine's CPU and native math libraries: what can change a float's last bits.
 
     BLAS kernels (chosen per CPU architecture) and thread counts decide the order of sums in
     the linear models; a re-run elsewhere that differs only in the last bits is explained here.
+
+    Probing them means importing scipy and scikit-learn (~2 s), which a re-run that reuses
+    every step never does otherwise: the answer is kept in the user's cache folder, keyed by
+    everything that decides it (platform, CPUs, interpreter, package versions, thread
+    variables), so it is probed again whenever any of those changes.
     """
+    import json
+    import os
+
+    key = _machine_key()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = cache / "mlops-registry" / f"machine-{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    out = _probe_machine()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out))
+        tmp.replace(path)  # atomic: a concurrent run reads a whole file or none
+    except OSError:
+        pass  # a read-only home: probe every time
+    return out
+
+
+def _machine_key() -> str:
+    import json
+    import os
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    parts = {"platform": platform.platform(), "machine": platform.machine(),
+             "cpus": os.cpu_count(), "python": sys.executable, "version": sys.version,
+             "packages": {name: installed(name) for name in _MACHINE_PACKAGES},
+             "env": {name: os.environ.get(name) for name in _MACHINE_ENV}}
+    return bytes_sha256(json.dumps(parts, sort_keys=True).encode())[:24]
+
+
+def _probe_machine() -> dict:
     import os
     import platform
 
