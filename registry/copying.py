@@ -11,6 +11,7 @@ removed again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -163,15 +164,16 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
                     name, tags=model_tags, description=src_model.description or None
                 )
                 created_model = name
-            new = target.create_model_version(
-                name,
-                source=f"models:/{created_logged}",
-                run_id=created_run,
-                model_id=created_logged,
-                tags={**tags, **source_tags},
-                description=(mv.description + "\n\n" if mv.description else "")
-                + f"Copied from {link}",
-            )
+            with _tracking_uri_of(target):
+                new = target.create_model_version(
+                    name,
+                    source=f"models:/{created_logged}",
+                    run_id=created_run,
+                    model_id=created_logged,
+                    tags={**tags, **source_tags},
+                    description=(mv.description + "\n\n" if mv.description else "")
+                    + f"Copied from {link}",
+                )
             created_version = str(new.version)
         except MlflowException as exc:
             _undo(target, created_run, created_model, name, created_version, created_logged)
@@ -180,6 +182,25 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
                  created_version)
     _note_copy(source, target, name, version, created_version)
     return CopyResult("copied", name, created_version, created_run, link)
+
+
+@contextlib.contextmanager
+def _tracking_uri_of(client):
+    """The process-wide tracking URI set to ``client``'s while it registers a version.
+
+    MLflow's SQL model registry looks a ``models:/<id>`` source up in the process-wide tracking
+    store, not the client's (a TODO in ``SqlAlchemyStore.create_model_version``): copying from
+    one database to another would look for the new logged model in the source database. A
+    server target resolves it on the server, so this changes nothing there.
+    """
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def _note_copy(source, target, name: str, version: str, copied: str) -> None:

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from registry.cli import main
-from tests.integration.registry.conftest import register, unique, write_policy
+from tests.integration.registry.conftest import log_candidate, register, unique, write_policy
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +94,36 @@ def test_copy_unknown_version_is_one_line(dev_server, prod_server, monkeypatch, 
     assert main(["copy", "nobody/1", "--to-registry", prod_server]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: unknown model 'nobody'"]
+
+
+def test_copy_between_two_databases_without_a_server(tmp_path, monkeypatch, capsys):
+    """Store to store (two SQLite files, no server): the copy registers and scores like the source."""
+    monkeypatch.chdir(tmp_path)  # the stores' default artifact root is ./mlruns
+    dev, prod = f"sqlite:///{tmp_path / 'dev.db'}", f"sqlite:///{tmp_path / 'prod.db'}"
+    name = unique("db-copy")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dev)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(dev)
+    logged = log_candidate(dev, n_features=4)
+    version = register(dev, name, logged)
+    code = main(["copy", f"{name}/{version}", "--to-registry", prod])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"copied {name}/{version} to {prod} as {name}/1" in out.out
+    assert mlflow.get_tracking_uri() == dev  # the process-wide URI is given back
+
+    copied = mlflow.MlflowClient(prod, prod).get_model_version(name, "1")
+    assert copied.tags["mlops.source.run_id"] == logged["run_id"]
+    rows = mlflow.artifacts.download_artifacts(
+        copied.tags["mlops.test_data"], tracking_uri=prod, dst_path=str(tmp_path / "t"))
+    import pandas as pd
+
+    test = pd.read_parquet(rows)[logged["columns"]]
+    mlflow.set_tracking_uri(dev)
+    expected = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(test)
+    mlflow.set_tracking_uri(prod)
+    try:
+        got = mlflow.pyfunc.load_model(f"models:/{name}/1").predict(test)
+    finally:
+        mlflow.set_tracking_uri(dev)
+    assert list(got) == list(expected)
