@@ -7,11 +7,19 @@ The answers are those of ``mlflow models predict`` on the same file: each batch 
 pandas reads the file (text columns of the signature kept as text, so a batch whose values of
 such a column are all missing reads the same as the whole file) and predicted by the model's
 pyfunc, which ignores extra columns (ids, the target) and converts values by its own rules.
+
+Memory is bounded by the batch size, not the file: the input is read batch by batch (Parquet
+without pyarrow's pre-buffering, which would keep every row group read so far), and each
+scored batch is appended to the output. The output is written under a temporary name next to
+it and moved into place only when every row is scored, so a refused batch leaves nothing (and
+an earlier output stays as it was).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,8 +88,14 @@ def read_batches(
     if _kind(path) == "parquet":
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-            yield batch.to_pandas()
+        start = 0
+        # pre_buffer=False: pyarrow's read cache would otherwise hold every row group read
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_size):
+            frame = batch.to_pandas()
+            # rows numbered across the file, as pandas numbers a CSV's chunks (error messages)
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            start += len(frame)
+            yield frame
     else:
         try:
             yield from pd.read_csv(path, chunksize=batch_size, dtype=csv_dtypes(columns))
@@ -114,6 +128,9 @@ def score_file(
 ) -> int:
     """Score ``input_path`` into ``output_path`` (CSV or Parquet by suffix); return the row count.
 
+    The output appears only when every batch is scored: it is written to a temporary file in
+    the same folder and renamed over ``output_path`` at the end.
+
     Args:
         scorer: a :class:`serving.model.Scorer` (its ``predict_frame`` is called per batch).
         input_path: CSV or Parquet input.
@@ -122,6 +139,22 @@ def score_file(
         progress: optional callable ``progress(rows_done)`` called after each batch.
     """
     out_kind = _kind(output_path)
+    output_path = Path(output_path)
+    # created by the writers themselves, so the output gets the usual file permissions
+    partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        rows = _write_scored(scorer, input_path, partial, out_kind, batch_size, progress)
+        if partial.exists():  # no batch at all (a header-only CSV) writes nothing, as before
+            os.replace(partial, output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    _logger.info("batch scored", extra={"rows": rows, "output": str(output_path)})
+    return rows
+
+
+def _write_scored(scorer, input_path: Path, out: Path, out_kind: str, batch_size: int,
+                  progress) -> int:  # fmt: skip
+    """Score batch by batch, appending each to ``out``; return the row count."""
     rows = 0
     writer = None
     try:
@@ -130,14 +163,14 @@ def score_file(
             predictions = scorer.predict_frame(batch)
             result = pd.concat([batch, predictions_frame(predictions, batch.index)], axis=1)
             if out_kind == "csv":
-                result.to_csv(output_path, mode="w" if i == 0 else "a", header=i == 0, index=False)
+                result.to_csv(out, mode="w" if i == 0 else "a", header=i == 0, index=False)
             else:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
                 table = pa.Table.from_pandas(result, preserve_index=False)
                 if writer is None:
-                    writer = pq.ParquetWriter(output_path, table.schema)
+                    writer = pq.ParquetWriter(out, table.schema)
                 writer.write_table(table)
             rows += len(batch)
             if progress is not None:
@@ -145,5 +178,4 @@ def score_file(
     finally:
         if writer is not None:
             writer.close()
-    _logger.info("batch scored", extra={"rows": rows, "output": str(output_path)})
     return rows

@@ -1,10 +1,13 @@
-"""Batch scoring counts the rows its reader reads, not the file's newlines."""
+"""Batch scoring: rows counted as its reader reads them, numbered across the file; a refused
+batch leaves no output."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from serving.batch import count_rows, read_batches
+from serving.batch import count_rows, read_batches, score_file
+from serving.protocol import Column, RequestError, check_frame
 
 
 def test_count_rows_with_quoted_line_breaks(tmp_path):
@@ -28,3 +31,41 @@ def test_count_rows_of_an_empty_and_a_header_only_csv(tmp_path):
     header.write_text("a,b\n")
     assert count_rows(empty) == 0
     assert count_rows(header) == 0
+
+
+class _CheckingScorer:
+    """Checks each batch as the scorer does when pyfunc refuses it (column, row, value)."""
+
+    input_columns = [Column("x", "double")]
+
+    def predict_frame(self, frame):
+        check_frame(frame, self.input_columns, allow_extra=True)
+        return frame["x"].astype(float) * 2
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_refused_batch_names_the_files_row_and_writes_nothing(tmp_path, suffix):
+    frame = pd.DataFrame({"id": range(30), "x": [None] * 30})  # missing values are taken
+    frame.loc[25, "x"] = "unknown"  # in the third batch of 10
+    src = tmp_path / f"in{suffix}"
+    frame.to_csv(src, index=False) if suffix == ".csv" else frame.to_parquet(src, index=False)
+    out = tmp_path / "scored" / "out.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier output")
+    with pytest.raises(RequestError, match=r"got str 'unknown' \(row 25\)"):
+        score_file(_CheckingScorer(), src, out, batch_size=10)
+    assert out.read_bytes() == b"an earlier output"  # the two scored batches never appear
+    assert [p.name for p in out.parent.iterdir()] == ["out.parquet"]  # no partial file left
+
+
+def test_parquet_batches_are_numbered_across_the_file_and_scored_in_order(tmp_path):
+    frame = pd.DataFrame({"id": range(25), "x": [float(i) for i in range(25)]})
+    src = tmp_path / "in.parquet"
+    frame.to_parquet(src, index=False)
+    batches = list(read_batches(src, batch_size=10))
+    assert [b.index[0] for b in batches] == [0, 10, 20]
+    out = tmp_path / "out.parquet"
+    assert score_file(_CheckingScorer(), src, out, batch_size=10) == 25
+    result = pd.read_parquet(out)
+    assert result["id"].tolist() == list(range(25))
+    assert result["prediction"].tolist() == [2.0 * i for i in range(25)]
