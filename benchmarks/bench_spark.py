@@ -3,11 +3,14 @@
 A scikit-learn pipeline (scaler + logistic regression on sklearn's breast-cancer data, 30
 numeric columns) is registered in a temporary store; Parquet files of 1M and 5M rows (the data
 with noise, plus an id) are scored by ``python -m serving predict`` with ``--engine local`` and
-with ``--engine spark --master local[2]``, each in its own process. Peak memory is the largest
-sum of resident memory over the command's whole process tree (the JVM and Spark's Python workers
-included), sampled every 0.2 s. Spark reads the file in splits: no process holds the whole file.
+with ``--engine spark --master local[2]``, each in its own process, one after the other on the
+same file. Peak memory is the largest sum of resident memory over the command's whole process
+tree, sampled every 0.2 s from ``/proc``; for Spark it is also split into the driver's Python
+process, the JVM (driver and, in local mode, the executor) and Spark's Python workers (each part's
+own peak). The local engine reads the file batch by batch; Spark in splits: no process should
+hold the whole file, so peak memory should not grow with the rows.
 
-    .venv/bin/python benchmarks/bench_spark.py [--rows 1000000 5000000]
+    nice -n 10 .venv/bin/python benchmarks/bench_spark.py [--rows 1000000 5000000] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -62,8 +65,22 @@ def write_input(path: Path, rows: int, chunk: int = 250_000) -> None:
     writer.close()
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and every descendant (from /proc)."""
+def _part(pid: int) -> str:
+    """Which part of a job a process is: ``jvm``, ``workers`` (Spark's Python) or ``driver``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "driver"
+    if argv and os.path.basename(argv[0]) == b"java":
+        return "jvm"
+    if any(a.startswith(b"pyspark.") for a in argv):  # pyspark.daemon and its forked workers
+        return "workers"
+    return "driver"
+
+
+def tree_rss(pid: int) -> dict[str, int]:
+    """Resident bytes of ``pid`` and every descendant (from /proc), by part (see :func:`_part`)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -77,33 +94,45 @@ def tree_rss(pid: int) -> int:
         ppid, pages = int(fields[1]), int(fields[21])
         children.setdefault(ppid, []).append(int(entry))
         rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [pid]
+    parts = {"driver": 0, "jvm": 0, "workers": 0}
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        if p in rss:
+            parts["driver" if p == pid else _part(p)] += rss[p]
         todo += children.get(p, [])
-    return total
+    return parts
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """Wall seconds, peak tree memory (bytes) and the last output line of ``cmd``."""
+def run(cmd: list[str], env: dict, logs: Path) -> tuple[float, dict[str, int], str]:
+    """Wall seconds, peak memory (bytes: ``total`` and each part's own) and the last output line.
+
+    Output goes to files: a pipe nobody reads while the job runs would stop it once full.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.2)
-    out, err = proc.communicate()
+    with open(logs / "out.txt", "w") as out, open(logs / "err.txt", "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        peak = {"total": 0, "driver": 0, "jvm": 0, "workers": 0}
+        while proc.poll() is None:
+            parts = tree_rss(proc.pid)
+            peak["total"] = max(peak["total"], sum(parts.values()))
+            for name, value in parts.items():
+                peak[name] = max(peak[name], value)
+            time.sleep(0.2)
     took = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return took, peak, out.strip().splitlines()[-1]
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{(logs / 'err.txt').read_text()[-3000:]}")
+    return took, peak, (logs / "out.txt").read_text().strip().splitlines()[-1]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each engine per size")
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args(argv)
 
@@ -119,27 +148,35 @@ def main(argv: list[str] | None = None) -> int:
             write_input(src, rows)
             size = src.stat().st_size
             base = [sys.executable, "-m", "serving", "predict", model, "--input", str(src)]
-            local = run([*base, "--output", str(tmp / f"local-{rows}.parquet")], env)
-            spark = run([*base, "--output", str(tmp / f"spark-{rows}"), "--engine", "spark",
-                         "--master", args.master, "--conf", "spark.ui.enabled=false"],
-                        env)  # fmt: skip
-            for engine, (took, peak, line) in (("local", local), (f"spark {args.master}", spark)):
-                assert f"scored {rows} rows" in line, line
-                results.append((rows, size, engine, took, peak))
-                print(f"{rows:,} rows, {engine}: {took:.1f} s, peak {peak / 2**20:.0f} MB",
-                      flush=True)  # fmt: skip
-            (tmp / f"local-{rows}.parquet").unlink()
+            local_cmd = [*base, "--output", str(tmp / "local-out.parquet")]
+            spark_cmd = [*base, "--output", str(tmp / "spark-out"), "--engine", "spark",
+                         "--master", args.master, "--conf", "spark.ui.enabled=false"]  # fmt: skip
+            spark_engine = f"spark {args.master}"
+            for attempt in range(args.repeat):
+                outcomes = {
+                    "local": run(local_cmd, env, tmp),
+                    spark_engine: run(spark_cmd, env, tmp),
+                }
+                for engine, (took, peak, line) in outcomes.items():
+                    assert f"scored {rows} rows" in line, line
+                    results.append((rows, size, engine, took, peak))
+                    print(f"{rows:,} rows, {engine} (run {attempt + 1}): {took:.1f} s, "
+                          f"peak {_mb(peak['total'])} MB, load {os.getloadavg()[0]:.1f}",
+                          flush=True)  # fmt: skip
             src.unlink()
 
-    print(f"\nserving predict on a Parquet file, {os.cpu_count()} cores")
+    print(f"\nserving predict on a Parquet file, {os.cpu_count()} cores, "
+          f"load average now {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'rows':>10}{'file MB':>9}  {'engine':<16}{'seconds':>9}{'rows/s':>10}"
-          f"{'peak MB':>9}{'vs local':>10}")  # fmt: skip
-    by_rows: dict[int, float] = {}
+          f"{'vs local':>10}{'peak MB':>9}{'driver':>8}{'JVM':>6}{'workers':>9}")  # fmt: skip
+    local_rate: dict[int, float] = {}
     for rows, size, engine, took, peak in results:
         rate = rows / took
-        by_rows.setdefault(rows, rate)
+        if engine == "local":
+            local_rate[rows] = rate  # the local run just before, on the same file
         print(f"{rows:>10,}{size / 2**20:>9.0f}  {engine:<16}{took:>9.1f}{rate:>10,.0f}"
-              f"{peak / 2**20:>9.0f}{rate / by_rows[rows]:>9.2f}x")  # fmt: skip
+              f"{rate / local_rate[rows]:>9.2f}x{_mb(peak['total']):>9}{_mb(peak['driver']):>8}"
+              f"{_mb(peak['jvm']):>6}{_mb(peak['workers']):>9}")  # fmt: skip
     return 0
 
 
