@@ -88,6 +88,7 @@ class ScoringApp:
         timeout: seconds a scoring request may take before a 504.
         max_body_bytes: larger request bodies get a 413.
         capture: a :class:`serving.capture.CaptureWriter` for answered requests, or None.
+        shadow: a :mod:`serving.shadow` hook offered every answered request, or None.
         body_timeout: seconds a request body may take to arrive before a 408.
         threads: scoring threads; queue: requests that may wait for one (then 503).
     """
@@ -101,6 +102,7 @@ class ScoringApp:
         body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
         threads: int = DEFAULT_THREADS,
         queue: int = DEFAULT_QUEUE,
+        shadow=None,
     ):
         import mlflow.version
 
@@ -111,6 +113,7 @@ class ScoringApp:
         self._mlflow_version = mlflow.version.VERSION
         self._pool = ScoringPool(threads, queue)
         self.capture = capture
+        self.shadow = shadow
         self._metrics = _metrics.current()  # None: --no-metrics
 
     async def __call__(self, scope, receive, send):
@@ -193,6 +196,10 @@ class ScoringApp:
         await send({"type": "http.response.body", "body": payload})
         if counted is not None:
             counted.answered(status, _header(scope, b"content-type"), clock, nbytes)
+        if self.shadow is not None and status == 200 and body:
+            # after the response is sent: a random draw; a sample is one pipe write
+            self.shadow.offer(served.info.version, body, _header(scope, b"content-type"),
+                              payload, time.perf_counter() - start)
         if self.capture is not None and status == 200 and body:
             # after the response is sent: a queue put, never on the request's latency
             self.capture.record(
@@ -333,6 +340,8 @@ class ScoringApp:
                 self._pool.shutdown()
                 if self.capture is not None:
                     self.capture.close()
+                if self.shadow is not None:  # waits for the challenger's last samples
+                    await asyncio.get_running_loop().run_in_executor(None, self.shadow.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

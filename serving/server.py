@@ -203,22 +203,24 @@ def build_app(cfg: ServeConfig, client):
             max_total_bytes=cfg.capture_max_total_bytes,
             s3_client=s3,
         )
+    shadow = None
+    if cfg.shadow:  # a sample of requests also scored by the challenger, off the request path
+        from serving.shadow import shadow_for
+
+        shadow = shadow_for(client, info, cfg.shadow, sample=cfg.shadow_sample,
+                            tolerance=cfg.shadow_tolerance)
     app = ScoringApp(
         holder,
         timeout=cfg.timeout,
         max_body_bytes=cfg.max_body_bytes,
         capture=capture,
         body_timeout=cfg.body_timeout,
+        shadow=shadow,
     )
     if follower is not None:  # POST /webhooks/mlflow: the registry's alias moves
         from serving.webhooks import WebhookApp, secret_from_env
 
         app = WebhookApp(app, follower.on_event, secret_from_env())
-    if cfg.shadow:  # a sample of requests also scored by the challenger, off the request path
-        from serving.shadow import ShadowApp, shadow_for
-
-        app = ShadowApp(app, shadow_for(client, info, cfg.shadow, sample=cfg.shadow_sample,
-                                        tolerance=cfg.shadow_tolerance))
     return app
 
 

@@ -18,15 +18,19 @@ challenger version (tag ``mlops.shadow.run_id``): ``shadow.requests``, ``shadow.
 ``shadow.agreement``, the flips, and p50/p95 latency of both models. The registry's policy
 gates on them (``shadow.min_agreement``, ``shadow.min_requests``).
 
-The request path pays one random draw per request; a sampled request also copies its body
-and answer (the ASGI messages it already has) and puts them on the queue. A full queue drops
-the sample (counted as ``shadow.dropped``) instead of slowing the champion. The challenger
-still uses the same CPU: ``benchmarks/bench_shadow.py`` measures what that costs.
+The request path pays one random draw per request (in :class:`serving.app.ScoringApp`, once the
+answer is sent); a sampled request also writes its body, as received, and the champion's
+answer, as sent, to a non-blocking pipe in one ``writev`` call (a few microseconds): no
+decoding, no pickling, no thread to wake in the serving process. A full pipe drops the sample
+(counted as ``shadow.dropped``) instead of slowing the champion. The shadow process does all
+the parsing, scoring and comparing; it still uses the same CPU: ``benchmarks/bench_shadow.py``
+measures what that costs.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -34,6 +38,7 @@ import queue
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -127,8 +132,47 @@ class Totals:
         return out
 
 
-class Shadow:
-    """Scores sampled requests with the challenger in a background thread; logs the totals.
+class _Hook:
+    """The request path's side of a shadow: the sampling draw and the hand-off, never blocking.
+
+    :class:`serving.app.ScoringApp` calls :meth:`offer` once an answer has been sent.
+    """
+
+    sample: float
+    champion_version: str
+
+    def sampled(self) -> bool:
+        """Whether this request is shadowed (one random draw)."""
+        return self.sample > 0 and (self.sample >= 1 or random.random() < self.sample)
+
+    def offer(self, version: str | None, body: bytes, content_type: str | None, answer: bytes,
+              champion_seconds: float) -> None:
+        """Shadow a sample of the champion's answers.
+
+        An answer by another version (the alias moved) is not this comparison.
+        """
+        if self.sampled() and version == self.champion_version:
+            self.record(body, content_type, answer, champion_seconds)
+
+    def record(self, body: bytes, content_type: str | None, answer: bytes,
+               champion_seconds: float) -> None:
+        """Hand a sampled request whose answer has been sent to the challenger, or drop it."""
+        if not self._put(body, content_type, answer, champion_seconds):
+            self._dropped()
+            _metrics.shadow_dropped()
+
+    def _put(self, body, content_type, answer, champion_seconds) -> bool:
+        raise NotImplementedError
+
+    def _dropped(self) -> None:
+        raise NotImplementedError
+
+
+class Shadow(_Hook):
+    """Scores samples with the challenger in a background thread; logs the totals.
+
+    In the serving process only in tests (``loader`` of :func:`shadow_for`); the server runs it
+    in a process of its own (:class:`ShadowProcess`, which feeds its queue).
 
     Args:
         score: the challenger's ``score(body, content_type) -> bytes``.
@@ -144,7 +188,7 @@ class Shadow:
     def __init__(self, score: Callable[[bytes, str | None], bytes], client, *, name: str,
                  champion_version: str, challenger_version: str, task: str | None = None,
                  sample: float = DEFAULT_SAMPLE, tolerance: float = DEFAULT_TOLERANCE,
-                 interval: float = DEFAULT_INTERVAL_SECONDS, source=None):
+                 interval: float = DEFAULT_INTERVAL_SECONDS):
         if not 0 <= sample <= 1:
             raise ValueError(f"shadow sample {sample}: use 0 to 1")
         self._score = score
@@ -158,50 +202,44 @@ class Shadow:
         self.interval = interval
         self.totals = Totals()
         self.run_id: str | None = None
-        # where samples come from: this process's queue, or the serving worker's (a process
-        # queue, when the shadow runs in its own process: see ShadowProcess)
-        self._queue = source if source is not None else queue.Queue(QUEUE_SIZE)
+        self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._step = 0
-        self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)
+        self._thread = threading.Thread(target=self.work, name="shadow", daemon=True)
 
     def start(self) -> Shadow:
         """Start the background thread."""
         self._thread.start()
         return self
 
-    # ------------------------------------------------------------------ request path
-    def sampled(self) -> bool:
-        """Whether this request is shadowed (one random draw)."""
-        return self.sample > 0 and (self.sample >= 1 or random.random() < self.sample)
-
-    def record(self, body: bytes, content_type: str | None, answer: bytes,
-               champion_seconds: float) -> None:
-        """Queue a sampled request whose answer has been sent; never blocks."""
+    def _put(self, body, content_type, answer, champion_seconds) -> bool:
         try:
-            self._queue.put_nowait((body, content_type, answer, champion_seconds))
+            self.queue.put_nowait((body, content_type, answer, champion_seconds))
         except queue.Full:
-            with self._lock:
-                self.totals.dropped += 1
-            _prometheus("shadow_dropped")
+            return False
+        return True
+
+    def _dropped(self, count: int = 1) -> None:
+        with self._lock:
+            self.totals.dropped += count
 
     # ------------------------------------------------------------------ background
-    def _work(self) -> None:
+    def work(self) -> None:
+        """Score queued samples until ``None`` or ``("close", dropped)``; log every interval."""
         next_log = time.monotonic() + self.interval
         while True:
             timeout = max(0.0, next_log - time.monotonic())
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self.queue.get(timeout=timeout)
             except queue.Empty:
-                item = None
-            if item is not None and item[0] == "close":  # from the serving worker
-                with self._lock:
-                    self.totals.dropped += int(item[1])
+                item = ()
+            if item is None:
                 return
-            if item is None and (self._closed.is_set() or self._orphaned()):
+            if item and item[0] == "close":  # the serving worker's count of dropped samples
+                self._dropped(int(item[1]))
                 return
-            if item is not None:
+            if item:
                 try:
                     self.compare(*item)
                 except Exception:  # a bug here must not end the shadow (or the server)
@@ -242,7 +280,8 @@ class Shadow:
             t.agreed += agreed
             t.flips.update(flips)
             t.latency(champion_seconds * 1000, seconds * 1000)
-        _prometheus("shadowed", rows, agreed)
+        _metrics.shadowed(rows, agreed)
+
 
     def log(self) -> None:
         """Log the totals on the shadow run (created on the first call)."""
@@ -261,6 +300,7 @@ class Shadow:
             self._step += 1
         except Exception as exc:  # noqa: BLE001 - the champion keeps serving whatever happens
             _logger.warning("shadow metrics not logged: %s", exc)
+
 
     def _create_run(self) -> str:
         client = self._client
@@ -292,14 +332,9 @@ class Shadow:
             _logger.warning("shadow run not linked from the version: %s", exc)
         return run.info.run_id
 
-    def _orphaned(self) -> bool:
-        """In a shadow process: whether the serving worker that started it is gone."""
-        parent = getattr(self, "parent_pid", None)
-        return parent is not None and os.getppid() != parent
 
     def finish(self) -> None:
-        """Log the totals and end the run (after the loop has returned)."""
-        self._closed.set()
+        """Log the totals and end the run (once the queue has been worked off)."""
         self.log()
         if self._client is not None and self.run_id is not None:
             try:
@@ -312,29 +347,10 @@ class Shadow:
         if self._closed.is_set():
             return
         self._closed.set()
-        try:  # wake the thread now rather than at its next log time
-            self._queue.put_nowait(None)
-        except queue.Full:  # busy scoring: it sees the flag after the queue
-            pass
         if self._thread.is_alive():
+            self.queue.put(None, timeout=timeout)
             self._thread.join(timeout)
-        self.log()
-        if self._client is not None and self.run_id is not None:
-            try:
-                self._client.set_terminated(self.run_id, "FINISHED")
-            except Exception as exc:  # noqa: BLE001
-                _logger.warning("shadow run not ended: %s", exc)
-
-
-def _prometheus(event: str, *args) -> None:
-    """Count ``event`` in the server's Prometheus metrics when they are on (never raises)."""
-    recorder = _metrics.current()
-    if recorder is None:
-        return
-    try:
-        getattr(recorder, event)(*args)
-    except Exception as exc:  # noqa: BLE001 - a counter never stops the shadow
-        _logger.debug("shadow metric %s not counted: %s", event, exc)
+        self.finish()
 
 
 def _close(a, b, tolerance: float) -> bool:
@@ -344,17 +360,71 @@ def _close(a, b, tolerance: float) -> bool:
         return a == b
 
 
-class ShadowProcess:
+# One sample on the pipe: kind, then the lengths of the content type, body and answer, and the
+# champion's seconds; then those three byte strings.
+_FRAME = struct.Struct("<BHIId")
+_SAMPLE, _CLOSE = 0, 1
+PIPE_BYTES = 1024 * 1024  # asked of the kernel (Linux); the pipe is the bound of the backlog
+
+
+class SamplePipe:
+    """The writing end of the shadow's pipe: one non-blocking ``writev`` per sample.
+
+    A sample the pipe cannot take is refused (the caller drops it); one it takes only part of
+    (larger than the pipe's free space) is finished before the next one is written.
+    """
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._pending = b""
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        os.set_blocking(fd, False)
+
+    def put(self, body: bytes, content_type: str | None, answer: bytes,
+            champion_seconds: float) -> bool:
+        """Write one sample; False if the pipe is full (or its reader gone)."""
+        if self._pending and not self._flush():
+            return False
+        ctype = (content_type or "").encode("latin-1")
+        parts = [_FRAME.pack(_SAMPLE, len(ctype), len(body), len(answer), champion_seconds),
+                 ctype, body, answer]
+        try:
+            written = os.writev(self.fd, parts)
+        except OSError:  # full (BlockingIOError), or the shadow process is gone
+            return False
+        if written < _FRAME.size + len(ctype) + len(body) + len(answer):
+            self._pending = b"".join(parts)[written:]
+        return True
+
+    def _flush(self) -> bool:
+        try:
+            self._pending = self._pending[os.write(self.fd, self._pending):]
+        except OSError:
+            return False
+        return not self._pending
+
+    def close(self, dropped: int) -> None:
+        """Finish the last sample, tell the reader how many were dropped, close (blocking)."""
+        try:
+            os.set_blocking(self.fd, True)
+            os.write(self.fd, self._pending + _FRAME.pack(_CLOSE, 0, 0, 0, float(dropped)))
+        except OSError as exc:
+            _logger.warning("shadow process not told to finish: %s", exc)
+        os.close(self.fd)
+
+
+class ShadowProcess(_Hook):
     """The serving worker's side of a shadow that runs in a process of its own.
 
     A thread scoring the challenger in the serving process holds the GIL while the event loop
     waits for it (up to the 5 ms switch interval), a cost every concurrent request pays; in
     its own process, at a lower CPU priority, the challenger only competes for the cores. The
-    worker puts each sample on a bounded process queue (a full queue drops the sample); the
-    child scores, compares and logs the run (:class:`Shadow`). It ignores the signals that
-    stop the server (they reach the whole process group): the worker tells it when to finish,
-    and it ends by itself if the worker is gone. Same interface as :class:`Shadow` for
-    :class:`ShadowApp`.
+    worker writes each sample to a non-blocking pipe as bytes, as received and as sent
+    (:class:`SamplePipe`; a full pipe drops it); the child decodes, scores, compares and logs
+    the run (:class:`Shadow`). It ignores the signals that stop the server (they reach the
+    whole process group): the worker tells it when to finish, and it finishes by itself when
+    the worker is gone (the pipe's end of file).
     """
 
     def __init__(self, spec: dict):
@@ -364,43 +434,55 @@ class ShadowProcess:
         self.sample = float(spec["sample"])
         self.champion_version = str(spec["champion_version"])
         self.dropped = 0
-        self._queue = ctx.Queue(QUEUE_SIZE)
+        reader, writer = ctx.Pipe(duplex=False)
+        self._pipe = SamplePipe(os.dup(writer.fileno()))
+        writer.close()
         self._closed = False
-        self._process = ctx.Process(target=_child_main, args=(spec, self._queue, os.getpid()),
+        self._process = ctx.Process(target=_child_main, args=(spec, reader),
                                     name="serving-shadow", daemon=True)
         self._process.start()
+        reader.close()  # the child's end: its end of file is this worker's exit
 
-    def sampled(self) -> bool:
-        """Whether this request is shadowed (one random draw)."""
-        return self.sample > 0 and (self.sample >= 1 or random.random() < self.sample)
+    def _put(self, body, content_type, answer, champion_seconds) -> bool:
+        return self._pipe.put(body, content_type, answer, champion_seconds)
 
-    def record(self, body: bytes, content_type: str | None, answer: bytes,
-               champion_seconds: float) -> None:
-        """Queue a sampled request whose answer has been sent; never blocks."""
-        try:
-            self._queue.put_nowait((body, content_type, answer, champion_seconds))
-        except queue.Full:
-            self.dropped += 1
-            _prometheus("shadow_dropped")
+    def _dropped(self) -> None:
+        self.dropped += 1
 
     def close(self, timeout: float = 30.0) -> None:
         """Let the child score what is queued, log its totals and end its run."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._queue.put(("close", self.dropped), timeout=5)
-        except queue.Full:
-            _logger.warning("shadow queue full at shutdown; its last samples are lost")
+        self._pipe.close(self.dropped)
         self._process.join(timeout)
         if self._process.is_alive():
             _logger.warning("shadow process did not finish in %g s; stopping it", timeout)
             self._process.terminate()
 
 
-def _child_main(spec: dict, source, parent_pid: int) -> None:
+def read_samples(fd: int, into: queue.Queue) -> None:
+    """The shadow process's reader: samples off the pipe onto the scoring queue.
+
+    Waits while the queue is full, so a backlog fills the pipe and the worker drops samples.
+    Ends with ``("close", dropped)`` (the worker finishes) or ``None`` (the worker is gone).
+    """
+    with os.fdopen(fd, "rb") as pipe:
+        while True:
+            header = pipe.read(_FRAME.size)
+            if len(header) < _FRAME.size:
+                into.put(None)
+                return
+            kind, n_type, n_body, n_answer, seconds = _FRAME.unpack(header)
+            if kind == _CLOSE:
+                into.put(("close", int(seconds)))
+                return
+            ctype, body, answer = (pipe.read(n_type), pipe.read(n_body), pipe.read(n_answer))
+            into.put((body, ctype.decode("latin-1") or None, answer, seconds))
+
+
+def _child_main(spec: dict, reader) -> None:
     """The shadow process: load the challenger, score samples until told to finish."""
-    import contextlib
     import signal
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # the worker says when (see ShadowProcess)
@@ -411,6 +493,8 @@ def _child_main(spec: dict, source, parent_pid: int) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
+    if spec.get("metrics") and os.environ.get(_metrics.ENV_DIR):
+        _metrics.enable()  # the shadow counters, in the server's metrics directory
     import mlflow
 
     from serving.model import load_scorer
@@ -421,71 +505,14 @@ def _child_main(spec: dict, source, parent_pid: int) -> None:
                     champion_version=spec["champion_version"],
                     challenger_version=spec["challenger_version"], task=spec["task"],
                     sample=spec["sample"], tolerance=spec["tolerance"],
-                    interval=spec["interval"], source=source)
-    shadow.parent_pid = parent_pid
+                    interval=spec["interval"])
     shadow.log()  # the run exists from the start (its metrics are the totals so far)
-    shadow._work()  # until the worker's ("close", dropped), or the worker is gone
+    fd = os.dup(reader.fileno())
+    reader.close()
+    threading.Thread(target=read_samples, args=(fd, shadow.queue), name="shadow-reader",
+                     daemon=True).start()
+    shadow.work()  # until the worker's close, or the worker is gone
     shadow.finish()
-
-
-class ShadowApp:
-    """ASGI middleware: the app answers; a sampled ``POST /invocations`` is also shadowed.
-
-    A request that is not sampled goes straight to the app (one random draw). A sampled one
-    keeps its body and answer as they pass and hands them to :meth:`Shadow.record` once the
-    answer is sent. At shutdown (ASGI lifespan) the shadow logs its totals and ends its run.
-    """
-
-    def __init__(self, app, shadow: Shadow):
-        self.app = app
-        self.shadow = shadow
-
-    async def __call__(self, scope, receive, send):
-        """Pass through; copy a sampled scoring request and its answer."""
-        kind = scope["type"]
-        if kind == "http":
-            if scope["path"] != "/invocations" or not self.shadow.sampled():
-                return await self.app(scope, receive, send)
-            return await self._shadowed(scope, receive, send)
-        if kind == "lifespan":
-            return await self.app(scope, self._lifespan(receive), send)
-        return await self.app(scope, receive, send)
-
-    async def _shadowed(self, scope, receive, send):
-        start = time.perf_counter()
-        body, answer, status, version = [], [], [0], [b""]
-
-        async def receive_copy():
-            message = await receive()
-            if message["type"] == "http.request":
-                body.append(message.get("body", b""))
-            return message
-
-        async def send_copy(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                version[0] = next((v for k, v in message.get("headers", ())
-                                   if k == b"x-model-version"), b"")
-            elif message["type"] == "http.response.body":
-                answer.append(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, receive_copy, send_copy)
-        # The champion follows its alias: an answer by another version is not this comparison.
-        if status[0] == 200 and body and version[0].decode() == self.shadow.champion_version:
-            content_type = next((v.decode("latin-1") for k, v in scope["headers"]
-                                 if k == b"content-type"), None)
-            self.shadow.record(b"".join(body), content_type, b"".join(answer),
-                               time.perf_counter() - start)
-
-    def _lifespan(self, receive):
-        async def receive_and_close():
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await asyncio.get_running_loop().run_in_executor(None, self.shadow.close)
-            return message
-
-        return receive_and_close
 
 
 def shadow_for(client, champion, challenger_ref: str, *, sample: float, tolerance: float,
@@ -526,5 +553,5 @@ def shadow_for(client, champion, challenger_ref: str, *, sample: float, toleranc
         "tracking_uri": client.tracking_uri, "registry_uri": client._registry_uri,
         "uri": chal.uri, "name": chal.name, "champion_version": champion.version,
         "challenger_version": chal.version, "task": task, "sample": sample,
-        "tolerance": tolerance, "interval": interval,
+        "tolerance": tolerance, "interval": interval, "metrics": _metrics.current() is not None,
     })

@@ -47,3 +47,38 @@ def test_a_full_queue_drops_instead_of_waiting():
     for _ in range(1001):
         s.record(b"{}", None, answer([1]), 0.001)
     assert s.totals.dropped == 1
+
+
+def test_samples_cross_the_pipe_as_sent_large_ones_in_parts_and_a_full_pipe_drops():
+    """The worker's bytes reach the shadow process unchanged; nothing blocks the worker."""
+    import os
+    import queue
+    import threading
+
+    from serving.shadow import SamplePipe, read_samples
+
+    read_fd, write_fd = os.pipe()
+    pipe = SamplePipe(write_fd)
+    big = b"x" * (3 * 1024 * 1024)  # larger than the pipe: written in parts
+    assert pipe.put(b'{"a": 1}', "application/json", b"[1]", 0.25)
+    assert pipe.put(big, None, b"[2]", 0.5)
+    assert not pipe.put(b"{}", "text/csv", b"[3]", 0.1)  # full: refused, never waited for
+    got: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=read_samples, args=(read_fd, got))
+    reader.start()
+    pipe.close(dropped=7)  # finishes the big one, then the close
+    reader.join(10)
+    assert got.get_nowait() == (b'{"a": 1}', "application/json", b"[1]", 0.25)
+    body, ctype, answer, seconds = got.get_nowait()
+    assert (len(body), body == big, ctype, answer, seconds) == (len(big), True, None, b"[2]", 0.5)
+    assert got.get_nowait() == ("close", 7)
+
+
+def test_the_hook_shadows_a_sample_of_the_champions_answers_only():
+    s = shadow_of([1])
+    s.sample = 1.0
+    s.offer("1", b"{}", None, answer([1]), 0.001)
+    s.offer("3", b"{}", None, answer([1]), 0.001)  # the alias moved: another comparison
+    s.sample = 0.0
+    s.offer("1", b"{}", None, answer([1]), 0.001)
+    assert s.queue.qsize() == 1
