@@ -289,6 +289,10 @@ def create_app():
     from mlflow.server import app
     from mlflow.server.auth import create_app as create_auth_app
 
+    from tracking.store import install
+
+    install()  # the runs search of tracking.store, as without --auth
+
     # Flask runs after_request hooks in reverse order of registration: registered before the
     # auth app's, this one runs after it (when the creator's MANAGE grant exists).
     app.after_request(_creator_gets_edit)

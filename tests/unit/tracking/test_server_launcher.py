@@ -52,6 +52,9 @@ def test_child_gets_the_venv_bin_first_and_no_job_runner():
     env = srv.server_env(srv.ServerConfig(server=ServerSettings()), base={"PATH": "/usr/bin"})
     assert env["PATH"].split(":")[0] == str(__import__("pathlib").Path(sys.executable).parent)
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # the runs search of tracking.store, through its mlflow.app factory
+    cmd = srv.build_command(srv.ServerConfig(server=ServerSettings()))
+    assert cmd[-2:] == ["--app-name", "mlops"]
 
 
 def test_auth_database_sits_next_to_a_sqlite_store():
@@ -62,6 +65,9 @@ def test_auth_database_sits_next_to_a_sqlite_store():
 def test_ensure_indexes_is_idempotent_and_pins_sqlite_estimates(isolated_tracking):
     assert srv.ensure_indexes(isolated_tracking) == list(srv.EXTRA_INDEXES)
     assert srv.ensure_indexes(isolated_tracking) == []
+    search = [*srv.SEARCH_INDEXES["sqlite"], *srv.EXPRESSION_INDEXES]
+    assert srv.ensure_search_indexes(isolated_tracking) == search
+    assert srv.ensure_search_indexes(isolated_tracking) == []
     engine = sqlalchemy.create_engine(isolated_tracking)
     with engine.connect() as conn:
         stats = dict(
