@@ -5,8 +5,10 @@ predictions: a ``prediction`` column, or one column per output when the model re
 
 The answers are those of ``mlflow models predict`` on the same file: each batch is read as
 pandas reads the file (text columns of the signature kept as text, so a batch whose values of
-such a column are all missing reads the same as the whole file) and predicted by the model's
-pyfunc, which ignores extra columns (ids, the target) and converts values by its own rules.
+such a column are all missing reads the same as the whole file; a CSV column whose batches
+pandas types differently gets one type for the whole file, found by a first pass) and predicted
+by the model's pyfunc, which ignores extra columns (ids, the target) and converts values by its
+own rules.
 
 Memory is bounded by the batch size, not the file: the input is read batch by batch (Parquet
 without pyarrow's pre-buffering, which would keep every row group read so far), and each
@@ -21,6 +23,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +101,55 @@ def read_batches(
             yield frame
     else:
         try:
-            yield from pd.read_csv(path, chunksize=batch_size, dtype=csv_dtypes(columns))
+            yield from read_csv_batches(lambda: path, batch_size, columns)
         except pd.errors.EmptyDataError:
             raise BatchError(f"{path}: empty CSV file (no header)") from None
         except pd.errors.ParserError as exc:
             raise BatchError(f"{path}: {' '.join(str(exc).split())}") from None
+
+
+def read_csv_batches(open_source, batch_size: int, columns=None) -> Iterator[pd.DataFrame]:
+    """A CSV's rows in batches, typed as one file (see :func:`_csv_common_dtypes`).
+
+    Args:
+        open_source: returns the CSV afresh (a path, or a new binary stream); called twice.
+        batch_size: rows per batch.
+        columns: the model's signature columns, if any (see :func:`csv_dtypes`).
+
+    Raises:
+        pandas.errors.EmptyDataError, pandas.errors.ParserError: as pandas reads the file.
+    """
+    dtype = csv_dtypes(columns)
+    common = _csv_common_dtypes(open_source, batch_size, dtype)
+    with _opened(open_source()) as source:
+        for chunk in pd.read_csv(source, chunksize=batch_size, dtype=dtype):
+            differ = {n: t for n, t in common.items() if chunk[n].dtype != t}
+            yield chunk.astype(differ) if differ else chunk
+
+
+def _opened(source):
+    """``source`` as a context manager (a stream is closed after use; a path needs nothing)."""
+    return source if hasattr(source, "__exit__") else nullcontext(source)
+
+
+def _csv_common_dtypes(open_source, batch_size: int, dtype) -> dict:
+    """Each column's type over the whole CSV, for the columns whose batches disagree.
+
+    pandas types each batch from its own values (whole numbers, then a missing value in a
+    later batch: int64, then float64); one pass over the file finds the columns whose batches
+    disagree and gives them the type pandas gives when it concatenates them (its own rule for a
+    file it reads in chunks), so every batch has the same columns and types.
+    """
+    seen: dict = {}
+    with _opened(open_source()) as source:
+        for chunk in pd.read_csv(source, chunksize=batch_size, dtype=dtype):
+            for name, kind in chunk.dtypes.items():
+                seen.setdefault(name, set()).add(kind)
+    return {
+        name: pd.concat([pd.Series([], dtype=t) for t in kinds]).dtype
+        for name, kinds in seen.items()
+        if len(kinds) > 1
+    }
 
 
 def predictions_frame(predictions, index) -> pd.DataFrame:

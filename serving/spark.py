@@ -284,30 +284,44 @@ def _as_pandas_reads(frame, keep_text: set[str]):
 
 
 def _read_s3_with_arrow(spark, files: list[str], kind: str, columns=None):
-    """Read S3 files without the S3A connector: one task per file, pyarrow on the executors."""
+    """Read S3 files without the S3A connector: one task per file, pyarrow on the executors.
+
+    Each file is read batch by batch (the local engine's readers), so no process holds a whole
+    file; the schema is the first file's (its Parquet footer, or its first CSV batch typed as
+    the whole file), and the other files are cast to it.
+    """
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    def open_table(name: str):
+    batch_size = batch_mod.DEFAULT_BATCH_SIZE
+
+    def open_batches(name: str):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         s3 = _s3_fs()
         if kind == "parquet":
-            return pq.read_table(name, filesystem=s3)
-        with s3.open_input_stream(name) as stream:  # pandas' reader, as the local engine's
-            frame = pd.read_csv(stream, dtype=batch_mod.csv_dtypes(columns))
-            return pa.Table.from_pandas(frame, preserve_index=False)
+            reader = pq.ParquetFile(s3.open_input_file(name), pre_buffer=False)
+            yield from reader.iter_batches(batch_size=batch_size)
+            return
+        # pandas' reader, as the local engine reads a CSV
+        opener = lambda: s3.open_input_stream(name)  # noqa: E731
+        for frame in batch_mod.read_csv_batches(opener, batch_size, columns):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            yield from table.to_batches() or [pa.RecordBatch.from_pylist([], table.schema)]
 
-    # The first file's schema; the other files are cast to it.
-    schema = open_table(files[0]).schema
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(_s3_fs().open_input_file(files[0]))
+    else:
+        schema = next(open_batches(files[0])).schema
     spark_schema = from_arrow_schema(schema)
 
     def read_files(batches):
         for batch in batches:
             for name in batch.column("file").to_pylist():
-                table = open_table(name)
-                table = table.cast(schema) if table.schema != schema else table
-                yield from table.to_batches()
+                for part in open_batches(name):
+                    yield part.cast(schema) if part.schema != schema else part
 
     # one partition per file, in order: partition i holds file i
     listing = spark.sparkContext.parallelize([(f,) for f in files], len(files))

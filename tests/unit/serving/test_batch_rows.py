@@ -69,3 +69,18 @@ def test_parquet_batches_are_numbered_across_the_file_and_scored_in_order(tmp_pa
     result = pd.read_parquet(out)
     assert result["id"].tolist() == list(range(25))
     assert result["prediction"].tolist() == [2.0 * i for i in range(25)]
+
+
+def test_a_csv_column_typed_differently_by_its_batches_gets_one_type(tmp_path):
+    # whole numbers in the first batch, a missing value in the second: int64, then float64
+    frame = pd.DataFrame({"id": range(25), "x": [float(i) for i in range(25)]})
+    frame.loc[15, "x"] = None
+    src = tmp_path / "in.csv"
+    frame.to_csv(src, index=False, float_format="%g")
+    assert [b["x"].dtype.kind for b in pd.read_csv(src, chunksize=10)] == ["i", "f", "i"]
+    assert {b["x"].dtype.kind for b in read_batches(src, batch_size=10)} == {"f"}
+    out = tmp_path / "out.parquet"
+    assert score_file(_CheckingScorer(), src, out, batch_size=10) == 25
+    result = pd.read_parquet(out)
+    pd.testing.assert_series_equal(result["x"], pd.read_csv(src)["x"])  # as the whole file
+    assert result["prediction"].isna().tolist() == [i == 15 for i in range(25)]
