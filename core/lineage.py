@@ -98,24 +98,14 @@ def machine() -> dict:
     everything that decides it (platform, CPUs, interpreter, package versions, thread
     variables), so it is probed again whenever any of those changes.
     """
-    import json
-    import os
+    from core import usercache
 
-    key = _machine_key()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = cache / "mlops-registry" / f"machine-{key}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
+    name = f"machine-{_machine_key()}.json"
+    cached = usercache.read_json(name)
+    if isinstance(cached, dict):
+        return cached
     out = _probe_machine()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(out))
-        tmp.replace(path)  # atomic: a concurrent run reads a whole file or none
-    except OSError:
-        pass  # a read-only home: probe every time
+    usercache.write_json(name, out)  # a read-only home: probed every time
     return out
 
 

@@ -290,8 +290,9 @@ def run_with_status(**start_run_kwargs) -> Iterator:
     import mlflow
 
     if start_run_kwargs.get("run_id"):
+        tags = start_run_kwargs.pop("tags", None) or {}
         run = mlflow.start_run(**start_run_kwargs)
-        mlflow.set_tags(_resume_tags(run))
+        mlflow.set_tags({**tags, **_resume_tags(run)})  # one write with the caller's tags
     else:
         me = process_mark()
         tags = {**(start_run_kwargs.pop("tags", None) or {}), HEARTBEAT_TAG: _now_iso(),

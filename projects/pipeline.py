@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -145,10 +146,67 @@ def _closure(roots: set[str], root: Path) -> dict[str, Path]:
     return found
 
 
+class _ImportSets:
+    """The import sets of parsed files, kept in the user's cache folder between runs.
+
+    Parsing every module of a step's closure with :mod:`ast` is most of the cost of computing
+    the keys (~0.2 s of a re-run that reuses every step). An entry is keyed by the module, the
+    file's SHA-256 and the digest of this file (which holds the parser): an edited module, or
+    an edited parser, is parsed again. Only which files a step covers comes from here; the
+    key still hashes every covered file's current bytes.
+    """
+
+    FILE = f"imports-py{sys.version_info[0]}{sys.version_info[1]}.json"
+    #: Entries kept (the oldest go first): a few checkouts' worth of edits.
+    LIMIT = 4000
+
+    def __init__(self):
+        self._sets: dict[str, list] | None = None
+        self._parser = ""
+        self._changed = False
+
+    def _load(self) -> dict[str, list]:
+        if self._sets is None:
+            from core import usercache
+
+            self._parser = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+            stored = usercache.read_json(self.FILE)
+            ok = (isinstance(stored, dict) and stored.get("parser") == self._parser
+                  and isinstance(stored.get("sets"), dict))
+            self._sets = stored["sets"] if ok else {}
+        return self._sets
+
+    def get(self, key: str, compute):
+        """The stored value under ``key``, else ``compute()`` (stored on :meth:`save`)."""
+        sets = self._load()
+        value = sets.get(key)
+        if value is None:
+            value = sets[key] = compute()
+            self._changed = True
+        return value
+
+    def save(self) -> None:
+        """Write the new entries (atomically; a read-only home keeps them in memory only)."""
+        if not self._changed:
+            return
+        from core import usercache
+
+        sets = self._load()
+        for old in list(sets)[: max(0, len(sets) - self.LIMIT)]:
+            del sets[old]
+        usercache.write_json(self.FILE, {"parser": self._parser, "sets": sets})
+        self._changed = False
+
+
+_IMPORT_SETS = _ImportSets()
+
+
 @functools.lru_cache(maxsize=256)
 def _file_imports(module: str, is_package: bool, source: bytes) -> frozenset[str]:
     # keyed on the source itself: an edited file is parsed again
-    return frozenset(_imported_names(ast.parse(source), module, is_package))
+    key = f"{module}|{int(is_package)}|{hashlib.sha256(source).hexdigest()}"
+    return frozenset(_IMPORT_SETS.get(key, lambda: sorted(
+        _imported_names(ast.parse(source), module, is_package))))
 
 
 def step_code_files(step: str, root: Path | None = None) -> dict[str, Path]:
@@ -162,6 +220,7 @@ def step_code_files(step: str, root: Path | None = None) -> dict[str, Path]:
     pipeline = root / "projects" / "pipeline.py"
     files = _closure({f"projects.{step}", *_pipeline_imports(step, pipeline.read_bytes())}, root)
     files["projects.pipeline"] = pipeline
+    _IMPORT_SETS.save()
     return dict(sorted(files.items()))
 
 
@@ -175,6 +234,13 @@ def _pipeline_imports(step: str, source: bytes) -> frozenset[str]:
 @functools.lru_cache(maxsize=8)
 def _pipeline_import_map(source: bytes) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
     # parsed once per source, not once per step: a re-run computes six keys
+    stored = _IMPORT_SETS.get(f"projects.pipeline#steps|{hashlib.sha256(source).hexdigest()}",
+                              lambda: _parse_pipeline_imports(source))
+    return (frozenset(stored["shared"]),
+            {step: frozenset(names) for step, names in stored["steps"].items()})
+
+
+def _parse_pipeline_imports(source: bytes) -> dict:
     tree = ast.parse(source)
     shared = _imported_names(tree, "projects.pipeline", False, skip_definitions=True)
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
@@ -188,7 +254,7 @@ def _pipeline_import_map(source: bytes) -> tuple[frozenset[str], dict[str, froze
                 _imported_names(node, "projects.pipeline", False))
         else:
             shared |= _imported_names(node, "projects.pipeline", False)
-    return frozenset(shared), {k: frozenset(v) for k, v in by_step.items()}
+    return {"shared": sorted(shared), "steps": {k: sorted(v) for k, v in by_step.items()}}
 
 
 def code_hash(step: str, root: Path | None = None) -> str:
@@ -913,19 +979,22 @@ class Workflow:
                                            MODEL_TRAINING_KIND)
         mlflow.set_experiment(experiment_id=self.experiment_id)  # the nested runs go there too
         reap_dead_runs(self.client, self.experiment_id, exclude=[active] if active else ())
+        from projects.record import build_record, log_record, record_tags
+
         start = time.perf_counter()
+        # what reproducing this run needs, recorded as it starts (a failed run says it too)
+        record, dumped, diff = build_record(self.settings, self.project_dir)
         try:
             with run_with_status(
                 run_id=active or None,
                 experiment_id=None if active else self.experiment_id,
                 run_name=None if active else f"workflow-{until}",
+                tags={"mlops.profile": self.settings.profile, "mlops.until": until,
+                      **record_tags(record)},
             ) as parent:
                 self.run_id = parent.info.run_id
                 self._parent_params = dict(parent.data.params)  # `mlflow run` logged its own
-                mlflow.set_tags({"mlops.profile": self.settings.profile, "mlops.until": until})
-                from projects.record import record_run  # what reproducing this run needs
-
-                record_run(self.client, self.run_id, self.settings, self.project_dir)
+                log_record(self.client, self.run_id, record, dumped, diff)
                 for step in STEPS[: STEPS.index(until) + 1]:
                     getattr(self, step)()
                 self._summarise()

@@ -61,37 +61,51 @@ def _git(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
                           env={**os.environ, **(env or {})})
 
 
+_DIFF = ["diff", "--binary", "--no-color", "--no-ext-diff", "HEAD"]
+
+
 def git_state(project_dir: Path) -> GitState:
     """The commit of ``project_dir``'s checkout and its diff (``unknown`` outside git).
 
     The diff is taken through a temporary copy of the index, so the user's staging area is
     never touched: new untracked code files are added there as intent-to-add and show up as
-    new files in ``git diff --binary HEAD``.
+    new files in ``git diff --binary HEAD``. Without such files the plain diff is the same,
+    so it is taken alongside the listing of untracked files (one git process less to wait for
+    on every workflow start).
     """
     try:
-        head = _git(["rev-parse", "HEAD"], project_dir)
-        if head.returncode != 0:
+        # one process for the checkout's root, its index file and the commit
+        where = _git(["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-path",
+                      "index", "HEAD"], project_dir)
+        lines = where.stdout.decode().splitlines()
+        if where.returncode != 0 or len(lines) != 3:
             return GitState(os.environ.get("MLFLOW_GIT_COMMIT", "unknown"), False)
-        root = Path(_git(["rev-parse", "--show-toplevel"], project_dir).stdout.decode().strip())
-        index = _git(["rev-parse", "--path-format=absolute", "--git-path", "index"], root)
-        untracked = [
-            name for name in _git(["ls-files", "--others", "--exclude-standard", "-z"], root)
-            .stdout.decode(errors="surrogateescape").split("\0")
-            if name.endswith(CODE_SUFFIXES) and (root / name).is_file()
-            and (root / name).stat().st_size <= MAX_UNTRACKED_BYTES
-        ]
-        with tempfile.TemporaryDirectory(prefix="mlops-index-") as tmp:
-            env = {}
-            index_file = Path(index.stdout.decode().strip())
-            if untracked and index_file.is_file():
+        root, index_file, commit = Path(lines[0]), Path(lines[1]), lines[2].strip()
+        plain = subprocess.Popen(["git", *_DIFF], cwd=root, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        try:
+            untracked = [
+                name for name in _git(["ls-files", "--others", "--exclude-standard", "-z"],
+                                      root).stdout.decode(errors="surrogateescape").split("\0")
+                if name.endswith(CODE_SUFFIXES) and (root / name).is_file()
+                and (root / name).stat().st_size <= MAX_UNTRACKED_BYTES
+            ]
+            out, err = plain.communicate(timeout=_GIT_TIMEOUT)
+        finally:
+            if plain.poll() is None:
+                plain.kill()
+                plain.wait()
+        diff = subprocess.CompletedProcess(plain.args, plain.returncode, out, err)
+        if untracked and index_file.is_file():
+            with tempfile.TemporaryDirectory(prefix="mlops-index-") as tmp:
                 copy = Path(tmp) / "index"
                 copy.write_bytes(index_file.read_bytes())
                 env = {"GIT_INDEX_FILE": str(copy)}
                 _git(["add", "--intent-to-add", "--", *untracked], root, env)
-            diff = _git(["diff", "--binary", "--no-color", "--no-ext-diff", "HEAD"], root, env)
+                diff = _git(_DIFF, root, env)
         if diff.returncode != 0:
             _logger.warning("git diff failed: %s", diff.stderr.decode()[:300])
-        return GitState(head.stdout.decode().strip(), bool(diff.stdout), diff.stdout, root)
+        return GitState(commit, bool(diff.stdout), diff.stdout, root)
     except (OSError, subprocess.SubprocessError) as exc:
         _logger.warning("git state unknown: %s", exc)
         return GitState("unknown", False)
@@ -203,15 +217,17 @@ def build_record(settings, project_dir: Path) -> tuple[dict, dict, bytes]:
     return record, dumped, state.diff
 
 
-def record_run(client, run_id: str, settings, project_dir: Path) -> dict:
-    """Write the record, the settings and the diff on the workflow run; tag commit and dirty.
+def record_tags(record: dict) -> dict[str, str]:
+    """The workflow run's tags from the record: the commit and whether the tree was dirty."""
+    return {lineage.GIT_COMMIT_TAG: record["commit"],
+            lineage.GIT_DIRTY_TAG: str(record["dirty"]).lower()}
 
-    Returns:
-        The record (as :data:`core.lineage.RECORD_KEYS` describes it).
+
+def log_record(client, run_id: str, record: dict, dumped: dict, diff: bytes) -> None:
+    """Write the record, the settings and the diff (if any) on the workflow run.
+
+    The tags (:func:`record_tags`) are written with the run's start, in the same write.
     """
-    from mlflow.entities import RunTag
-
-    record, dumped, diff = build_record(settings, Path(project_dir))
     client.log_dict(run_id, record, lineage.RECORD_ARTIFACT)
     client.log_dict(run_id, dumped, lineage.SETTINGS_ARTIFACT)
     if diff:
@@ -219,9 +235,4 @@ def record_run(client, run_id: str, settings, project_dir: Path) -> dict:
             path = Path(tmp) / Path(lineage.DIFF_ARTIFACT).name
             path.write_bytes(diff)
             client.log_artifact(run_id, str(path), lineage.ARTIFACT_DIR)
-    client.log_batch(run_id, tags=[
-        RunTag(lineage.GIT_COMMIT_TAG, record["commit"]),
-        RunTag(lineage.GIT_DIRTY_TAG, str(record["dirty"]).lower()),
-    ])
     _logger.debug("lineage recorded: %s", json.dumps({k: record[k] for k in ("commit", "dirty")}))
-    return record

@@ -94,7 +94,7 @@ def test_a_resumed_mlflow_run_records_its_launcher_and_who_resumed_it():
     project = client.create_run(exp, tags={"mlflow.project.backend": "local"}).info.run_id
     plain = client.create_run(exp).info.run_id
     for run_id in (project, plain):
-        with run_with_status(run_id=run_id):
+        with run_with_status(run_id=run_id, tags={"mine": "1"}):
             pass
     launcher = runs.launcher_mark()
     project_tags = client.get_run(project).data.tags
@@ -102,6 +102,8 @@ def test_a_resumed_mlflow_run_records_its_launcher_and_who_resumed_it():
     assert project_tags[RESUMED_BY_TAG] == process_mark().token()
     # created by someone unknown: this process is the one that closes it
     assert client.get_run(plain).data.tags["mlops.pid"] == str(os.getpid())
+    # the caller's tags are written on the resumed run too
+    assert project_tags["mine"] == client.get_run(plain).data.tags["mine"] == "1"
 
 
 def test_heartbeat_refreshes_open_runs_and_stops_with_them(monkeypatch):

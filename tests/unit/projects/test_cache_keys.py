@@ -170,3 +170,36 @@ def test_what_started_a_run_is_not_part_of_any_key():
     assert all(settings_hash(plain, s) == settings_hash(retrain, s) for s in STEPS)
     crowning = load_settings(overrides=["register.auto_champion=true"])
     assert settings_hash(plain, "register") != settings_hash(crowning, "register")
+
+
+def _fresh_process(monkeypatch):
+    """Forget what this process parsed: the next keys come from the cache folder or ast."""
+    monkeypatch.setattr(pipeline, "_IMPORT_SETS", pipeline._ImportSets())
+    pipeline._file_imports.cache_clear()
+    pipeline._pipeline_imports.cache_clear()
+    pipeline._pipeline_import_map.cache_clear()
+
+
+def test_import_sets_kept_between_runs_give_the_same_keys(copy_of_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    stored = tmp_path / "cache" / "mlops-registry" / pipeline._ImportSets.FILE
+    _fresh_process(monkeypatch)
+    parsed = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    assert stored.is_file()
+    _fresh_process(monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.ast, "parse", None)  # a warm cache parses nothing
+        assert {step: code_hash(step, copy_of_repo) for step in STEPS} == parsed
+    # an edit is still seen with a warm cache: the new import is followed
+    _fresh_process(monkeypatch)
+    (copy_of_repo / "projects" / "helper_for_test.py").write_text("VALUE = 1\n")
+    ingest = copy_of_repo / "projects" / "ingest.py"
+    ingest.write_text(ingest.read_text() + "\n\ndef _uses_helper():\n"
+                      "    from . import helper_for_test\n\n    return helper_for_test\n")
+    assert "projects.helper_for_test" in step_code_files("ingest", copy_of_repo)
+    edited = {step: code_hash(step, copy_of_repo) for step in STEPS}
+    assert edited["ingest"] != parsed["ingest"]
+    # a corrupt cache file reads as empty: the keys are parsed again, the same
+    stored.write_text("{not json")
+    _fresh_process(monkeypatch)
+    assert {step: code_hash(step, copy_of_repo) for step in STEPS} == edited
