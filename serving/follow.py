@@ -2,11 +2,14 @@
 
 A daemon thread polls the registry, and looks at once when the registry's webhook announces a
 move of the alias (:mod:`serving.webhooks`; the server's ``POST /webhooks/mlflow``). The
-worker that receives the delivery also touches a signal file that every worker of the same
-server (same port) watches, so they all look within a fraction of a second.
+worker that receives the delivery also writes the announced version to a signal file that
+every worker of the same server (same port) watches (a ``stat`` every 50 ms), so they all
+look within a fraction of a second.
 
 A new version is loaded next to the one serving (requests keep being answered by the old one
-meanwhile) and swapped in with one assignment, so no request fails or is dropped. A version
+meanwhile) and swapped in with one assignment, so no request fails or is dropped. On a
+webhook the announced version starts loading at once, while the registry is asked where the
+alias points (the registry decides: a preload it does not confirm is discarded). A version
 that fails to load is logged and retried later; the old version keeps serving.
 """
 
@@ -18,20 +21,24 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from core.models import ModelNotFound, ResolvedModel, resolve_model
-from core.uris import ModelRef
+from core.uris import ModelRef, version_uri
 from serving.app import ModelHolder, Served
 from serving.model import load_scorer
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_SECONDS = 10.0
+# Loads an announced version while the registry is asked (one at a time per process).
+_PRELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alias-preload")
 # After a version failed to load, wait this long before trying it again.
 RETRY_FAILED_SECONDS = 60.0
-# How often the wake-up signals (webhook, signal file) are looked at between polls.
-WAKE_CHECK_SECONDS = 0.2
+# How often the other workers' signal file is looked at between polls (a webhook received by
+# this worker wakes it at once).
+WAKE_CHECK_SECONDS = 0.05
 
 
 def signal_path(port: int) -> Path:
@@ -71,6 +78,8 @@ class AliasFollower:
         self._wake = threading.Event()
         self._signal = signal
         self._signal_seen = self._signal_stamp()
+        self._hint: str | None = None  # the version the last webhook announced
+        self._preloads: dict[str, Future] = {}
         self._failed: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
 
@@ -82,6 +91,7 @@ class AliasFollower:
     def stop(self) -> None:
         """Stop polling (the model keeps serving)."""
         self._stop.set()
+        self._wake.set()
 
     def on_event(self, event) -> None:
         """A webhook delivery: if it moves the followed alias, look now (every worker)."""
@@ -89,10 +99,11 @@ class AliasFollower:
             return
         _logger.info("webhook: alias moved", extra={"alias": str(self._ref),
                                                     "to_version": event.version})
+        self._hint = event.version
         self._wake.set()
         if self._signal is not None:
             try:
-                self._signal.touch()
+                self._signal.write_text(event.version or "")
                 os.utime(self._signal)  # a new mtime even within the same clock tick
             except OSError as exc:  # another user's file: this worker still looks
                 _logger.warning("cannot signal the other workers: %s", exc)
@@ -112,20 +123,39 @@ class AliasFollower:
         stamp = self._signal_stamp()
         if stamp != self._signal_seen:
             self._signal_seen = stamp
+            try:
+                self._hint = self._signal.read_text().strip() or None
+            except OSError:
+                pass
             return True
         return False
 
     def _run(self) -> None:
         next_poll = time.monotonic() + self._poll
-        while not self._stop.wait(min(WAKE_CHECK_SECONDS, self._poll)):
+        while True:
+            self._wake.wait(min(WAKE_CHECK_SECONDS, self._poll))
+            if self._stop.is_set():
+                return
             woken = self._woken()
             if not woken and time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + self._poll
+            if woken:
+                self._preload(self._hint)
             try:
                 self.check()
             except Exception:  # the registry may be briefly unreachable; keep serving
                 _logger.warning("alias poll failed", exc_info=True, extra={"alias": str(self._ref)})
+            self._preloads.clear()  # a preload the registry did not confirm is not kept
+
+    def _preload(self, version: str | None) -> None:
+        """Start loading the announced ``version`` while the registry is asked (a webhook)."""
+        if not version or version == self._holder.current.info.version:
+            return
+        if version in self._failed or version in self._preloads:
+            return
+        uri = version_uri(self._ref.name, version)
+        self._preloads[version] = _PRELOADER.submit(self._loader, uri)
 
     def check(self) -> bool:
         """Poll once; load and swap in the alias's version if it moved. Return whether it did."""
@@ -152,8 +182,9 @@ class AliasFollower:
             },
         )
         start = time.perf_counter()
+        preload = self._preloads.pop(info.version, None)
         try:
-            scorer = self._loader(info.uri)
+            scorer = preload.result() if preload is not None else self._loader(info.uri)
         except Exception:
             self._failed[info.version] = time.monotonic()
             _logger.exception(

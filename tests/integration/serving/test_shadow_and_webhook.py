@@ -7,8 +7,12 @@ with MLflow's own signer, exactly as its tracking server sends it.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,6 +22,7 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from core import shadow as names
 from core.aliases import move_alias
 from tests.integration.serving.conftest import serving_process, using_store
+from tests.support.processes import ARTIFACTS, child_env, free_port, running, stop, wait_healthy
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 
 pytestmark = pytest.mark.integration
@@ -73,6 +78,43 @@ def register_through_server(store, pipe, X) -> tuple[str, str]:
     return str(info.registered_model_version), info.model_uri
 
 
+ENDPOINT = "hooked-endpoint"
+
+
+def follow_cmd(port: int, metrics_port: int) -> list[str]:
+    """``sagemaker follow`` as a service taking the tracking server's webhooks on ``port``."""
+    return [sys.executable, "-m", "serving", "sagemaker", "follow", "hooked@champion",
+            "--endpoint", ENDPOINT, "--poll-seconds", "600", "--listen", f"127.0.0.1:{port}",
+            "--webhook-url", f"http://127.0.0.1:{port}/webhooks/mlflow",
+            "--metrics-port", str(metrics_port)]
+
+
+def follow_env(uri: str) -> dict[str, str]:
+    """The follower's environment: AWS is nowhere (mocked by absence: every pass reports it
+    unreachable; the rollouts themselves are tested against the SageMaker double in
+    test_sagemaker_follow.py)."""
+    return {"MLFLOW_TRACKING_URI": uri, "MLOPS_WEBHOOK_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+            "AWS_MAX_ATTEMPTS": "1", "MLOPS_SAGEMAKER_EXECUTION_ROLE_ARN":
+            "arn:aws:iam::123456789012:role/sm", "MLOPS_SAGEMAKER_BUCKET": "b",
+            "MLFLOW_SAGEMAKER_DEPLOY_IMG_URL": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"}
+
+
+def wait_for_output(log: Path, pattern: str, timeout: float = 60) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while not (found := re.search(pattern, log.read_text(errors="replace"))):
+        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{log.read_text()}"
+        time.sleep(0.1)
+    return found
+
+
+def deliveries(metrics_port: int) -> dict[str, float]:
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    return {m[0]: float(m[1]) for m in re.findall(
+        r'mlops_sagemaker_follow_webhook_deliveries_total\{result="(\w+)"\} ([\d.]+)', text)}
+
+
 @pytest.mark.slow
 def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
         tmp_path, template_sqlite_db, monkeypatch):
@@ -81,9 +123,13 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
     1. Shadow: the champion and the challenger are the same model registered twice, so the
        shadow runs (one per worker) report agreement 1.0, linked from the challenger.
     2. Webhook: the tracking server delivers the next move of champion to the scoring server,
-       and every worker answers with the new version in about a second (polling: 10 min).
+       and every worker answers with the new version within a second (polling: 10 min).
+    3. ``sagemaker follow --webhook-url`` registers its webhook on the tracking server once
+       (a restart reuses it), and the server's signed delivery of a move reaches it.
     """
     import shutil
+
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
 
     from serving.webhooks import register
     from tests.conftest import _mlflow_server
@@ -93,7 +139,7 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
     # what the tracking server needs to post to a plain-http loopback receiver (see README)
     port, server = _mlflow_server(
         f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "artifacts"),
-        env={"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "https,http",
+        env={"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "https,http",  # names as mlflow reads them
              "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_CACHE_TTL": "1"})
     X, y = cancer_data()
     monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", SECRET)
@@ -108,33 +154,74 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
         v3, _ = register_through_server(store, fit_pipeline(X, y, C=0.01), X)
         move_alias(client, "hooked", v1, "champion", reason="test", by="rita")
         move_alias(client, "hooked", twin, "challenger", reason="test", by="alice")
-        with serving_process(store, "hooked@champion", "--poll-seconds", "600",
-                             "--shadow", "hooked@challenger", "--shadow-sample", "1",
-                             workers=2) as (url, _):
-            # each worker's shadow process has loaded the challenger once its run exists
-            deadline = time.monotonic() + 120
-            while len(names.shadow_runs(client, "hooked", twin)) < 2:
-                assert time.monotonic() < deadline, "the shadow processes never started"
-                time.sleep(0.5)
-            for i in range(20):  # new connections: the kernel spreads them over both workers
-                resp = requests.post(f"{url}/invocations", data=body_of(X.iloc[i * 5:i * 5 + 5]),
-                                     headers={"Content-Type": "application/json",
-                                              "Connection": "close"}, timeout=10)
-                assert (resp.status_code, resp.headers["X-Model-Version"]) == (200, v1)
+        follow_port, follow_metrics = free_port(), free_port()
+        ARTIFACTS.mkdir(exist_ok=True)
+        first_log = ARTIFACTS / f"sagemaker-follow-{time.time_ns()}.log"
+        with open(first_log, "wb") as out:  # starts while the scoring server starts
+            first = subprocess.Popen(follow_cmd(follow_port, follow_metrics), stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=child_env(follow_env(uri)))
+        try:
+            with serving_process(store, "hooked@champion", "--poll-seconds", "600",
+                                 "--shadow", "hooked@challenger", "--shadow-sample", "1",
+                                 workers=2) as (url, scoring):
+                # each worker's shadow process has loaded the challenger once its run exists
+                deadline = time.monotonic() + 120
+                while len(names.shadow_runs(client, "hooked", twin)) < 2:
+                    assert time.monotonic() < deadline, "the shadow processes never started"
+                    time.sleep(0.5)
+                for i in range(20):  # new connections: the kernel spreads them over both workers
+                    resp = requests.post(f"{url}/invocations", data=body_of(X.iloc[i * 5:i * 5 + 5]),
+                                         headers={"Content-Type": "application/json",
+                                                  "Connection": "close"}, timeout=10)
+                    assert (resp.status_code, resp.headers["X-Model-Version"]) == (200, v1)
 
-            assert deliver(url, "hooked", "champion", v3, secret="not the secret") == 401
-            register(client, "serve-hooked", f"{url}/webhooks/mlflow", SECRET)
-            move_alias(client, "hooked", v3, "champion", reason="v3", by="rita")
-            moved = time.monotonic()
-            body = body_of(X.head(1))
-            seen: list[tuple[float, str]] = []
-            while time.monotonic() - moved < 5:
-                version = requests.post(f"{url}/invocations", data=body, timeout=5, headers={
-                    "Content-Type": "application/json", "Connection": "close"}
-                ).headers["X-Model-Version"]
-                seen.append((time.monotonic() - moved, version))
-                if [v for _, v in seen[-20:]] == [v3] * 20:
-                    break
+                assert deliver(url, "hooked", "champion", v3, secret="not the secret") == 401
+                register(client, "serve-hooked", f"{url}/webhooks/mlflow", SECRET)
+                # the move: when move_alias (33 round trips) sends the alias write itself
+                alias_set: list[float] = []
+                write = ModelRegistryClient.set_registered_model_alias
+
+                def timed(self, *args, **kwargs):
+                    alias_set.append(time.monotonic())
+                    return write(self, *args, **kwargs)
+
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(ModelRegistryClient, "set_registered_model_alias", timed)
+                    move_alias(client, "hooked", v3, "champion", reason="v3", by="rita")
+                moved = alias_set[0]
+                body = body_of(X.head(1))
+                seen: list[tuple[float, str]] = []
+                while time.monotonic() - moved < 5:
+                    version = requests.post(f"{url}/invocations", data=body, timeout=5, headers={
+                        "Content-Type": "application/json", "Connection": "close"}
+                    ).headers["X-Model-Version"]
+                    seen.append((time.monotonic() - moved, version))
+                    if [v for _, v in seen[-20:]] == [v3] * 20:
+                        break
+            swap_log = [line for line in scoring.log_path.read_text().splitlines()
+                        if "switched" in line or "alias moved" in line]
+            wait_healthy(f"http://127.0.0.1:{follow_port}/ping", first, 60, first_log)
+            registered = wait_for_output(first_log, r"webhook (\S+) posts alias moves").group(1)
+        finally:
+            stop(first)
+        # 3. sagemaker follow, restarted: the webhook it registered is reused, not doubled, and
+        #    the tracking server's signed delivery of the next move reaches it
+        with running(follow_cmd(follow_port, follow_metrics),
+                     f"http://127.0.0.1:{follow_port}/ping", "sagemaker-follow",
+                     env=follow_env(uri)) as again:
+            found = wait_for_output(again.log_path, r"webhook (\S+) posts alias moves").group(1)
+            hooks = [h.webhook_id for h in client.list_webhooks(max_results=100)
+                     if h.name == f"mlops-follow-{ENDPOINT}"]
+            first_pass = wait_for_output(again.log_path, r"(?m)^error: .*$").group(0)
+            move_alias(client, "hooked", v1, "champion", reason="back to v1", by="rita")
+            deadline = time.monotonic() + 30
+            while not deliveries(follow_metrics).get("accepted"):
+                assert time.monotonic() < deadline, again.log_path.read_text()
+                time.sleep(0.1)
+            # the delivery woke it (polling: 10 minutes): a second pass, AWS unreachable here
+            wait_for_output(again.log_path, r"(?m)^error: (.|\n)*^error: ")
+            received = deliveries(follow_metrics)
         # the server has stopped: each worker logged its totals and ended its run
         runs = names.shadow_runs(client, "hooked", twin, champion=v1)
         totals = names.shadow_totals(client, "hooked", twin, champion=v1)
@@ -143,9 +230,13 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
     assert [v for _, v in seen[-20:]] == [v3] * 20, seen[-30:]
     # from the first of 20 answers by v3 on fresh connections (both workers) on
     swapped = seen[-20][0]
-    # about a second with the new version's download and load (0.2-1.4 s measured on a busy
-    # 2-core machine); polling alone would take up to 10 minutes
-    assert swapped < 3.0, f"every worker answered with v3 after {swapped:.2f} s"
+    # within a second of the alias write, with the new version's download and load (polling
+    # alone would take up to 10 minutes)
+    assert swapped < 1.0, f"every worker answered with v3 after {swapped:.2f} s: {swap_log}"
+
+    assert (registered, hooks, found) == (registered, [registered], registered)
+    assert first_pass.startswith("error: ")  # AWS is nowhere: each pass says so
+    assert received == {"accepted": 1.0, "refused": 0.0}  # signed with the secret: verified
 
     # every answer by v1 was shadowed (20 of 5 rows, then 1-row ones until a worker swapped);
     # answers by v3 are not counted against champion v1
