@@ -78,6 +78,30 @@ def _wait_options(default_timeout: int):
     return decorate
 
 
+def _guard_options(func):
+    """The guarded rollout's options, shared by ``rollout`` and ``follow``."""
+    options = [
+        click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
+                     callback=lambda ctx, param, value: _check_canary(value),
+                     help="Percent of the new fleet's capacity that takes traffic first: 1-50 "
+                          "(SageMaker's limit), or 100 for all at once."),
+        click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10,
+                     show_default=True, help="Minutes the canary takes traffic, watched by the "
+                                             "alarms, before the rest."),
+        click.option("--max-5xx", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="5xx errors per minute that roll the update back."),
+        click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
+                     default=1000, show_default=True,
+                     help="p99 model latency (ms) per minute that rolls back."),
+        click.option("--termination-wait-seconds", type=click.IntRange(0, 3600), default=120,
+                     show_default=True,
+                     help="Keep the old fleet (still guarded) this long after."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _check_canary(value: int) -> int:
     """``--canary``: 1-50 (SageMaker's largest canary) or 100 (all at once)."""
     from serving.sagemaker.rollout import MAX_CANARY_PERCENT
@@ -237,21 +261,10 @@ def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -
 @sagemaker.command()
 @click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
 @endpoint_option
-@click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
-              callback=lambda ctx, param, value: _check_canary(value),
-              help="Percent of the new fleet's capacity that takes traffic first: 1-50 "
-                   "(SageMaker's limit), or 100 for all at once.")
-@click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10, show_default=True,
-              help="Minutes the canary takes traffic, watched by the alarms, before the rest.")
 @click.option("--alias", default=None,
               help="Registry alias set to the rolled-out version on success ('' for none) "
                    "[settings register.champion_alias: champion].")
-@click.option("--max-5xx", type=click.IntRange(min=1), default=1, show_default=True,
-              help="5xx errors per minute that roll the update back.")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=1000,
-              show_default=True, help="p99 model latency (ms) per minute that rolls back.")
-@click.option("--termination-wait-seconds", type=click.IntRange(0, 3600), default=120,
-              show_default=True, help="Keep the old fleet (still guarded) this long after.")
+@_guard_options
 @_target_options
 @_wait_options(0)
 @click.pass_obj
@@ -309,17 +322,7 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
               help="Answer Prometheus metrics (rollouts, alias moves, webhook deliveries) on "
                    "http://0.0.0.0:PORT/metrics.")
-@click.option("--canary", type=click.IntRange(1, 100), default=10, show_default=True,
-              callback=lambda ctx, param, value: _check_canary(value),
-              help="As in `rollout`: 1-50, or 100 for all at once.")
-@click.option("--bake-minutes", type=click.FloatRange(0, 60), default=10, show_default=True,
-              help="As in `rollout`.")
-@click.option("--max-5xx", type=click.IntRange(min=1), default=1, show_default=True,
-              help="As in `rollout`.")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=1000,
-              show_default=True, help="As in `rollout`.")
-@click.option("--termination-wait-seconds", type=click.IntRange(0, 3600), default=120,
-              show_default=True, help="As in `rollout`.")
+@_guard_options
 @_target_options
 @click.option("--timeout-seconds", type=click.FloatRange(min=0), default=0, show_default=True,
               help="How long to wait for one rollout (0: the update's maximum + 5 minutes).")
