@@ -184,23 +184,11 @@ class MicroBatcher:
             self.calls += 1
             predictions = self._predict(_concat([x for x, _ in batch]))
         except Exception:
-            # One request's rows may be what the model refuses: predict each alone so only that
-            # request fails, with its own error, as it would have without batching.
             _logger.debug("batch predict failed; predicting its requests one by one")
+            predictions = None
+        if not _split(batch, rows, predictions):
             for x, future in batch:
                 self._predict_alone(x, future)
-            return
-        if not isinstance(predictions, np.ndarray) or len(predictions) != rows:
-            # Not splittable by rows (checked at load, so not expected): answer each alone.
-            for x, future in batch:
-                self._predict_alone(x, future)
-            return
-        start = 0
-        for x, future in batch:
-            end = start + _rows(x)
-            if not future.done():
-                future.set_result(predictions[start:end])
-            start = end
 
     async def _run_offloaded(self, batch: list, rows: int) -> None:
         """Predict one batch in the pool; then flush the requests that queued meanwhile."""
@@ -213,19 +201,10 @@ class MicroBatcher:
                 self.calls += 1
                 predictions = await self._offload(self._predict, _concat([x for x, _ in batch]))
             except Exception:
-                for x, future in batch:  # each alone: only the request the model refuses fails
-                    await self._offloaded_alone(x, future)
-                return
-            if not isinstance(predictions, np.ndarray) or len(predictions) != rows:
+                predictions = None
+            if not _split(batch, rows, predictions):
                 for x, future in batch:
                     await self._offloaded_alone(x, future)
-                return
-            at = 0
-            for x, future in batch:
-                end = at + _rows(x)
-                if not future.done():
-                    future.set_result(predictions[at:end])
-                at = end
         finally:
             self._predict_seconds += 0.2 * (time.perf_counter() - start - self._predict_seconds)
             self._busy = False
@@ -241,22 +220,46 @@ class MicroBatcher:
             self.calls += 1
             result = await self._offload(self._predict, x)
         except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
+            _settle(future, error=exc)
             return
-        if not future.done():
-            future.set_result(result)
+        _settle(future, result)
 
     def _predict_alone(self, x, future: asyncio.Future) -> None:
         try:
             self.calls += 1
             result = self._predict(x)
         except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
+            _settle(future, error=exc)
             return
-        if not future.done():
-            future.set_result(result)
+        _settle(future, result)
+
+
+def _split(batch: list, rows: int, predictions) -> bool:
+    """Answer each request of ``batch`` with its rows of ``predictions``.
+
+    False, answering none, when there are no predictions (the batch failed: one request's rows
+    may be what the model refuses) or they are not one per row (checked at load, so not
+    expected): the caller then predicts each request alone, so only a request the model
+    refuses fails, with its own error, as it would have without batching.
+    """
+    if not isinstance(predictions, np.ndarray) or len(predictions) != rows:
+        return False
+    start = 0
+    for x, future in batch:
+        end = start + _rows(x)
+        _settle(future, predictions[start:end])
+        start = end
+    return True
+
+
+def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
+    """Set a request's outcome unless it is done already (cancelled, say)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def batches_identically(predict_fn: Callable, probe) -> bool:
