@@ -10,13 +10,12 @@ Usage: ``python benchmarks/bench_capture.py [--duration 8] [--rounds 2]``
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_serving import LUA, ensure_wrk, log_models, run_wrk
+from bench_serving import ensure_wrk, log_models, one_row_request, run_wrk
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,11 +32,7 @@ def main() -> int:
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-capture-"))
     uri, X, _ = log_models(work)
-    body = work / "row.json"
-    body.write_text(json.dumps({"dataframe_split": json.loads(
-        X.head(1).to_json(orient="split", index=False))}))
-    lua = work / "post.lua"
-    lua.write_text(LUA)
+    body, lua = one_row_request(work, X)
     env = {"MLFLOW_TRACKING_URI": uri}
     p50 = {"off": [], "on": []}
     for rnd in range(args.rounds):

@@ -100,6 +100,16 @@ def run_wrk(wrk: str, url: str, body: Path, lua: Path, conns: int, duration: flo
     }
 
 
+def one_row_request(work: Path, X) -> tuple[Path, Path]:
+    """The first row of ``X`` as a ``dataframe_split`` body file, and wrk's script posting it."""
+    body = work / "row.json"
+    body.write_text(json.dumps({"dataframe_split": json.loads(
+        X.head(1).to_json(orient="split", index=False))}))
+    lua = work / "post.lua"
+    lua.write_text(LUA)
+    return body, lua
+
+
 def log_models(store: Path):
     import mlflow
     import sklearn

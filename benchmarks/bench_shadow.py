@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_serving import LUA, ensure_wrk, log_models, run_wrk
+from bench_serving import ensure_wrk, log_models, one_row_request, run_wrk
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -96,11 +95,7 @@ def main() -> int:
     champion = client.get_model_version_by_alias("bench-lr", "champion")
     second = client.create_model_version("bench-lr", champion.source, champion.run_id)
     client.set_registered_model_alias("bench-lr", "challenger", second.version)
-    body = work / "row.json"
-    body.write_text(json.dumps({"dataframe_split": json.loads(
-        X.head(1).to_json(orient="split", index=False))}))
-    lua = work / "post.lua"
-    lua.write_text(LUA)
+    body, lua = one_row_request(work, X)
     env = {"MLFLOW_TRACKING_URI": uri}
     print(f"start: {load()}")
     p50: dict[tuple[int, str], list[float]] = {}
