@@ -109,6 +109,14 @@ def wait_for_output(log: Path, pattern: str, timeout: float = 60) -> re.Match:
     return found
 
 
+def shadow_counters(url: str) -> tuple[float, ...]:
+    """``GET /metrics``: shadowed requests, rows compared, rows agreed (every worker's)."""
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return tuple(sum(float(v) for v in re.findall(
+        rf"^mlops_serving_shadow_{name}_total(?:{{[^}}]*}})? ([\d.e+]+)$", text, re.M))
+        for name in ("requests", "rows", "agreed_rows"))
+
+
 def deliveries(metrics_port: int) -> dict[str, float]:
     text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     return {m[0]: float(m[1]) for m in re.findall(
@@ -175,6 +183,11 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
                                          headers={"Content-Type": "application/json",
                                                   "Connection": "close"}, timeout=10)
                     assert (resp.status_code, resp.headers["X-Model-Version"]) == (200, v1)
+                # the shadow processes count in the server's Prometheus metrics too
+                deadline = time.monotonic() + 30
+                while (counted := shadow_counters(url)) != (20, 100, 100):
+                    assert time.monotonic() < deadline, counted
+                    time.sleep(0.2)
 
                 assert deliver(url, "hooked", "champion", v3, secret="not the secret") == 401
                 register(client, "serve-hooked", f"{url}/webhooks/mlflow", SECRET)
