@@ -348,7 +348,8 @@ class Shadow(_Hook):
             return
         self._closed.set()
         if self._thread.is_alive():
-            self.queue.put(None, timeout=timeout)
+            with contextlib.suppress(queue.Full):  # still full after the timeout: log as is
+                self.queue.put(None, timeout=timeout)
             self._thread.join(timeout)
         self.finish()
 
