@@ -207,7 +207,10 @@ def _write_scored(scorer, input_path: Path, out: Path, out_kind: str, batch_size
     try:
         columns = getattr(scorer, "input_columns", None)
         for i, batch in enumerate(read_batches(input_path, batch_size, columns)):
-            predictions = scorer.predict_frame(batch)
+            # the signature's columns only: pyfunc would drop the others itself, with a warning
+            # on every batch (ids, targets); the Spark engine passes the same columns
+            taken = [c.name for c in columns if c.name in batch.columns] if columns else None
+            predictions = scorer.predict_frame(batch[taken] if taken else batch)
             result = pd.concat([batch, predictions_frame(predictions, batch.index)], axis=1)
             if out_kind == "csv":
                 result.to_csv(out, mode="w" if i == 0 else "a", header=i == 0, index=False)
