@@ -2,25 +2,22 @@
 
 AWS itself is mocked (it cannot exist here): SageMaker, S3 and CloudWatch are the extended
 moto of ``tests/support/moto_sagemaker`` (``UpdateEndpoint`` with guardrail rollbacks) over
-HTTP. The registry, its history and the follower process are real.
+HTTP. The registry, its history and the follower process are real. The long-running service
+taking a real tracking server's webhooks is tested in ``test_shadow_and_webhook.py``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 
 import boto3
 import mlflow
 import pytest
-import requests
 
 from core.aliases import move_alias, read_history
 from tests.integration.serving.test_sagemaker import (  # noqa: F401 - fixtures
-    IMAGE,
     MODEL,
-    ROLE,
     _alarm_when_updating,
     aws,
     champion,
@@ -144,55 +141,6 @@ def test_restart_mid_rollout_finishes_it(aws, versions):  # noqa: F811
     assert [u.outcome for u in aws.updates_for(endpoint)] == ["Succeeded", "Succeeded"]
     tags = endpoint_tags(endpoint)
     assert (tags["mlops.model_version"], tags["mlops.follow.version"]) == ("1", "")
-    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
-
-
-def test_a_signed_webhook_wakes_the_running_follower(aws, versions):  # noqa: F811
-    """The long-running service: polling is 10 minutes, so only the webhook can wake it."""
-    import time
-
-    from mlflow.webhooks.delivery import _generate_hmac_signature
-
-    from serving.sagemaker.follow import Follower, RolloutSettings
-    from serving.sagemaker.target import Target
-    from serving.webhooks import DEFAULT_PATH, Receiver
-
-    endpoint = f"follow-hook-{uuid.uuid4().hex[:6]}"
-    deployed(endpoint)
-    follower = Follower(
-        boto3.client("sagemaker"), boto3.client("s3"), boto3.client("cloudwatch"),
-        mlflow.MlflowClient(), MODEL, "champion", endpoint,
-        Target(region="us-east-1", execution_role_arn=ROLE, bucket=aws.bucket,
-               image_url=IMAGE),
-        RolloutSettings(canary_percent=10, bake_minutes=0.5, termination_wait_seconds=0))
-    receiver = Receiver("127.0.0.1", 0, follower.on_event, "s3cret").start()
-    reports: list[str] = []
-    service = threading.Thread(target=follower.run, kwargs={"poll_seconds": 600,
-                                                            "report": reports.append})
-    service.start()
-    try:
-        time.sleep(0.5)  # its first pass: nothing to do
-        move_alias(mlflow.MlflowClient(), MODEL, "2", "champion", reason="v2", by="rita")
-        payload = json.dumps({"entity": "model_version_alias", "action": "created",
-                              "timestamp": "2026-12-02T03:00:00+00:00",
-                              "data": {"name": MODEL, "alias": "champion", "version": "2"}})
-        delivery, stamp = str(uuid.uuid4()), str(int(time.time()))
-        answer = requests.post(
-            f"http://127.0.0.1:{receiver.port}{DEFAULT_PATH}", data=payload, timeout=10,
-            headers={"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp,
-                     "X-MLflow-Signature": _generate_hmac_signature(
-                         "s3cret", delivery, stamp, payload)})
-        assert answer.status_code == 204
-        deadline = time.monotonic() + 120
-        while not any("rolled out" in r for r in reports) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        follower.stopping.set()
-        follower.wake.set()
-        service.join(60)
-        receiver.stop()
-    assert f"endpoint {endpoint} rolled out {MODEL} version 2" in reports, reports
-    assert endpoint_tags(endpoint)["mlops.model_version"] == "2"
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
 
 
