@@ -80,3 +80,35 @@ def test_fast_path_uses_arrays_for_a_plain_pipeline_and_matches_pyfunc(registry)
     body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
     got = json.loads(scorer.score(body.encode(), "application/json"))["predictions"]
     assert got == mlflow.pyfunc.load_model("models:/cancer@champion").predict(rows).tolist()
+
+
+def test_a_webhook_preloads_the_announced_version_and_the_registry_decides(registry):
+    import time
+
+    from serving.webhooks import AliasEvent
+
+    client, v1, v2 = registry
+    ref = parse_model_ref("cancer@champion")
+    holder = _serving(client, ref)
+    loaded: list[str] = []
+
+    def loader(uri):
+        loaded.append(uri)
+        return load_scorer(uri)
+
+    follower = AliasFollower(client, ref, holder, poll_seconds=600, loader=loader).start()
+    try:
+        # announced, but the registry still names v1: loaded, never served
+        follower.on_event(AliasEvent("cancer", "champion", v2, "created", "d1"))
+        time.sleep(1.0)
+        assert (holder.current.info.version, loaded) == (v1, [f"models:/cancer/{v2}"])
+        client.set_registered_model_alias("cancer", "champion", v2)
+        follower.on_event(AliasEvent("cancer", "champion", v2, "created", "d2"))
+        deadline = time.monotonic() + 10
+        while holder.current.info.version != v2:
+            assert time.monotonic() < deadline, "the announced move was not followed"
+            time.sleep(0.02)
+    finally:
+        follower.stop()
+    # the version served is the one loaded on the announcement (not loaded a third time)
+    assert loaded == [f"models:/cancer/{v2}"] * 2
