@@ -5,11 +5,11 @@
 PostgreSQL database and on a SQLite file. Then the requests the UI sends for the experiment
 page are timed through the real servers' REST API (``/ajax-api/2.0/mlflow/...``), one worker each:
 
-* ``stock``: a stock ``mlflow server`` on the store as filled (default vs default). PostgreSQL
+* ``stock``: a plain ``mlflow server`` on the store as filled (default vs default). PostgreSQL
   is ANALYZEd after the fill (autovacuum would have done it by then); SQLite is not (MLflow
   never runs ANALYZE);
-* ``stock+idx``: a stock ``mlflow server`` on the same store after the launcher prepared it (its
-  indexes and statistics): like for like, only the runs search differs;
+* ``stock+idx``: a plain ``mlflow server`` on the same store after the launcher prepared it (its
+  indexes, statistics and PostgreSQL ``work_mem``): like for like, only the runs search differs;
 * ``ours``: ``python -m tracking server`` (``tracking.store.SearchStore``), timed in turn with
   ``stock+idx``, request by request. Every answer of ``ours`` is checked equal to
   ``stock+idx``'s (the same runs, order and page token) before it is timed.
@@ -17,6 +17,9 @@ page are timed through the real servers' REST API (``/ajax-api/2.0/mlflow/...``)
 Goals: every request <= 0.2 s on PostgreSQL, <= 0.5 s on SQLite (median of --repeat).
 
     .venv/bin/python benchmarks/bench_tracking_scale.py [--runs 100000] [--repeat 5]
+
+The fill takes minutes at 100,000 runs; ``--postgres-database NAME`` and ``--sqlite-file PATH``
+reuse stores it filled before (the launcher's indexes are dropped first).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import contextlib
 import io
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -192,8 +196,10 @@ def time_requests(urls: dict[str, str], experiment_id: int, repeat: int,
 
 
 @contextlib.contextmanager
-def server(uri: str, artifacts: str, launcher: bool):
-    """A stock ``mlflow server`` (as filled), or the launcher's (indexes, statistics)."""
+def server(uri: str, artifacts: str, mode: str):
+    """``stock``: a plain ``mlflow server`` (MLflow's defaults); ``stock+idx``: the same with the
+    launcher's session settings (``work_mem`` on PostgreSQL); ``ours``: the launcher's server
+    (its store preparation, then its app with ``tracking.store.SearchStore``)."""
     from core.settings import ServerSettings
     from tests.support.processes import free_port
     from tracking import server as srv
@@ -201,9 +207,9 @@ def server(uri: str, artifacts: str, launcher: bool):
     settings = ServerSettings(backend_store_uri=uri, artifacts_destination=artifacts,
                               port=free_port(), workers=1)  # fmt: skip
     config = srv.ServerConfig(server=settings)
-    name = f"server-{'launcher' if launcher else 'stock'}-{settings.port}.log"
+    name = f"server-{mode}-{settings.port}.log"
     log = open(Path(artifacts).parent / name, "wb")  # noqa: SIM115
-    if launcher:
+    if mode == "ours":
         start = time.perf_counter()
         launch = srv.start(config, log=log)
         took = time.perf_counter() - start
@@ -211,8 +217,12 @@ def server(uri: str, artifacts: str, launcher: bool):
               f"created {launch.store['indexes']}")  # fmt: skip
         proc = launch.proc
     else:
-        proc = subprocess.Popen(srv.build_command(config), env=srv.server_env(config),
-                                stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+        cmd = srv.build_command(config)
+        cmd = cmd[: cmd.index("--app-name")]  # MLflow's own app and store
+        env = srv.server_env(config)
+        if mode == "stock":
+            env[srv.BACKEND_STORE_ENV] = uri
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
         srv.wait_healthy(config.url, proc, 120)
     try:
         yield config.url
@@ -221,19 +231,55 @@ def server(uri: str, artifacts: str, launcher: bool):
         log.close()
 
 
+def as_filled(uri: str) -> int:
+    """A store this script filled before, without the launcher's additions; its experiment id.
+
+    The launcher's indexes (named ``mlops_...``) are dropped, SQLite's planner statistics too.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                names = conn.execute(sqlalchemy.text(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'mlops_%'"
+                )).scalars().all()  # fmt: skip
+                conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS sqlite_stat1"))
+            else:
+                names = conn.execute(sqlalchemy.text(
+                    "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'mlops_%'"
+                )).scalars().all()  # fmt: skip
+            for name in names:
+                conn.execute(sqlalchemy.text(f'DROP INDEX "{name}"'))
+            experiment_id = conn.execute(sqlalchemy.text(
+                "SELECT experiment_id FROM experiments WHERE name = 'bench-scale'"
+            )).scalar_one()  # fmt: skip
+            count = conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM runs WHERE experiment_id = :e"), {"e": experiment_id}
+            ).scalar_one()  # fmt: skip
+    finally:
+        engine.dispose()
+    print(f"  reused a filled store: {count:,} runs, launcher's indexes dropped {names}")
+    return int(experiment_id)
+
+
 def bench(backend: str, uri: str, fill, runs: int, repeat: int, tmp: Path) -> dict:
     from tracking.server import upgrade_schema
 
     start = time.perf_counter()
-    upgrade_schema(uri)  # mlflow db upgrade: the stock schema
-    experiment_id = create_experiment(uri)
-    fill(experiment_id)
-    print(f"{backend}: filled {runs:,} runs in {time.perf_counter() - start:.0f} s")
+    if fill is None:  # --postgres-database / --sqlite-file
+        experiment_id = as_filled(uri)
+    else:
+        upgrade_schema(uri)  # mlflow db upgrade: the stock schema
+        experiment_id = create_experiment(uri)
+        fill(experiment_id)
+        print(f"{backend}: filled {runs:,} runs in {time.perf_counter() - start:.0f} s")
     artifacts = str(tmp / f"{backend}-artifacts")
-    with server(uri, artifacts, launcher=False) as url:
+    with server(uri, artifacts, "stock") as url:
         stock = time_requests({"stock": url}, experiment_id, repeat, STOCK_TIMEOUT)["stock"]
-    with server(uri, artifacts, launcher=True) as ours_url, \
-            server(uri, artifacts, launcher=False) as stock_url:
+    with server(uri, artifacts, "ours") as ours_url, \
+            server(uri, artifacts, "stock+idx") as stock_url:
         both = time_requests({"stock+idx": stock_url, "ours": ours_url}, experiment_id, repeat,
                              check=("stock+idx", "ours"))
     upgrade_schema(uri)  # `mlflow db upgrade` still runs with the launcher's additions
@@ -246,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--postgres-database", metavar="NAME",
+                        help="reuse a database this script filled (kept; the launcher's indexes "
+                             "are dropped first)")  # fmt: skip
+    parser.add_argument("--sqlite-file", metavar="PATH",
+                        help="reuse a SQLite store this script filled (a copy is used)")
     args = parser.parse_args(argv)
 
     results = {}
@@ -254,25 +305,29 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_postgres:
             import psycopg
 
-            name = f"bench_scale_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
+            name = args.postgres_database or f"bench_scale_{uuid.uuid4().hex[:8]}"
+            if not args.postgres_database:
+                with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{name}"')
             try:
                 uri = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
                 dsn = f"{PG_ADMIN}/{name}"
-                results["postgresql"] = bench(
-                    "postgresql", uri, lambda e: fill_postgres(dsn, e, args.runs), args.runs,
-                    args.repeat, tmp,
-                )  # fmt: skip
+                fill = None if args.postgres_database else (
+                    lambda e: fill_postgres(dsn, e, args.runs))  # fmt: skip
+                results["postgresql"] = bench("postgresql", uri, fill, args.runs, args.repeat,
+                                              tmp)  # fmt: skip
             finally:
-                with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                if not args.postgres_database:
+                    with psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True) as conn:
+                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not args.no_sqlite:
             path = tmp / "bench.db"
-            results["sqlite"] = bench(
-                "sqlite", f"sqlite:///{path}", lambda e: fill_sqlite(str(path), e, args.runs),
-                args.runs, args.repeat, tmp,
-            )  # fmt: skip
+            fill = lambda e: fill_sqlite(str(path), e, args.runs)  # noqa: E731
+            if args.sqlite_file:
+                shutil.copy(args.sqlite_file, path)
+                fill = None
+            results["sqlite"] = bench("sqlite", f"sqlite:///{path}", fill, args.runs,
+                                      args.repeat, tmp)  # fmt: skip
 
     out = io.StringIO()
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
