@@ -144,6 +144,19 @@ def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
     assert second.stderr.count("reused: code, settings and input unchanged") == 6
     assert "mlops-registry-model v1" in second.stdout
     assert len(client.search_model_versions("name = 'mlops-registry-model'")) == 1
+    # the re-run's workflow run shows what the first one showed: its name, params, metrics,
+    # Dataset and Model columns, and what reproducing it needs
+    rerun = client.get_run(parent_of(second.stdout))
+    assert rerun.info.run_name == parent.info.run_name
+    assert rerun.data.params == parent.data.params
+    assert rerun.data.metrics == parent.data.metrics
+    assert (sorted(d.dataset.digest for d in rerun.inputs.dataset_inputs)
+            == sorted(d.dataset.digest for d in parent.inputs.dataset_inputs))
+    assert [m.model_id for m in rerun.outputs.model_outputs] == [model_id]
+    for tag in ("mlops.git_commit", "mlops.git_dirty", "mlops.profile", "mlops.until"):
+        assert rerun.data.tags[tag] == parent.data.tags[tag], tag
+    assert ({Path(a.path).name for a in client.list_artifacts(rerun.info.run_id, "lineage")}
+            >= {"record.json", "settings.json"})
 
     # one train parameter changed, one step run: upstream reused, train recomputed
     cmd_train = [*cmd, "-e", "train", "-P", "metric=accuracy"]
