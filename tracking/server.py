@@ -51,6 +51,10 @@ ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+# The Fernet key MLflow encrypts webhook secrets with in the database. Unset, every server
+# process draws its own: a webhook saved through one worker or replica cannot be delivered by
+# another (its secret does not decrypt there), nor after a restart.
+WEBHOOK_KEY_ENV = "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
 APP_NAME = "mlops-governance"  # the mlflow.app entry point of tracking.governance
 SEARCH_APP_NAME = "mlops"  # the mlflow.app entry point of tracking.store (no auth)
 
@@ -707,6 +711,13 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
         ServerError: bad credentials setup, failed migration, or a server that never answered.
     """
     env = server_env(config)
+    if not env.get(WEBHOOK_KEY_ENV):
+        from cryptography.fernet import Fernet
+
+        # one key for all workers of this server at least; replicas need the same key
+        env[WEBHOOK_KEY_ENV] = Fernet.generate_key().decode()
+        _logger.warning("%s is unset: webhook secrets saved now are readable by this server "
+                        "until it stops; give every replica one key", WEBHOOK_KEY_ENV)
     auth_config = None
     if config.auth:
         check_admin_env(env, strength=True)

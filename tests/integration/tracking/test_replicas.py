@@ -3,7 +3,9 @@
 What a team behind a load balancer relies on: both replicas start together on a fresh, empty
 database (one migrates and creates the indexes, the other waits for it), writers on both lose nothing (runs, metrics, params,
 artifacts, read back through the other replica), and promotions racing through both replicas
-end with one winner and one complete history. S3 is the moto server (AWS cannot exist here).
+end with one winner and one complete history, and an MLflow webhook registered through one
+replica is delivered (signed) for an alias moved through either. S3 is the moto server (AWS
+cannot exist here).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 
 import mlflow
 import pytest
+from cryptography.fernet import Fernet
 from mlflow.entities import Metric, Param
 
 from core.aliases import read_history
@@ -57,7 +60,14 @@ def _replicas(pg_database, moto_server, monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket="replicas")
     env = child_env({**aws, "MLFLOW_BACKEND_STORE_URI": pg_database,
-                     "MLFLOW_ARTIFACTS_DESTINATION": "s3://replicas/artifacts"})  # fmt: skip
+                     "MLFLOW_ARTIFACTS_DESTINATION": "s3://replicas/artifacts",
+                     # the test's webhook receiver is plain http on loopback; a replica reads
+                     # the webhooks other replicas registered after this cache time
+                     "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "https,http",
+                     "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+                     "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+                     # one key for the webhook secrets of every replica (see README)
+                     "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode()})  # fmt: skip
     ports = [free_port(), free_port()]
     ARTIFACTS.mkdir(exist_ok=True)
     procs, logs = [], []
@@ -184,3 +194,41 @@ def test_promotions_through_both_replicas_have_one_winner(replicas):
         assert [h.version for h in history if h.outcome == "won"] == winners
         assert find_ledger(reader).head(name, "champion") == (1, winners[0])
 
+
+
+def test_a_webhook_fires_whichever_replica_takes_the_move(replicas):
+    """Registered through A (MLflow's webhooks API), delivered for moves through B and A."""
+    import time
+
+    from core.aliases import move_alias
+    from serving.webhooks import Receiver, register
+
+    a, b = replicas
+    secret = "replicas-webhook-secret"
+    events: list = []
+    receiver = Receiver("127.0.0.1", 0, events.append, secret).start()  # HMAC verified
+    try:
+        client_a, client_b = mlflow.MlflowClient(a, a), mlflow.MlflowClient(b, b)
+        name = "hooked"
+        client_a.create_registered_model(name)
+        run_id = client_a.create_run(client_a.create_experiment("hooked")).info.run_id
+        v1, v2 = (client_a.create_model_version(name, f"runs:/{run_id}/model", run_id).version
+                  for _ in range(2))  # fmt: skip
+        register(client_a, "replicas-test", f"http://127.0.0.1:{receiver.port}/webhooks/mlflow",
+                 secret)  # fmt: skip
+        time.sleep(1.5)  # past MLFLOW_WEBHOOK_CACHE_TTL: B may have cached "no webhooks"
+
+        def delivered(version: str) -> bool:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if any(e.version == version and e.action == "created" for e in events):
+                    return True
+                time.sleep(0.2)
+            return False
+
+        for client, version in ((client_b, v1), (client_a, v2)):
+            move_alias(client, name, version, "staging", "webhook test")
+            assert delivered(str(version)), (version, events)
+        assert {(e.name, e.alias) for e in events} == {(name, "staging")}
+    finally:
+        receiver.stop()
