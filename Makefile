@@ -18,7 +18,8 @@ $(BIN)/.runtime: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
+	@# setuptools prints an information block on every editable install of a flat layout: not ours to act on
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
 $(BIN)/.test: requirements-test.lock pyproject.toml $(BIN)/.runtime
