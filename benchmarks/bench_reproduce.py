@@ -23,17 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def env(store: Path) -> dict:
-    e = dict(os.environ)
-    e["PATH"] = f"{BIN}{os.pathsep}{e['PATH']}"
-    e["PYTHONPATH"] = str(REPO)
-    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
-    e.pop("MLFLOW_REGISTRY_URI", None)
-    return e
+from bench_workflow import REPO, env  # the same environment as the workflow benchmark
 
 
 def timed(cmd: list[str], cwd: Path, e: dict) -> tuple[float, str, int]:

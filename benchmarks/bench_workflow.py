@@ -29,10 +29,12 @@ BIN = Path(sys.executable).parent
 
 
 def env(store: Path) -> dict:
+    """This environment with the venv's commands first, the checkout importable, ``store``."""
     e = dict(os.environ)
     e["PATH"] = f"{BIN}{os.pathsep}{e['PATH']}"
     e["PYTHONPATH"] = str(REPO)
     e["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    e.pop("MLFLOW_REGISTRY_URI", None)
     return e
 
 
