@@ -82,7 +82,8 @@ SEARCH_INDEXES: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = 
         "mlops_idx_tags_value_hash": ("tags", ("value",), "hash"),
         "mlops_idx_params_value_hash": ("params", ("value",), "hash"),
     },
-    "sqlite": {  # no runs index: SQLite walks it row by row for a one-experiment store (slower)
+    "sqlite": {  # no plain runs index: SQLite walked it row by row under MLflow's DISTINCT sort
+                 # (slower); EXPRESSION_INDEXES serves the runs table's order instead
         "mlops_idx_tags_key_value": ("tags", ("key", "value"), None),
         "mlops_idx_params_key_value": ("params", ("key", "value"), None),
     },

@@ -26,8 +26,9 @@ steps:
 NaN, missing metrics, deleted runs, filters and every page.
 
 The launcher's server uses it through its ``mlflow.app`` factories (:func:`create_app`, and
-:func:`tracking.governance.create_app` with ``--auth``), which register it for the SQL schemes
-in the server's own store registry (:func:`install`): a stock ``mlflow server`` is unchanged.
+:func:`tracking.governance.create_app` with ``--auth``), which register it for PostgreSQL and
+SQLite in the server's own store registry (:func:`install`): a stock ``mlflow server`` is
+unchanged, and so are MySQL and SQL Server stores (not covered by the differential test).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import logging
 import sqlalchemy
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunInputs, RunOutputs, RunTag
 from mlflow.entities.lifecycle_stage import LifecycleStage
-from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import (
     SqlAlchemyStore,
@@ -50,6 +50,9 @@ from mlflow.utils.search_utils import SearchUtils
 
 _logger = logging.getLogger(__name__)
 
+#: The databases the differential test compares this store with MLflow's on.
+TESTED_DIALECTS = ("postgresql", "sqlite")
+
 
 def _literal_binds(clause):
     """``clause`` with its bound constants rendered inline (``CASE ... THEN 1 ELSE 0 END``).
@@ -59,8 +62,10 @@ def _literal_binds(clause):
     """
 
     def replace(element):
-        if isinstance(element, sqlalchemy.sql.elements.BindParameter) and isinstance(
-            element.value, int
+        if (
+            isinstance(element, sqlalchemy.sql.elements.BindParameter)
+            and isinstance(element.value, int)
+            and not isinstance(element.value, bool)
         ):
             return sqlalchemy.literal_column(str(int(element.value)))
         return None
@@ -231,10 +236,10 @@ def _build_store(store_uri, artifact_uri):
 
 
 def install() -> None:
-    """Make this server process's tracking store a :class:`SearchStore` on SQL databases."""
+    """Make this server process's tracking store a :class:`SearchStore` (PostgreSQL, SQLite)."""
     from mlflow.server import handlers
 
-    for scheme in DATABASE_ENGINES:
+    for scheme in TESTED_DIALECTS:  # MySQL and SQL Server keep MLflow's store (not compared)
         handlers._tracking_store_registry.register(scheme, _build_store)
     if handlers._tracking_store is not None and not isinstance(
         handlers._tracking_store, SearchStore

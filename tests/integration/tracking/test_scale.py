@@ -1,9 +1,10 @@
 """The launcher's search indexes on a store of a few thousand runs (100,000 is the benchmark's).
 
 Filled in bulk in MLflow's schema (``benchmarks/bench_tracking_scale.py``'s own rows), served by
-the launcher's real ``mlflow server``; the UI's searches answer through the REST API what the
-data says, PostgreSQL's planner takes the new indexes, long tag values are still accepted (a
-btree on the value would refuse them), and ``mlflow db upgrade`` still runs afterwards.
+the launcher's real ``mlflow server`` on PostgreSQL; the UI's searches answer through the REST
+API what the data says, PostgreSQL's planner takes the new indexes, and long tag values are
+still accepted (a btree on the value would refuse them). SQLite's searches, and ``mlflow db
+upgrade`` with the indexes in place on both databases, are in ``test_search_store.py``.
 """
 
 from __future__ import annotations
@@ -88,13 +89,3 @@ def test_postgres_store_searches_use_the_indexes(tmp_path, pg_database):
         )
     engine.dispose()
     assert "mlops_idx_tags_value_hash" in plan
-
-
-def test_sqlite_store_searches_answer_through_the_server(tmp_path, template_sqlite_db):
-    import shutil
-
-    path = tmp_path / "scale.db"
-    shutil.copy(template_sqlite_db, path)  # migrated by MLflow
-    uri = f"sqlite:///{path}"
-    _check_store(uri, lambda e: bench.fill_sqlite(str(path), e, RUNS), tmp_path)
-    srv.upgrade_schema(uri)  # `mlflow db upgrade` still runs with the indexes in place

@@ -141,6 +141,7 @@ def test_sqlite_same_runs_order_and_tokens_as_mlflow(tmp_path, template_sqlite_d
         path = Path(folder) / "search.db"
         shutil.copy(template_sqlite_db, path)
         assert _compare(f"sqlite:///{path}", str(tmp_path / "artifacts")) > 40
+        srv.upgrade_schema(f"sqlite:///{path}")  # `mlflow db upgrade` with the indexes in place
 
 
 def test_the_server_builds_the_search_store(monkeypatch, tmp_path, template_sqlite_db):
@@ -156,4 +157,7 @@ def test_the_server_builds_the_search_store(monkeypatch, tmp_path, template_sqli
     install()
     store = handlers._get_tracking_store(f"sqlite:///{path}", str(tmp_path / "artifacts"))
     assert type(store) is SearchStore
+    # databases the differential test does not cover keep MLflow's store
+    builder = handlers._tracking_store_registry.get_store_builder("mysql://host/db")
+    assert builder == handlers.TrackingStoreRegistryWrapper._get_sqlalchemy_store
     store.engine.dispose()
