@@ -718,9 +718,9 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
         # one key for all workers of this server at least; replicas need the same key
         env[WEBHOOK_KEY_ENV] = Fernet.generate_key().decode()
         # a team's database may have replicas: say so there; the embedded SQLite store has none
-        log = _logger.info if config.server.backend_store_uri.startswith("sqlite") \
+        note = _logger.info if config.server.backend_store_uri.startswith("sqlite") \
             else _logger.warning
-        log("%s is unset: webhook secrets saved now are readable by this server until it "
+        note("%s is unset: webhook secrets saved now are readable by this server until it "
             "stops; give every replica one key", WEBHOOK_KEY_ENV)
     auth_config = None
     if config.auth:
