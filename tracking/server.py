@@ -624,6 +624,10 @@ def server_env(config: ServerConfig, base: dict | None = None) -> dict:
     # MLflow's GenAI job runner spawns a pool of huey consumers per server; the workflow does
     # not use it, so it stays off unless asked for (--jobs).
     env.setdefault(JOBS_ENV, "true" if config.jobs else "false")
+    # MLflow's app imports a Starlette module Starlette deprecates: a warning block on every
+    # start that no user of the server can act on
+    quiet = "ignore:starlette.middleware.wsgi is deprecated"
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     if config.auth:
         from tracking.governance import PROTECTED_ALIASES_ENV
 
