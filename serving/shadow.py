@@ -282,7 +282,6 @@ class Shadow(_Hook):
             t.latency(champion_seconds * 1000, seconds * 1000)
         _metrics.shadowed(rows, agreed)
 
-
     def log(self) -> None:
         """Log the totals on the shadow run (created on the first call)."""
         if self._client is None:
@@ -300,7 +299,6 @@ class Shadow(_Hook):
             self._step += 1
         except Exception as exc:  # noqa: BLE001 - the champion keeps serving whatever happens
             _logger.warning("shadow metrics not logged: %s", exc)
-
 
     def _create_run(self) -> str:
         client = self._client
@@ -331,7 +329,6 @@ class Shadow(_Hook):
         except Exception as exc:  # noqa: BLE001
             _logger.warning("shadow run not linked from the version: %s", exc)
         return run.info.run_id
-
 
     def finish(self) -> None:
         """Log the totals and end the run (once the queue has been worked off)."""
