@@ -88,7 +88,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's server
-        return True
+        pass
     return True
 
 
