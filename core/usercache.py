@@ -40,7 +40,8 @@ def write_json(name: str, value) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(value, sort_keys=True, separators=(",", ":")))
+        # keys in the order given: a caller's insertion order (oldest first) survives a reload
+        tmp.write_text(json.dumps(value, separators=(",", ":")))
         tmp.replace(path)
     except OSError:
         tmp.unlink(missing_ok=True)

@@ -203,3 +203,13 @@ def test_import_sets_kept_between_runs_give_the_same_keys(copy_of_repo, tmp_path
     stored.write_text("{not json")
     _fresh_process(monkeypatch)
     assert {step: code_hash(step, copy_of_repo) for step in STEPS} == edited
+
+
+def test_kept_import_sets_drop_the_oldest_entries_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(pipeline._ImportSets, "LIMIT", 2)
+    for key in ("b", "a", "c"):  # one process each: loaded, one entry added, saved
+        sets = pipeline._ImportSets()
+        sets.get(key, lambda key=key: [key])
+        sets.save()
+    assert list(pipeline._ImportSets()._load()) == ["a", "c"]
