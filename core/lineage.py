@@ -124,6 +124,8 @@ def _machine_key() -> str:
 
     parts = {"platform": platform.platform(), "machine": platform.machine(),
              "cpus": os.cpu_count(), "python": sys.executable, "version": sys.version,
+             # OpenMP and OpenBLAS size their pools by the CPUs this process may run on
+             "usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
              "packages": {name: installed(name) for name in _MACHINE_PACKAGES},
              "env": {name: os.environ.get(name) for name in _MACHINE_ENV}}
     return bytes_sha256(json.dumps(parts, sort_keys=True).encode())[:24]
