@@ -101,8 +101,8 @@ def test_the_example_trains_ships_its_code_and_answers_without_the_repository(tm
     assert set(stock) <= {"Adelie", "Chinstrap", "Gentoo"} and len(stock) == len(raw)
     here = mlflow.pyfunc.load_model("models:/penguins/1").predict(pd.read_csv(raw_csv))
     assert list(here) == stock
-    # (a re-run reusing every step with user code: benchmarks/bench_workflow.py; a changed
-    # user file re-running train: tests/unit/projects/test_features.py)
+    # (a re-run reusing every step: test_workflow.py's end-to-end test; the user's files in
+    # the keys, an edited one re-running train: tests/unit/projects/test_features.py)
 
 
 @pytest.mark.parametrize(("dataset", "target", "task"), [
