@@ -31,7 +31,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_serving import LUA, cores, ensure_wrk, log_models, run_wrk  # noqa: E402
+from benchmarks.bench_serving import (  # noqa: E402
+    cores,
+    ensure_wrk,
+    log_models,
+    one_row_request,
+    run_wrk,
+)
 from tests.support.processes import free_port, running  # noqa: E402
 
 P50_GOAL_MS = 0.05
@@ -92,12 +98,7 @@ def main() -> int:
     n_cores = cores()
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     uri, X, _ = log_models(work)
-    body = work / "rows-1.json"
-    body.write_text(
-        json.dumps({"dataframe_split": json.loads(X.head(1).to_json(orient="split", index=False))})
-    )
-    lua = work / "post.lua"
-    lua.write_text(LUA)
+    body, lua = one_row_request(work, X)
     env = {"MLFLOW_TRACKING_URI": uri}
     d = args.duration
     urls = {}
