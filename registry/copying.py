@@ -11,7 +11,6 @@ removed again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -92,6 +91,7 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
     """
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     from registry.versions import resolve_version
 
@@ -164,7 +164,11 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
                     name, tags=model_tags, description=src_model.description or None
                 )
                 created_model = name
-            with _tracking_uri_of(target):
+            # MLflow's SQL model registry looks a ``models:/<id>`` source up in the process-wide
+            # tracking store, not the client's (a TODO in SqlAlchemyStore.create_model_version):
+            # from one database to another it would look in the source. A server target
+            # resolves it on the server, so this changes nothing there.
+            with _use_tracking_uri(target.tracking_uri):
                 new = target.create_model_version(
                     name,
                     source=f"models:/{created_logged}",
@@ -182,25 +186,6 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
                  created_version)
     _note_copy(source, target, name, version, created_version)
     return CopyResult("copied", name, created_version, created_run, link)
-
-
-@contextlib.contextmanager
-def _tracking_uri_of(client):
-    """The process-wide tracking URI set to ``client``'s while it registers a version.
-
-    MLflow's SQL model registry looks a ``models:/<id>`` source up in the process-wide tracking
-    store, not the client's (a TODO in ``SqlAlchemyStore.create_model_version``): copying from
-    one database to another would look for the new logged model in the source database. A
-    server target resolves it on the server, so this changes nothing there.
-    """
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
 
 
 def _note_copy(source, target, name: str, version: str, copied: str) -> None:
