@@ -142,7 +142,7 @@ class SearchStore(SqlAlchemyStore):
             ]
 
         next_page_token = None
-        if len(result) == max_results + 1:
+        if len(run_ids) == max_results + 1:  # step 1's count: a run may be gone since
             next_page_token = SearchUtils.create_page_token(offset + max_results)
             result = result[:max_results]
         return result, next_page_token
@@ -172,7 +172,7 @@ class SearchStore(SqlAlchemyStore):
 
 
 def _load_runs(session, run_ids: list[str]) -> list[Run]:
-    """The runs ``run_ids`` in that order, as ``SqlRun.to_mlflow_entity`` builds them.
+    """The runs ``run_ids`` still there, in that order, as ``SqlRun.to_mlflow_entity`` builds them.
 
     Read as rows, without ORM objects: the same statements MLflow's eager loading sends
     (``WHERE run_uuid IN (...)`` on ``runs``, ``latest_metrics``, ``params``, ``tags``), without
@@ -200,6 +200,8 @@ def _load_runs(session, run_ids: list[str]) -> list[Run]:
     }
     runs = []
     for run_id in run_ids:
+        if run_id not in found:  # deleted for good (``mlflow gc``) since its id was read
+            continue
         row, data = found[run_id], children[run_id]
         info = RunInfo(
             run_id=row.run_uuid,
