@@ -169,10 +169,10 @@ class _Hook:
 
 
 class Shadow(_Hook):
-    """Scores samples with the challenger in a background thread; logs the totals.
+    """Scores queued samples with the challenger (:meth:`work`); logs the totals.
 
-    In the serving process only in tests (``loader`` of :func:`shadow_for`); the server runs it
-    in a process of its own (:class:`ShadowProcess`, which feeds its queue).
+    It runs in the shadow process (:class:`ShadowProcess`, whose reader feeds its queue); the
+    tests drive it in their own process.
 
     Args:
         score: the challenger's ``score(body, content_type) -> bytes``.
@@ -204,14 +204,7 @@ class Shadow(_Hook):
         self.run_id: str | None = None
         self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self._lock = threading.Lock()
-        self._closed = threading.Event()
         self._step = 0
-        self._thread = threading.Thread(target=self.work, name="shadow", daemon=True)
-
-    def start(self) -> Shadow:
-        """Start the background thread."""
-        self._thread.start()
-        return self
 
     def _put(self, body, content_type, answer, champion_seconds) -> bool:
         try:
@@ -338,17 +331,6 @@ class Shadow(_Hook):
                 self._client.set_terminated(self.run_id, "FINISHED")
             except Exception as exc:  # noqa: BLE001
                 _logger.warning("shadow run not ended: %s", exc)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Score what is queued (up to ``timeout``), log the totals, end the run."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        if self._thread.is_alive():
-            with contextlib.suppress(queue.Full):  # still full after the timeout: log as is
-                self.queue.put(None, timeout=timeout)
-            self._thread.join(timeout)
-        self.finish()
 
 
 def _close(a, b, tolerance: float) -> bool:
@@ -514,8 +496,8 @@ def _child_main(spec: dict, reader) -> None:
 
 
 def shadow_for(client, champion, challenger_ref: str, *, sample: float, tolerance: float,
-               interval: float = DEFAULT_INTERVAL_SECONDS, loader=None):
-    """A started :class:`Shadow` of ``challenger_ref`` against the resolved ``champion``.
+               interval: float = DEFAULT_INTERVAL_SECONDS) -> ShadowProcess:
+    """A started :class:`ShadowProcess` of ``challenger_ref`` against the resolved ``champion``.
 
     Args:
         client: ``MlflowClient`` of the registry and of the shadow run.
@@ -524,8 +506,6 @@ def shadow_for(client, champion, challenger_ref: str, *, sample: float, toleranc
         sample: share of requests shadowed (0-1).
         tolerance: relative tolerance of a regression row.
         interval: seconds between logs of the totals.
-        loader: loads a scorer from a model URI: the shadow then runs in this process (tests);
-            by default it runs in a process of its own (:class:`ShadowProcess`).
 
     The challenger is the version its reference names at start (a pinned comparison).
 
@@ -543,10 +523,6 @@ def shadow_for(client, champion, challenger_ref: str, *, sample: float, toleranc
     if mv is not None:
         task = (getattr(mv, "tags", None) or {}).get("mlops.task")
     task = task if task in ("classification", "regression") else None
-    if loader is not None:  # in this process (tests)
-        return Shadow(loader(chal.uri).score, client, name=chal.name,
-                      champion_version=champion.version, challenger_version=chal.version,
-                      task=task, sample=sample, tolerance=tolerance, interval=interval).start()
     return ShadowProcess({
         "tracking_uri": client.tracking_uri, "registry_uri": client._registry_uri,
         "uri": chal.uri, "name": chal.name, "champion_version": champion.version,
