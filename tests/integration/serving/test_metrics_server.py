@@ -1,10 +1,10 @@
 """GET /metrics on a real 2-worker scoring server: every worker's counts add up exactly.
 
-The test sends a known mix of requests (and a 431 refused before the app) on fresh connections (so the kernel spreads them over
-both workers), then reads /metrics as Prometheus would: the totals must be exactly what was
-sent, whichever worker answers the scrape. Then the alias moves (the version gauge follows),
-a worker is killed (its counts stay, it is marked dead), and when the server stops its metrics
-directory is gone.
+The test sends a known mix of requests (and a 431 refused before the app) on fresh connections
+(so the kernel spreads them over both workers), then reads /metrics as Prometheus would: the
+totals must be exactly what was sent, whichever worker answers the scrape. Then the alias moves
+(the version gauge follows), a worker is killed (its counts stay, it is marked dead), and when
+the server stops its metrics directory is gone.
 """
 
 from __future__ import annotations
