@@ -982,9 +982,9 @@ class Workflow:
         from projects.record import build_record, log_record, record_tags
 
         start = time.perf_counter()
-        # what reproducing this run needs, recorded as it starts (a failed run says it too)
-        record, dumped, diff = build_record(self.settings, self.project_dir)
         try:
+            # what reproducing this run needs, recorded as it starts (a failed run says it too)
+            record, dumped, diff = build_record(self.settings, self.project_dir)
             with run_with_status(
                 run_id=active or None,
                 experiment_id=None if active else self.experiment_id,
