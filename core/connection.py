@@ -6,8 +6,11 @@ Only the CLI layers call :func:`connect`; library code receives the client it wo
 from __future__ import annotations
 
 import os
+import urllib.parse
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: The database schemes MLflow's SQLAlchemy stores serve (and migrate with alembic).
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def tracking_uri() -> str:
@@ -18,6 +21,11 @@ def tracking_uri() -> str:
 def registry_uri() -> str:
     """The registry location: ``$MLFLOW_REGISTRY_URI`` or the tracking location."""
     return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+
+
+def is_sql_store(uri: str) -> bool:
+    """Whether ``uri`` is a SQLAlchemy database URL MLflow migrates with alembic."""
+    return urllib.parse.urlparse(uri).scheme.split("+", 1)[0] in SQL_SCHEMES
 
 
 def connect(uri: str | None = None):

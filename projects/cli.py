@@ -146,11 +146,9 @@ def _collector_paused():
 
 def _import_store_code(*uris: str) -> None:
     """Load MLflow's database stores now, in the start-up (MLflow loads them on first use)."""
-    from urllib.parse import urlparse
+    from core.connection import is_sql_store
 
-    from mlflow.store.db.db_types import DATABASE_ENGINES
-
-    if any(urlparse(uri).scheme.split("+")[0] in DATABASE_ENGINES for uri in uris):
+    if any(is_sql_store(uri) for uri in uris):
         import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 

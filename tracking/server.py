@@ -39,6 +39,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.connection import is_sql_store
 from core.errors import MlopsError, UsageError
 from core.settings import ServerSettings
 
@@ -108,9 +109,6 @@ ANALYZED_TABLES = ("runs", "latest_metrics", "params", "tags")
 # runs that is ~20 MB, beyond PostgreSQL's 4 MB default.
 PG_WORK_MEM = "64MB"
 
-_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-
-
 class ServerError(MlopsError, RuntimeError):
     """The server cannot be started; the message is one line (exit 1)."""
 
@@ -160,12 +158,6 @@ def resolve_server_settings(server: ServerSettings, **overrides) -> ServerSettin
 
 
 # -- schema -----------------------------------------------------------------------------------
-
-
-def is_sql_store(uri: str) -> bool:
-    """Whether ``uri`` is a SQLAlchemy database URL MLflow migrates with alembic."""
-    scheme = urllib.parse.urlparse(uri).scheme.split("+", 1)[0]
-    return scheme in _SQL_SCHEMES
 
 
 def _engine(uri: str):
