@@ -7,12 +7,15 @@ names, the record's layout and the one digest function live here.
 On the workflow run:
 
 * tags :data:`GIT_COMMIT_TAG` (the commit, no ``+dirty``) and :data:`GIT_DIRTY_TAG`
-  (``true``/``false``: uncommitted changes to tracked files, or new code files);
+  (``true``/``false``: uncommitted changes to tracked files, or untracked files the workflow
+  runs);
 * artifact :data:`RECORD_ARTIFACT`: a JSON :class:`record <RECORD_KEYS>` (commit, dirty, the diff's
   digest, Python and package versions, data source and file digest, user files by content hash);
 * artifact :data:`SETTINGS_ARTIFACT`: the resolved settings (every section, as validated);
 * artifact :data:`DIFF_ARTIFACT`, only when the tree was dirty: ``git diff`` against the
-  commit (binary-safe), new untracked code files included, so ``git apply`` rebuilds the tree.
+  commit (binary-safe), the untracked files the workflow runs included (modules the steps
+  import, files the settings name), so ``git apply`` rebuilds the tree; a file holding a
+  secret is left out of it and named in the record's ``diff_withheld``.
 
 Step runs keep what the step cache already records (``mlops.cache.code``, ``.settings``,
 ``.input``, ``.packages``) and the workflow run names them (``mlops.<step>_run``,
@@ -38,12 +41,13 @@ DIFF_ARTIFACT = f"{ARTIFACT_DIR}/code.diff"
 #: The record's schema version (bumped when a key changes meaning).
 RECORD_FORMAT = 1
 #: Keys of the record: ``format``, ``commit``, ``dirty``, ``diff`` (artifact path or None),
-#: ``diff_sha256``, ``python``, ``packages`` ({name: version}), ``machine`` ({``platform``,
-#: ``machine``, ``cpus``, ``libraries``: the BLAS/OpenMP libraries with version, CPU
-#: architecture and threads}), ``data`` ({``source``, ``kind``, ``location``, ``file_sha256``
+#: ``diff_sha256``, ``diff_withheld`` ({path: [kind of secret]}: files left out of the diff),
+#: ``python``, ``packages`` ({name: version}), ``machine`` ({``platform``, ``machine``,
+#: ``cpus``, ``libraries``: the BLAS/OpenMP libraries with version, CPU architecture and
+#: threads}), ``data`` ({``source``, ``kind``, ``location``, ``file_sha256``
 #: (files only)}), ``user_files`` ({path: sha256}), ``settings`` (artifact path), ``profile``.
-RECORD_KEYS = ("format", "commit", "dirty", "diff", "diff_sha256", "python", "packages",
-               "machine", "data", "user_files", "settings", "profile")
+RECORD_KEYS = ("format", "commit", "dirty", "diff", "diff_sha256", "diff_withheld", "python",
+               "packages", "machine", "data", "user_files", "settings", "profile")
 #: Steps whose runs the workflow run names (``mlops.<step>_run``), in order.
 STEP_RUN_TAG = "mlops.{step}_run"
 STEP_REUSED_TAG = "mlops.{step}_reused"

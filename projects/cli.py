@@ -188,7 +188,8 @@ def run_step(until: str, opts: dict) -> int:
         _import_store_code(tracking_uri(), registry_uri())
     try:
         with terminate_as_interrupt():
-            result = Workflow(settings, client, _s3_factory).run(until)
+            result = Workflow(settings, client, _s3_factory,
+                              settings_file=opts.get("settings_file") or None).run(until)
     except MlflowException as exc:  # e.g. the server refused (401/403) or is unreachable
         raise MlopsError(f"tracking server: {explain(exc)}") from None
     except KeyboardInterrupt:

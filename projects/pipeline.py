@@ -428,11 +428,13 @@ class WorkflowResult:
 class Workflow:
     """Runs the steps up to ``until`` under one parent run, reusing cached steps."""
 
-    def __init__(self, settings: Settings, client, s3_client_factory=None, project_dir=None):
+    def __init__(self, settings: Settings, client, s3_client_factory=None, project_dir=None,
+                 settings_file=None):
         self.settings = settings
         self.client = client
         self._s3_factory = s3_client_factory
         self.project_dir = Path(project_dir or Path.cwd())
+        self.settings_file = settings_file  # the user's --settings file: the diff may carry it
         self.frames: dict = {}
         self.model = None
         self.outcomes: dict[str, StepOutcome] = {}
@@ -984,7 +986,8 @@ class Workflow:
         start = time.perf_counter()
         try:
             # what reproducing this run needs, recorded as it starts (a failed run says it too)
-            record, dumped, diff = build_record(self.settings, self.project_dir)
+            record, dumped, diff = build_record(self.settings, self.project_dir,
+                                                self.settings_file)
             with run_with_status(
                 run_id=active or None,
                 experiment_id=None if active else self.experiment_id,

@@ -5,7 +5,10 @@ versions per step) says *whether* something changed; this record says *what it w
 ``python -m registry reproduce`` can rebuild the tree and the settings and re-run them:
 
 * the commit and whether the tree was dirty; when it was, ``git diff`` against the commit as
-  an artifact (tracked changes, plus new untracked code files: a user's new step file counts);
+  an artifact: tracked changes, plus the untracked files the workflow runs (a new module the
+  steps import, a step file or settings file the settings name) and nothing else untracked.
+  A file whose hunk holds a secret (as detect-secrets sees it) is left out of the artifact, with
+  one warning naming it; the record lists it under ``diff_withheld``;
 * the resolved settings as an artifact (every section, as validated; a password in a URL is
   replaced by ``***``);
 * the Python and package versions (the cache key's :data:`~projects.pipeline.MODEL_PACKAGES`
@@ -19,6 +22,7 @@ Recorded when the workflow run starts, so a run that fails still says what it ra
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -26,6 +30,7 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -37,9 +42,12 @@ _logger = logging.getLogger(__name__)
 
 #: Beyond the cache key's packages: what pickles, stores and reads the model and the data.
 EXTRA_PACKAGES = ("cloudpickle", "skops", "joblib", "threadpoolctl", "pyarrow")
-#: Untracked files that count as code (a new step file), and the largest one recorded.
-CODE_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".cfg", ".json", ".sql")
-MAX_UNTRACKED_BYTES = 1 << 20
+#: A file's section of a ``git diff`` starts with this line (never inside a section: hunk lines
+#: start with ' ', '+', '-' or '\\', and a binary patch's base85 lines hold no space).
+_FILE_HEADER = b"diff --git "
+_SECTION = re.compile(rb"^diff --git ", re.MULTILINE)
+#: What a false positive's line carries so that detect-secrets lets it through.
+ALLOWLIST_PRAGMA = "pragma: allowlist secret"
 _USER_FILE = re.compile(r"^(?P<path>[^\s:]+\.py)(?::[A-Za-z_][A-Za-z0-9_.]*)?$")
 _GIT_TIMEOUT = 30
 #: The checkout this code runs from: the code that trains is what reproduction checks out.
@@ -61,14 +69,23 @@ def _git(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
                           env={**os.environ, **(env or {})})
 
 
-_DIFF = ["diff", "--binary", "--no-color", "--no-ext-diff", "HEAD"]
+# One section per path (no rename pairs) with the a/ b/ prefixes `git apply` expects, whatever
+# the user's diff.renames / diff.noprefix settings say.
+_DIFF = ["diff", "--binary", "--no-color", "--no-ext-diff", "--no-renames", "--src-prefix=a/",
+         "--dst-prefix=b/", "HEAD"]
 
 
-def git_state(project_dir: Path) -> GitState:
+def git_state(project_dir: Path,
+              wanted: Callable[[], Iterable[Path]] | Iterable[Path] = ()) -> GitState:
     """The commit of ``project_dir``'s checkout and its diff (``unknown`` outside git).
 
+    The diff holds the changes of tracked files, and of the untracked files only those in
+    ``wanted`` (the files the workflow runs: see :func:`wanted_files`); any other untracked
+    file (notes, credentials, data) stays out of it and does not make the tree dirty.
+    ``wanted`` may be a callable: it is called only when there are untracked files.
+
     The diff is taken through a temporary copy of the index, so the user's staging area is
-    never touched: new untracked code files are added there as intent-to-add and show up as
+    never touched: the wanted untracked files are added there as intent-to-add and show up as
     new files in ``git diff --binary HEAD``. Without such files the plain diff is the same,
     so it is taken alongside the listing of untracked files (one git process less to wait for
     on every workflow start).
@@ -84,12 +101,12 @@ def git_state(project_dir: Path) -> GitState:
         plain = subprocess.Popen(["git", *_DIFF], cwd=root, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
         try:
-            untracked = [
-                name for name in _git(["ls-files", "--others", "--exclude-standard", "-z"],
-                                      root).stdout.decode(errors="surrogateescape").split("\0")
-                if name.endswith(CODE_SUFFIXES) and (root / name).is_file()
-                and (root / name).stat().st_size <= MAX_UNTRACKED_BYTES
-            ]
+            untracked = [name for name in _git(
+                ["ls-files", "--others", "--exclude-standard", "-z"], root,
+            ).stdout.decode(errors="surrogateescape").split("\0") if name]
+            if untracked:
+                keep = _relative_names(wanted() if callable(wanted) else wanted, root)
+                untracked = [name for name in untracked if name in keep]
             out, err = plain.communicate(timeout=_GIT_TIMEOUT)
         finally:
             if plain.poll() is None:
@@ -109,6 +126,116 @@ def git_state(project_dir: Path) -> GitState:
     except (OSError, subprocess.SubprocessError) as exc:
         _logger.warning("git state unknown: %s", exc)
         return GitState("unknown", False)
+
+
+def _relative_names(paths: Iterable[Path], root: Path) -> set[str]:
+    """``paths`` inside ``root`` as ``git ls-files`` names them (relative, ``/``-separated)."""
+    real = root.resolve()
+    out = set()
+    for path in paths:
+        path = Path(path).resolve()
+        if path.is_relative_to(real) and path.is_file():
+            out.add(path.relative_to(real).as_posix())
+    return out
+
+
+def wanted_files(settings, project_dir: Path, code_root: Path = CODE_ROOT,
+                 settings_file: str | Path | None = None) -> list[Path]:
+    """The files the workflow runs, so the diff may carry them even when they are untracked.
+
+    The modules of this repository the steps import (the same import closure the steps'
+    cache keys hash, :func:`projects.pipeline.step_code_files`), the user's files the settings
+    name (:func:`user_files`), and the settings files read: ``base.yaml``, the profile's file
+    and the user's ``--settings`` file.
+    """
+    from core.settings import SETTINGS_FILE_ENV, conf_dir
+    from projects import STEPS
+    from projects.pipeline import step_code_files
+
+    out: list[Path] = []
+    if (code_root / "projects" / "pipeline.py").is_file():
+        for step in STEPS:
+            out.extend(step_code_files(step, code_root).values())
+    dumped = settings.model_dump(mode="json")
+    out.extend(Path(name) if Path(name).is_absolute() else project_dir / name
+               for name in user_files(dumped, project_dir, None))
+    conf = conf_dir()
+    out += [conf / "base.yaml", conf / "profiles" / f"{settings.profile}.yaml"]
+    named = settings_file or os.environ.get(SETTINGS_FILE_ENV)
+    if named:
+        out.append(Path(named).expanduser())
+    return out
+
+
+def _split_diff(diff: bytes) -> list[tuple[str, bytes]]:
+    """``git diff`` output as ``(path, section)`` per file, in order: joined, they are the diff."""
+    starts = [m.start() for m in _SECTION.finditer(diff)]
+    out = []
+    for begin, end in zip(starts, [*starts[1:], len(diff)], strict=True):
+        section = diff[begin:end]
+        header = section.split(b"\n", 1)[0][len(_FILE_HEADER):]
+        # without renames both sides name one path: a/P b/P, or C-quoted "a/P" "b/P"
+        side = header[: (len(header) - 1) // 2]
+        if side.startswith(b'"') and side.endswith(b'"'):
+            side = codecs.escape_decode(side[1:-1])[0]
+        out.append((side[2:].decode(errors="surrogateescape"), section))
+    return out
+
+
+def _scanned_lines(section: bytes) -> bytes:
+    """What a file's section shows of it: every hunk line (added, removed, context), unprefixed.
+
+    Removed and context lines count too: a deleted credentials file is all ``-`` lines.
+    """
+    lines = section.splitlines(keepends=True)
+    first = next((i for i, line in enumerate(lines) if line.startswith(b"@@")), len(lines))
+    return b"".join(line[1:] for line in lines[first:] if line[:1] in (b" ", b"+", b"-"))
+
+
+def find_secrets(diff: bytes) -> dict[str, list[str]]:
+    """The files of ``diff`` whose hunks hold a secret, with the kinds detect-secrets found.
+
+    Each file's hunk lines are scanned under the file's own name (detect-secrets reads YAML,
+    INI and code each its own way) with its default plugins and filters, so a line ending in
+    ``pragma: allowlist secret`` passes. Binary patches are not scanned (detect-secrets reads
+    text only). Imported here, and only for a diff: most runs start from a clean tree.
+    """
+    from detect_secrets import SecretsCollection
+    from detect_secrets.settings import default_settings
+
+    found: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="mlops-scan-") as tmp, default_settings():
+        for i, (path, section) in enumerate(_split_diff(diff)):
+            text = _scanned_lines(section)
+            if not text:
+                continue
+            copy = Path(tmp) / str(i) / Path(path).name
+            copy.parent.mkdir()
+            copy.write_bytes(text)
+            secrets = SecretsCollection()
+            secrets.scan_file(str(copy))
+            kinds = sorted({secret.type for _name, secret in secrets})
+            if kinds:
+                found[path] = kinds
+    return found
+
+
+def withhold_secrets(diff: bytes) -> tuple[bytes, dict[str, list[str]]]:
+    """``diff`` without the sections of files that hold a secret, and those files' secrets.
+
+    Each file left out is logged as one warning naming it and the kinds of secret.
+    """
+    if not diff:
+        return diff, {}
+    found = find_secrets(diff)
+    if not found:
+        return diff, {}
+    for path, kinds in found.items():
+        _logger.warning("%s leaves out %s: it holds a secret (%s); a false positive passes "
+                        "with '%s' on its line", lineage.DIFF_ARTIFACT, path, ", ".join(kinds),
+                        ALLOWLIST_PRAGMA)
+    kept = b"".join(section for path, section in _split_diff(diff) if path not in found)
+    return kept, found
 
 
 def redact_url(text: str) -> str:
@@ -194,18 +321,31 @@ def installed_packages() -> dict[str, str]:
     return out
 
 
-def build_record(settings, project_dir: Path) -> tuple[dict, dict, bytes]:
-    """The record, the resolved settings and the diff (empty when the tree is clean)."""
-    state = git_state(CODE_ROOT)
+def build_record(settings, project_dir: Path,
+                 settings_file: str | Path | None = None) -> tuple[dict, dict, bytes]:
+    """The record, the resolved settings and the diff to upload (empty when there is none).
+
+    Args:
+        settings: the resolved settings.
+        project_dir: where the workflow runs (relative user files start there).
+        settings_file: the user's ``--settings`` file, if any (else ``$MLOPS_SETTINGS_FILE``).
+    """
+    def wanted(code_root: Path):
+        return lambda: wanted_files(settings, project_dir, code_root, settings_file)
+
+    state = git_state(CODE_ROOT, wanted(CODE_ROOT))
     if state.commit == "unknown":  # the code is installed, not checked out: the project's
-        state = git_state(project_dir)
+        state = git_state(project_dir, wanted(project_dir))
+    diff, withheld = withhold_secrets(state.diff)
     dumped = _redacted(settings.model_dump(mode="json"))
     record = {
         "format": lineage.RECORD_FORMAT,
         "commit": state.commit,
+        # dirty even when every changed file was withheld: the commit alone is not the code
         "dirty": state.dirty,
-        "diff": lineage.DIFF_ARTIFACT if state.dirty else None,
-        "diff_sha256": lineage.bytes_sha256(state.diff) if state.dirty else None,
+        "diff": lineage.DIFF_ARTIFACT if diff else None,
+        "diff_sha256": lineage.bytes_sha256(diff) if diff else None,
+        "diff_withheld": withheld,
         "python": platform.python_version(),
         "packages": installed_packages(),
         "machine": lineage.machine(),
@@ -214,7 +354,7 @@ def build_record(settings, project_dir: Path) -> tuple[dict, dict, bytes]:
         "settings": lineage.SETTINGS_ARTIFACT,
         "profile": settings.profile,
     }
-    return record, dumped, state.diff
+    return record, dumped, diff
 
 
 def record_tags(record: dict) -> dict[str, str]:

@@ -97,6 +97,8 @@ class Lineage:
     history: tuple[Attempt, ...]
     copies: tuple[dict, ...]
     copied_from: dict[str, str]
+    #: Files the workflow left out of the diff because they held a secret ({path: [kinds]}).
+    diff_withheld: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -252,6 +254,7 @@ def _read(client, name: str, version: str, tags: dict[str, str], run_id: str | N
         dirty=dirty,
         diff=(record or {}).get("diff"),
         diff_sha256=(record or {}).get("diff_sha256"),
+        diff_withheld=dict((record or {}).get("diff_withheld") or {}),
         python=(record or {}).get("python"),
         packages=dict((record or {}).get("packages") or {}),
         machine=dict((record or {}).get("machine") or {}),

@@ -27,8 +27,9 @@ stable; versions are strings, times ISO-8601 UTC, metrics numbers, run ids whole
 ``lineage``
     ``{"name", "version", "aliases", "recorded" (the workflow run holds the lineage record),
     "workflow_run": {"run_id", "name", "experiment_id", "status", "started", "ended"},
-    "code": {"commit", "dirty", "diff" (artifact URI or null), "diff_sha256", "user_files":
-    {path: sha256}}, "data": {"source", "kind", "location", "file_sha256", "digest", "rows",
+    "code": {"commit", "dirty", "diff" (artifact URI or null), "diff_sha256", "diff_withheld":
+    {path: [kind of secret]} (files left out of the diff), "user_files": {path: sha256}},
+    "data": {"source", "kind", "location", "file_sha256", "digest", "rows",
     "schema": {column: type}}, "settings" (the resolved settings, or null), "settings_hash",
     "profile", "environment": {"python", "packages": {name: version}}, "steps": [{"step",
     "run_id", "reused", "computed_by" (the workflow run that ran the step), "status",
@@ -310,8 +311,10 @@ def lineage_tables(lin: Lineage) -> list:
     """``lineage``: the run, code, data, settings, packages, steps, alias moves and copies."""
     not_recorded = "not recorded"
     commit = lin.commit or not_recorded
-    dirty = "-" if lin.dirty is None else ("yes: the diff is the run's " + (lin.diff or "?")
-                                           if lin.dirty else "no")
+    dirty = "-" if lin.dirty is None else "no"
+    if lin.dirty:
+        dirty = ("yes: the diff is the run's " + lin.diff if lin.diff
+                 else "yes: no diff recorded")
     tables = [_kv(f"Lineage of {lin.ref}", [
         ("aliases", ", ".join(lin.aliases) or "-"),
         ("workflow run", f"{lin.run_id or '-'} ({lin.run_name or '-'}, "
@@ -320,6 +323,8 @@ def lineage_tables(lin: Lineage) -> list:
         ("started", _when(lin.run_start) or "-"),
         ("commit", commit),
         ("dirty", dirty),
+        *[(f"left out of the diff {path}", f"holds a secret ({', '.join(kinds)})")
+          for path, kinds in lin.diff_withheld.items()],
         *[(f"user file {path}", f"sha256 {digest}") for path, digest in lin.user_files.items()],
         ("recorded", "yes" if lin.recorded else
          "no: registered before the workflow recorded lineage (commit and digest from tags)"),
@@ -386,7 +391,8 @@ def lineage_json(lin: Lineage, diff_uri: str | None = None) -> dict:
                          "experiment_id": lin.experiment_id, "status": lin.run_status,
                          "started": _when(lin.run_start), "ended": _when(lin.run_end)},
         "code": {"commit": lin.commit, "dirty": lin.dirty, "diff": diff_uri,
-                 "diff_sha256": lin.diff_sha256, "user_files": dict(lin.user_files)},
+                 "diff_sha256": lin.diff_sha256, "diff_withheld": dict(lin.diff_withheld),
+                 "user_files": dict(lin.user_files)},
         "data": {"source": d.source, "kind": d.kind, "location": d.location,
                  "file_sha256": d.file_sha256, "digest": d.digest, "rows": d.rows,
                  "schema": dict(d.schema)},

@@ -432,8 +432,11 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         tree = _worktree(repo, lin.commit, where)
         if lin.dirty and lin.diff:
             _apply_diff(client, lin, tree, where)
-        echo(f"code       {lin.commit[:12]}{' + the recorded diff' if lin.dirty else ''}, "
-             "in a temporary worktree")
+        applied = " + the recorded diff" if lin.dirty and lin.diff else ""
+        echo(f"code       {lin.commit[:12]}{applied}, in a temporary worktree")
+        if lin.diff_withheld:  # their changes are not in the tree: the re-run may differ there
+            echo(f"code       without the changes to {', '.join(lin.diff_withheld)}: left out of "
+                 "the recorded diff (a secret)")
         if lin.data.file_sha256:
             echo(f"data       {lin.data.location}: sha256 {lin.data.file_sha256[:16]}, "
                  "as recorded")

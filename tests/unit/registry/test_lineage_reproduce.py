@@ -68,7 +68,7 @@ def test_diff_rebuilds_the_dirty_tree_and_leaves_the_index_alone(repo, tmp_path)
     (repo / "steps").mkdir()
     (repo / "steps" / "features.py").write_text("def add(df):\n    return df\n")  # new, untracked
     (repo / "scratch.log").write_text("not code\n")
-    state = git_state(repo)
+    state = git_state(repo, [repo / "steps" / "features.py"])  # what the workflow runs
     assert state.dirty
     # the user's staging area is as it was: the new file is still untracked
     assert git("status", "--porcelain", cwd=repo).stdout.splitlines() == [
