@@ -10,17 +10,23 @@ pandas types differently gets one type for the whole file, found by a first pass
 by the model's pyfunc, which ignores extra columns (ids, the target) and converts values by its
 own rules.
 
+The input and the output are local files or ``s3://`` objects (read and written with pyarrow's
+S3 client, ``AWS_ENDPOINT_URL`` honoured).
+
 Memory is bounded by the batch size, not the file: the input is read batch by batch (Parquet
 without pyarrow's pre-buffering, which would keep every row group read so far), and each
 scored batch is appended to the output. The output is written under a temporary name next to
 it and moved into place only when every row is scored, so a refused batch leaves nothing (and
-an earlier output stays as it was).
+an earlier output stays as it was). The rule of :mod:`serving.outputs` decides first whether
+the output may be written at all: not over the input, and over an existing file only if this
+project wrote it (its completion marker, ``.NAME._MLOPS_SUCCESS``, sits beside it).
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import os
+import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -28,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from serving import outputs
 
 _logger = logging.getLogger(__name__)
 
@@ -39,8 +47,8 @@ class BatchError(ValueError):
     """A batch job that cannot run (unreadable input, unsupported file type)."""
 
 
-def _kind(path: Path) -> str:
-    suffix = path.suffix.lower()
+def _kind(path) -> str:
+    suffix = posixpath.splitext(str(path))[1].lower()
     if suffix == ".csv":
         return "csv"
     if suffix in _PARQUET:
@@ -48,19 +56,56 @@ def _kind(path: Path) -> str:
     raise BatchError(f"{path}: expected a .csv or .parquet file")
 
 
-def count_rows(path: Path, batch_size: int = 1 << 16) -> int | None:
+def is_file(path) -> bool:
+    """Whether ``path`` (local or ``s3://``) is an existing file."""
+    from pyarrow import fs
+
+    where = outputs.locate(str(path))
+    return where.filesystem().get_file_info(where.path).type == fs.FileType.File
+
+
+def default_output(input_path) -> str:
+    """``INPUT-predictions.<suffix>`` next to the input (local or ``s3://``)."""
+    text = str(input_path)
+    stem, suffix = posixpath.splitext(text)
+    return f"{stem}-predictions{suffix}"
+
+
+def _source(path):
+    """``path`` as pandas and pyarrow open it: a local path, or a function opening an S3 object.
+
+    A local file is returned as it is; an ``s3://`` object as a stream of pyarrow's S3 client
+    (one request, read front to back: the readers never seek in a CSV).
+    """
+    where = outputs.locate(str(path))
+    if not where.is_s3:
+        return Path(path)
+    filesystem = where.filesystem()
+    return lambda: filesystem.open_input_stream(where.path)
+
+
+def _parquet_file(path):
+    import pyarrow.parquet as pq
+
+    where = outputs.locate(str(path))
+    source = where.filesystem().open_input_file(where.path) if where.is_s3 else path
+    # pre_buffer=False: pyarrow's read cache would otherwise hold every row group read
+    return pq.ParquetFile(source, pre_buffer=False)
+
+
+def count_rows(path, batch_size: int = 1 << 16) -> int | None:
     """The number of rows :func:`read_batches` will yield.
 
     Parquet: its footer says. CSV: counted by the same reader that scores the file (one column,
     as text), so quoted fields with line breaks and blank lines count as the reader sees them.
     """
     if _kind(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
+        return _parquet_file(path).metadata.num_rows
+    source = _source(path)
     try:
-        chunks = pd.read_csv(path, chunksize=batch_size, usecols=[0], dtype=str)
-        return sum(len(chunk) for chunk in chunks)
+        with _opened(source() if callable(source) else source) as opened:
+            chunks = pd.read_csv(opened, chunksize=batch_size, usecols=[0], dtype=str)
+            return sum(len(chunk) for chunk in chunks)
     except (pd.errors.EmptyDataError, ValueError):
         return 0
 
@@ -77,23 +122,20 @@ def csv_dtypes(columns) -> dict | None:
 
 
 def read_batches(
-    path: Path, batch_size: int = DEFAULT_BATCH_SIZE, columns=None
+    path, batch_size: int = DEFAULT_BATCH_SIZE, columns=None
 ) -> Iterator[pd.DataFrame]:
     """Yield the file's rows as DataFrames of at most ``batch_size`` rows.
 
     Args:
-        path: CSV or Parquet file.
+        path: CSV or Parquet file, local or ``s3://``.
         batch_size: rows per batch.
         columns: the model's signature columns, if any (see :func:`csv_dtypes`).
     """
-    if not path.is_file():
+    if not is_file(path):
         raise BatchError(f"{path}: no such file")
     if _kind(path) == "parquet":
-        import pyarrow.parquet as pq
-
         start = 0
-        # pre_buffer=False: pyarrow's read cache would otherwise hold every row group read
-        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_size):
+        for batch in _parquet_file(path).iter_batches(batch_size=batch_size):
             frame = batch.to_pandas()
             # rows numbered across the file, as pandas numbers a CSV's chunks (error messages)
             frame.index = pd.RangeIndex(start, start + len(frame))
@@ -101,7 +143,9 @@ def read_batches(
             yield frame
     else:
         try:
-            yield from read_csv_batches(lambda: path, batch_size, columns)
+            source = _source(path)
+            opener = source if callable(source) else lambda: source
+            yield from read_csv_batches(opener, batch_size, columns)
         except pd.errors.EmptyDataError:
             raise BatchError(f"{path}: empty CSV file (no header)") from None
         except pd.errors.ParserError as exc:
@@ -166,44 +210,73 @@ def predictions_frame(predictions, index) -> pd.DataFrame:
     return pd.DataFrame({"prediction": arr.reshape(len(index))}, index=index)
 
 
+def check_output(input_path, output_path) -> outputs.Location:
+    """Refuse an output that would harm the input or a file the project did not write.
+
+    The local engine's output is one file (:func:`serving.outputs.check_output`); returns
+    where it is.
+
+    Raises:
+        serving.outputs.OutputError: one line naming the reason (exit 1).
+    """
+    output = outputs.locate(str(output_path))
+    outputs.check_output(output, outputs.locate(str(input_path)), folder=False)
+    return output
+
+
 def score_file(
     scorer,
-    input_path: Path,
-    output_path: Path,
+    input_path,
+    output_path,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress=None,
 ) -> int:
     """Score ``input_path`` into ``output_path`` (CSV or Parquet by suffix); return the row count.
 
-    The output appears only when every batch is scored: it is written to a temporary file in
-    the same folder and renamed over ``output_path`` at the end.
+    The output appears only when every batch is scored: it is written under a temporary name
+    in the same folder (or S3 prefix) and moved over ``output_path`` at the end, then marked as
+    the project's (:func:`serving.outputs.write_marker`).
 
     Args:
         scorer: a :class:`serving.model.Scorer` (its ``predict_frame`` is called per batch).
-        input_path: CSV or Parquet input.
-        output_path: where the rows and predictions go.
+        input_path: CSV or Parquet input, local or ``s3://``.
+        output_path: where the rows and predictions go, local or ``s3://``.
         batch_size: rows per batch.
         progress: optional callable ``progress(rows_done)`` called after each batch.
+
+    Raises:
+        serving.outputs.OutputError: the output overlaps the input, or is an existing file this
+            project did not write (nothing is read or written then).
+        BatchError: unreadable or unsupported input.
     """
+    output = check_output(input_path, output_path)
     out_kind = _kind(output_path)
-    output_path = Path(output_path)
-    # created by the writers themselves, so the output gets the usual file permissions
-    partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:12]}.partial")
+    filesystem = output.filesystem()
+    parent, name = posixpath.split(output.path)
+    if not output.is_s3:
+        filesystem.create_dir(parent, recursive=True)
+    partial = posixpath.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.partial")
     try:
-        rows = _write_scored(scorer, input_path, partial, out_kind, batch_size, progress)
-        if partial.exists():  # no batch at all (a header-only CSV) writes nothing, as before
-            os.replace(partial, output_path)
+        rows, wrote = _write_scored(
+            scorer, input_path, filesystem, partial, out_kind, batch_size, progress
+        )
+        if wrote:  # no batch at all (a header-only CSV) writes nothing, as before
+            filesystem.move(partial, output.path)
+            outputs.write_marker(output, folder=False)
     finally:
-        partial.unlink(missing_ok=True)
+        from pyarrow import fs
+
+        if filesystem.get_file_info(partial).type == fs.FileType.File:
+            filesystem.delete_file(partial)
     _logger.info("batch scored", extra={"rows": rows, "output": str(output_path)})
     return rows
 
 
-def _write_scored(scorer, input_path: Path, out: Path, out_kind: str, batch_size: int,
-                  progress) -> int:  # fmt: skip
-    """Score batch by batch, appending each to ``out``; return the row count."""
+def _write_scored(scorer, input_path, filesystem, out: str, out_kind: str, batch_size: int,
+                  progress) -> tuple[int, bool]:  # fmt: skip
+    """Score batch by batch, appending each to ``out``; return the row count, whether written."""
     rows = 0
-    writer = None
+    sink = text = writer = None
     try:
         columns = getattr(scorer, "input_columns", None)
         for i, batch in enumerate(read_batches(input_path, batch_size, columns)):
@@ -212,15 +285,19 @@ def _write_scored(scorer, input_path: Path, out: Path, out_kind: str, batch_size
             taken = [c.name for c in columns if c.name in batch.columns] if columns else None
             predictions = scorer.predict_frame(batch[taken] if taken else batch)
             result = pd.concat([batch, predictions_frame(predictions, batch.index)], axis=1)
+            if sink is None:
+                sink = filesystem.open_output_stream(out)
             if out_kind == "csv":
-                result.to_csv(out, mode="w" if i == 0 else "a", header=i == 0, index=False)
+                if text is None:  # newline="": the bytes pandas writes to a path
+                    text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
+                result.to_csv(text, header=i == 0, index=False)
             else:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
                 table = pa.Table.from_pandas(result, preserve_index=False)
                 if writer is None:
-                    writer = pq.ParquetWriter(out, table.schema)
+                    writer = pq.ParquetWriter(sink, table.schema)
                 writer.write_table(table)
             rows += len(batch)
             if progress is not None:
@@ -228,4 +305,8 @@ def _write_scored(scorer, input_path: Path, out: Path, out_kind: str, batch_size
     finally:
         if writer is not None:
             writer.close()
-    return rows
+        if text is not None:
+            text.close()  # closes the sink too
+        elif sink is not None:
+            sink.close()
+    return rows, sink is not None

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from core.errors import MlopsError
 from serving import batch as batch_mod
 from serving import server as srv
+from serving import webhooks
 from serving.app import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -138,11 +138,13 @@ def cli():
                                                  "counts as agreeing.")
 @click.option("--no-metrics", is_flag=True,
               help="No GET /metrics: count nothing (the Prometheus metrics are on by default).")
+@click.option(webhooks.INSECURE_FLAG, "webhook_insecure", is_flag=True,
+              help=webhooks.INSECURE_HELP)
 def serve_cmd(
     model, host, port, workers, timeout, max_body_bytes, body_timeout, pin, poll_seconds,
     log_level,
     no_access_log, capture, capture_sample_rate, capture_max_mb, profile, shadow,
-    shadow_sample, shadow_tolerance, no_metrics,
+    shadow_sample, shadow_tolerance, no_metrics, webhook_insecure,
 ):
     """Serve MODEL over the MLflow scoring protocol (/invocations, /ping, /health, /version).
 
@@ -151,7 +153,9 @@ def serve_cmd(
     MODEL is NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or
     runs:/ID/PATH. With an alias the server follows it: when the alias moves, the new version
     is loaded in the background and swapped in (see /model and the X-Model-Version header).
-    The tracking location comes from MLFLOW_TRACKING_URI.
+    The tracking location comes from MLFLOW_TRACKING_URI. POST /webhooks/mlflow takes the
+    registry's deliveries signed with $MLOPS_WEBHOOK_SECRET (without it: none, unless
+    --webhook-insecure).
     """
     from core.connection import connect, tracking_uri
     from core.models import resolve_model
@@ -160,9 +164,14 @@ def serve_cmd(
     from serving.logs import configure_logging
 
     configure_logging(log_level, not no_access_log)
+    secret = webhooks.secret_from_env()
+    webhooks.check_settings(secret, webhook_insecure)
     cap = load_settings(profile).capture
     ref = parse_model_ref(model)
     served = resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
+    note = webhooks.startup_note(secret, webhook_insecure)
+    if ref.alias and not pin and note:  # once for the server, not once per worker
+        _logger.log(logging.WARNING if webhook_insecure else logging.INFO, note)
     if shadow:
         challenger = resolve_model(connect(), parse_model_ref(shadow), allow_run=False)
         if challenger.name != served.name:
@@ -189,6 +198,7 @@ def serve_cmd(
         shadow_sample=shadow_sample,
         shadow_tolerance=shadow_tolerance,
         metrics=not no_metrics,
+        webhook_insecure=webhook_insecure,
     )
     try:
         code = srv.serve(cfg)
@@ -203,14 +213,16 @@ def serve_cmd(
     "--input",
     "input_path",
     required=True,
-    help="CSV or Parquet file to score (--engine spark: also a folder, or s3://).",
+    help="CSV or Parquet file to score, local or s3:// (--engine spark: also a folder).",
 )
 @click.option(
     "--output",
     "output_path",
     default=None,
-    help="Where to write rows + predictions (.csv or .parquet; --engine spark: a Parquet "
-    "folder, local or s3://). Default: INPUT-predictions.<same suffix> next to the input.",
+    help="Where to write rows + predictions (.csv or .parquet, local or s3://; --engine "
+    "spark: a Parquet folder). Never the input, a folder holding it or a path inside it; "
+    "an existing output is replaced only if predict wrote it. Default: "
+    "INPUT-predictions.<same suffix> next to the input.",
 )
 @click.option(
     "--batch-size",
@@ -250,8 +262,6 @@ def predict_cmd(
     if engine == "spark":
         _predict_spark(model, input_path, output_path, master, spark_conf)
         return
-    input_path = Path(input_path)
-    output_path = Path(output_path) if output_path else None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from core.connection import connect
@@ -261,11 +271,10 @@ def predict_cmd(
 
     logging.basicConfig(level=logging.WARNING)
     ref = parse_model_ref(model)
-    if not input_path.is_file():
+    if not batch_mod.is_file(input_path):
         raise CliError(f"{input_path}: no such file")
-    output_path = output_path or input_path.with_name(
-        f"{input_path.stem}-predictions{input_path.suffix}"
-    )
+    output_path = output_path or batch_mod.default_output(input_path)
+    batch_mod.check_output(input_path, output_path)  # before the model loads and the bar starts
     info = resolve_model(connect(), ref)
     scorer = load_scorer(info.uri)
     columns = [MofNCompleteColumn(), BarColumn(), TimeElapsedColumn()]

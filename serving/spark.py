@@ -18,6 +18,9 @@ Same semantics as the local engine, by using its code rather than restating it:
 * a value that does not fit a signature column anywhere in the input (text in a numeric column)
   stops the job with the message the local engine gives for it (the first such value in input
   order), before anything is written.
+* the output is checked before any work and replaced only when every check has passed, by the
+  rule both engines share (:mod:`serving.outputs`): never an output overlapping the input, never
+  a file the project did not write; a written output ends with the project's completion marker.
 
 ``s3://``: Spark reads and writes it natively when the cluster has the Hadoop S3A connector
 (``hadoop-aws``, on every EMR/Dataproc/Databricks image); without it (a bare ``pip install
@@ -39,6 +42,7 @@ import pandas as pd
 
 from core.errors import MlopsError, UsageError
 from serving import batch as batch_mod
+from serving import outputs
 
 _logger = logging.getLogger(__name__)
 
@@ -161,17 +165,7 @@ def _local_files(path: str) -> list[str]:
 
 def _s3_fs():
     """The S3 client of pyarrow, with the environment's endpoint (moto, MinIO) and region."""
-    from pyarrow import fs
-
-    kwargs = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        kwargs["endpoint_override"] = endpoint
-        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-    if region:
-        kwargs["region"] = region
-    return fs.S3FileSystem(**kwargs)
+    return outputs.s3_filesystem()
 
 
 def _s3_key(path: str) -> str:
@@ -441,14 +435,17 @@ def score(
     Raises:
         batch_mod.BatchError: unreadable input.
         serving.protocol.RequestError: the input does not fit the model (the local message).
-        SparkJobError: the output exists and is not a previous output; the job failed.
+        serving.outputs.OutputError: the output overlaps the input, or holds a file this
+            project did not write (:func:`serving.outputs.check_output`).
+        SparkJobError: the job failed.
     """
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
     from serving.model import load_scorer
 
-    _check_output(output_path, input_path)
+    output = outputs.locate(output_path)
+    previous = outputs.check_output(output, outputs.locate(input_path), folder=True)
     scorer = load_scorer(model_uri)
     schema = scorer.pyfunc_model.metadata.get_input_schema()
     from serving import protocol
@@ -483,32 +480,22 @@ def score(
     kept = [F.col(f"`{n}`") for n in df.columns]
     pred = F.col("_mlops_prediction")
     if shape == "scalar":
-        outputs = [pred.alias("prediction")]
+        columns_out = [pred.alias("prediction")]
     elif shape == "array":
-        outputs = [pred[i].alias(n) for i, n in enumerate(predictions.columns)]
+        columns_out = [pred[i].alias(n) for i, n in enumerate(predictions.columns)]
     else:
-        outputs = [pred[str(n)].alias(str(n)) for n in predictions.columns]
-    result = scored.select(*kept, *outputs)
+        columns_out = [pred[str(n)].alias(str(n)) for n in predictions.columns]
+    result = scored.select(*kept, *columns_out)
+    # every check has passed: the previous output (ours, checked above) goes only now
+    outputs.remove_previous(output, previous)
     try:
         _write(spark, result, output_path)
     except Exception as exc:
         raise SparkJobError(f"the Spark job failed: {_one_line(exc)}") from None
+    outputs.write_marker(output, folder=True)
     written = _read_back(spark, output_path)
     _logger.info("spark batch scored", extra={"rows": written[0], "output": output_path})
     return SparkResult(rows=written[0], output=output_path, partitions=written[1])
-
-
-def _check_output(output_path: str, input_path: str) -> None:
-    """Refuse an output that is the input or an existing folder Spark did not write."""
-    if output_path.rstrip("/") == input_path.rstrip("/"):
-        raise SparkJobError(f"{output_path}: the output would overwrite the input")
-    if is_s3(output_path):
-        return
-    out = Path(output_path)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "_SUCCESS").exists()):
-        raise SparkJobError(
-            f"{output_path}: exists and is not a previous output (no _SUCCESS); name a new folder"
-        )
 
 
 def _write(spark, frame, output_path: str) -> None:
@@ -516,21 +503,19 @@ def _write(spark, frame, output_path: str) -> None:
         _write_s3_with_arrow(frame, output_path)
         return
     location = re.sub(r"^s3://", "s3a://", output_path)
-    frame.write.mode("overwrite").parquet(location)
+    # append, not overwrite: Spark's overwrite deletes the whole folder, and only the files
+    # of the previous output are ours to delete (serving.outputs.remove_previous did that)
+    frame.write.mode("append").parquet(location)
 
 
 def _write_s3_with_arrow(frame, output_path: str) -> None:
     """One Parquet part file per partition, written by the executors with pyarrow."""
     import pyarrow as pa
+    from pyarrow import fs
 
     prefix = _s3_key(output_path)
     job = uuid.uuid4().hex[:8]
     s3 = _s3_fs()
-    from pyarrow import fs
-
-    # Replace a previous output: remove its part files first (as Spark's overwrite does).
-    if s3.get_file_info(prefix).type == fs.FileType.Directory:
-        s3.delete_dir_contents(prefix)
 
     def write_partition(batches):
         import pyarrow.parquet as pq
@@ -553,7 +538,15 @@ def _write_s3_with_arrow(frame, output_path: str) -> None:
                 sink.close()
         yield pa.RecordBatch.from_pydict({"rows": [rows]})
 
-    frame.mapInArrow(write_partition, "rows long").collect()
+    try:
+        frame.mapInArrow(write_partition, "rows long").collect()
+    except BaseException:
+        # a failed job leaves none of its own part files (Spark's committer does the same)
+        found = s3.get_file_info(fs.FileSelector(prefix, recursive=True, allow_not_found=True))
+        for f in found:
+            if f.type == fs.FileType.File and f.base_name.endswith(f"-{job}.parquet"):
+                s3.delete_file(f.path)
+        raise
     with s3.open_output_stream(f"{prefix}/_SUCCESS") as out:
         out.write(b"")
 

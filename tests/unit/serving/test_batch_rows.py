@@ -50,12 +50,17 @@ def test_a_refused_batch_names_the_files_row_and_writes_nothing(tmp_path, suffix
     src = tmp_path / f"in{suffix}"
     frame.to_csv(src, index=False) if suffix == ".csv" else frame.to_parquet(src, index=False)
     out = tmp_path / "scored" / "out.parquet"
-    out.parent.mkdir()
-    out.write_bytes(b"an earlier output")
+    earlier = tmp_path / "earlier.csv"
+    pd.DataFrame({"id": [7], "x": [1.0]}).to_csv(earlier, index=False)
+    score_file(_CheckingScorer(), earlier, out)  # an earlier output, written by the project
+    before = out.read_bytes()
     with pytest.raises(RequestError, match=r"got str 'unknown' \(row 25\)"):
         score_file(_CheckingScorer(), src, out, batch_size=10)
-    assert out.read_bytes() == b"an earlier output"  # the two scored batches never appear
-    assert [p.name for p in out.parent.iterdir()] == ["out.parquet"]  # no partial file left
+    assert out.read_bytes() == before  # the two scored batches never appear
+    # no partial file left: the output and its completion marker only
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        ".out.parquet._MLOPS_SUCCESS", "out.parquet"
+    ]
 
 
 def test_parquet_batches_are_numbered_across_the_file_and_scored_in_order(tmp_path):
