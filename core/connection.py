@@ -1,16 +1,43 @@
-"""The MLflow connection: where the tracking store is, and a client for it.
+"""The MLflow connection: where the tracking store is, a client for it, and how long to wait.
 
 Only the CLI layers call :func:`connect`; library code receives the client it works with.
+:func:`prepare_process` (called by :func:`core.cli.run_group` before anything else) sets
+MLflow's own client settings for the project's processes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: The database schemes MLflow's SQLAlchemy stores serve (and migrate with alembic).
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+#: MLflow's HTTP client settings in the project's processes, unless the user set them.
+#: MLflow's defaults (7 retries, backoff factor 2, capped at 120 s) wait about 4 minutes per
+#: request for a server that is gone, and a failing workflow makes several requests on its
+#: way out (17 minutes were seen). Five retries with MLflow's own factor wait 0, 4, 8, 16 and
+#: 32 s (plus MLflow's jitter): a server that refuses connections, or a proxy answering
+#: 502/503 for it, is given up on after about a minute, and a restart shorter than that is
+#: ridden out. A server that accepts connections but never answers costs the timeout per
+#: attempt on top; 30 s still lets a proxied upload of a large model reach S3 before the
+#: server answers.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+#: The settings of a process that has given up on its server (:func:`give_up_on_server`):
+#: each later request (closing the runs it can) is tried once, briefly.
+GAVE_UP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+#: MLflow 3's usage telemetry: its background thread deletes ``_MLFLOW_TELEMETRY_SESSION_ID``
+#: from ``os.environ`` (when its configuration cannot be fetched, e.g. offline) while request
+#: threads copy the environment, which fails them with ``KeyError`` (one in ten parallel
+#: tag writes of an alias move). Switched off before MLflow is imported, the thread never
+#: starts; the project forces it off, whatever the environment says.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def tracking_uri() -> str:
@@ -44,3 +71,84 @@ def connect(uri: str | None = None):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(reg)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=reg)
+
+
+def prepare_process() -> None:
+    """Set MLflow's client settings for this process and the processes it starts.
+
+    Called once at the start of every command line (:func:`core.cli.run_group`), before
+    MLflow is imported: :data:`HTTP_DEFAULTS` where the user set no value, and
+    :data:`TELEMETRY_OFF`. Child processes (the tracking server, scoring workers) inherit them.
+    """
+    import sys
+
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.update(TELEMETRY_OFF)
+    if "mlflow.telemetry" in sys.modules:  # imported already (a caller in the same process)
+        from mlflow.telemetry import set_telemetry_client
+
+        set_telemetry_client()  # sees the switch: no client, no thread
+
+
+def give_up_on_server() -> None:
+    """From now on, try each request to the tracking server once (:data:`GAVE_UP`).
+
+    For a process that found its server unreachable and is on its way out: each run it still
+    closes costs one quick attempt, not another minute of retries. MLflow reads these
+    settings at every request. The keys exist already (:func:`prepare_process`), so this
+    replaces values and never resizes ``os.environ`` under a thread that reads it.
+    """
+    os.environ.update(GAVE_UP)
+
+
+#: What a request that never reached the server (or only its proxy's 502/503) raises.
+_UNREACHABLE = (
+    "requests.exceptions.ConnectionError", "requests.exceptions.Timeout",
+    "requests.exceptions.RetryError", "urllib3.exceptions.MaxRetryError",
+    "urllib3.exceptions.NewConnectionError",
+)
+
+
+def _chain(exc: BaseException | None):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the server could not be reached.
+
+    MLflow wraps the HTTP error in an ``MlflowException`` raised while handling it; the
+    project's own errors are raised from those. The chain is followed either way.
+    """
+    return any(f"{cls.__module__}.{cls.__qualname__}" in _UNREACHABLE
+               for err in _chain(exc) for cls in type(err).__mro__)
+
+
+_REQUEST_URL = re.compile(r"API request to (\S+?)/(?:ajax-)?api/")
+_WHY = (
+    (re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)"), None),
+    (re.compile(r"too many (\d{3}) error responses"), "answered {} every time"),
+    (re.compile(r"timed out", re.IGNORECASE), "no answer in time"),
+)
+
+
+def unreachable_line(exc: BaseException) -> str:
+    """``the tracking server URL is unreachable (connection refused)``: the server ``exc`` names.
+
+    The server is the one the failed request went to (MLflow's message holds its URL), else
+    :func:`tracking_uri`; credentials in the URL are left out.
+    """
+    text = " ".join(str(err) for err in _chain(exc))
+    found = _REQUEST_URL.search(text)
+    server = found.group(1) if found else tracking_uri()
+    server = re.sub(r"//[^/@]*@", "//", server)
+    why = "no connection"
+    for pattern, wording in _WHY:
+        if m := pattern.search(text):
+            why = wording.format(*m.groups()) if wording else m.group(1).strip().lower()
+            break
+    return f"the tracking server {server} is unreachable ({why})"

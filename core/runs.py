@@ -302,16 +302,60 @@ def run_with_status(**start_run_kwargs) -> Iterator:
     _heartbeat.add(run_id, mlflow.get_tracking_uri())
     try:
         yield run
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+    except KeyboardInterrupt as exc:
+        _end_run(run, "KILLED", failure=exc)
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as exc:
+        _end_run(run, "FAILED", failure=exc)
         raise
     else:
-        mlflow.end_run("FINISHED")
+        _end_run(run, "FINISHED")
     finally:
         _heartbeat.remove(run_id)
+
+
+#: ``(run id, run name)`` of the runs this process could not close (its server was gone).
+_unclosed: list[tuple[str, str]] = []
+
+
+def unclosed_runs() -> list[tuple[str, str]]:
+    """``(run id, run name)`` of the runs this process left RUNNING, innermost first.
+
+    ``python -m tracking runs reap`` closes them once the server answers (their process is
+    gone by then).
+    """
+    return list(_unclosed)
+
+
+def _end_run(run, status: str, failure: BaseException | None = None) -> None:
+    """End the active run ``run`` with ``status``; a server that is gone leaves it RUNNING.
+
+    A run ending after a failure is closed if the server answers at once: when the failure
+    was an unreachable server, the process gives up on it (one attempt per request from now
+    on, :func:`core.connection.give_up_on_server`) instead of retrying each close for
+    another minute. A close that fails is remembered (:func:`unclosed_runs`) and never hides
+    the failure that ended the run. Without a failure (the run ends FINISHED), a close that
+    fails is the error.
+    """
+    import mlflow
+
+    from core.connection import give_up_on_server, unreachable
+
+    if failure is not None and unreachable(failure):
+        give_up_on_server()
+    try:
+        # MLflow takes the run off the active stack before it writes the status, so a
+        # failed write leaves nothing active behind
+        mlflow.end_run(status)
+    except Exception as exc:
+        _unclosed.append((run.info.run_id, run.data.tags.get("mlflow.runName")
+                          or getattr(run.info, "run_name", "") or ""))
+        if unreachable(exc):
+            give_up_on_server()
+        if failure is None:
+            raise
+        _logger.warning("run %s left RUNNING: %s", run.info.run_id,
+                        str(exc).strip().splitlines()[0][:300])
 
 
 # ------------------------------------------------------------------------------ reaping
