@@ -17,6 +17,11 @@ auto-champion and challenger, a SageMaker rollout or its revert, retraining) goe
 
 Gates (whether a version *may* take an alias) are the caller's decision: the registry's
 promotion policy, the workflow's comparison with the champion, a rollout's alarms.
+
+A move whose process died after winning the ledger but before setting the alias is applied
+by the next command that reads the alias (:func:`apply_recorded_moves`, called where the alias
+is read: :func:`read_state`, :func:`read_history`, :func:`core.models.resolve_model`), through
+the same writer, and recorded once (kind ``apply``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 from core.errors import LostRace, MlopsError, explain, http_status
-from core.ledger import Ledger, claim_value, find_ledger, open_ledger, parse_claim
+from core.ledger import Claim, Ledger, claim_value, find_ledger, open_ledger, parse_claim
 from core.models import alias_holder, as_json, get_model
 
 _logger = logging.getLogger(__name__)
@@ -40,8 +45,13 @@ PROMOTION_TAG_PREFIX = "mlops.promotion."
 DEFAULT_ALIAS = "champion"
 #: The kinds of move the history tells apart.
 KINDS = ("promote", "rollback", "auto", "rollout", "revert", "retrain", "remove")
+#: The history record of a recorded move applied by a later command (not a move itself).
+APPLY_KIND = "apply"
 #: Attempts still pending after this long are shown as abandoned (their process died).
 PENDING_GRACE_SECONDS = 120
+#: A winner applies its move within a second or two; a reader leaves a younger unapplied move
+#: to it (and to clocks that differ a little), so the history does not credit the reader.
+APPLY_GRACE_SECONDS = 10
 RECONCILE_ROUNDS = 20
 
 
@@ -250,11 +260,12 @@ def read_state(client, name: str, alias: str, expect: str | None = None) -> Alia
         LostRace: ``expect`` never held the alias and does not hold it now.
     """
     ledger = find_ledger(client)
-    slot = ledger.head(name, alias)[0] if ledger else 0
+    slots = ledger.slots(name, alias) if ledger else {}
+    slot = max(slots, default=0)
     # get_registered_model (not the alias endpoint, same cost) also refuses a prompt, the
     # check the writes of the move skip (see _writer).
-    found = get_model(client, name).aliases.get(alias)
-    holder = None if found is None else str(found)
+    model = get_model(client, name)
+    holder = apply_recorded_moves(client, model, alias, ledger, {alias: slots}).get(alias)
     if expect is None:
         return AliasState(slot, holder)
     want = None if str(expect).lower() == "none" else str(expect)
@@ -358,7 +369,7 @@ def move_alias(
     except MlflowException as exc:
         raise MlopsError(
             f"move {slot} of {alias!r} is recorded for {_v(version)} but applying it "
-            f"failed ({explain(exc)}); run the command again to finish it"
+            f"failed ({explain(exc)}); the next command that reads the alias applies it"
         ) from None
     try:
         _write(client, name, won, action)
@@ -380,9 +391,15 @@ def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
     """Every recorded attempt to move an alias of ``name``, oldest first.
 
     Outcomes are read from the ledger (who holds each slot), so an attempt whose process
-    died mid-way is shown as ``lost`` or ``abandoned``, never as a move that happened.
+    died mid-way is shown as ``lost`` or ``abandoned``, never as a move that happened. A won
+    move the alias lacks is applied first (:func:`apply_recorded_moves`), so the history
+    and the alias agree; its ``apply`` record is in the list.
     """
     model = get_model(client, name)
+    ledger = find_ledger(client)
+    slots = ledger.model_slots(name) if ledger else {}
+    if apply_recorded_moves(client, model, alias, ledger, slots) != _aliases(model):
+        model = get_model(client, name)  # with the record of what was applied
     attempts = []
     for key, value in (model.tags or {}).items():
         if key.startswith(HISTORY_TAG_PREFIX):
@@ -392,15 +409,16 @@ def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
                 _logger.warning("unreadable history tag %s", key)
     if alias:
         attempts = [a for a in attempts if a.alias == alias]
-    ledger = find_ledger(client)
-    slots: dict[str, dict[int, str]] = {}
     resolved = []
     for a in attempts:
         if a.outcome == "refused":  # refused by the server: it never took part in the race
             resolved.append(a)
             continue
-        if ledger is not None and a.alias not in slots:
-            slots[a.alias] = ledger.slots(name, a.alias)
+        if a.kind == APPLY_KIND:  # the completion of a move, not a claim of its own
+            if a.outcome == "pending" and now_ms() - a.at > PENDING_GRACE_SECONDS * 1000:
+                a = replace(a, outcome="abandoned")
+            resolved.append(a)
+            continue
         holder = slots.get(a.alias, {}).get(a.slot)
         if holder is not None and parse_claim(holder).attempt_id == a.id:
             a = replace(a, outcome="won")
@@ -410,3 +428,147 @@ def read_history(client, name: str, alias: str | None = None) -> list[Attempt]:
             a = replace(a, outcome="abandoned")
         resolved.append(a)
     return sorted(resolved, key=lambda a: (a.at, a.id))
+
+
+# ------------------------------------------------------------------ recorded, not applied
+#: (model, alias, slot) already reported as not applicable by this process: said once.
+_WARNED: set[tuple[str, str, int]] = set()
+
+
+def _aliases(model) -> dict[str, str]:
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def _unapplied(slots: dict[int, str], holder: str | None) -> tuple[int, Claim] | None:
+    """The ledger's last move of an alias if it is recorded but not applied, else None.
+
+    Only the head counts (an older move is superseded by the newer one), and only while the
+    alias still stands where that move found it (the claim's ``previous``): the alias then
+    last moved before the head was claimed. An alias moved since by other means than the
+    ledger (a plain MLflow client, the UI) holds a later decision; it is left alone.
+    """
+    if not slots:
+        return None
+    slot = max(slots)
+    claim = parse_claim(slots[slot])
+    if claim.version == holder or claim.previous != holder:
+        return None
+    return slot, claim
+
+
+def _claimed_at(attempt_id: str) -> int:
+    head = attempt_id.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def apply_recorded_moves(client, model, alias: str | None = None, ledger: Ledger | None = None,
+                         slots: dict[str, dict[int, str]] | None = None) -> dict[str, str]:
+    """Apply each alias move of ``model`` the ledger records as won but the alias lacks.
+
+    A move's process can die between winning its ledger slot and setting the alias (the
+    tracking server lost, the process killed): the history then says "won" while the alias
+    stays where it was. Every command that reads an alias calls this first, so the next one
+    finishes the move through the one writer, not only a re-run of the same command. The
+    move is applied only if it is the ledger's head for its alias, older than
+    :data:`APPLY_GRACE_SECONDS`, and the alias still holds the move's ``previous`` (see
+    :func:`_unapplied`); it is recorded once, as the history record ``<attempt>-applied``
+    (kind ``apply``). A user the server does not let move the alias (403) changes nothing;
+    the command goes on with the alias as it is, after one warning.
+
+    Args:
+        client: MLflow client of the registry.
+        model: the registered model as just read (its ``name``, ``aliases`` and ``tags``).
+        alias: only this alias (default: every alias of the model the ledger knows).
+        ledger: the ledger, if the caller has it (default: found now).
+        slots: ``{alias: {slot: claim}}`` of the model, if the caller read them.
+
+    Returns:
+        ``{alias: version}`` of the model afterwards.
+
+    Raises:
+        MlflowException: the tracking server could not be reached.
+    """
+    aliases = _aliases(model)
+    ledger = ledger or find_ledger(client)
+    if ledger is None:
+        return aliases
+    if slots is None:
+        slots = ledger.model_slots(model.name)
+    for name, taken in slots.items():
+        if alias is not None and name != alias:
+            continue
+        found = _unapplied(taken, aliases.get(name))
+        if found is None or now_ms() - _claimed_at(found[1].attempt_id) < (
+                APPLY_GRACE_SECONDS * 1000):
+            continue
+        holder = _apply(client, ledger, model, name, *found)
+        if holder is None:
+            aliases.pop(name, None)
+        else:
+            aliases[name] = holder
+    return aliases
+
+
+def _apply(client, ledger: Ledger, model, alias: str, slot: int, claim: Claim) -> str | None:
+    """Apply ``claim`` (move ``slot`` of ``alias``); the holder afterwards."""
+    from mlflow.exceptions import MlflowException
+
+    from core.connection import unreachable
+
+    name = model.name
+    moved = _recorded(model, claim.attempt_id) or Attempt(
+        id=claim.attempt_id, alias=alias, version=claim.version, previous=claim.previous,
+        by="unknown", at=_claimed_at(claim.attempt_id), reason="", slot=slot)
+    record = Attempt(
+        id=f"{claim.attempt_id}-applied", alias=alias, version=claim.version,
+        previous=claim.previous, by=current_user(), at=now_ms(), kind=APPLY_KIND, slot=slot,
+        reason=f"move {slot} ({moved.kind} by {moved.by}, attempt {claim.attempt_id}) was "
+               "recorded but its command stopped before setting the alias; applied now",
+    )
+    action = f"apply move {slot} of {alias!r} of {name!r} to {_v(claim.version)}"
+    try:
+        # First write: the record. A user who may not move the alias (403) stops here.
+        _write(client, name, record, action)
+        if claim.version is not None:
+            tags = _version_tags(replace(moved, outcome="won"))
+            prefix = f"{PROMOTION_TAG_PREFIX}{alias}."
+            have = client.get_model_version(name, claim.version).tags or {}
+            if have.get(prefix + "attempt") != claim.attempt_id:
+                _tag_version(client, name, claim.version, tags)
+        _point(client, name, alias, claim.version)
+        holder = _follow(client, ledger, name, alias)
+        _write(client, name, replace(record, outcome="applied"), action)
+    except (MlopsError, MlflowException) as exc:
+        if unreachable(exc):
+            raise
+        if (name, alias, slot) not in _WARNED:
+            _WARNED.add((name, alias, slot))
+            _logger.warning(
+                "%s of %s: move %d to %s is recorded but not applied, and this command could "
+                "not apply it (%s); a release manager's next command will",
+                alias, name, slot, _v(claim.version), explain(exc))
+        return _aliases(model).get(alias)
+    _logger.warning("%s of %s: applied the recorded move %d (%s -> %s, %s by %s, attempt %s)",
+                    alias, name, slot, claim.previous or "none", claim.version or "none",
+                    moved.kind, moved.by, claim.attempt_id)
+    return holder
+
+
+def _recorded(model, attempt_id: str) -> Attempt | None:
+    """The history record of an attempt, from the model's tags (None when unreadable)."""
+    text = (model.tags or {}).get(HISTORY_TAG_PREFIX + attempt_id)
+    try:
+        return Attempt.from_json(text) if text else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _follow(client, ledger: Ledger, name: str, alias: str) -> str | None:
+    """After a late apply: follow newer moves the same way until the alias holds the head."""
+    for _ in range(RECONCILE_ROUNDS):
+        holder = alias_holder(client, name, alias)
+        found = _unapplied(ledger.slots(name, alias), holder)
+        if found is None:
+            return holder
+        _point(client, name, alias, found[1].version)
+    raise MlopsError(f"alias {alias!r} of {name!r} kept moving; run the command again")

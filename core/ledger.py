@@ -112,6 +112,21 @@ class Ledger:
             if key.startswith(prefix) and key[len(prefix):].isdigit()
         }
 
+    def model_slots(self, name: str) -> dict[str, dict[int, str]]:
+        """Every taken move of every alias of ``name``, in one read: ``{alias: {slot: value}}``."""
+        return self.every_slot().get(model_key(name), {})
+
+    def every_slot(self) -> dict[str, dict[str, dict[int, str]]]:
+        """Every taken move, in one read: ``{model key: {alias: {slot: value}}}``."""
+        found: dict[str, dict[str, dict[int, str]]] = {}
+        for key, value in self.client.get_run(self.run_id).data.params.items():
+            # model keys hold no "/" (model_key); MLflow's aliases neither
+            model, _, rest = key.partition("/")
+            alias, _, slot = rest.rpartition("/")
+            if alias and slot.isdigit():
+                found.setdefault(model, {}).setdefault(alias, {})[int(slot)] = value
+        return found
+
     def last_held_by(self, name: str, alias: str, version: str | None) -> int | None:
         """The last slot after which ``version`` (None: nobody) held ``alias``, if any."""
         found = None

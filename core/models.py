@@ -78,6 +78,9 @@ def resolve_model(client, ref: ModelRef | str, allow_run: bool = True,
                   allow_alias: bool = True) -> ResolvedModel:
     """Resolve ``ref`` to a concrete version (an alias to the version it points at now).
 
+    An alias whose last recorded move was never applied is brought up to date first
+    (:func:`core.aliases.apply_recorded_moves`).
+
     Args:
         client: MLflow client of the registry.
         ref: a parsed :class:`ModelRef` or its text (``NAME@ALIAS``, ``NAME/VERSION``,
@@ -99,7 +102,13 @@ def resolve_model(client, ref: ModelRef | str, allow_run: bool = True,
         return ResolvedModel(uri=ref.uri, run_id=ref.run_id)
     if ref.alias and not allow_alias:
         raise ModelNotFound(f"{ref}: give a version (NAME/VERSION), not an alias")
-    get_model(client, ref.name)
+    model = get_model(client, ref.name)
+    if ref.alias:
+        # core.aliases reads models through this module: imported here, not at the top
+        from core.aliases import apply_recorded_moves
+
+        # a move recorded as won but never applied is applied before the alias is read
+        apply_recorded_moves(client, model, ref.alias)
     try:
         if ref.alias:
             mv = client.get_model_version_by_alias(ref.name, ref.alias)

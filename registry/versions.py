@@ -157,9 +157,11 @@ class VersionInfo:
 
 
 def aliases_of(client, name: str) -> dict[str, list[str]]:
-    """``{version: [alias, ...]}`` of a registered model."""
+    """``{version: [alias, ...]}`` of a registered model (recorded moves applied first)."""
+    from core.aliases import apply_recorded_moves
+
     out: dict[str, list[str]] = {}
-    for alias, version in (get_model(client, name).aliases or {}).items():
+    for alias, version in apply_recorded_moves(client, get_model(client, name)).items():
         out.setdefault(str(version), []).append(alias)
     return out
 
@@ -224,14 +226,22 @@ class ModelRow:
 
 def list_models(client, name: str | None = None) -> list[ModelRow]:
     """Registered models (or just ``name``) with their versions, aliases and key metrics."""
+    from core.aliases import apply_recorded_moves
+    from core.ledger import find_ledger, model_key
+
     if name:
         models = [get_model(client, name)]
     else:
         models = list(client.search_registered_models(max_results=1000))
+    ledger = find_ledger(client)
+    moves = ledger.every_slot() if ledger else {}  # one read for every model listed
     rows = []
     for model in sorted(models, key=lambda m: m.name):
         by_version: dict[str, list[str]] = {}
-        for alias, version in (model.aliases or {}).items():
+        # a move recorded as won but never applied is applied before its alias is listed
+        aliases = apply_recorded_moves(client, model, None, ledger,
+                                       moves.get(model_key(model.name), {}))
+        for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
         for mv in list_versions(client, model.name):
             rows.append(ModelRow(
