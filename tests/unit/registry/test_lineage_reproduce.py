@@ -203,6 +203,23 @@ def test_lineage_shows_which_steps_were_reused_from_which_run():
     assert doc["copies"] == [{**copy, "at": "2026-12-02T02:53:20Z"}]
 
 
+def test_lineage_names_the_files_left_out_of_the_diff_for_a_secret():
+    from rich.console import Console
+
+    from registry.render import lineage_json, lineage_tables
+
+    lin = lineage(dirty=True, diff=None, diff_withheld={"tools/upload.py": ["AWS Access Key"]})
+    console = Console(width=300, record=True)
+    for t in lineage_tables(lin):
+        console.print(t)
+    text = console.export_text()
+    assert "yes: no diff recorded" in text
+    assert "left out of the diff tools/upload.py  holds a secret (AWS Access Key)" in text
+    doc = lineage_json(lin)
+    assert doc["code"]["dirty"] is True and doc["code"]["diff"] is None
+    assert doc["code"]["diff_withheld"] == {"tools/upload.py": ["AWS Access Key"]}
+
+
 def test_a_machine_with_other_native_libraries_is_named():
     from core.lineage import machine
 
