@@ -771,6 +771,7 @@ class Workflow:
             import matplotlib.pyplot as plt
             import mlflow
 
+            from core.connection import unreachable
             from projects.evaluate import compare_with_champion, evaluate_model, plot_evaluation
 
             test = self._frame("test", "prepare", "splits/test.parquet")
@@ -793,6 +794,8 @@ class Workflow:
                     metrics.update(compare_with_champion(s.metric, metrics, champ))
                     tags["mlops.champion_comparison"] = "scored on this test set"
                 except Exception as exc:  # noqa: BLE001 - an unscoreable champion is reported
+                    if unreachable(exc):  # not the champion's fault: the workflow stops
+                        raise
                     detail = " ".join(str(exc).split()) or type(exc).__name__
                     tags["mlops.champion_comparison"] = f"not comparable: {detail}"[:500]
                     _logger.warning("champion v%s could not be scored on this test set: %s",
@@ -803,12 +806,15 @@ class Workflow:
         return self._run_step("evaluate", self._key("evaluate", up), compute)
 
     def _champion(self):
-        from mlflow.exceptions import MlflowException
+        from core.models import ModelNotFound, resolve_model
+        from core.uris import ModelRef
 
         s = self.settings.register
         try:
-            return self.client.get_model_version_by_alias(s.model_name, s.champion_alias)
-        except MlflowException:
+            # the one resolver: a champion move recorded but never applied is applied first
+            ref = ModelRef(name=s.model_name, alias=s.champion_alias)
+            return resolve_model(self.client, ref).model_version
+        except ModelNotFound:
             return None
 
     def _store_uris(self) -> tuple[str, str]:
