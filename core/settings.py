@@ -124,6 +124,29 @@ class Candidate(_Frozen):
                          " or path/to/file.py:function")
 
 
+class FeatureSettings(_Frozen):
+    """The user's feature code and the columns always used as features.
+
+    A plain list (``features: [a.py:f]``) is read as ``features.code``.
+    """
+
+    # path/to/file.py:function, applied in order inside the model pipeline (before
+    # imputation and encoding)
+    code: tuple[str, ...] = ()
+    # columns used as features even when they look like identifiers or free text
+    keep: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_code(cls, data: Any) -> Any:
+        return {"code": data} if isinstance(data, list | tuple) else data
+
+    @field_validator("code")
+    @classmethod
+    def _references(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_reference(v) for v in value)
+
+
 class CustomMetric(_Frozen):
     """The user's metric: a function of ``(y_true, y_pred)`` and its direction."""
 
@@ -250,9 +273,8 @@ class Settings(_Frozen):
     # custom metrics (registered in core.metrics before train.metric is checked)
     metrics: tuple[CustomMetric, ...] = ()
     data: DataSettings = DataSettings()
-    # the user's feature functions or transformer factories, path/to/file.py:function, applied
-    # in order inside the model pipeline (before imputation and encoding)
-    features: tuple[str, ...] = ()
+    # the user's feature code, and the columns always used as features
+    features: FeatureSettings = FeatureSettings()
     clean: CleanSettings = CleanSettings()
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
@@ -281,11 +303,6 @@ class Settings(_Frozen):
                 raise ValueError(str(exc)) from None
         return data
 
-    @field_validator("features")
-    @classmethod
-    def _feature_references(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_reference(v) for v in value)
-
     @property
     def metric(self) -> str:
         """The selection metric, with ``auto`` resolved for the task (``auto`` while unknown)."""
@@ -312,10 +329,11 @@ class Settings(_Frozen):
         ingest = (self.data.source,) if usercode.is_reference(self.data.source) else ()
         estimators = tuple(c.estimator for c in self.train.candidates if ":" in c.estimator)
         custom = tuple(m.function for m in self.metrics)
-        by_step = {"ingest": ingest, "train": (*self.features, *estimators, *custom),
+        features = self.features.code
+        by_step = {"ingest": ingest, "train": (*features, *estimators, *custom),
                    "evaluate": custom, "register": custom}
         if step is None:
-            return tuple(dict.fromkeys((*ingest, *self.features, *estimators, *custom)))
+            return tuple(dict.fromkeys((*ingest, *features, *estimators, *custom)))
         return by_step.get(step, ())
 
     def section_hash(self, *sections: str) -> str:

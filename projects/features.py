@@ -12,6 +12,7 @@ the project, only numpy, pandas and scikit-learn.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -23,6 +24,13 @@ _TRUE = {"true", "yes", "y", "t", "1"}
 _FALSE = {"false", "no", "n", "f", "0"}
 # a free-text/identifier column must also have at least this many distinct values
 _MIN_TEXT_DISTINCT = 50
+# names of identifier columns: id, ID, customer_id, "Unnamed: 0" (the index pandas writes),
+# rownames/"" (the row names R writes), index (a DataFrame's index written as a column)
+_ID_NAME = re.compile(r"^(?:id|.*[ _.-]id|unnamed: ?\d+|rownames|row\.names|index|)$",
+                      re.IGNORECASE)
+# a unique integer column spanning at most this many times its count numbers the rows (the
+# train split is a shuffled sample of them); a measurement's range is far wider
+_COUNTER_SPAN = 3
 
 
 def to_frame(X) -> pd.DataFrame:
@@ -85,6 +93,32 @@ def _looks_like_dates(col: pd.Series) -> bool:
     return bool(_parse_dates(sample).notna().mean() >= 0.9)
 
 
+def identifier_reason(name: str, col: pd.Series, kind: str) -> str | None:
+    """Why a column identifies rows rather than describing them, or None.
+
+    Args:
+        name: the column's name: ``id``, ``*_id``, ``Unnamed: 0`` (the index pandas writes),
+            R's row names are identifiers whatever they hold.
+        col: its train-split values: integers unique per row whose span is close to their
+            count number the rows (a row counter sampled into the split); text unique per row
+            without spaces is a key or a code, not prose.
+        kind: its kind from :func:`column_kind` (dates and numbers written as text are
+            never identifiers by their values).
+    """
+    if _ID_NAME.match(str(name).strip()):
+        return "identifier (named like an id)"
+    present = col.dropna()
+    if len(present) < _MIN_TEXT_DISTINCT or not present.is_unique:
+        return None
+    if kind == NUMERIC and pd.api.types.is_integer_dtype(present):
+        span = int(present.max()) - int(present.min()) + 1
+        if span <= _COUNTER_SPAN * len(present):
+            return "identifier (integers unique per row, numbering the rows)"
+    elif kind in (CATEGORY, DROP) and not present.astype(str).str.contains(r"\s").any():
+        return "identifier (text unique per row)"
+    return None
+
+
 def column_kind(col: pd.Series, numeric_share_min: float = 0.9,
                 max_distinct_share: float = 0.5) -> tuple[str, str]:
     """``(kind, why)`` of a column, as seen on the train split."""
@@ -113,6 +147,9 @@ def column_kind(col: pd.Series, numeric_share_min: float = 0.9,
 class TidyFrame(TransformerMixin, BaseEstimator):
     """Column kinds, datetime calendar features and clipping, learnt from the train split.
 
+    Identifiers (:func:`identifier_reason`) and free text are left out of the features; a
+    column left out is never read at predict time, so a client may omit it.
+
     Args:
         datetimes: ``calendar`` (year, month, day, weekday, day of year, hour when present)
             or ``drop``.
@@ -120,25 +157,36 @@ class TidyFrame(TransformerMixin, BaseEstimator):
         outlier_iqr: fence width in inter-quartile ranges.
         numeric_share: share of parsable cells above which a text column is numeric.
         max_distinct_share: text columns more distinct than this share of rows are dropped.
+        keep: columns used as features even when they look like identifiers or free text
+            (``features.keep``).
     """
 
     def __init__(self, datetimes: str = "calendar", outliers: str = "clip",
                  outlier_iqr: float = 3.0, numeric_share: float = 0.9,
-                 max_distinct_share: float = 0.5):
+                 max_distinct_share: float = 0.5, keep: tuple[str, ...] = ()):
         self.datetimes = datetimes
         self.outliers = outliers
         self.outlier_iqr = outlier_iqr
         self.numeric_share = numeric_share
         self.max_distinct_share = max_distinct_share
+        self.keep = keep
 
     def fit(self, X, y=None):
         """Learn each column's kind, the dropped columns and the clipping fences from ``X``."""
         X = to_frame(X)
+        keep = set(self.keep or ())
         self.kinds_: dict[str, str] = {}
         self.dropped_: dict[str, str] = {}
+        self.identifiers_: dict[str, str] = {}
         self.hours_: dict[str, bool] = {}
         for name in X.columns:
             kind, why = column_kind(X[name], self.numeric_share, self.max_distinct_share)
+            if name in keep:
+                if kind == DROP:  # the user's choice: a category, its rare values pooled
+                    kind, why = CATEGORY, "category (features.keep)"
+            elif (reason := identifier_reason(name, X[name], kind)) is not None:
+                kind, why = DROP, reason
+                self.identifiers_[name] = reason
             if kind == DATETIME and self.datetimes == "drop":
                 kind, why = DROP, "datetime column (clean.datetimes: drop)"
             if kind == DROP:
@@ -176,7 +224,10 @@ class TidyFrame(TransformerMixin, BaseEstimator):
         X = to_frame(X)
         out: dict[str, object] = {}
         for name, kind in self.kinds_.items():
-            col = X[name]
+            if kind == DROP:
+                continue  # never read: a client may leave it out (optional in the signature)
+            # a column the signature marks optional (it had gaps) may be left out: all missing
+            col = X[name] if name in X.columns else pd.Series(np.nan, index=X.index, dtype=object)
             if kind == NUMERIC:
                 values = parse_numbers(col).to_numpy()
                 if name in self.low_:
@@ -206,6 +257,11 @@ class TidyFrame(TransformerMixin, BaseEstimator):
             elif kind != DROP:
                 names.append(name)
         return np.asarray(names, dtype=object)
+
+
+def as_categories(X) -> pd.DataFrame:
+    """Category codes typed as pandas categories (histogram boosting's native categories)."""
+    return to_frame(X).astype("category")
 
 
 def ship_by_value() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -100,13 +101,16 @@ class Preprocessing:
     max_distinct_share: float = 0.5
     max_categories: int = 30
     features: tuple[str, ...] = ()
+    #: columns used as features even when they look like identifiers or free text
+    keep: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings) -> Preprocessing:
         """The preprocessing the settings declare."""
         c = settings.clean
         return cls(c.impute, c.outliers, c.outlier_iqr, c.datetimes, c.numeric_share,
-                   c.max_distinct_share, c.max_categories, tuple(settings.features))
+                   c.max_distinct_share, c.max_categories, tuple(settings.features.code),
+                   tuple(settings.features.keep))
 
 
 def feature_steps(refs: tuple[str, ...]) -> list[tuple[str, object]]:
@@ -162,15 +166,31 @@ def _required_parameters(inspect, func) -> int:
                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def build_preprocessor(prep: Preprocessing | FeatureTypes | None = None) -> Pipeline:
+#: How text categories reach the estimator: one-hot columns in a sparse matrix (linear
+#: models, forests), the same one-hot columns dense (an estimator that refuses sparse input),
+#: or category codes for an estimator's native categorical support (histogram boosting).
+ENCODINGS = ("sparse", "dense", "native")
+# histogram gradient boosting takes at most 255 categories per column (its max_bins)
+_NATIVE_MAX_CATEGORIES = 255
+
+
+def build_preprocessor(prep: Preprocessing | FeatureTypes | None = None,
+                       encoding: str = "sparse") -> Pipeline:
     """Unfitted preprocessing: the user's features, column kinds, then impute/scale/encode.
 
     Columns are chosen by their type after :class:`projects.features.TidyFrame` (numbers,
-    then text categories), so a feature function may add or drop columns.
+    then text categories), so a feature function may add or drop columns. Rare categories
+    (fewer than 5 rows) and those beyond ``max_categories`` per column share one code, so a
+    dense encoding stays as narrow as the sparse one.
+
+    Args:
+        prep: the ``clean`` settings and the user's feature code.
+        encoding: one of :data:`ENCODINGS`.
     """
     from sklearn.compose import make_column_selector
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
-    from projects.features import TidyFrame, ship_by_value
+    from projects.features import TidyFrame, as_categories, ship_by_value
 
     ship_by_value()
     if not isinstance(prep, Preprocessing):
@@ -178,18 +198,31 @@ def build_preprocessor(prep: Preprocessing | FeatureTypes | None = None) -> Pipe
     numeric = [("scale", StandardScaler())]
     if prep.impute != "none":
         numeric.insert(0, ("impute", SimpleImputer(strategy=prep.impute)))
+    if encoding == "native":
+        # codes typed as pandas categories: HistGradientBoosting splits on them natively
+        # (categorical_features="from_dtype"); an unseen category becomes missing
+        encoder = [
+            ("codes", OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=np.nan, min_frequency=5,
+                max_categories=min(prep.max_categories, _NATIVE_MAX_CATEGORIES))),
+            ("categories", FunctionTransformer(as_categories, feature_names_out="one-to-one")),
+        ]
+    else:
+        encoder = [("onehot", OneHotEncoder(
+            handle_unknown="infrequent_if_exist", min_frequency=5,
+            max_categories=prep.max_categories, sparse_output=encoding == "sparse"))]
     categorical = Pipeline([
-        ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-        ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5,
-                                 max_categories=prep.max_categories)),
-    ])
+        ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")), *encoder])
     encode = ColumnTransformer(
         [("numeric", Pipeline(numeric), make_column_selector(dtype_include="number")),
          ("categorical", categorical, make_column_selector(dtype_exclude="number"))],
         remainder="drop", verbose_feature_names_out=False,
+        sparse_threshold=0.3 if encoding == "sparse" else 0.0,
     )
+    if encoding == "native":
+        encode.set_output(transform="pandas")  # the category dtype reaches the estimator
     tidy = TidyFrame(prep.datetimes, prep.outliers, prep.outlier_iqr, prep.numeric_share,
-                     prep.max_distinct_share)
+                     prep.max_distinct_share, prep.keep)
     return Pipeline([*feature_steps(prep.features), ("tidy", tidy), ("encode", encode)])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -16,10 +17,12 @@ from core import metrics
 from projects.errors import WorkflowError
 from projects.prepare import FeatureTypes, Preprocessing, build_preprocessor
 
+_logger = logging.getLogger(__name__)
+
 
 @dataclass
 class CandidateResult:
-    """One fitted candidate: its spec, validation metrics and timings."""
+    """One candidate: its spec, validation metrics and timings, or why it failed."""
 
     estimator: str
     params: dict
@@ -27,6 +30,13 @@ class CandidateResult:
     fit_seconds: float
     predict_seconds: float
     model: Pipeline | None = None
+    #: ``TypeError: ...``: the one-line reason the candidate failed (None: it fitted)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``gradient_boosting learning_rate=0.1``: the candidate as messages name it."""
+        return " ".join([self.estimator, *(f"{k}={v}" for k, v in self.params.items())])
 
 
 def make_estimator(task: str, estimator: str, params: dict, seed: int):
@@ -97,8 +107,48 @@ def make_pipeline(task: str, prep: Preprocessing | FeatureTypes | None, estimato
     The steps are flattened (``feature*``, ``tidy``, ``encode``, ``model``): every one of them
     is fitted on the train split only and ships inside the logged model.
     """
-    preprocess = build_preprocessor(prep)
-    return Pipeline([*preprocess.steps, ("model", make_estimator(task, estimator, params, seed))])
+    model = make_estimator(task, estimator, params, seed)
+    preprocess = build_preprocessor(prep, encoding_for(model))
+    return Pipeline([*preprocess.steps, ("model", model)])
+
+
+def encoding_for(model) -> str:
+    """How text categories are encoded for ``model`` (one of :data:`prepare.ENCODINGS`).
+
+    Histogram gradient boosting gets category codes for its native categorical support; any
+    other estimator gets one-hot columns, sparse when its scikit-learn tags say it takes
+    sparse input, dense otherwise (an estimator without tags: dense, which every one takes).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.utils import get_tags
+
+    hist = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+    if isinstance(model, hist) and getattr(model, "categorical_features", None) == "from_dtype":
+        return "native"
+    try:
+        return "sparse" if get_tags(model).input_tags.sparse else "dense"
+    except Exception:  # noqa: BLE001 - no scikit-learn tags: dense input works everywhere
+        return "dense"
+
+
+def optional_columns(signature, model):
+    """``signature`` with the columns the model leaves out of its features made optional.
+
+    Identifiers, free text and dropped datetimes (the fitted ``tidy`` step's ``dropped_``)
+    are never read when scoring, so a client may omit them: both MLflow's scoring server and
+    ``python -m serving`` then accept a row without them.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    steps = getattr(model, "named_steps", {})
+    dropped = set(getattr(steps.get("tidy"), "dropped_", {}) or {})
+    inputs = signature.inputs
+    if not dropped or inputs is None or not inputs.has_input_names():
+        return signature
+    specs = [ColSpec(c.type, c.name, required=False)
+             if isinstance(c, ColSpec) and c.name in dropped else c for c in inputs.inputs]
+    return ModelSignature(Schema(specs), signature.outputs, signature.params)
 
 
 def expand_candidates(candidates) -> list[tuple[str, dict]]:
@@ -132,6 +182,10 @@ def fit_candidate(task, types, estimator, params, seed, train, val, target,
 
     ``custom_metrics`` are the catalogue's user metrics, registered again in a worker process
     (which never loaded the settings) so that they are scored there too.
+
+    A candidate whose fit or scoring fails comes back with ``error`` (one line, no model):
+    the sweep goes on without it. The user's code that cannot be loaded and a broken custom
+    metric still raise (a settings problem, the same for every candidate).
     """
     for metric in custom_metrics:
         metrics.METRICS[metric.name] = metric
@@ -145,9 +199,8 @@ def fit_candidate(task, types, estimator, params, seed, train, val, target,
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming the candidate, no traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        label = " ".join([estimator, *(f"{k}={v}" for k, v in params.items())])
-        raise WorkflowError(f"candidate {label}: fit failed: "
-                            f"{type(exc).__name__}: {first[:300]}") from None
+        return CandidateResult(estimator, params, {}, time.perf_counter() - start, 0.0,
+                               error=f"{type(exc).__name__}: {first[:300]}".rstrip(": "))
     return CandidateResult(estimator, params, scores, fit_seconds, predict_seconds, model)
 
 
@@ -163,6 +216,9 @@ def train_candidates(
     on_done: Callable[[CandidateResult], None] | None = None,
 ) -> list[CandidateResult]:
     """Fit every candidate, in parallel over the cores (joblib), in candidate order.
+
+    A failed candidate is kept in the results with its ``error`` and one WARNING line;
+    :func:`pick_best` chooses among the others.
 
     Args:
         task: classification or regression.
@@ -206,6 +262,8 @@ def train_candidates(
     out = []
     for (estimator, _), res in zip(candidates, results, strict=True):
         res.estimator = estimator  # as the settings name it (runs, tags, messages)
+        if res.error:
+            _logger.warning("candidate %s failed, skipped: %s", res.label, res.error)
         out.append(res)
         if on_done is not None:
             on_done(res)
@@ -223,9 +281,19 @@ def _absolute(ref: str) -> str:
 
 
 def pick_best(results: list[CandidateResult], metric: str) -> CandidateResult:
-    """The best candidate by ``metric``, in the catalogue's direction (first one on ties)."""
+    """The best candidate by ``metric``, in the catalogue's direction (first one on ties).
+
+    Failed candidates are passed over.
+
+    Raises:
+        WorkflowError: every candidate failed (one line, each with its reason).
+    """
     metrics.get(metric)  # an unknown name fails with the catalogue's one-line error
+    fitted = [r for r in results if r.error is None]
+    if results and not fitted:
+        raise WorkflowError("every candidate failed: "
+                            + "; ".join(f"{r.label}: {r.error}" for r in results))
     try:
-        return metrics.best(metric, results, lambda r: r.metrics.get(metric))
+        return metrics.best(metric, fitted, lambda r: r.metrics.get(metric))
     except metrics.MetricError:
         raise ValueError(f"no candidate produced the selection metric {metric!r}") from None

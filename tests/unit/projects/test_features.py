@@ -188,9 +188,11 @@ def test_broken_user_code_is_one_line(steps_dir):
         make_pipeline("classification", Preprocessing(), f"{steps_dir}:logistic",
                       {"depth": 3}, 0)
     df = messy(60)
-    with pytest.raises(WorkflowError, match=r"candidate linear: fit failed: KeyError"):
-        fit_candidate("classification", Preprocessing(features=(f"{steps_dir}:double_x",)),
-                      "linear", {}, 0, df.drop(columns="x"), df.drop(columns="x"), "target")
+    failed = fit_candidate("classification", Preprocessing(features=(f"{steps_dir}:double_x",)),
+                           "linear", {}, 0, df.drop(columns="x"), df.drop(columns="x"), "target")
+    assert failed.model is None and failed.error.startswith("KeyError: ")
+    with pytest.raises(WorkflowError, match=r"^every candidate failed: linear: KeyError: "):
+        pick_best([failed], "roc_auc")
 
 
 def test_the_user_files_are_part_of_the_keys_of_the_steps_that_run_them(steps_dir):
