@@ -682,18 +682,28 @@ class Workflow:
                                            on_done=lambda _res: advance())
             self.timings["fit_predict_sweep"] = time.perf_counter() - start
             for res in results:
-                with run_with_status(
+                # a failed candidate's run ends FAILED with its reason; the sweep goes on
+                with contextlib.suppress(_CandidateFailed), run_with_status(
                     run_name=candidate_run_name(res.estimator, res.params), nested=True,
                     tags={STEP_TAG: "train.candidate", "mlops.estimator": res.estimator},
                 ):
                     mlflow.log_params({"estimator": res.estimator, **res.params})
                     mlflow.log_metrics({**{f"val_{k}": v for k, v in res.metrics.items()},
                                         "fit_seconds": res.fit_seconds})
+                    if res.error:
+                        mlflow.set_tag("mlops.error", res.error[:5000])
+                        raise _CandidateFailed(res.error)
             best = pick_best(results, metric)
             self.model = best.model
-            dropped = dict(getattr(best.model.named_steps.get("tidy"), "dropped_", {}) or {})
+            tidy = best.model.named_steps.get("tidy")
+            dropped = dict(getattr(tidy, "dropped_", {}) or {})
+            ids = dict(getattr(tidy, "identifiers_", {}) or {})
+            if ids:
+                _logger.info("columns %s left out of the features: identifiers (list them in "
+                             "features.keep to use them)", ", ".join(map(repr, ids)))
             for column, why in dropped.items():
-                _logger.warning("column %r dropped from the model: %s", column, why)
+                if column not in ids:
+                    _logger.warning("column %r dropped from the model: %s", column, why)
             start = time.perf_counter()
             info = self._log_model(best.model, train.drop(columns=[s.data.target]))
             self.timings["log_model"] = time.perf_counter() - start
@@ -719,11 +729,15 @@ class Workflow:
         import mlflow
         from mlflow.models import infer_signature
 
+        from projects.train import optional_columns
+
         example = input_example(X)
         # the user's types: an integer column stays long (a column with missing values is
         # already float64, so double); nullable extension types become numpy ones
-        # types (and which columns may be missing) from a thousand rows, not only the example
-        signature = infer_signature(schema_frame(X.head(1000)), model.predict(example))
+        # types (and which columns may be missing) from every training row, not a sample:
+        # a column with gaps late in the file is optional too
+        signature = infer_signature(schema_frame(X), model.predict(example))
+        signature = optional_columns(signature, model)  # the columns the model never reads
         from core import usercode
 
         code = [str(p) for p in usercode.files(self.settings.user_code("train"))]
@@ -1084,6 +1098,10 @@ class Workflow:
                     if any(t.key == "mlflow.data.context" and t.value in wanted for t in d.tags)]
         if datasets:
             self.client.log_inputs(self.run_id, datasets=datasets)
+
+
+class _CandidateFailed(Exception):
+    """Ends a failed candidate's run FAILED without ending the sweep."""
 
 
 class _PickleWarningFilter(logging.Filter):
