@@ -16,6 +16,7 @@ import click
 from core.errors import MlopsError
 from serving import batch as batch_mod
 from serving import server as srv
+from serving import webhooks
 from serving.app import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -137,11 +138,13 @@ def cli():
                                                  "counts as agreeing.")
 @click.option("--no-metrics", is_flag=True,
               help="No GET /metrics: count nothing (the Prometheus metrics are on by default).")
+@click.option(webhooks.INSECURE_FLAG, "webhook_insecure", is_flag=True,
+              help=webhooks.INSECURE_HELP)
 def serve_cmd(
     model, host, port, workers, timeout, max_body_bytes, body_timeout, pin, poll_seconds,
     log_level,
     no_access_log, capture, capture_sample_rate, capture_max_mb, profile, shadow,
-    shadow_sample, shadow_tolerance, no_metrics,
+    shadow_sample, shadow_tolerance, no_metrics, webhook_insecure,
 ):
     """Serve MODEL over the MLflow scoring protocol (/invocations, /ping, /health, /version).
 
@@ -150,7 +153,9 @@ def serve_cmd(
     MODEL is NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS, models:/NAME/VERSION or
     runs:/ID/PATH. With an alias the server follows it: when the alias moves, the new version
     is loaded in the background and swapped in (see /model and the X-Model-Version header).
-    The tracking location comes from MLFLOW_TRACKING_URI.
+    The tracking location comes from MLFLOW_TRACKING_URI. POST /webhooks/mlflow takes the
+    registry's deliveries signed with $MLOPS_WEBHOOK_SECRET (without it: none, unless
+    --webhook-insecure).
     """
     from core.connection import connect, tracking_uri
     from core.models import resolve_model
@@ -159,9 +164,14 @@ def serve_cmd(
     from serving.logs import configure_logging
 
     configure_logging(log_level, not no_access_log)
+    secret = webhooks.secret_from_env()
+    webhooks.check_settings(secret, webhook_insecure)
     cap = load_settings(profile).capture
     ref = parse_model_ref(model)
     served = resolve_model(connect(), ref)  # fail here, with one line, before any worker starts
+    note = webhooks.startup_note(secret, webhook_insecure)
+    if ref.alias and not pin and note:  # once for the server, not once per worker
+        _logger.log(logging.WARNING if webhook_insecure else logging.INFO, note)
     if shadow:
         challenger = resolve_model(connect(), parse_model_ref(shadow), allow_run=False)
         if challenger.name != served.name:
@@ -188,6 +198,7 @@ def serve_cmd(
         shadow_sample=shadow_sample,
         shadow_tolerance=shadow_tolerance,
         metrics=not no_metrics,
+        webhook_insecure=webhook_insecure,
     )
     try:
         code = srv.serve(cfg)

@@ -6,10 +6,14 @@ worker that receives the delivery also writes the announced version to a signal 
 every worker of the same server (same port) watches (a ``stat`` every 50 ms), so they all
 look within a fraction of a second.
 
+A delivery only wakes the follower: the registry decides what is loaded. The follower asks it
+where the alias points before a load starts, and again when the load is done; a version the
+registry no longer names then is dropped, never served. One thread does the asking and the
+loading, and deliveries arriving meanwhile are one pending wake-up, so a burst of deliveries
+(forged or not) leaves at most one load pending, always of the version the registry names.
+
 A new version is loaded next to the one serving (requests keep being answered by the old one
-meanwhile) and swapped in with one assignment, so no request fails or is dropped. On a
-webhook the announced version starts loading at once, while the registry is asked where the
-alias points (the registry decides: a preload it does not confirm is discarded). A version
+meanwhile) and swapped in with one assignment, so no request fails or is dropped. A version
 that fails to load is logged and retried later; the old version keeps serving.
 """
 
@@ -21,19 +25,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from core.models import ModelNotFound, ResolvedModel, resolve_model
-from core.uris import ModelRef, version_uri
+from core.uris import ModelRef
 from serving.app import ModelHolder, Served
 from serving.model import load_scorer
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_SECONDS = 10.0
-# Loads an announced version while the registry is asked (one at a time per process).
-_PRELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alias-preload")
 # After a version failed to load, wait this long before trying it again.
 RETRY_FAILED_SECONDS = 60.0
 # How often the other workers' signal file is looked at between polls (a webhook received by
@@ -78,8 +79,6 @@ class AliasFollower:
         self._wake = threading.Event()
         self._signal = signal
         self._signal_seen = self._signal_stamp()
-        self._hint: str | None = None  # the version the last webhook announced
-        self._preloads: dict[str, Future] = {}
         self._failed: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
 
@@ -99,7 +98,6 @@ class AliasFollower:
             return
         _logger.info("webhook: alias moved", extra={"alias": str(self._ref),
                                                     "to_version": event.version})
-        self._hint = event.version
         self._wake.set()
         if self._signal is not None:
             try:
@@ -123,10 +121,6 @@ class AliasFollower:
         stamp = self._signal_stamp()
         if stamp != self._signal_seen:
             self._signal_seen = stamp
-            try:
-                self._hint = self._signal.read_text().strip() or None
-            except OSError:
-                pass
             return True
         return False
 
@@ -140,22 +134,10 @@ class AliasFollower:
             if not woken and time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + self._poll
-            if woken:
-                self._preload(self._hint)
             try:
                 self.check()
             except Exception:  # the registry may be briefly unreachable; keep serving
                 _logger.warning("alias poll failed", exc_info=True, extra={"alias": str(self._ref)})
-            self._preloads.clear()  # a preload the registry did not confirm is not kept
-
-    def _preload(self, version: str | None) -> None:
-        """Start loading the announced ``version`` while the registry is asked (a webhook)."""
-        if not version or version == self._holder.current.info.version:
-            return
-        if version in self._failed or version in self._preloads:
-            return
-        uri = version_uri(self._ref.name, version)
-        self._preloads[version] = _PRELOADER.submit(self._loader, uri)
 
     def check(self) -> bool:
         """Poll once; load and swap in the alias's version if it moved. Return whether it did."""
@@ -182,15 +164,16 @@ class AliasFollower:
             },
         )
         start = time.perf_counter()
-        preload = self._preloads.pop(info.version, None)
         try:
-            scorer = preload.result() if preload is not None else self._loader(info.uri)
+            scorer = self._loader(info.uri)
         except Exception:
             self._failed[info.version] = time.monotonic()
             _logger.exception(
                 "loading the new version failed; the old one keeps serving",
                 extra={"to_version": info.version},
             )
+            return False
+        if not self._confirmed(info.version):
             return False
         self._holder.swap(Served(info, scorer))
         _logger.info(
@@ -203,3 +186,17 @@ class AliasFollower:
             },
         )
         return True
+
+    def _confirmed(self, version: str) -> bool:
+        """Whether the registry still names ``version`` now that it is loaded (else dropped)."""
+        try:
+            now = resolve_model(self._client, self._ref).version
+        except Exception as exc:  # noqa: BLE001 - unreachable or gone: not confirmed
+            now = f"unknown ({type(exc).__name__})"
+        if now == version:
+            return True
+        _logger.info("loaded version dropped: the alias moved meanwhile",
+                     extra={"alias": str(self._ref), "dropped_version": version,
+                            "alias_version": now})
+        self._wake.set()  # look again now: the alias names another version
+        return False

@@ -80,6 +80,7 @@ class ServeConfig:
     shadow_sample: float = 0.1
     shadow_tolerance: float = 0.01
     metrics: bool = True  # GET /metrics (--no-metrics: nothing counted)
+    webhook_insecure: bool = False  # POST /webhooks/mlflow takes unsigned deliveries
 
 
 def _nodelay_protocol():
@@ -218,9 +219,11 @@ def build_app(cfg: ServeConfig, client):
         shadow=shadow,
     )
     if follower is not None:  # POST /webhooks/mlflow: the registry's alias moves
-        from serving.webhooks import WebhookApp, secret_from_env
+        from serving import webhooks as hooks
 
-        app = WebhookApp(app, follower.on_event, secret_from_env())
+        seen = hooks.SeenDeliveries(hooks.shared_seen_path(cfg.port))  # shared by the workers
+        verifier = hooks.Verifier(hooks.secret_from_env(), cfg.webhook_insecure, seen)
+        app = hooks.WebhookApp(app, follower.on_event, verifier)
     return app
 
 

@@ -23,6 +23,7 @@ import click
 from core.output import output_option, print_json, print_tables, short_id
 from core.output import table as output_table
 from serving.sagemaker import target as _target
+from serving.webhooks import INSECURE_FLAG, INSECURE_HELP
 
 _logger = logging.getLogger(__name__)
 
@@ -322,20 +323,22 @@ def rollout(obj: _Context, ref, endpoint, canary, bake_minutes, alias, max_5xx, 
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
               help="Answer Prometheus metrics (rollouts, alias moves, webhook deliveries) on "
                    "http://0.0.0.0:PORT/metrics.")
+@click.option(INSECURE_FLAG, "webhook_insecure", is_flag=True, help=INSECURE_HELP)
 @_guard_options
 @_target_options
 @click.option("--timeout-seconds", type=click.FloatRange(min=0), default=0, show_default=True,
               help="How long to wait for one rollout (0: the update's maximum + 5 minutes).")
 @click.pass_obj
 def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url, metrics_port,
-           canary, bake_minutes, max_5xx, max_latency_ms, termination_wait_seconds,
-           timeout_seconds, **target) -> None:
+           webhook_insecure, canary, bake_minutes, max_5xx, max_latency_ms,
+           termination_wait_seconds, timeout_seconds, **target) -> None:
     """Keep ENDPOINT on the version NAME@ALIAS names; revert the alias when SageMaker rolls back.
 
     Each alias move runs the guarded rollout of `rollout` (canary, alarms, auto-rollback).
     When SageMaker rolls the update back, the alias moves back to the version that serves
     (kind revert, the alarm as the reason; `python -m registry history` shows both). The
-    webhook's secret comes from $MLOPS_WEBHOOK_SECRET; without webhooks the registry is polled.
+    webhook's secret comes from $MLOPS_WEBHOOK_SECRET: --listen and --webhook-url need it (or
+    --webhook-insecure); without webhooks the registry is polled.
     """
     from core.uris import parse_model_ref
     from serving import webhooks
@@ -345,6 +348,12 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
     parsed = parse_model_ref(ref)
     if not parsed.alias:
         raise click.UsageError(f"{ref} names no alias to follow; use NAME@ALIAS")
+    secret = webhooks.secret_from_env()
+    webhooks.check_settings(secret, webhook_insecure)
+    if (listen or webhook_url) and not once and not secret and not webhook_insecure:
+        raise click.UsageError(f"{'--listen' if listen else '--webhook-url'} needs "
+                               f"${webhooks.ENV_SECRET} (the webhook's shared secret), or "
+                               f"{webhooks.INSECURE_FLAG} to accept unsigned deliveries")
     settings = RolloutSettings(canary, bake_minutes, max_5xx, max_latency_ms,
                                termination_wait_seconds, timeout_seconds or None)
     settings.check()
@@ -365,19 +374,17 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
             raise SageMakerError(
                 f"cannot listen on port {metrics_port}: {exc.strerror or exc}") from None
     receiver = None
-    secret = webhooks.secret_from_env()
+    if (listen or webhook_url) and webhook_insecure:
+        click.echo(f"warning: {webhooks.startup_note(secret, webhook_insecure)}", err=True)
     if listen:
         host, _, port = listen.rpartition(":")
         if not port.isdigit():
             raise click.BadParameter(f"{listen}: use HOST:PORT", param_hint="'--listen'")
         try:
             receiver = webhooks.Receiver(host or "127.0.0.1", int(port), follower.on_event,
-                                         secret).start()
+                                         secret, insecure=webhook_insecure).start()
         except OSError as exc:
             raise SageMakerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        if not secret:
-            click.echo(f"warning: ${webhooks.ENV_SECRET} is not set: deliveries are not "
-                       "verified", err=True)
     if webhook_url:
         hook = webhooks.register(client, f"mlops-follow-{endpoint}", webhook_url, secret,
                                  description=f"sagemaker follow {ref} --endpoint {endpoint}")

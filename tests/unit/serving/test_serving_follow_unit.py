@@ -82,7 +82,7 @@ def test_fast_path_uses_arrays_for_a_plain_pipeline_and_matches_pyfunc(registry)
     assert got == mlflow.pyfunc.load_model("models:/cancer@champion").predict(rows).tolist()
 
 
-def test_a_webhook_preloads_the_announced_version_and_the_registry_decides(registry):
+def test_a_webhook_only_wakes_the_follower_and_the_registry_decides(registry):
     import time
 
     from serving.webhooks import AliasEvent
@@ -98,17 +98,32 @@ def test_a_webhook_preloads_the_announced_version_and_the_registry_decides(regis
 
     follower = AliasFollower(client, ref, holder, poll_seconds=600, loader=loader).start()
     try:
-        # announced, but the registry still names v1: loaded, never served
-        follower.on_event(AliasEvent("cancer", "champion", v2, "created", "d1"))
+        # announced, but the registry still names v1: nothing is loaded
+        for i in range(50):
+            follower.on_event(AliasEvent("cancer", "champion", v2, "created", f"d{i}"))
         time.sleep(1.0)
-        assert (holder.current.info.version, loaded) == (v1, [f"models:/cancer/{v2}"])
+        assert (holder.current.info.version, loaded) == (v1, [])
         client.set_registered_model_alias("cancer", "champion", v2)
-        follower.on_event(AliasEvent("cancer", "champion", v2, "created", "d2"))
+        follower.on_event(AliasEvent("cancer", "champion", v2, "created", "d-real"))
         deadline = time.monotonic() + 10
         while holder.current.info.version != v2:
             assert time.monotonic() < deadline, "the announced move was not followed"
             time.sleep(0.02)
     finally:
         follower.stop()
-    # the version served is the one loaded on the announcement (not loaded a third time)
-    assert loaded == [f"models:/cancer/{v2}"] * 2
+    assert loaded == [f"models:/cancer/{v2}"]
+
+
+def test_a_load_the_registry_no_longer_confirms_is_dropped(registry):
+    client, v1, v2 = registry
+    ref = parse_model_ref("cancer@champion")
+    holder = _serving(client, ref)
+
+    def loader(uri):  # the alias moves back while the new version loads
+        client.set_registered_model_alias("cancer", "champion", v1)
+        return load_scorer(uri)
+
+    follower = AliasFollower(client, ref, holder, poll_seconds=600, loader=loader)
+    client.set_registered_model_alias("cancer", "champion", v2)
+    assert follower.check() is False
+    assert holder.current.info.version == v1
