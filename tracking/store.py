@@ -29,11 +29,18 @@ The launcher's server uses it through its ``mlflow.app`` factories (:func:`creat
 :func:`tracking.governance.create_app` with ``--auth``), which register it for PostgreSQL and
 SQLite in the server's own store registry (:func:`install`): a stock ``mlflow server`` is
 unchanged, and so are MySQL and SQL Server stores (not covered by the differential test).
+
+It builds on MLflow's private helpers (``_get_orderby_clauses``,
+``_get_sqlalchemy_filter_clauses``, ``_parse_experiment_ids``, the store's ``_get_run_inputs``
+and ``_get_model_outputs_bulk``), which may change in any release. So :func:`install` registers
+it only under an MLflow version the differential test passed on (:data:`TESTED_MLFLOW_VERSIONS`);
+under any other the server keeps MLflow's own search and says so in one warning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import sqlalchemy
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunInputs, RunOutputs, RunTag
@@ -52,6 +59,14 @@ _logger = logging.getLogger(__name__)
 
 #: The databases the differential test compares this store with MLflow's on.
 TESTED_DIALECTS = ("postgresql", "sqlite")
+
+#: The MLflow versions the differential test (tests/integration/tracking/test_search_store.py)
+#: passed on. Under any other, :func:`install` leaves MLflow's own search in place.
+TESTED_MLFLOW_VERSIONS = ("3.17.2",)
+
+# Set by the launcher in the server's environment once it has printed the fallback warning, so
+# the server's workers (each builds the app) do not print it once more each.
+FALLBACK_WARNED_ENV = "MLOPS_SEARCH_FALLBACK_WARNED"
 
 
 def _literal_binds(clause):
@@ -229,18 +244,47 @@ def _build_store(store_uri, artifact_uri):
 
     if MLFLOW_ENABLE_WORKSPACES.get():  # MLflow's workspace-aware store: left as it is
         return TrackingStoreRegistryWrapper._get_sqlalchemy_store(store_uri, artifact_uri)
-    import os
-
     from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
 
     read_db_uri = os.environ.get(READ_REPLICA_BACKEND_STORE_URI_ENV_VAR)
     return SearchStore(store_uri, artifact_uri, read_db_uri=read_db_uri)
 
 
+def mlflow_version() -> str:
+    """The version of the MLflow code this process runs (not of whichever metadata is found)."""
+    from mlflow import version
+
+    return version.VERSION
+
+
+def fallback_reason() -> str | None:
+    """Why the server keeps MLflow's own runs search; ``None`` when :class:`SearchStore` may answer.
+
+    :class:`SearchStore` may answer under the MLflow versions of :data:`TESTED_MLFLOW_VERSIONS`.
+    """
+    installed = mlflow_version()
+    if installed in TESTED_MLFLOW_VERSIONS:
+        return None
+    return (
+        f"MLflow {installed} is not a version the faster runs search was tested with "
+        f"({', '.join(TESTED_MLFLOW_VERSIONS)}): the server answers runs searches with "
+        "MLflow's own search"
+    )
+
+
 def install() -> None:
-    """Make this server process's tracking store a :class:`SearchStore` (PostgreSQL, SQLite)."""
+    """Make this server process's tracking store a :class:`SearchStore` (PostgreSQL, SQLite).
+
+    Under an MLflow version not in :data:`TESTED_MLFLOW_VERSIONS` nothing is registered: the
+    store stays MLflow's, and one warning says so (unless the launcher already printed it).
+    """
     from mlflow.server import handlers
 
+    reason = fallback_reason()
+    if reason is not None:
+        if os.environ.get(FALLBACK_WARNED_ENV) != mlflow_version():
+            _logger.warning(reason)
+        return
     for scheme in TESTED_DIALECTS:  # MySQL and SQL Server keep MLflow's store (not compared)
         handlers._tracking_store_registry.register(scheme, _build_store)
     if handlers._tracking_store is not None and not isinstance(

@@ -161,3 +161,60 @@ def test_the_server_builds_the_search_store(monkeypatch, tmp_path, template_sqli
     builder = handlers._tracking_store_registry.get_store_builder("mysql://host/db")
     assert builder == handlers.TrackingStoreRegistryWrapper._get_sqlalchemy_store
     store.engine.dispose()
+
+
+def test_an_untested_mlflow_keeps_mlflows_own_search(monkeypatch, tmp_path, template_sqlite_db,
+                                                      caplog):  # fmt: skip
+    """Under another MLflow version the server answers searches through MLflow's own search."""
+    import logging
+
+    from mlflow import version
+    from mlflow.server import ARTIFACT_ROOT_ENV_VAR, BACKEND_STORE_URI_ENV_VAR, app, handlers
+
+    from tracking import store as search_store
+
+    monkeypatch.setattr(version, "VERSION", "3.99.0")  # what the start-up check reads
+    path = tmp_path / "served.db"
+    shutil.copy(template_sqlite_db, path)
+    monkeypatch.setenv(BACKEND_STORE_URI_ENV_VAR, f"sqlite:///{path}")
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV_VAR, str(tmp_path / "artifacts"))
+    monkeypatch.setattr(handlers, "_tracking_store", None)
+    monkeypatch.setattr(handlers, "_tracking_store_registry",
+                        handlers.TrackingStoreRegistryWrapper())  # fmt: skip
+    answered = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the faster search answered under an untested MLflow")
+
+    stock_search = SqlAlchemyStore._search_runs
+
+    def stock(self, *args, **kwargs):
+        answered.append(type(self).__name__)
+        return stock_search(self, *args, **kwargs)
+
+    monkeypatch.setattr(SearchStore, "_search_runs", refuse)
+    monkeypatch.setattr(SqlAlchemyStore, "_search_runs", stock)
+    with caplog.at_level(logging.WARNING, logger="tracking.store"):
+        search_store.create_app()  # what the server's worker runs at start-up
+    assert [r.getMessage() for r in caplog.records] == [
+        "MLflow 3.99.0 is not a version the faster runs search was tested with "
+        f"({', '.join(search_store.TESTED_MLFLOW_VERSIONS)}): the server answers runs searches "
+        "with MLflow's own search"
+    ]
+
+    store = handlers._get_tracking_store()
+    experiment_id = store.create_experiment("fallback")
+    runs = [store.create_run(experiment_id, "u", i, [], f"run-{i}").info.run_id for i in range(3)]
+    resp = app.test_client().post("/api/2.0/mlflow/runs/search", json={
+        "experiment_ids": [experiment_id], "order_by": ["attributes.start_time DESC"]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert [r["info"]["run_id"] for r in resp.get_json()["runs"]] == runs[::-1]
+    assert answered == ["SqlAlchemyStore"]  # MLflow's own store, through MLflow's own search
+
+    # a worker of a server whose launcher already warned stays quiet
+    caplog.clear()
+    monkeypatch.setenv(search_store.FALLBACK_WARNED_ENV, "3.99.0")
+    with caplog.at_level(logging.WARNING, logger="tracking.store"):
+        search_store.install()
+    assert caplog.records == []
+    store.engine.dispose()
