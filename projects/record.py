@@ -199,9 +199,19 @@ def find_secrets(diff: bytes) -> dict[str, list[str]]:
     INI and code each its own way) with its default plugins and filters, so a line ending in
     ``pragma: allowlist secret`` passes. Binary patches are not scanned (detect-secrets reads
     text only). Imported here, and only for a diff: most runs start from a clean tree.
+
+    Raises:
+        WorkflowError: detect-secrets is not installed (one line).
     """
-    from detect_secrets import SecretsCollection
-    from detect_secrets.settings import default_settings
+    try:
+        from detect_secrets import SecretsCollection
+        from detect_secrets.settings import default_settings
+    except ImportError:  # an environment made before the dependency: never upload unscanned
+        from projects.errors import WorkflowError
+
+        raise WorkflowError("detect-secrets is not installed (make venv, or pip install -r "
+                            "requirements.lock): the lineage diff is never uploaded unscanned"
+                            ) from None
 
     found: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="mlops-scan-") as tmp, default_settings():
