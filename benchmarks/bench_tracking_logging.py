@@ -34,11 +34,12 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def server(backend: str, tmp: str):
     from core.settings import ServerSettings
-    from tracking.server import ServerConfig, start, stop_group
+    from tracking.server import ServerConfig, new_keys, start, stop_group
 
     config = ServerConfig(
         server=ServerSettings(host="127.0.0.1", port=_free_port(), workers=1,
-                              backend_store_uri=backend, artifacts_destination=f"{tmp}/art")
+                              backend_store_uri=backend, artifacts_destination=f"{tmp}/art"),
+        extra_env=new_keys(),  # on PostgreSQL the launcher takes them from the environment only
     )  # fmt: skip
     with open(f"{tmp}/server-{uuid.uuid4().hex[:6]}.log", "wb") as log:
         launch = start(config, log=log)

@@ -206,7 +206,8 @@ def server(uri: str, artifacts: str, mode: str):
 
     settings = ServerSettings(backend_store_uri=uri, artifacts_destination=artifacts,
                               port=free_port(), workers=1)  # fmt: skip
-    config = srv.ServerConfig(server=settings)
+    # on PostgreSQL the launcher takes the server's keys from the environment only
+    config = srv.ServerConfig(server=settings, extra_env=srv.new_keys())
     name = f"server-{mode}-{settings.port}.log"
     log = open(Path(artifacts).parent / name, "wb")  # noqa: SIM115
     if mode == "ours":

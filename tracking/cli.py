@@ -1,4 +1,4 @@
-"""``python -m tracking``: start the tracking server, open the UI, provision users, reap runs.
+"""``python -m tracking``: the tracking server, the UI, server keys, users, reaping runs.
 
 The commands only parse flags and delegate to :mod:`tracking.server`, :mod:`tracking.auth` and
 :mod:`core.runs` (runs left RUNNING by a process that died).
@@ -162,6 +162,9 @@ def _run(config: srv.ServerConfig, experiment: str):
                    f"{launch.store['to']}")  # fmt: skip
     for name in launch.store["indexes"]:
         click.echo(f"Created index {name}")
+    if launch.keys.created:
+        click.echo(f"Created the server's keys in {launch.keys.path} (mode 0600): back it up "
+                   "with the database (its webhook secrets cannot be read without it)")
     click.echo(
         f"MLflow tracking server: {launch.url}  (backend {srv.redact_uri(s.backend_store_uri)}, "
         f"artifacts {s.artifacts_destination}, {s.workers} worker(s), "
@@ -182,6 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import run_group
 
     return run_group(cli, argv, "python -m tracking")
+
+
+@cli.command("keys")
+def keys_command():
+    """Print new server keys as KEY=VALUE lines, for a team's .env or secret store.
+
+    MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY encrypts webhook secrets in the database and
+    MLFLOW_FLASK_SERVER_SECRET_KEY signs the auth app's sessions: give every replica the same
+    values and keep them across restarts (a server on a SQLite store keeps its own next to the
+    database). Changing the webhook key makes the webhooks saved before unusable.
+    """
+    for name, value in srv.new_keys().items():
+        click.echo(f"{name}={value}")
 
 
 @cli.group("users")

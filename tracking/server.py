@@ -19,7 +19,11 @@ What it adds to a bare ``mlflow server``:
 * secrets stay out of every command line: the backend store URI (which carries the database
   password on PostgreSQL) reaches ``mlflow db upgrade`` and ``mlflow server`` through
   ``MLFLOW_BACKEND_STORE_URI`` in their environment, never through argv, because
-  ``/proc/PID/cmdline`` (what ``ps`` shows) is world-readable and ``/proc/PID/environ`` is not.
+  ``/proc/PID/cmdline`` (what ``ps`` shows) is world-readable and ``/proc/PID/environ`` is not;
+* the server's keys (:data:`KEY_ENVS`: the one MLflow encrypts webhook secrets with, the one
+  the auth app signs sessions and CSRF tokens with) outlive a restart: taken from the
+  environment, else kept in a file next to a SQLite store (:func:`resolve_keys`); a database
+  that replicas share needs them from the environment.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 # process draws its own: a webhook saved through one worker or replica cannot be delivered by
 # another (its secret does not decrypt there), nor after a restart.
 WEBHOOK_KEY_ENV = "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
+# The server's keys: each must be the same for every process that serves one database, across
+# restarts (SECRET_KEY_ENV signs the auth app's sessions and CSRF tokens).
+KEY_ENVS = (WEBHOOK_KEY_ENV, SECRET_KEY_ENV)
+# Where a SQLite store's keys are kept: the database file's name plus this suffix.
+KEYS_FILE_SUFFIX = ".keys"
 APP_NAME = "mlops-governance"  # the mlflow.app entry point of tracking.governance
 SEARCH_APP_NAME = "mlops"  # the mlflow.app entry point of tracking.store (no auth)
 
@@ -115,6 +124,10 @@ class ServerError(MlopsError, RuntimeError):
 
 class WeakPasswordError(UsageError):
     """The admin password is too easy to guess; the message says why (exit 2)."""
+
+
+class MissingKeysError(UsageError):
+    """A server on a shared database needs its keys from the environment (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -455,6 +468,140 @@ def redact_text(text: str, uri: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+# -- keys -------------------------------------------------------------------------------------
+
+
+def new_keys() -> dict[str, str]:
+    """Fresh values for :data:`KEY_ENVS` (what ``python -m tracking keys`` prints)."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    return {WEBHOOK_KEY_ENV: Fernet.generate_key().decode(), SECRET_KEY_ENV: secrets.token_hex(32)}
+
+
+def keys_file(backend_store_uri: str) -> Path | None:
+    """Where the keys of a SQLite store are kept (next to the database); ``None`` elsewhere."""
+    if not backend_store_uri.startswith("sqlite:///"):
+        return None
+    path = backend_store_uri[len("sqlite:///") :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    db = Path(path).expanduser().absolute()
+    return db.with_name(db.name + KEYS_FILE_SUFFIX)
+
+
+def _check_webhook_key(value: str) -> None:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(value)
+    except (ValueError, TypeError):
+        # MLflow's workers would each crash on it at start, with a traceback
+        raise UsageError(
+            f"{WEBHOOK_KEY_ENV} is not a Fernet key (32 url-safe base64-encoded bytes); "
+            "`python -m tracking keys` prints a new one"
+        ) from None
+
+
+def _read_keys(path: Path) -> dict[str, str]:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ServerError(f"{path} is readable by other users (mode {mode:04o}): chmod 600 {path}")
+    try:
+        keys = json.loads(path.read_text())
+        if not isinstance(keys, dict) or not all(isinstance(keys.get(k), str) for k in KEY_ENVS):
+            raise ValueError
+    except ValueError:
+        raise ServerError(
+            f"{path} does not hold the server's keys ({', '.join(KEY_ENVS)}); restore it from "
+            "the backup of the database"
+        ) from None
+    return {k: keys[k] for k in KEY_ENVS}
+
+
+def _create_keys(path: Path) -> bool:
+    """Write new keys to ``path`` (mode 0600) unless it exists; whether this call wrote them.
+
+    Written to a temporary file first and linked into place, so a launcher starting at the same
+    moment on the same database reads either no file or a complete one, never half of it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(handle, 0o600)
+        with os.fdopen(handle, "w") as f:
+            json.dump(new_keys(), f)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(scratch, path)  # fails if it exists: the keys are made once
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(scratch)
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """The server's keys and where they came from.
+
+    ``values`` maps the variables of :data:`KEY_ENVS` that were not in the environment to the
+    values to give the server; ``path`` is the keys file they were read from (``None``: none
+    needed one); ``created`` says the file was written by this start.
+    """
+
+    values: dict[str, str]
+    path: Path | None = None
+    created: bool = False
+
+
+def resolve_keys(backend_store_uri: str, env: dict, auth: bool = False) -> ServerKeys:
+    """The keys the server needs: from ``env``, else from the store's keys file, made once.
+
+    A SQLite store is the state of one server on one host: its keys live next to the database
+    (``mlflow.db`` -> ``mlflow.db.keys``, mode 0600), created at the first start and read at
+    every later one, so webhook secrets saved before a restart still decrypt after it, and
+    signed-in users stay signed in. A store on a database server (PostgreSQL) may be shared by
+    replicas on other hosts, which a file on one host cannot reach, and a key kept in the
+    database would sit next to the secrets it protects: the keys must come from the
+    environment, the same on every replica (the webhook key always, the session key with
+    ``--auth``). A store that is no SQL database (``file:``) has no webhooks; its keys only
+    last the process, as MLflow's own would.
+
+    Args:
+        backend_store_uri: the server's backend store.
+        env: the server's environment; values there win.
+        auth: the server runs the auth app (it needs :data:`SECRET_KEY_ENV`).
+
+    Raises:
+        MissingKeysError: a shared database without its keys in the environment (one line).
+        UsageError: the webhook key in the environment is no Fernet key.
+        ServerError: the keys file is readable by others, or does not hold the keys.
+    """
+    if env.get(WEBHOOK_KEY_ENV):
+        _check_webhook_key(env[WEBHOOK_KEY_ENV])
+    missing = [k for k in KEY_ENVS if not env.get(k)]
+    if not missing:
+        return ServerKeys({})
+    path = keys_file(backend_store_uri)
+    if path is not None:
+        created = not path.exists() and _create_keys(path)
+        kept = _read_keys(path)
+        return ServerKeys({k: kept[k] for k in missing}, path, created)
+    if is_sql_store(backend_store_uri) and not backend_store_uri.startswith("sqlite"):
+        needed = [WEBHOOK_KEY_ENV] + ([SECRET_KEY_ENV] if auth else [])
+        if any(k in missing for k in needed):
+            raise MissingKeysError(
+                f"a server on a shared database needs {' and '.join(needed)} in the "
+                "environment, the same on every replica and at every start (`python -m "
+                "tracking keys` prints new ones; see .env.example)"
+            )
+    return ServerKeys({k: v for k, v in new_keys().items() if k in missing})
+
+
 # -- auth -------------------------------------------------------------------------------------
 
 
@@ -694,6 +841,7 @@ class Launch:
     url: str
     store: dict
     auth_config: Path | None = None
+    keys: ServerKeys = field(default_factory=lambda: ServerKeys({}))
 
 
 def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECONDS) -> Launch:
@@ -708,26 +856,13 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
         ServerError: bad credentials setup, failed migration, or a server that never answered.
     """
     env = server_env(config)
-    if not env.get(WEBHOOK_KEY_ENV):
-        from cryptography.fernet import Fernet
-
-        # one key for all workers of this server at least; replicas need the same key
-        env[WEBHOOK_KEY_ENV] = Fernet.generate_key().decode()
-        # a team's database may have replicas: say so there; the embedded SQLite store has none
-        note = _logger.info if config.server.backend_store_uri.startswith("sqlite") \
-            else _logger.warning
-        note("%s is unset: webhook secrets saved now are readable by this server until it "
-            "stops; give every replica one key", WEBHOOK_KEY_ENV)
-    auth_config = None
     if config.auth:
         check_admin_env(env, strength=True)
-        if not env.get(SECRET_KEY_ENV):
-            # CSRF tokens of the auth app are signed with it: one key for all workers of this
-            # server; replicas behind a load balancer need the same key from the environment.
-            import secrets
-
-            env[SECRET_KEY_ENV] = secrets.token_hex(32)
-            _logger.warning("%s is unset: using a random key for this server", SECRET_KEY_ENV)
+    keys = resolve_keys(config.server.backend_store_uri, env, auth=config.auth)
+    env.update(keys.values)
+    _note_search_fallback(env)
+    auth_config = None
+    if config.auth:
         if not env.get(AUTH_CONFIG_ENV):
             handle, name = tempfile.mkstemp(prefix="mlflow-auth-", suffix=".ini")
             os.close(handle)
@@ -751,7 +886,21 @@ def start(config: ServerConfig, log=None, timeout: float = HEALTH_TIMEOUT_SECOND
         if auth_config is not None:
             auth_config.unlink(missing_ok=True)
         raise
-    return Launch(proc=proc, url=config.url, store=store, auth_config=auth_config)
+    return Launch(proc=proc, url=config.url, store=store, auth_config=auth_config, keys=keys)
+
+
+def _note_search_fallback(env: dict) -> None:
+    """Warn once when the server will keep MLflow's own runs search (an untested MLflow).
+
+    The server's workers each build the app and would each warn; the variable set here tells
+    them this launcher already did.
+    """
+    from tracking.store import FALLBACK_WARNED_ENV, fallback_reason, mlflow_version
+
+    reason = fallback_reason()
+    if reason is not None:
+        _logger.warning(reason)
+        env[FALLBACK_WARNED_ENV] = mlflow_version()
 
 
 def serve_forever(launch: Launch, stop_timeout: float = STOP_TIMEOUT_SECONDS) -> int:

@@ -29,11 +29,29 @@ def launcher_cmd(backend: str, artifacts: str, port: int, *extra: str) -> list[s
     ]  # fmt: skip
 
 
+_TEAM_KEYS: dict[str, str] = {}
+
+
+def team_keys() -> dict[str, str]:
+    """The server keys a team puts in every replica's environment; one set per test session."""
+    if not _TEAM_KEYS:
+        from tracking.server import new_keys
+
+        _TEAM_KEYS.update(new_keys())
+    return dict(_TEAM_KEYS)
+
+
 @contextlib.contextmanager
 def launched(backend: str, artifacts: str, *extra: str, env=None, cwd=None, name="tracking"):
-    """Start the launcher, wait for /health, yield ``(url, process)``; stop it afterwards."""
+    """Start the launcher, wait for /health, yield ``(url, process)``; stop it afterwards.
+
+    A store other than SQLite gets the team's keys in the environment (the launcher requires
+    them there) unless ``env`` brings its own.
+    """
     port = free_port()
     cmd = launcher_cmd(backend, artifacts, port, *extra)
+    if not backend.startswith("sqlite"):
+        env = {**team_keys(), **(env or {})}
     with running(cmd, f"http://127.0.0.1:{port}/health", name, env=env, cwd=cwd) as proc:
         yield f"http://127.0.0.1:{port}", proc
 

@@ -1,4 +1,4 @@
-"""Secrets stay out of argv: no process of the server shows the database password in ``ps``."""
+"""Secrets stay out of argv: no server process shows the database password or keys in ``ps``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.postgres import PG_ADMIN, fresh_pg_database
 from tests.support.processes import free_port, running
+from tracking.server import new_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -61,7 +62,8 @@ def _processes() -> dict[int, tuple[int, int, bytes]]:
 def test_no_process_of_the_server_has_the_password_in_argv(pg_uri_with_password, tmp_path):
     uri, password = pg_uri_with_password
     # the admin gives the URI the way the README says: in the environment
-    env = {**ADMIN, "MLFLOW_BACKEND_STORE_URI": uri}
+    keys = new_keys()  # a team server's keys come from the environment too (see README)
+    env = {**ADMIN, **keys, "MLFLOW_BACKEND_STORE_URI": uri}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "tracking", "server", "--auth", "--workers", "2",
@@ -77,7 +79,8 @@ def test_no_process_of_the_server_has_the_password_in_argv(pg_uri_with_password,
                    if pgid == server_group or pid == launcher.pid}  # fmt: skip
         # the launcher, mlflow server and its uvicorn supervisor and two workers
         assert len(watched) >= 4, watched
-        leaked = {pid: cmd for pid, cmd in watched.items() if password.encode() in cmd}
+        leaked = {pid: cmd for pid, cmd in watched.items()
+                  if any(secret.encode() in cmd for secret in (password, *keys.values()))}
         assert leaked == {}
         # and it really runs on that database (users, runs and models live there)
         import requests

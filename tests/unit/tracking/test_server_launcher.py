@@ -176,3 +176,62 @@ def test_a_migration_error_line_is_printed_without_the_password():
     line = "could not connect to postgresql+psycopg://mlflow:s3cret-pw@db:5432/mlflow"
     redacted = "could not connect to postgresql+psycopg://mlflow:***@db:5432/mlflow"
     assert srv.redact_text(line, uri) == redacted
+
+
+def test_a_sqlite_store_keeps_its_keys_next_to_the_database(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
+    first = srv.resolve_keys(uri, {})
+    path = tmp_path / "db" / "mlflow.db.keys"
+    assert (first.path, first.created) == (path, True)
+    assert set(first.values) == set(srv.KEY_ENVS)
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = srv.resolve_keys(uri, {}, auth=True)
+    assert (again.values, again.created) == (first.values, False)  # made once, then read
+    # the environment wins, key by key; the file is left as it was
+    env = {srv.SECRET_KEY_ENV: "from-the-environment"}
+    assert srv.resolve_keys(uri, env).values == {
+        srv.WEBHOOK_KEY_ENV: first.values[srv.WEBHOOK_KEY_ENV]}
+    assert [p.name for p in path.parent.iterdir()] == ["mlflow.db.keys"]  # no scratch left
+
+
+def test_a_keys_file_that_is_not_the_keys_is_refused(tmp_path):
+    path = tmp_path / "mlflow.db.keys"
+    path.write_text("{}")
+    path.chmod(0o600)
+    with pytest.raises(srv.ServerError, match=r"does not hold the server's keys"):
+        srv.resolve_keys(f"sqlite:///{tmp_path / 'mlflow.db'}", {})
+
+
+def test_a_shared_database_needs_the_keys_it_uses_from_the_environment():
+    uri = "postgresql://mlflow@db.internal/mlflow"
+    with pytest.raises(srv.MissingKeysError, match=r"needs MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY in"):
+        srv.resolve_keys(uri, {})
+    webhook_only = {srv.WEBHOOK_KEY_ENV: srv.new_keys()[srv.WEBHOOK_KEY_ENV]}
+    # without --auth nothing signs sessions: the session key need not be shared
+    assert set(srv.resolve_keys(uri, webhook_only).values) == {srv.SECRET_KEY_ENV}
+    with pytest.raises(srv.MissingKeysError, match=r"and MLFLOW_FLASK_SERVER_SECRET_KEY in"):
+        srv.resolve_keys(uri, webhook_only, auth=True)
+    assert srv.resolve_keys(uri, srv.new_keys(), auth=True).values == {}
+
+
+def test_stores_with_no_state_to_keep_get_keys_for_the_process():
+    for uri in ("sqlite:///:memory:", "file:///tmp/mlruns"):
+        keys = srv.resolve_keys(uri, {})
+        assert keys.path is None and set(keys.values) == set(srv.KEY_ENVS)
+
+
+def test_the_launcher_warns_once_for_an_untested_mlflow(monkeypatch, caplog):
+    from mlflow import version
+
+    from tracking.store import FALLBACK_WARNED_ENV, TESTED_MLFLOW_VERSIONS
+
+    monkeypatch.setattr(version, "VERSION", "3.99.0")
+    env: dict = {}
+    with caplog.at_level("WARNING"):
+        srv._note_search_fallback(env)
+    assert [r.getMessage() for r in caplog.records] == [
+        "MLflow 3.99.0 is not a version the faster runs search was tested with "
+        f"({', '.join(TESTED_MLFLOW_VERSIONS)}): the server "
+        "answers runs searches with MLflow's own search"
+    ]
+    assert env == {FALLBACK_WARNED_ENV: "3.99.0"}  # the workers then stay quiet
