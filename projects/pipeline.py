@@ -727,17 +727,14 @@ class Workflow:
 
     def _log_model(self, model, X):
         import mlflow
-        from mlflow.models import infer_signature
 
-        from projects.train import optional_columns
+        from projects.train import model_signature
 
         example = input_example(X)
         # the user's types: an integer column stays long (a column with missing values is
-        # already float64, so double); nullable extension types become numpy ones
-        # types (and which columns may be missing) from every training row, not a sample:
-        # a column with gaps late in the file is optional too
-        signature = infer_signature(schema_frame(X), model.predict(example))
-        signature = optional_columns(signature, model)  # the columns the model never reads
+        # already float64, so double); nullable extension types become numpy ones. Which
+        # columns may be missing: from every training row, and those the model never reads
+        signature = model_signature(model, schema_frame(X), example)
         from core import usercode
 
         code = [str(p) for p in usercode.files(self.settings.user_code("train"))]
