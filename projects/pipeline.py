@@ -664,7 +664,12 @@ class Workflow:
             import mlflow
 
             from projects.prepare import Preprocessing
-            from projects.train import expand_candidates, pick_best, train_candidates
+            from projects.train import (
+                expand_candidates,
+                model_signature,
+                pick_best,
+                train_candidates,
+            )
 
             train = self._frame("train", "prepare", "splits/train.parquet")
             val = self._frame("val", "prepare", "splits/val.parquet")
@@ -705,7 +710,13 @@ class Workflow:
                 if column not in ids:
                     _logger.warning("column %r dropped from the model: %s", column, why)
             start = time.perf_counter()
-            info = self._log_model(best.model, train.drop(columns=[s.data.target]))
+            X = train.drop(columns=[s.data.target])
+            example = input_example(X)
+            # the user's types: an integer column stays long (a column with missing values is
+            # already float64, so double); nullable extension types become numpy ones. Which
+            # columns may be missing: from every training row, and those the model never reads
+            signature = model_signature(best.model, schema_frame(X), example)
+            info = self._log_model(best.model, example, signature)
             self.timings["log_model"] = time.perf_counter() - start
             # the model's source run is the workflow run (the runs table's Model column reads
             # a logged model's source run); the step run lists it among its outputs too
@@ -725,16 +736,9 @@ class Workflow:
         up = self.outcomes["prepare"].key
         return self._run_step("train", self._key("train", up), compute)
 
-    def _log_model(self, model, X):
+    def _log_model(self, model, example, signature):
         import mlflow
 
-        from projects.train import model_signature
-
-        example = input_example(X)
-        # the user's types: an integer column stays long (a column with missing values is
-        # already float64, so double); nullable extension types become numpy ones. Which
-        # columns may be missing: from every training row, and those the model never reads
-        signature = model_signature(model, schema_frame(X), example)
         from core import usercode
 
         code = [str(p) for p in usercode.files(self.settings.user_code("train"))]
