@@ -11,6 +11,7 @@ S3 is the moto server (AWS itself cannot exist here), read and written by the ex
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import sys
 from pathlib import Path
@@ -270,3 +271,88 @@ def test_s3_folder_in_s3_parquet_out(spark, cars_regressor, tmp_path):
     expected = pd.read_parquet(tmp_path / "local.parquet")
     spark_out = spark_out.sort_values("row_id", ignore_index=True)
     pd.testing.assert_frame_equal(spark_out, expected, check_dtype=False, rtol=1e-9)
+
+
+def _objects(s3, bucket: str) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_outputs_holding_the_input_on_s3_are_refused_by_both_engines(spark, cars_regressor):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    s3.create_bucket(Bucket="overlap")
+    s3.put_object(Bucket="overlap", Key="in/cars.csv", Body=_cars(1).to_csv(index=False))
+    before = _objects(s3, "overlap")
+    cases = [  # (input, output, engine): the same object, a prefix holding it, one inside it
+        ("s3://overlap/in/cars.csv", "s3a://overlap/in/cars.csv", "local"),
+        ("s3://overlap/in/cars.csv", "s3://overlap/in/", "local"),
+        ("s3://overlap/in/", "s3a://overlap/in", "spark"),
+        ("s3://overlap/in/cars.csv", "s3://overlap/", "spark"),
+        ("s3://overlap/in", "s3://overlap/in/scores/", "spark"),
+    ]
+    for src, out, engine in cases:
+        code, _, err = _predict("cars@champion", src, out, "--engine", engine)
+        assert code == 1, (src, out, engine)
+        assert _error_line(err) == (
+            f"error: {out}: the output would overlap the input {src}; name an output outside it"
+        )
+    assert _objects(s3, "overlap") == before  # the input byte for byte, nothing added
+
+
+def test_an_output_is_replaced_only_if_the_project_wrote_it(spark, cars_regressor, tmp_path):
+    import boto3
+
+    from serving import outputs
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    s3.create_bucket(Bucket="shared")
+    first, second = tmp_path / "first.csv", tmp_path / "second.parquet"
+    _cars(1).head(100).to_csv(first, index=False)
+    _cars(1).head(60).to_parquet(second, index=False)
+
+    # someone else's files where the output would go: refused, one line naming one, untouched
+    s3.put_object(Bucket="shared", Key="theirs/README.txt", Body=b"keep me")
+    s3.put_object(Bucket="shared", Key="theirs/_SUCCESS", Body=b"")  # another Spark job's
+    s3.put_object(Bucket="shared", Key="report.csv", Body=b"their,report\n")
+    local = tmp_path / "spark-out"
+    local.mkdir()
+    (local / "notes.md").write_text("their notes")
+    before = _objects(s3, "shared")
+    refused = [
+        ("s3://shared/theirs/", "spark", "s3://shared/theirs/README.txt"),
+        ("s3://shared/report.csv", "local", "s3://shared/report.csv"),
+        (local, "spark", local / "notes.md"),
+    ]
+    for out, engine, named in refused:
+        code, _, err = _predict("cars@champion", first, out, "--engine", engine)
+        assert code == 1
+        assert _error_line(err).startswith(f"error: {named}: not written by python -m serving")
+    assert _objects(s3, "shared") == before
+    assert [p.name for p in local.iterdir()] == ["notes.md"]
+    (local / "notes.md").unlink()
+
+    # an output the project wrote is replaced: the second run's rows, none of the first's files
+    for out, engine in [(local, "spark"), ("s3://shared/scores/", "spark"),
+                        ("s3://shared/scores.csv", "local")]:  # fmt: skip
+        for src, rows in [(first, 100), (second, 60)]:
+            code, said, err = _predict("cars@champion", src, out, "--engine", engine)
+            assert code == 0, err[-3000:]
+            assert f"scored {rows} rows" in said
+    assert len(pd.read_parquet(local)) == 60
+    assert (local / "_MLOPS_SUCCESS").exists()
+    scores = pd.read_parquet("shared/scores", filesystem=outputs.s3_filesystem())
+    assert len(scores) == 60 and scores["row_id"].tolist() == list(range(60))
+    keys = [k for k in _objects(s3, "shared") if k.startswith("scores/")]
+    assert len({k.rsplit("-", 1)[-1] for k in keys if k.endswith(".parquet")}) == 1  # one job
+    assert {"scores/_SUCCESS", "scores/_MLOPS_SUCCESS"} <= set(keys)
+    body = s3.get_object(Bucket="shared", Key="scores.csv")["Body"].read()
+    assert len(pd.read_csv(io.BytesIO(body))) == 60
+
+    # the project's own output with someone's file dropped in: refused again, both kept
+    (local / "notes.md").write_text("their notes")
+    code, _, err = _predict("cars@champion", first, local, "--engine", "spark")
+    assert code == 1 and _error_line(err).startswith(f"error: {local / 'notes.md'}: not written")
+    assert (local / "notes.md").read_text() == "their notes"
+    assert sum(len(pd.read_parquet(p)) for p in local.glob("part-*.parquet")) == 60  # kept
