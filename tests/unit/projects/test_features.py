@@ -209,3 +209,69 @@ def test_the_user_files_are_part_of_the_keys_of_the_steps_that_run_them(steps_di
         path.write_text(original)
     assert before["ingest"] == after["ingest"] and before["validate"] == after["validate"]
     assert before["train"] != after["train"]
+
+
+def with_identifiers(n=300, seed=0) -> pd.DataFrame:
+    """Identifiers of every shape a file brings, next to look-alikes that are features."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({
+        "Unnamed: 0": np.arange(n),                         # the index pandas or R wrote
+        "customer_id": rng.integers(0, 50, n),              # named like an id, repeated
+        "rowno": rng.permutation(n) + 1000,                 # numbers the rows, any name
+        "ticket": [f"T{i:05d}" for i in rng.permutation(n)],  # a key: unique text
+        "population": rng.permutation(n) * 997 + 10_000,    # unique integers, wide: a feature
+        "when": pd.date_range("2020-01-01", periods=n).strftime("%Y-%m-%d"),  # unique dates
+        "x": x,
+        "target": (x > 0).astype(int),
+    })
+
+
+def test_identifiers_are_left_out_of_the_features_unless_kept():
+    df = with_identifiers()
+    X = df.drop(columns="target")
+    tidy = TidyFrame().fit(X)
+    assert tidy.identifiers_ == {
+        "Unnamed: 0": "identifier (named like an id)",
+        "customer_id": "identifier (named like an id)",
+        "rowno": "identifier (integers unique per row, numbering the rows)",
+        "ticket": "identifier (text unique per row)",
+    }
+    assert set(tidy.dropped_) == set(tidy.identifiers_)
+    assert tidy.kinds_["population"] == "numeric" and tidy.kinds_["when"] == "datetime"
+    # never read when scoring: a row without them gets the same features
+    pd.testing.assert_frame_equal(tidy.transform(X.drop(columns=list(tidy.identifiers_))),
+                                  tidy.transform(X))
+    kept = TidyFrame(keep=("rowno", "ticket")).fit(X)
+    assert set(kept.identifiers_) == {"Unnamed: 0", "customer_id"}
+    assert kept.kinds_["rowno"] == "numeric" and kept.kinds_["ticket"] == "category"
+
+
+def test_the_signature_says_which_columns_a_client_may_omit():
+    from projects.train import model_signature
+
+    df = with_identifiers(1500)
+    df["late_gap"] = df["x"] * 2
+    df.loc[1400, "late_gap"] = np.nan  # beyond the first thousand rows
+    X = df.drop(columns="target")
+    model = make_pipeline("classification", Preprocessing(), "linear", {}, 0).fit(X, df.target)
+    signature = model_signature(model, schema_frame(X), input_example(X))
+    optional = {c.name for c in signature.inputs.inputs if not c.required}
+    assert optional == {"Unnamed: 0", "customer_id", "rowno", "ticket", "late_gap"}
+    # MLflow's own check, as both scoring servers run it: a row without them is accepted
+    from mlflow.models.utils import _enforce_schema
+
+    row = X.drop(columns=sorted(optional)).head(1)
+    assert list(_enforce_schema(row, signature.inputs).columns) == list(row.columns)
+
+
+def test_features_keep_is_a_setting_and_a_plain_list_is_the_feature_code(steps_dir):
+    settings = load_settings(overrides=["features.keep=[rowno, ticket]"])
+    assert settings.features.keep == ("rowno", "ticket") and settings.features.code == ()
+    assert Preprocessing.from_settings(settings).keep == ("rowno", "ticket")
+    listed = load_settings(overrides=[f"features=[{steps_dir}:double_x]"])
+    assert listed.features.code == (f"{steps_dir}:double_x",)
+    from core.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"^setting features.kep: unknown key$"):
+        load_settings(overrides=["features.kep=[x]"])
