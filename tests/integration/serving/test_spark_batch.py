@@ -300,6 +300,20 @@ def test_outputs_holding_the_input_on_s3_are_refused_by_both_engines(spark, cars
         )
     assert _objects(s3, "overlap") == before  # the input byte for byte, nothing added
 
+    # the local engine reads and writes S3 itself: beside the input, not over it
+    code, said, err = _predict("cars@champion", "s3://overlap/in/cars.csv",
+                               "s3://overlap/scored/cars.parquet")  # fmt: skip
+    assert code == 0, err
+    assert f"scored {len(_cars(1))} rows" in said
+    from serving import outputs
+
+    scored = pd.read_parquet("overlap/scored/cars.parquet", filesystem=outputs.s3_filesystem())
+    assert scored["row_id"].tolist() == list(range(len(_cars(1))))
+    # (pyarrow leaves an empty "scored/" folder object when it moves the finished file in)
+    assert {k for k in _objects(s3, "overlap") if not k.endswith("/")} == {
+        "in/cars.csv", "scored/cars.parquet", "scored/.cars.parquet._MLOPS_SUCCESS"
+    }
+
 
 def test_an_output_is_replaced_only_if_the_project_wrote_it(spark, cars_regressor, tmp_path):
     import boto3
