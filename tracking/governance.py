@@ -8,7 +8,15 @@ and whoever creates a model becomes its MANAGE owner. On top of MLflow's checks 
 * refuses (403) setting or deleting a protected alias (``governance.protected_aliases``,
   default ``[champion]``) unless the caller is a release manager or an admin, on every route
   the REST API, the Python client and the UI use (``/api/2.0/...`` and ``/ajax-api/2.0/...``);
-* refuses (403) deleting a model version or a registered model that holds a protected alias;
+* refuses (403) deleting a model version or a registered model that holds a protected alias
+  (for everyone: the alias moves first), and renaming such a model, or renaming another model
+  onto a production name (one that holds a protected alias, or held one in the ledger of alias
+  moves), unless the caller is a release manager or an admin; every such refusal is recorded in
+  the model's history like a refused alias move (outcome ``refused``);
+* decides every write on the parameters MLflow's handler acts on
+  (:class:`CanonicalParams`, in front of MLflow's own permission check): a write whose query
+  string and body name different objects is refused (400), and a DELETE or PATCH body is read
+  as JSON by the permission check whatever its content type, as the handler reads it;
 * stamps the authenticated user as ``by`` into every history record of an alias move
   (``mlops.history.*`` tags written by :func:`core.aliases.move_alias`) and into the
   ``mlops.promotion.<alias>.by`` version tag, so the history names who the server verified,
@@ -17,8 +25,10 @@ and whoever creates a model becomes its MANAGE owner. On top of MLflow's checks 
   REST);
 * refuses (403) a ``service`` user creating a registered model or an experiment (MLflow lets
   any signed-in user create them);
-* gives a model's creator EDIT instead of MANAGE on it unless they are a release manager or an
-  admin, so creating a model first does not beat the roles of the users file.
+* gives a model's (or a prompt's) creator EDIT instead of MANAGE on it unless they are a release
+  manager or an admin, so creating a model first does not beat the roles of the users file.
+
+Routes match with and without MLflow's static prefix (``mlflow server --static-prefix``).
 
 Who is a release manager comes from MLflow's own roles (3.17 has them, in the auth database):
 ``python -m tracking users apply`` assigns each ``release_manager`` the MLflow role of that
@@ -29,12 +39,15 @@ against, so no second file has to be kept in step, and ``GET /api/2.0/mlflow/use
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import re
+import urllib.parse
 
-from core.aliases import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX
+from core.aliases import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX, new_attempt_id, now_ms
+from core.ledger import parse_claim
 
 _logger = logging.getLogger(__name__)
 
@@ -51,10 +64,11 @@ ROLE_DESCRIPTIONS = {
 }
 ROLE_WORKSPACE = "default"  # MLflow's workspace when workspaces are off
 
-_PREFIX = r"^/(?:api|ajax-api)/2\.0/mlflow/"
+_PREFIX = r"^/(?:api|ajax-api)/2\.0/mlflow/"  # matched after MLflow's static prefix is cut
 _ALIAS_ROUTE = re.compile(_PREFIX + r"registered-models/alias/?$")
 _DELETE_VERSION_ROUTE = re.compile(_PREFIX + r"model-versions/delete/?$")
 _DELETE_MODEL_ROUTE = re.compile(_PREFIX + r"registered-models/delete/?$")
+_RENAME_MODEL_ROUTE = re.compile(_PREFIX + r"registered-models/rename/?$")
 _CREATE_MODEL_ROUTE = re.compile(_PREFIX + r"registered-models/create/?$")
 # Creations MLflow allows any signed-in user (no resource to hold a permission on yet).
 _CREATE_ROUTES = re.compile(_PREFIX + r"(?:registered-models|experiments)/create/?$")
@@ -86,13 +100,27 @@ def _forbidden(message: str):
     return resp
 
 
+def _route_path(path: str) -> str:
+    """``path`` without MLflow's static prefix (``mlflow server --static-prefix``)."""
+    from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
+
+    prefix = os.environ.get(STATIC_PREFIX_ENV_VAR, "").rstrip("/")
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        return path[len(prefix) :]
+    return path
+
+
 def _params() -> dict:
+    """The parameters MLflow's handler acts on: the body of a write, parsed as it parses it.
+
+    :class:`CanonicalParams` has made the body the one the handler reads (a DELETE's JSON
+    whatever its content type); the query string of a write only repeats it, or the request
+    was refused.
+    """
     from flask import request
 
-    params = dict(request.args.items())
-    body = request.get_json(silent=True)
-    if isinstance(body, dict):
-        params.update(body)
+    params = dict(_body() or {})
+    params.update(request.view_args or {})
     return params
 
 
@@ -140,15 +168,17 @@ def _guard():
     from flask import g, request
 
     username = getattr(g, "mlflow_authenticated_user", None)
-    if username is None or request.method not in ("POST", "DELETE", "PATCH"):
+    if username is None or request.method not in ("POST", "PUT", "DELETE", "PATCH"):
         return None
-    path = request.path
+    path = _route_path(request.path)
     if _CREATE_ROUTES.match(path) and _roles(username) == {SERVICE_ROLE}:
         return _forbidden(f"{username} is a service user: services read, they create nothing")
     if _MODEL_TAG_ROUTE.match(path):
         return _stamp_history_record(username)
     if _VERSION_TAG_ROUTE.match(path):
         return _stamp_promotion_by(username)
+    if _RENAME_MODEL_ROUTE.match(path) and request.method == "POST":
+        return _guard_rename(username)
     alias_route = _ALIAS_ROUTE.match(path) and request.method in ("POST", "DELETE")
     version_route = _DELETE_VERSION_ROUTE.match(path) and request.method == "DELETE"
     model_route = _DELETE_MODEL_ROUTE.match(path) and request.method == "DELETE"
@@ -160,20 +190,106 @@ def _guard():
     if alias_route:
         alias = str(params.get("alias", ""))
         if alias in protected and not is_release_manager_or_admin(username):
-            version = str(params["version"]) if request.method == "POST" else None
+            version = str(params.get("version")) if request.method == "POST" else None
             message = refusal(username, _verb(request.method), alias, name)
-            _record_refused_rest_move(username, name, alias, version, message)
+            _record_refusal(username, name, alias, version, message, "over the REST API, "
+                            "not through the one alias move")  # fmt: skip
             return _forbidden(message)
         return None
     version = str(params.get("version")) if version_route else None
     held = _held_protected(name, version, protected)
     if held:
         what = f"version {version} of {name}" if version_route else f"registered model {name}"
-        return _forbidden(
+        message = (
             f"{what} holds the protected alias {', '.join(held)}: a release manager or an admin "
             "must move or delete that alias first"
         )
+        for alias in held:
+            _record_refusal(username, name, alias, None, message, f"delete {what}")
+        return _forbidden(message)
     return None
+
+
+def _guard_rename(username: str):
+    """A production model keeps its name, and no model takes a production name.
+
+    Production: a name that holds a protected alias, or that held one in the ledger of alias
+    moves (a model renamed away or deleted leaves its name there). Release managers and admins
+    may rename; a refusal is recorded in the history of the model that holds the name.
+    """
+    params = _params()
+    name, new_name = str(params.get("name", "")), str(params.get("new_name", ""))
+    if not (name and new_name) or is_release_manager_or_admin(username):
+        return None
+    protected = protected_aliases()
+    for target, taken_over in ((name, False), (new_name, True)):
+        held = _held_protected(target, None, protected) or _held_in_ledger(target, protected)
+        if not held:
+            continue
+        what = (f"rename {name} onto the production name {new_name}" if taken_over
+                else f"rename the production model {name} to {new_name}")  # fmt: skip
+        message = (
+            f"{username} may not {what}: it holds or held the protected alias "
+            f"{', '.join(held)}; only a release manager or an admin may"
+        )
+        # the record goes to the model that holds the name, else to the one being renamed
+        where = target if _model_exists(target) else name
+        for alias in held:
+            _record_refusal(username, where, alias, None, message, what)
+        return _forbidden(message)
+    return None
+
+
+def _model_exists(name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _registry_store().get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
+
+
+class _StoreClient:
+    """The server's own tracking store, with the three reads :func:`core.ledger.find_ledger` makes.
+
+    The server reads its database directly rather than calling itself over HTTP.
+    """
+
+    def __init__(self, store):
+        self._store = store
+
+    def get_experiment_by_name(self, name):
+        return self._store.get_experiment_by_name(name)
+
+    def search_runs(self, experiment_ids, max_results, order_by):
+        from mlflow.entities import ViewType
+
+        return self._store.search_runs(experiment_ids, "", ViewType.ACTIVE_ONLY, max_results,
+                                       order_by)  # fmt: skip
+
+    def get_run(self, run_id):
+        return self._store.get_run(run_id)
+
+
+def _held_in_ledger(name: str, protected: tuple[str, ...]) -> list[str]:
+    """The protected aliases the ledger of alias moves ever gave a version of ``name``."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    from core.errors import MlopsError
+    from core.ledger import find_ledger
+
+    try:
+        ledger = find_ledger(_StoreClient(_get_tracking_store()))
+    except MlopsError:  # a damaged ledger: every move refuses to run; so does this rename
+        return list(protected)
+    if ledger is None:
+        return []
+    return sorted(
+        alias
+        for alias in protected
+        if any(parse_claim(v).version for v in ledger.slots(name, alias).values())
+    )
 
 
 def _body() -> dict | None:
@@ -230,29 +346,32 @@ def _set_model_tag(name: str, key: str, value: str) -> None:
     _registry_store().set_registered_model_tag(name, RegisteredModelTag(key, value))
 
 
-def _record_refused_rest_move(
-    username: str, name: str, alias: str, version: str | None, message: str
+def _record_refusal(
+    username: str, name: str, alias: str, version: str | None, message: str, reason: str
 ) -> None:
-    """A protected alias set or deleted over plain REST: recorded as refused in the history."""
-    import time
-    import uuid
+    """A refused write on a protected alias, recorded in ``name``'s history as ``refused``.
 
+    The one record of every refusal: an alias set (``version``) or deleted (None) over plain
+    REST, and a delete or rename that would take the alias away. Same schema as the records of
+    :func:`core.aliases.move_alias` (``registry history`` lists them).
+    """
     from mlflow.exceptions import MlflowException
 
-    at = int(time.time() * 1000)
+    at = now_ms()
     try:
         previous = _registry_store().get_registered_model(name).aliases.get(alias)
     except MlflowException:
         return  # no such model: MLflow's own answer follows
-    attempt_id = f"{at:013d}-{uuid.uuid4().hex[:8]}"
+    attempt_id = new_attempt_id(at)
     record = {
         "id": attempt_id, "alias": alias, "version": version,
         "previous": None if previous is None else str(previous), "by": username, "at": at,
-        "reason": "over the REST API, not through the one alias move",
-        "kind": "promote" if version is not None else "remove", "forced": False, "slot": 0,
-        "outcome": "refused", "winner": None, "gates": [], "refusal": message,
+        "reason": reason, "kind": "promote" if version is not None else "remove",
+        "forced": False, "slot": 0, "outcome": "refused", "winner": None, "gates": [],
+        "refusal": message,
     }  # fmt: skip
     _set_model_tag(name, HISTORY_TAG_PREFIX + attempt_id, json.dumps(record, sort_keys=True))
+    _logger.warning("refused %s: %s", reason, message)
 
 
 def _verb(method: str) -> str:
@@ -260,28 +379,174 @@ def _verb(method: str) -> str:
 
 
 def _creator_gets_edit(resp):
-    """A model's creator keeps EDIT, not MANAGE, unless a release manager or an admin.
+    """A model's or a prompt's creator keeps EDIT, not MANAGE, unless a release manager or an admin.
 
-    Runs after MLflow's own after_request (which grants the creator MANAGE).
+    Runs after MLflow's own after_request, which grants the creator MANAGE in the namespace of
+    what was created: ``prompt`` for a model tagged ``mlflow.prompt.is_prompt``, else
+    ``registered_model``. The same upsert lowers it in that namespace.
     """
     from flask import g, request
 
-    if not (_CREATE_MODEL_ROUTE.match(request.path) and request.method == "POST"):
+    path = _route_path(request.path)
+    if not (_CREATE_MODEL_ROUTE.match(path) and request.method == "POST"):
         return resp
     username = getattr(g, "mlflow_authenticated_user", None)
     if resp.status_code != 200 or username is None or is_release_manager_or_admin(username):
         return resp
+    from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
     from mlflow.server.auth import store
 
-    name = (resp.get_json(silent=True) or {}).get("registered_model", {}).get("name")
+    model = (resp.get_json(silent=True) or {}).get("registered_model", {})
+    name = model.get("name")
     if not name:
         return resp
-    try:
-        store.update_registered_model_permission(name, username, "EDIT")
-        _logger.info("%s created %s: EDIT instead of MANAGE", username, name)
-    except Exception:  # noqa: BLE001 - the grant may live elsewhere (a prompt); leave it
-        _logger.warning("could not lower %s's permission on %s", username, name, exc_info=True)
+    # the last tag of the key wins, as in MLflow's own classification of the grant
+    marker = {t.get("key"): str(t.get("value", "")) for t in model.get("tags", [])}
+    kind = "prompt" if marker.get(IS_PROMPT_TAG_KEY, "").lower() == "true" else "registered_model"
+    store.grant_user_permission(username, kind, name, "EDIT")
+    _logger.info("%s created %s %s: EDIT instead of MANAGE", username, kind, name)
     return resp
+
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# MLflow's handler reads a DELETE's or PATCH's body whatever its content type; its permission
+# check reads that body only when the content type is JSON (else the query string).
+_BODY_WHATEVER_TYPE = frozenset({"DELETE", "PATCH"})
+_API_PATH = re.compile(r"^/(?:api|ajax-api)/\d+\.\d+/")
+# Bodies that are files, not parameters: artifact uploads.
+_FILE_BODY_PATH = re.compile(r"/mlflow-artifacts/|/mlflow/upload-artifact$")
+
+
+class CanonicalParams:
+    """WSGI middleware: every write reaches MLflow with one set of parameters.
+
+    Three readers look at a request's parameters: MLflow's permission check (the query string
+    of a non-JSON DELETE, else the JSON body), :func:`_guard` and MLflow's handler (the body of
+    any DELETE or PATCH whatever its content type, parsed again when it is a JSON string, with
+    protobuf's camelCase field names). Before any of them runs, a write to the API
+
+    * is refused (400) when its query string and its body name different objects;
+    * gets the body the handler reads, as plain JSON (a double-encoded body decoded, camelCase
+      top-level fields under their proto names) and, for a DELETE or PATCH, a JSON content type,
+      so the permission check reads that same body.
+
+    A POST or PUT keeps its content type: MLflow refuses a non-JSON one, which is also what
+    keeps a cross-site form from writing.
+    """
+
+    def __init__(self, wsgi_app, flask_app, fields: dict[tuple[str, str], dict[str, str]]):
+        self.wsgi_app = wsgi_app
+        self.flask_app = flask_app
+        self.fields = fields  # (rule, method) -> {json name: proto name}
+
+    def __call__(self, environ, start_response):
+        """Canonicalize a write, or answer 400; anything else passes untouched."""
+        method = environ.get("REQUEST_METHOD", "")
+        path = _route_path(environ.get("PATH_INFO", ""))
+        if method not in _MUTATING or not _API_PATH.match(path) or _FILE_BODY_PATH.search(path):
+            return self.wsgi_app(environ, start_response)
+        from werkzeug.exceptions import HTTPException
+
+        try:
+            error = self._canonicalize(environ, method)
+        except HTTPException as exc:  # a body beyond the server's limit
+            return exc(environ, start_response)
+        if error is None:
+            return self.wsgi_app(environ, start_response)
+        from werkzeug.wrappers import Response
+
+        _logger.warning("refused %s %s: %s", method, environ.get("PATH_INFO"), error)
+        body = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": error})
+        return Response(body, 400, mimetype="application/json")(environ, start_response)
+
+    def _canonicalize(self, environ, method: str) -> str | None:
+        from werkzeug.wsgi import get_input_stream
+
+        limit = self.flask_app.config.get("MAX_CONTENT_LENGTH")
+        raw = get_input_stream(environ, max_content_length=limit).read()
+        names = self._names(environ, method)
+        body, rewritten = _handler_body(raw, names)
+        if rewritten:
+            raw = json.dumps(body).encode()
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
+        if not isinstance(body, dict):
+            return None
+        query = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        for key, value in query:
+            field = names.get(key, key)
+            if field in body and value not in _as_query_values(body[field]):
+                return (
+                    f"the query string says {field}={value!r} but the body says "
+                    f"{field}={body[field]!r}: send a write's parameters in its body only"
+                )
+        if method in _BODY_WHATEVER_TYPE:
+            environ["CONTENT_TYPE"] = "application/json"
+        return None
+
+    def _names(self, environ, method: str) -> dict[str, str]:
+        from werkzeug.exceptions import HTTPException
+
+        try:
+            rule, _ = self.flask_app.url_map.bind_to_environ(environ).match(
+                method=method, return_rule=True
+            )
+        except HTTPException:
+            return {}
+        return self.fields.get((rule.rule, method), {})
+
+
+def _handler_body(raw: bytes, names: dict[str, str]) -> tuple[object, bool]:
+    """The body as MLflow's handler reads it, and whether that differs from ``raw``'s JSON.
+
+    As ``_get_normalized_request_json``: JSON whatever the content type; a JSON string is
+    parsed again (older clients); nothing parsable is no parameters.
+    """
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        return None, False
+    rewritten = False
+    if isinstance(body, str):
+        try:
+            body, rewritten = json.loads(body), True
+        except ValueError:
+            return body, False
+    if isinstance(body, dict):
+        for json_name, name in names.items():
+            if json_name in body and name not in body:
+                body[name] = body.pop(json_name)
+                rewritten = True
+    return body, rewritten
+
+
+def _as_query_values(value) -> set[str]:
+    """The query-string spellings of a JSON value (``true``, ``3``, each item of a list)."""
+    items = value if isinstance(value, list) else [value]
+    out = set()
+    for item in items:
+        if isinstance(item, bool):
+            out |= {str(item).lower(), str(item)}
+        elif isinstance(item, str | int | float):
+            out.add(str(item))
+        else:
+            out.add(json.dumps(item))
+    return out
+
+
+def _camel_case_fields() -> dict[tuple[str, str], dict[str, str]]:
+    """``(Flask rule, method) -> {camelCase name: proto name}`` of every MLflow service route."""
+    from mlflow.server.handlers import get_endpoints
+
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for path, message, methods in get_endpoints(lambda request_class: request_class):
+        descriptor = getattr(message, "DESCRIPTOR", None)
+        if descriptor is None or not hasattr(descriptor, "fields"):
+            continue  # a view function, not a request message
+        names = {f.json_name: f.name for f in descriptor.fields if f.json_name != f.name}
+        for method in methods:
+            out[(path, method)] = names
+    return out
 
 
 def create_app():
@@ -293,6 +558,9 @@ def create_app():
 
     install()  # the runs search of tracking.store, as without --auth
 
+    # In front of everything Flask runs (MLflow's permission check included): one set of
+    # parameters for the permission check, the guard and the handler.
+    app.wsgi_app = CanonicalParams(app.wsgi_app, app, _camel_case_fields())
     # Flask runs after_request hooks in reverse order of registration: registered before the
     # auth app's, this one runs after it (when the creator's MANAGE grant exists).
     app.after_request(_creator_gets_edit)

@@ -100,9 +100,9 @@ def _call(url, user, method, endpoint, ajax=False, **kwargs):
 
 
 def _alias(url, user, alias, version, method="POST", ajax=False):
-    if method == "DELETE":
+    if method == "DELETE":  # a JSON body, as MLflow's client and UI send it
         return _call(url, user, "DELETE", "registered-models/alias", ajax,
-                     params={"name": MODEL, "alias": alias})  # fmt: skip
+                     json={"name": MODEL, "alias": alias})  # fmt: skip
     return _call(url, user, "POST", "registered-models/alias", ajax,
                  json={"name": MODEL, "alias": alias, "version": version})  # fmt: skip
 
