@@ -315,6 +315,7 @@ def _predict_spark(model, input_path: str, output_path: str | None, master, spar
     ref = parse_model_ref(model)
     options = spark_mod.SparkOptions(master=master, conf=spark_mod.parse_conf(spark_conf))
     output_path = output_path or spark_mod.default_output(input_path)
+    spark_mod.check_output(input_path, output_path)  # before Spark starts (tens of seconds)
     info = resolve_model(connect(), ref)
     spark = spark_mod.session(options)
     try:

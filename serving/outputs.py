@@ -199,9 +199,11 @@ def _read_marker(filesystem, marker: str) -> dict[str, int] | None:
 
 
 def remove_previous(output: Location, previous: dict[str, int]) -> None:
-    """Delete the files of a previous output that :func:`check_output` found to be ours.
+    """Delete the files of a previous output folder that :func:`check_output` found ours.
 
-    The marker goes last: if this is interrupted, what is left is still listed by it.
+    Only those files: one that appeared since stays (and a later check names it). The marker
+    goes last, so an interrupted deletion leaves an output still listed by it. (A one-file
+    output needs none of this: the new file is moved over it.)
     """
     from pyarrow import fs
 

@@ -444,8 +444,7 @@ def score(
 
     from serving.model import load_scorer
 
-    output = outputs.locate(output_path)
-    previous = outputs.check_output(output, outputs.locate(input_path), folder=True)
+    output, previous = check_output(input_path, output_path)
     scorer = load_scorer(model_uri)
     schema = scorer.pyfunc_model.metadata.get_input_schema()
     from serving import protocol
@@ -496,6 +495,20 @@ def score(
     written = _read_back(spark, output_path)
     _logger.info("spark batch scored", extra={"rows": written[0], "output": output_path})
     return SparkResult(rows=written[0], output=output_path, partitions=written[1])
+
+
+def check_output(input_path: str, output_path: str) -> tuple[outputs.Location, dict[str, int]]:
+    """Refuse an output folder that would harm the input or files the project did not write.
+
+    Returns:
+        Where the output is, and the files of a previous output of the project's that the
+        job replaces (:func:`serving.outputs.check_output`).
+
+    Raises:
+        serving.outputs.OutputError: one line naming the reason (exit 1).
+    """
+    output = outputs.locate(output_path)
+    return output, outputs.check_output(output, outputs.locate(input_path), folder=True)
 
 
 def _write(spark, frame, output_path: str) -> None:
