@@ -56,6 +56,7 @@ ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+STATIC_PREFIX_ENV = "MLFLOW_STATIC_PREFIX"  # mlflow server --static-prefix
 # The Fernet key MLflow encrypts webhook secrets with in the database. Unset, every server
 # process draws its own: a webhook saved through one worker or replica cannot be delivered by
 # another (its secret does not decrypt there), nor after a restart.
@@ -142,13 +143,19 @@ class ServerConfig:
 
     @property
     def url(self) -> str:
-        """The address clients use (a wildcard bind is reached through localhost)."""
+        """The address clients use (a wildcard bind is reached through localhost).
+
+        It ends with MLflow's static prefix when one is set (``MLFLOW_STATIC_PREFIX``, which
+        ``mlflow server`` reads for ``--static-prefix``): every route, ``/health`` too, is
+        under it.
+        """
         host = self.server.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.server.port}"
+        env = {**os.environ, **self.extra_env}
+        return f"http://{host}:{self.server.port}{env.get(STATIC_PREFIX_ENV, '').rstrip('/')}"
 
 
 def resolve_server_settings(server: ServerSettings, **overrides) -> ServerSettings:
