@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.models import ModelNotFound, ResolvedModel, resolve_model
+from core.models import ModelNotFound, ResolvedModel, alias_holder, resolve_model
 from core.uris import ModelRef
 from serving.app import ModelHolder, Served
 from serving.model import load_scorer
@@ -189,9 +189,9 @@ class AliasFollower:
 
     def _confirmed(self, version: str) -> bool:
         """Whether the registry still names ``version`` now that it is loaded (else dropped)."""
-        try:
-            now = resolve_model(self._client, self._ref).version
-        except Exception as exc:  # noqa: BLE001 - unreachable or gone: not confirmed
+        try:  # one round trip: the alias itself (resolving the reference again takes more)
+            now = alias_holder(self._client, self._ref.name, self._ref.alias)
+        except Exception as exc:  # noqa: BLE001 - unreachable: not confirmed
             now = f"unknown ({type(exc).__name__})"
         if now == version:
             return True
