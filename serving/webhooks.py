@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -290,8 +291,6 @@ class Receiver:
                 super().finish()
 
             def _cut(self):
-                import socket
-
                 self._expired = True
                 try:
                     self.connection.shutdown(socket.SHUT_RD)  # pending reads end at once

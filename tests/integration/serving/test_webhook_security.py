@@ -138,10 +138,8 @@ def test_insecure_takes_unsigned_deliveries_and_a_burst_leaves_one_load(module_s
         client.set_registered_model_alias(NAME, "champion", v2)
         # 200 deliveries at once, each naming some version: the registry names v2
         announced = [(v2, v3, "999", v1)[i % 4] for i in range(200)]
-        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=32) as pool:
             answers = list(pool.map(lambda v: post(port, *delivery(v, secret=None)), announced))
-        burst = time.monotonic() - started
         wait_answering(port, body, v2)
         time.sleep(1.0)  # any queued load would have started by now
         loaded = loads(proc)
@@ -152,7 +150,6 @@ def test_insecure_takes_unsigned_deliveries_and_a_burst_leaves_one_load(module_s
     assert "accepted without a signature" in warnings[0]["msg"]
     assert answers == [204] * 200
     assert loaded == [v2], loaded  # one load, of the version the registry names
-    assert burst < 30
 
 
 def test_without_a_secret_the_route_refuses_every_delivery(module_store, versions):
