@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import click
 
@@ -89,6 +88,14 @@ def cli():
     help="Seconds a request body may take to arrive (then 408 and the connection closes).",
 )
 @click.option(
+    "--header-timeout",
+    default=srv.DEFAULT_HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request's headers may take to arrive, from the connection's opening or the "
+    "request's first byte (then 408 and the connection closes).",
+)
+@click.option(
     "--pin",
     is_flag=True,
     help="Keep serving the version the alias names at start; do not follow it.",
@@ -141,8 +148,8 @@ def cli():
 @click.option(webhooks.INSECURE_FLAG, "webhook_insecure", is_flag=True,
               help=webhooks.INSECURE_HELP)
 def serve_cmd(
-    model, host, port, workers, timeout, max_body_bytes, body_timeout, pin, poll_seconds,
-    log_level,
+    model, host, port, workers, timeout, max_body_bytes, body_timeout, header_timeout, pin,
+    poll_seconds, log_level,
     no_access_log, capture, capture_sample_rate, capture_max_mb, profile, shadow,
     shadow_sample, shadow_tolerance, no_metrics, webhook_insecure,
 ):
@@ -185,6 +192,7 @@ def serve_cmd(
         timeout=timeout,
         max_body_bytes=max_body_bytes,
         body_timeout=body_timeout,
+        header_timeout=header_timeout,
         pin=pin,
         poll_seconds=poll_seconds,
         tracking_uri=tracking_uri(),
@@ -204,7 +212,7 @@ def serve_cmd(
         code = srv.serve(cfg)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sys.exit(code)
+    srv.exit_now(code)  # stopped: without the interpreter's seconds-long teardown
 
 
 @cli.command("predict")

@@ -37,8 +37,10 @@ import os
 import queue
 import random
 import re
+import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
@@ -57,6 +59,9 @@ DEFAULT_SAMPLE = 0.1
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_INTERVAL_SECONDS = 60.0
 QUEUE_SIZE = 1000
+# Once the server stops, queued samples are scored for this many seconds more; the rest are
+# counted as dropped, so the shadow's totals are logged within the server's shutdown.
+STOP_SCORING_SECONDS = 1.0
 # Latencies kept for the percentiles (a reservoir: memory stays flat on a long run).
 RESERVOIR = 10_000
 
@@ -205,6 +210,16 @@ class Shadow(_Hook):
         self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self._lock = threading.Lock()
         self._step = 0
+        self._score_until: float | None = None  # set when the server stops
+
+    def stop(self, since: float | None = None) -> None:
+        """The server stops: score for :data:`STOP_SCORING_SECONDS` more, drop the rest.
+
+        :meth:`work` still runs until the worker's close or its end of file (the requests in
+        flight may add samples; they are counted).
+        """
+        if self._score_until is None:
+            self._score_until = (since or time.monotonic()) + STOP_SCORING_SECONDS
 
     def _put(self, body, content_type, answer, champion_seconds) -> bool:
         try:
@@ -232,7 +247,9 @@ class Shadow(_Hook):
             if item and item[0] == "close":  # the serving worker's count of dropped samples
                 self._dropped(int(item[1]))
                 return
-            if item:
+            if item and self._score_until is not None and time.monotonic() > self._score_until:
+                self._dropped()  # the server is stopping: counted, not scored
+            elif item:
                 try:
                     self.compare(*item)
                 except Exception:  # a bug here must not end the shadow (or the server)
@@ -402,13 +419,16 @@ class ShadowProcess(_Hook):
     its own process, at a lower CPU priority, the challenger only competes for the cores. The
     worker writes each sample to a non-blocking pipe as bytes, as received and as sent
     (:class:`SamplePipe`; a full pipe drops it); the child decodes, scores, compares and logs
-    the run (:class:`Shadow`). It ignores the signals that stop the server (they reach the
-    whole process group): the worker tells it when to finish, and it finishes by itself when
-    the worker is gone (the pipe's end of file).
+    the run (:class:`Shadow`). SIGTERM or SIGINT, whether the worker sends it or the whole
+    process group gets it, only makes it stop scoring soon (:meth:`Shadow.stop`): it finishes
+    (logs its totals and ends its run) when the worker closes the pipe, so the samples of the
+    requests still in flight are counted, or when the worker is gone (the pipe's end of file).
+    The worker closes it as it stops, or at its exit whatever ends it.
     """
 
     def __init__(self, spec: dict):
         import multiprocessing
+        import multiprocessing.util
 
         ctx = multiprocessing.get_context("spawn")
         self.sample = float(spec["sample"])
@@ -422,6 +442,9 @@ class ShadowProcess(_Hook):
                                     name="serving-shadow", daemon=True)
         self._process.start()
         reader.close()  # the child's end: its end of file is this worker's exit
+        # at the worker's exit, before multiprocessing joins its children (this one would wait
+        # for the pipe to close): a worker leaving without close() still has its run ended
+        multiprocessing.util.Finalize(self, self.close, exitpriority=10)
 
     def _put(self, body, content_type, answer, champion_seconds) -> bool:
         return self._pipe.put(body, content_type, answer, champion_seconds)
@@ -430,15 +453,22 @@ class ShadowProcess(_Hook):
         self.dropped += 1
 
     def close(self, timeout: float = 30.0) -> None:
-        """Let the child score what is queued, log its totals and end its run."""
+        """Have the child score briefly what is queued, log its totals and end its run.
+
+        Takes about :data:`STOP_SCORING_SECONDS` and the logging: the child is told to stop
+        scoring soon (SIGTERM) before the last frame goes, so a long backlog is counted as
+        dropped rather than scored.
+        """
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(ProcessLookupError):  # gone already: its end of file did
+            os.kill(self._process.pid, signal.SIGTERM)
         self._pipe.close(self.dropped)
         self._process.join(timeout)
         if self._process.is_alive():
-            _logger.warning("shadow process did not finish in %g s; stopping it", timeout)
-            self._process.terminate()
+            _logger.warning("shadow process did not finish in %g s; killing it", timeout)
+            self._process.kill()
 
 
 def read_samples(fd: int, into: queue.Queue) -> None:
@@ -463,10 +493,16 @@ def read_samples(fd: int, into: queue.Queue) -> None:
 
 def _child_main(spec: dict, reader) -> None:
     """The shadow process: load the challenger, score samples until told to finish."""
-    import signal
+    stopped: list[float] = []  # when SIGTERM/SIGINT came (see ShadowProcess)
+    shadow: Shadow | None = None
 
-    for sig in (signal.SIGTERM, signal.SIGINT):  # the worker says when (see ShadowProcess)
-        signal.signal(sig, signal.SIG_IGN)
+    def _stop(signum, frame):
+        stopped.append(time.monotonic())
+        if shadow is not None:
+            shadow.stop(stopped[0])
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
     with contextlib.suppress(OSError):
         os.nice(10)  # the champion's requests come first
     with contextlib.suppress(ImportError):
@@ -486,6 +522,8 @@ def _child_main(spec: dict, reader) -> None:
                     challenger_version=spec["challenger_version"], task=spec["task"],
                     sample=spec["sample"], tolerance=spec["tolerance"],
                     interval=spec["interval"])
+    if stopped:  # the server stopped while the challenger loaded
+        shadow.stop(stopped[0])
     shadow.log()  # the run exists from the start (its metrics are the totals so far)
     fd = os.dup(reader.fileno())
     reader.close()
@@ -493,6 +531,12 @@ def _child_main(spec: dict, reader) -> None:
                      daemon=True).start()
     shadow.work()  # until the worker's close, or the worker is gone
     shadow.finish()
+    # The run is logged: end now. Python's teardown of mlflow, scikit-learn and pandas takes
+    # seconds on a busy machine, and the worker (so the server's stop) waits for this exit.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def shadow_for(client, champion, challenger_ref: str, *, sample: float, tolerance: float,
