@@ -7,7 +7,10 @@ task and on the ``labels`` given to ``log_loss`` and ``roc_auc``.
 
 Class order: the model's ``classes_`` when known (the order of its ``predict_proba`` columns),
 else the sorted labels seen in ``y_true`` and ``y_pred``. In a binary task the positive class is
-the last of them (``classes[-1]``, the second probability column, as scikit-learn has it).
+the one the caller names (``positive``: the workflow's ``data.positive_class``, by default the
+minority class of the training target, :func:`minority_class`), else the last of them
+(``classes[-1]``, the second probability column, as scikit-learn has it). Every metric that has
+a positive class (``f1``, ``roc_auc``) takes the same one.
 
 Nothing heavy is imported here at import time (the settings validate names against it); numpy
 and scikit-learn load on the first computation.
@@ -47,7 +50,8 @@ class Metric:
         multiclass: how a multi-class task is averaged: ``macro`` (unweighted mean over the
             classes in ``y_true`` and ``y_pred``), ``ovr-macro`` (one-vs-rest, unweighted mean
             over ``classes``), or None (defined for any number of classes, or regression).
-        positive_class: whether a binary task scores the positive class (``classes[-1]``).
+        positive_class: whether a binary task scores the positive class (the caller's
+            ``positive``, else ``classes[-1]``).
         uses_labels: whether ``labels=classes`` is passed to scikit-learn, so a class absent
             from ``y_true`` still has its probability column.
         description: one line for help texts.
@@ -241,9 +245,39 @@ def class_order(y_true, y_pred=None, classes=None) -> list:
     return list(np.unique(np.concatenate(seen)).tolist())
 
 
-def positive_class(classes) -> Any:
-    """The positive class of a binary task: the last of ``classes``."""
-    return list(classes)[-1]
+def positive_class(classes, positive=None) -> Any:
+    """The positive class of a binary task: ``positive`` if given, else the last of ``classes``.
+
+    Args:
+        classes: the classes in probability-column order.
+        positive: the class to score, as the class itself or its text (``"1"`` names ``1``:
+            settings and run params hold text).
+
+    Raises:
+        MetricError: ``positive`` is not one of ``classes`` (one line naming them).
+    """
+    classes = list(classes)
+    if positive is None:
+        return classes[-1]
+    for value in classes:
+        if value == positive or str(value) == str(positive):
+            return value
+    raise MetricError(f"positive class {str(positive)!r} is not a class of the target; the "
+                      f"classes are: {', '.join(map(str, classes))}")
+
+
+def minority_class(y) -> Any:
+    """The least frequent class of ``y`` (the default positive class of a binary task).
+
+    In a binary task the rare class is usually the one to find (a churner, a fraud, a
+    malignant tumour), and f1 of the majority class flatters any model. On a tie the last
+    class in sorted order wins (the positive class scikit-learn would pick).
+    """
+    import numpy as np
+
+    values, counts = np.unique(np.asarray(y), return_counts=True)
+    fewest = counts.min()
+    return [v for v, c in zip(values.tolist(), counts.tolist(), strict=True) if c == fewest][-1]
 
 
 @dataclass(frozen=True)
@@ -252,6 +286,7 @@ class _Inputs:
     y_pred: Any
     proba: Any
     classes: list
+    positive: Any = None
 
 
 def _probabilities(metric: Metric, inputs: _Inputs):
@@ -290,7 +325,7 @@ def _roc_auc(inputs: _Inputs) -> float:
             f"roc_auc is undefined: class {', '.join(map(str, absent))} absent from y_true"
         )
     if len(labels) == 2:
-        positive = positive_class(inputs.classes)
+        positive = positive_class(inputs.classes, inputs.positive)
         return m.roc_auc_score(y == positive, proba[:, labels.index(positive)])
     return m.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=labels)
 
@@ -307,7 +342,8 @@ def _f1(inputs: _Inputs) -> float:
 
     if len(inputs.classes) == 2:
         return m.f1_score(inputs.y_true, inputs.y_pred, average="binary",
-                          pos_label=positive_class(inputs.classes), zero_division=0.0)
+                          pos_label=positive_class(inputs.classes, inputs.positive),
+                          zero_division=0.0)
     return m.f1_score(inputs.y_true, inputs.y_pred, average="macro", zero_division=0.0)
 
 
@@ -348,13 +384,15 @@ _FUNCTIONS: dict[str, Callable[[_Inputs], float]] = {
 }
 
 
-def _inputs(task: str, y_true, y_pred, proba, classes) -> _Inputs:
+def _inputs(task: str, y_true, y_pred, proba, classes, positive=None) -> _Inputs:
     import numpy as np
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if task == CLASSIFICATION:
         classes = class_order(y_true, y_pred, classes)
-    return _Inputs(y_true, y_pred, proba, classes or [])
+        if positive is not None and len(classes) == 2:
+            positive = positive_class(classes, positive)  # the class itself, checked once
+    return _Inputs(y_true, y_pred, proba, classes or [], positive)
 
 
 def _custom(metric: Metric, inputs: _Inputs) -> float:
@@ -393,7 +431,7 @@ def _run(metric: Metric, inputs: _Inputs) -> float:
     return value
 
 
-def compute_one(name: str, y_true, y_pred, proba=None, classes=None) -> float:
+def compute_one(name: str, y_true, y_pred, proba=None, classes=None, positive=None) -> float:
     """Metric ``name`` of the predictions.
 
     Args:
@@ -403,9 +441,10 @@ def compute_one(name: str, y_true, y_pred, proba=None, classes=None) -> float:
         proba: class probabilities, one column per class in ``classes`` order (or one column,
             the positive class's, for a binary task).
         classes: the model's ``classes_``; None: the sorted labels of ``y_true`` and ``y_pred``.
+        positive: the positive class of a binary task (None: ``classes[-1]``).
 
     Raises:
-        MetricError: unknown name.
+        MetricError: unknown name, or a ``positive`` that is not a class.
         MetricUnavailable: it cannot be computed here (say, probabilities needed, none given).
     """
     metric = get(name)
@@ -414,10 +453,11 @@ def compute_one(name: str, y_true, y_pred, proba=None, classes=None) -> float:
     with warnings.catch_warnings():
         # undefined cases are reported as MetricUnavailable, not as warnings on stderr
         warnings.simplefilter("ignore")
-        return _run(metric, _inputs(metric.task, y_true, y_pred, proba, classes))
+        return _run(metric, _inputs(metric.task, y_true, y_pred, proba, classes, positive))
 
 
-def compute(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, float]:
+def compute(task: str, y_true, y_pred, proba=None, classes=None,
+            positive=None) -> dict[str, float]:
     """Every metric of ``task`` that can be computed from these predictions.
 
     Args:
@@ -426,6 +466,7 @@ def compute(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, fl
         y_pred: predicted labels (classification) or values (regression).
         proba: class probabilities in ``classes`` order, if the model gives them.
         classes: the model's ``classes_``; None: the sorted labels of ``y_true`` and ``y_pred``.
+        positive: the positive class of a binary task (None: ``classes[-1]``).
 
     Returns:
         ``{name: value}`` in catalogue order; metrics that cannot be computed are left out
@@ -433,7 +474,8 @@ def compute(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, fl
     """
     import warnings
 
-    inputs = _inputs(_check_task(task), y_true, y_pred, proba, classes)
+    inputs = _inputs(_check_task(task), y_true, y_pred, proba, classes, positive)
+
     out: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -170,11 +170,12 @@ def expand_candidates(candidates) -> list[tuple[str, dict]]:
     return out
 
 
-def score(task: str, model, X: pd.DataFrame, y: pd.Series) -> tuple[dict[str, float], float]:
+def score(task: str, model, X: pd.DataFrame, y: pd.Series,
+          positive=None) -> tuple[dict[str, float], float]:
     """The catalogue's metrics of ``model`` on (X, y) and the seconds spent predicting.
 
-    The model's ``classes_`` give the class order, so the positive class and the ``log_loss``
-    labels are the ones evaluate, the registry and the monitor use too.
+    The model's ``classes_`` give the class order (the ``log_loss`` labels); ``positive`` is the
+    positive class of a binary task (None: the last class), the one evaluate scores too.
     """
     start = time.perf_counter()
     pred = model.predict(X)
@@ -183,11 +184,11 @@ def score(task: str, model, X: pd.DataFrame, y: pd.Series) -> tuple[dict[str, fl
         proba = model.predict_proba(X)
     elapsed = time.perf_counter() - start
     classes = getattr(model, "classes_", None) if task == "classification" else None
-    return metrics.compute(task, y, pred, proba, classes), elapsed
+    return metrics.compute(task, y, pred, proba, classes, positive), elapsed
 
 
 def fit_candidate(task, types, estimator, params, seed, train, val, target,
-                  custom_metrics=()) -> CandidateResult:
+                  custom_metrics=(), positive=None) -> CandidateResult:
     """Fit one candidate on the train split and score it on the validation split.
 
     ``custom_metrics`` are the catalogue's user metrics, registered again in a worker process
@@ -204,7 +205,8 @@ def fit_candidate(task, types, estimator, params, seed, train, val, target,
     try:
         model.fit(train.drop(columns=[target]), train[target])
         fit_seconds = time.perf_counter() - start
-        scores, predict_seconds = score(task, model, val.drop(columns=[target]), val[target])
+        scores, predict_seconds = score(task, model, val.drop(columns=[target]), val[target],
+                                        positive)
     except (WorkflowError, metrics.MetricError):
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming the candidate, no traceback
@@ -224,6 +226,7 @@ def train_candidates(
     seed: int,
     n_jobs: int,
     on_done: Callable[[CandidateResult], None] | None = None,
+    positive=None,
 ) -> list[CandidateResult]:
     """Fit every candidate, in parallel over the cores (joblib), in candidate order.
 
@@ -240,6 +243,7 @@ def train_candidates(
         seed: the estimators' seed.
         n_jobs: parallel jobs (-1: every core).
         on_done: called with each result as it arrives (progress on a terminal).
+        positive: the positive class of a binary task (f1, roc_auc); None: the last class.
     """
     from joblib import Parallel, delayed
 
@@ -260,13 +264,15 @@ def train_candidates(
         types = dataclasses.replace(types, features=tuple(map(_absolute, types.features)))
     jobs = min(len(candidates), n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
     if jobs <= 1:
-        results = (fit_candidate(task, types, _absolute(e), p, seed, train, val, target, custom)
+        results = (fit_candidate(task, types, _absolute(e), p, seed, train, val, target, custom,
+                                 positive)
                    for e, p in candidates)
     else:
         # a generator (in candidate order): each result is reported as soon as it is in
         results = Parallel(n_jobs=jobs, return_as="generator")(
             delayed(fit_candidate)(task, types, _absolute(e), p, seed, train, val, target,
-                                   custom)
+                                   custom, positive)
+
             for e, p in candidates
         )
     out = []
