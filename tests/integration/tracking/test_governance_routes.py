@@ -70,8 +70,12 @@ def server(request, tmp_path_factory, template_sqlite_db):
         port = free_port()
         cmd = launcher_cmd(backend, str(tmp / "artifacts"), port, "--auth")
         url = f"http://127.0.0.1:{port}{prefix}"
-        stack.enter_context(running(cmd, f"{url}/health", f"routes-{kind}", env=env, cwd=tmp))
+        proc = stack.enter_context(
+            running(cmd, f"{url}/health", f"routes-{kind}", env=env, cwd=tmp)
+        )
         versions = _setup(url, tmp)
+        # the launcher found /health under the prefix too: it prints the address once healthy
+        assert f"MLflow tracking server: {url} " in proc.log_path.read_text()
         yield {"url": url, "prefix": prefix, "kind": kind, "versions": versions}
 
 
