@@ -453,7 +453,32 @@ def run_worker(cfg: ServeConfig, sock: socket.socket) -> None:
             "follow": not cfg.pin,
         },
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _uvicorn_server(config, _scoring_app(app).stopping).run(sockets=[sock])
+
+
+def _scoring_app(app):
+    """The :class:`serving.app.ScoringApp` inside ``app`` (a webhook receiver wraps it)."""
+    from serving.app import ScoringApp
+
+    while not isinstance(app, ScoringApp):
+        app = app.app
+    return app
+
+
+def _uvicorn_server(config, on_stop):
+    """The uvicorn server, calling ``on_stop`` when SIGTERM or SIGINT comes.
+
+    uvicorn tells the app (lifespan shutdown) only once the requests in flight have been
+    answered; what can start winding down sooner (the shadow) is told at the signal.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            on_stop()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def serve(cfg: ServeConfig) -> int:
