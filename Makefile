@@ -30,8 +30,18 @@ venv: $(BIN)/.runtime ## Create the virtual environment from the lock file
 
 venv-test: $(BIN)/.test ## The environment plus test dependencies
 
-run: venv ## Run the whole workflow on the embedded default (SQLite, local artifacts, bundled data)
-	$(BIN)/mlflow run . --env-manager local --experiment-name mlops-registry $(if $(PARAMS),$(foreach p,$(PARAMS),-P $(p)))
+# PARAMS is split as a shell splits words (quote a value holding spaces) and never run by the
+# shell: `;`, `$`, quotes and spaces reach mlflow run as written, each pair as one -P.
+MLFLOW ?= $(BIN)/mlflow
+run: venv ## Run the whole workflow on the embedded default; PARAMS="k=v 'k2=a b'" as -P k=v
+	@MLOPS_MAKE_PARAMS='$(subst ','\'',$(value PARAMS))' $(BIN)/python -c 'import os, shlex, sys; \
+	  sys.excepthook = lambda kind, exc, tb: print(f"error: PARAMS: {exc}", file=sys.stderr); \
+	  pairs = shlex.split(os.environ.pop("MLOPS_MAKE_PARAMS")); \
+	  bad = [p for p in pairs if "=" not in p]; \
+	  bad and sys.exit(f"error: PARAMS: expected key=value, got {bad[0]!r}"); \
+	  args = [a for p in pairs for a in ("-P", p)]; \
+	  cmd = [sys.argv[1], "run", ".", "--env-manager", "local", "--experiment-name", "mlops-registry", *args]; \
+	  print(shlex.join(cmd), flush=True); os.execv(cmd[0], cmd)' $(MLFLOW)
 
 # serve and promote use the environment `make run` built (order-only: an edited pyproject.toml
 # does not reinstall it on the way); ARGS passes any other flag, e.g. ARGS="--port 8080".
