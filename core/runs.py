@@ -350,12 +350,14 @@ def _end_run(run, status: str, failure: BaseException | None = None) -> None:
     except Exception as exc:
         _unclosed.append((run.info.run_id, run.data.tags.get("mlflow.runName")
                           or getattr(run.info, "run_name", "") or ""))
-        if unreachable(exc):
+        gone = unreachable(exc)
+        if gone:
             give_up_on_server()
         if failure is None:
             raise
-        _logger.warning("run %s left RUNNING: %s", run.info.run_id,
-                        str(exc).strip().splitlines()[0][:300])
+        # a server that is gone is reported once, with every run left, by core.cli.run_group
+        _logger.log(logging.DEBUG if gone else logging.WARNING, "run %s left RUNNING: %s",
+                    run.info.run_id, str(exc).strip().splitlines()[0][:300])
 
 
 # ------------------------------------------------------------------------------ reaping
