@@ -246,15 +246,49 @@ def _parse_pipeline_imports(source: bytes) -> dict:
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         functions += [n for n in cls.body if isinstance(n, ast.FunctionDef)]
+    steps_reaching = _steps_reaching(functions)
     by_step: dict[str, set[str]] = {}
     for node in functions:
-        # the step's own method and every shared helper; other steps' methods are theirs
-        if node.name in STEPS:
-            by_step.setdefault(node.name, set()).update(
-                _imported_names(node, "projects.pipeline", False))
-        else:
-            shared |= _imported_names(node, "projects.pipeline", False)
+        # the step's own method, and the helpers only steps reach, are those steps'; every
+        # other function's imports are shared (other steps' methods are theirs)
+        names = _imported_names(node, "projects.pipeline", False)
+        for step in steps_reaching.get(node.name) or ():
+            by_step.setdefault(step, set()).update(names)
+        if not steps_reaching.get(node.name):
+            shared |= names
     return {"shared": sorted(shared), "steps": {k: sorted(v) for k, v in by_step.items()}}
+
+
+def _steps_reaching(functions: list[ast.FunctionDef]) -> dict[str, set[str]]:
+    """The steps that alone reach each function, through calls by name (``f()``, ``self.f()``).
+
+    A step's method maps to itself; a helper reached only from step methods (the champion
+    lookup is evaluate's) maps to those steps; a helper that anything else reaches (``run``,
+    a function nothing here calls) maps to an empty set, and counts for every step.
+    """
+    calls: dict[str, set[str]] = {}
+    for node in functions:
+        called = calls.setdefault(node.name, set())
+        for call in (c for c in ast.walk(node) if isinstance(c, ast.Call)):
+            if isinstance(call.func, ast.Name):
+                called.add(call.func.id)
+            elif isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name) \
+                    and call.func.value.id == "self":
+                called.add(call.func.attr)
+    called_at_all = {name for caller, names in calls.items() for name in names - {caller}}
+    roots = {name for name in calls if name in STEPS or name not in called_at_all}
+    reached_from: dict[str, set[str]] = {name: set() for name in calls}
+    for root in roots:
+        todo, seen = [root], set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in calls or (name in STEPS and name != root):
+                continue
+            seen.add(name)
+            reached_from[name].add(root)
+            todo += calls[name]
+    return {name: (roots_ if roots_ <= set(STEPS) else set())
+            for name, roots_ in reached_from.items()}
 
 
 def code_hash(step: str, root: Path | None = None) -> str:
