@@ -475,7 +475,6 @@ def compute(task: str, y_true, y_pred, proba=None, classes=None,
     import warnings
 
     inputs = _inputs(_check_task(task), y_true, y_pred, proba, classes, positive)
-
     out: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -50,6 +50,17 @@ class DataSettings(_Frozen):
     # auto: a numeric target with many distinct values is regression, else classification
     task: Literal["auto", "classification", "regression"] = "auto"
     columns: dict[str, Literal["int", "float", "str", "bool"]] = Field(default_factory=dict)
+    # the class f1 and roc_auc score in a binary task (its text, e.g. "yes" or "1");
+    # None: the minority class of the training target
+    positive_class: str | None = None
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _class_text(cls, value: Any) -> Any:
+        # a YAML 1 or true names the class "1" / "True"; empty means the default
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return str(value)
 
     @field_validator("source")
     @classmethod
@@ -194,7 +205,8 @@ class TrainSettings(_Frozen):
 class RegisterSettings(_Frozen):
     """Where versions are registered and which aliases they get."""
 
-    model_name: str = "mlops-registry-model"
+    # empty: named after the data (projects.presentation.model_name_for_data)
+    model_name: str = ""
     challenger_alias: str = "challenger"
     champion_alias: str = "champion"
     # None: automatic (on only for the embedded store with the local profile; the workflow

@@ -25,6 +25,7 @@ _OVERRIDES = {
     "table": "data.table",
     "target": "data.target",
     "task": "data.task",
+    "positive_class": "data.positive_class",
     "metric": "train.metric",
     "n_jobs": "train.n_jobs",
     "test_size": "split.test_size",
@@ -40,7 +41,12 @@ _OVERRIDES = {
 
 
 def workflow_options(func):
-    """Options shared by every step, declared once."""
+    """Options shared by every step, declared once.
+
+    A two-word option also takes its ``-P`` spelling (``--n_jobs``): ``mlflow run`` passes
+    ``-P name=value`` on as ``--name value`` (the MLproject declares no parameters, so that
+    MLflow logs only what the user gave, never ``''`` for the rest).
+    """
     options = [
         click.option("--profile", default="",
                      help="Settings profile: local (default), team, aws."),
@@ -59,6 +65,9 @@ def workflow_options(func):
         click.option("--task", default="",
                      help="auto (default: decided from the target), classification or "
                           "regression."),
+        click.option("--positive-class", "--positive_class", "positive_class", default="",
+                     help="The class f1 and roc_auc score in a binary task (default: the "
+                          "minority class of the training target)."),
         click.option("--metric", default="", help="Selection metric (roc_auc, f1, rmse, ...)."),
         click.option("--estimators", default="",
                      help="Comma list of estimators to sweep (linear,random_forest,"
@@ -66,15 +75,19 @@ def workflow_options(func):
         click.option("--candidates", default="",
                      help="YAML list replacing train.candidates, e.g. "
                           "'[{estimator: linear, grid: {C: [0.5, 1]}}]'."),
-        click.option("--n-jobs", "n_jobs", default="",
+        click.option("--n-jobs", "--n_jobs", "n_jobs", default="",
                      help="Parallel jobs of the sweep (-1: all)."),
-        click.option("--test-size", "test_size", default="", help="Test share of the rows."),
-        click.option("--val-size", "val_size", default="", help="Validation share of the rest."),
+        click.option("--test-size", "--test_size", "test_size", default="",
+                     help="Test share of the rows."),
+        click.option("--val-size", "--val_size", "val_size", default="",
+                     help="Validation share of the rest."),
         click.option("--seed", default="", help="Seed of the split and the estimators."),
         click.option("--impute", default="", help="none, mean, median or most_frequent."),
         click.option("--outliers", default="", help="none, clip or drop."),
-        click.option("--model-name", "model_name", default="", help="Registered model name."),
-        click.option("--auto-champion", "auto_champion", default="",
+        click.option("--model-name", "--model_name", "model_name", default="",
+                     help="Registered model name (default: named after the data: its file "
+                          "stem or table; mlops-registry-model for the bundled default)."),
+        click.option("--auto-champion", "--auto_champion", "auto_champion", default="",
                      help="true/false: also set champion when the new version wins (default "
                           "auto: only on the embedded store with the local profile)."),
         click.option("--experiment", default="", help="Experiment (when not under mlflow run)."),
@@ -215,10 +228,17 @@ def _print_summary(result, uri: str) -> None:
     if validate is not None and validate.tags.get("mlops.task"):
         click.echo(f"task           {validate.tags['mlops.task']} "
                    f"({validate.tags.get('mlops.task_reason', '')})")
+    train = result.steps.get("train")
+    if train is not None and train.tags.get("mlops.positive_class") is not None:
+        click.echo(f"positive class {train.tags['mlops.positive_class']} "
+                   f"({train.tags.get('mlops.positive_class_reason', '')})")
     if result.model_version:
         aliases = ", ".join(result.aliases) or "none"
         click.echo(f"model version  {result.model_name} v{result.model_version} "
                    f"(aliases: {aliases})")
+        if getattr(result, "model_name_from", None) == "data source":
+            click.echo(f"model name     {result.model_name}: named after the data "
+                       "(-P model_name=NAME / --model-name NAME registers elsewhere)")
         if result.crown_reason:
             crowned = "crowned" if result.crowned else "not crowned"
             click.echo(f"champion       {crowned}: {result.crown_reason}")

@@ -44,6 +44,9 @@ from projects.presentation import (
     MODEL_TRAINING_KIND,
     candidate_run_name,
     data_name,
+    failed_run_name,
+    failure_note,
+    model_name_for_data,
     version_description,
     workflow_run_name,
 )
@@ -61,8 +64,8 @@ SETTINGS_KEYS = {
     "ingest": ("data.source", "data.query", "data.table", "data.target"),
     "validate": ("data", "clean"),
     "prepare": ("data.target", "data.task", "split", "clean.outliers", "clean.outlier_iqr"),
-    "train": ("data.task", "data.target", "split.seed", "train.candidates", "metric", "clean",
-              "features", "metrics"),
+    "train": ("data.task", "data.target", "data.positive_class", "split.seed",
+              "train.candidates", "metric", "clean", "features", "metrics"),
     "evaluate": ("data.task", "data.target", "metric", "register.model_name",
                  "register.champion_alias", "metrics"),
     "register": ("register", "metric", "metrics"),
@@ -457,6 +460,8 @@ class WorkflowResult:
     timings: dict[str, float] = field(default_factory=dict)
     crowned: bool | None = None
     crown_reason: str | None = None
+    #: "data source" (named after the data) or "register.model_name" (set)
+    model_name_from: str | None = None
 
 
 class Workflow:
@@ -464,6 +469,17 @@ class Workflow:
 
     def __init__(self, settings: Settings, client, s3_client_factory=None, project_dir=None,
                  settings_file=None):
+        # the model's name decided once, before anything is recorded (the run's settings
+        # artifact, which reproduction re-runs, holds the name used)
+        self.model_name_from = "register.model_name"
+        if not settings.register.model_name:
+            from core.settings import DataSettings
+
+            name = model_name_for_data(settings.data.source, settings.data.table,
+                                       DataSettings.model_fields["source"].default)
+            settings = settings.model_copy(update={"register": settings.register.model_copy(
+                update={"model_name": name})})
+            self.model_name_from = "data source"
         self.settings = settings
         self.client = client
         self._s3_factory = s3_client_factory
@@ -481,6 +497,8 @@ class Workflow:
         self._champion_is_this_model = False
         self._parts: dict[str, dict] = {}
         self._parent_params: dict[str, str] = {}
+        self._step: str | None = None  # the step running (a failure names it)
+
 
     # ----------------------------------------------------------------- plumbing
     def _lookup(self, key: str):
@@ -714,11 +732,12 @@ class Workflow:
             from projects.progress import progress
 
             candidates = expand_candidates(s.train.candidates)
+            positive, positive_why = self._positive_class(train[s.data.target])
             start = time.perf_counter()
             with progress("train: candidates", len(candidates)) as advance:
                 results = train_candidates(s.data.task, types, candidates, train, val,
                                            s.data.target, s.split.seed, s.train.n_jobs,
-                                           on_done=lambda _res: advance())
+                                           on_done=lambda _res: advance(), positive=positive)
             self.timings["fit_predict_sweep"] = time.perf_counter() - start
             for res in results:
                 # a failed candidate's run ends FAILED with its reason; the sweep goes on
@@ -757,20 +776,56 @@ class Workflow:
             self._link_model(run_id, info.model_id)
             if dropped:
                 mlflow.log_dict(dropped, "dropped_columns.json")
+            binary = ({"mlops.positive_class": str(positive),
+                       "mlops.positive_class_reason": positive_why}
+                      if positive is not None else {})
             return (
                 {"mlops.best_estimator": best.estimator, "mlops.model_uri": info.model_uri,
+                 **binary,
                  **({"mlops.dropped_columns": ",".join(map(str, dropped))[:5000]}
                     if dropped else {})},
                 {f"best_val_{k}": v for k, v in best.metrics.items()},
                 {"best_estimator": best.estimator, "selection_metric": metric,
                  "candidates": len(results),
+                 **({"positive_class": str(positive)} if positive is not None else {}),
                  **{f"best_{k}": v for k, v in best.params.items()}},
             )
 
         up = self.outcomes["prepare"].key
         return self._run_step("train", self._key("train", up), compute)
 
+    def _positive_class(self, y) -> tuple[object | None, str]:
+        """The positive class of a binary target and why (None: not a binary task).
+
+        ``data.positive_class`` when set, else the minority class of the training target.
+
+        Raises:
+            WorkflowError: the setting names no class of the target (one line naming them).
+        """
+        from core import metrics
+
+        s = self.settings.data
+        classes = sorted(y.dropna().unique().tolist(), key=str)
+        if s.task != "classification" or len(classes) != 2:
+            if s.positive_class is not None:
+                _logger.warning("data.positive_class=%s ignored: the task is not binary "
+                                "classification", s.positive_class)
+            return None, ""
+        if s.positive_class is not None:
+            try:
+                positive = metrics.positive_class(classes, s.positive_class)
+            except metrics.MetricError as exc:
+                raise WorkflowError(f"data.positive_class: {exc}") from None
+            why = "set in data.positive_class"
+        else:
+            positive = metrics.minority_class(y.dropna())
+            why = (f"the minority class of the training target: {int((y == positive).sum())} "
+                   f"of {int(y.notna().sum())} rows; data.positive_class chooses another")
+        _logger.info("positive class %r (%s): f1 and roc_auc score it", positive, why)
+        return positive, why
+
     def _log_model(self, model, example, signature):
+
         import mlflow
 
         from core import usercode
@@ -821,14 +876,32 @@ class Workflow:
             import mlflow
 
             from core.connection import unreachable
-            from projects.evaluate import compare_with_champion, evaluate_model, plot_evaluation
+            from projects.evaluate import (
+                champion_mismatch,
+                compare_with_champion,
+                evaluate_model,
+                plot_evaluation,
+            )
 
             test = self._frame("test", "prepare", "splits/test.parquet")
+            if champion is not None:
+                # data that lacks a column the champion requires is another model's: refused
+                # before anything is scored or registered (one line naming the columns)
+                name = s.register.model_name
+                problem = champion_mismatch(
+                    name, str(champion.version),
+                    mlflow.models.get_model_info(version_uri(name, champion.version)).signature,
+                    test.drop(columns=[s.data.target]),
+                    data_name(s.data.source, s.data.table))
+                if problem:
+                    raise WorkflowError(problem)
             model = self._load_model()
+            # the train step's positive class (its text; the model's class of that name)
+            positive = self.outcomes["train"].tags.get("mlops.positive_class")
             start = time.perf_counter()
-            metrics = evaluate_model(s.data.task, model, test, s.data.target)
+            metrics = evaluate_model(s.data.task, model, test, s.data.target, positive)
             self.timings["evaluate_predict"] = time.perf_counter() - start
-            figures = plot_evaluation(s.data.task, model, test, s.data.target)
+            figures = plot_evaluation(s.data.task, model, test, s.data.target, positive)
             for name, fig in figures.items():
                 mlflow.log_figure(fig, f"plots/{name}")
                 plt.close(fig)
@@ -839,7 +912,8 @@ class Workflow:
                     # the version read above, not the alias: it may move meanwhile
                     champ_model = mlflow.sklearn.load_model(
                         version_uri(s.register.model_name, champion.version))
-                    champ = evaluate_model(s.data.task, champ_model, test, s.data.target)
+                    champ = evaluate_model(s.data.task, champ_model, test, s.data.target,
+                                           positive)
                     metrics.update(compare_with_champion(s.metric, metrics, champ))
                     tags["mlops.champion_comparison"] = "scored on this test set"
                 except Exception as exc:  # noqa: BLE001 - an unscoreable champion is reported
@@ -855,6 +929,7 @@ class Workflow:
         return self._run_step("evaluate", self._key("evaluate", up), compute)
 
     def _champion(self):
+
         from core.models import ModelNotFound, resolve_model
         from core.uris import ModelRef
 
@@ -918,6 +993,7 @@ class Workflow:
                 test_data_uri=run_uri(self.outcomes["prepare"].run_id, "splits/test.parquet"),
                 train_data_uri=run_uri(self.outcomes["prepare"].run_id, "splits/train.parquet"),
                 test_metrics=test_metrics,
+                positive_class=self.outcomes["train"].tags.get("mlops.positive_class"),
             )
             with _quiet_unless_verbose():  # the summary names the version; MLflow prints too
                 version = str(mlflow.register_model(self._model_uri(), name, tags=tags).version)
@@ -1052,15 +1128,27 @@ class Workflow:
             ) as parent:
                 self.run_id = parent.info.run_id
                 self._parent_params = dict(parent.data.params)  # `mlflow run` logged its own
-                log_record(self.client, self.run_id, record, dumped, diff)
-                for step in STEPS[: STEPS.index(until) + 1]:
-                    getattr(self, step)()
-                self._summarise()
+                try:
+                    log_record(self.client, self.run_id, record, dumped, diff)
+                    _logger.info("model    %s (%s)", self.settings.register.model_name,
+                                 "named after the data; -P model_name=NAME chooses another"
+                                 if self.model_name_from == "data source"
+                                 else "register.model_name")
+                    self._log_params(self._effective_params())
+                    for step in STEPS[: STEPS.index(until) + 1]:
+                        self._step = step
+                        getattr(self, step)()
+                    self._step = None
+                    self._summarise()
+                except Exception as exc:
+                    self._record_failure(exc)
+                    raise
                 run_id = parent.info.run_id
         finally:  # a failed or interrupted run leaves no scratch folder behind either
             self._tmp.cleanup()
         self.timings["total"] = time.perf_counter() - start
-        result = WorkflowResult(run_id, self.experiment_id, self.outcomes, timings=self.timings)
+        result = WorkflowResult(run_id, self.experiment_id, self.outcomes, timings=self.timings,
+                                model_name_from=self.model_name_from)
         reg = self.outcomes.get("register")
         if reg:
             result.model_name = reg.tags.get("mlops.model_name")
@@ -1071,10 +1159,106 @@ class Workflow:
             result.aliases = sorted(getattr(mv, "aliases", []) or [])
         return result
 
+    def _effective_params(self) -> dict[str, str]:
+        """The settings the run used, under the names ``-P`` gives them (never ``''``).
+
+        The task, the metric and the positive class are added once the steps decide them
+        (``auto`` until then).
+        """
+        from projects.record import redact_url
+
+        s = self.settings
+        out = {
+            "profile": s.profile,
+            "source": redact_url(s.data.source)[:500],
+            "target": s.data.target,
+            "impute": s.clean.impute,
+            "outliers": s.clean.outliers,
+            "outlier_iqr": s.clean.outlier_iqr,
+            "test_size": s.split.test_size,
+            "val_size": s.split.val_size,
+            "seed": s.split.seed,
+            "estimators": ",".join(dict.fromkeys(c.estimator for c in s.train.candidates)),
+            "n_jobs": s.train.n_jobs,
+            "model_name": s.register.model_name,
+            "model_name_from": self.model_name_from,
+            "auto_champion": {None: "auto", True: "true", False: "false"}[
+                s.register.auto_champion],
+        }
+        for key, value in (("table", s.data.table), ("settings", self.settings_file)):
+            if value:
+                out[key] = str(value)[:500]
+        if s.data.task != "auto":
+            out["task"] = s.data.task
+        if s.metric != "auto":
+            out["metric"] = s.metric
+        train = self.outcomes.get("train")
+        if train is not None and train.tags.get("mlops.positive_class") is not None:
+            out["positive_class"] = train.tags["mlops.positive_class"]
+        return {k: str(v) for k, v in out.items()}
+
+    def _log_params(self, params: dict[str, str]) -> None:
+        """Log params on the workflow run; a name already logged keeps its value.
+
+        MLflow refuses to change a param. A name ``mlflow run`` logged with the value the user
+        typed (``task=auto``) gets the value used beside it, as ``effective_<name>``.
+        """
+        from mlflow.entities import Param
+
+        new = {}
+        for key, value in params.items():
+            if key not in self._parent_params:
+                new[key] = value
+            elif self._parent_params[key] != value and key in _OWN_PARAMS:
+                new[f"effective_{key}"] = value
+        new = {k: v for k, v in new.items() if k not in self._parent_params}
+        if new:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in new.items()])
+            self._parent_params.update(new)
+
+    def _record_failure(self, exc: Exception) -> None:
+        """Say on the workflow run why it failed: its name, ``mlops.error`` and a note.
+
+        The steps and candidate runs that finished stay as they are (the next run reuses
+        them). Nothing is written when the tracking server is what failed (each write would
+        wait for it), and a write that fails never hides the failure itself.
+        """
+        from core.connection import unreachable
+        from core.errors import classify, one_line
+
+        if unreachable(exc):
+            return
+        try:
+            from mlflow.entities import RunTag
+
+            found = classify(exc)
+            error = one_line(found[1] if found else f"{type(exc).__name__}: {exc}", 5000)
+            finished = {step: o.run_id for step, o in self.outcomes.items()}
+            data = self.settings.data
+            tags = {
+                "mlops.error": error,
+                "mlops.failed_step": self._step or "",
+                "mlflow.note.content": failure_note(error, self._step, finished,
+                                                    self.experiment_id),
+                "mlflow.runName": failed_run_name(data_name(data.source, data.table),
+                                                  self._step),
+                **{f"mlops.{step}_run": run_id for step, run_id in finished.items()},
+            }
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self._log_params(self._effective_params())
+        except Exception as write:  # noqa: BLE001 - the failure is what the user must see
+            _logger.warning("the workflow run's failure could not be recorded: %s",
+                            one_line(str(write)))
+
     def _summarise(self):
         """Put the figures a data scientist compares on the workflow run itself."""
+        from projects.record import redact_url
+
+        self._log_params(self._effective_params())
+        # data_source as before (a password in a database URL never shown)
         params, metrics, tags = {"profile": self.settings.profile,
-                                 "data_source": self.settings.data.source[:500]}, {}, {}
+                                 "data_source": redact_url(self.settings.data.source)[:500]
+                                 }, {}, {}
         for step, outcome in self.outcomes.items():
             tags[f"mlops.{step}_run"] = outcome.run_id
             tags[f"mlops.{step}_reused"] = str(outcome.reused).lower()
@@ -1108,12 +1292,14 @@ class Workflow:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
+        params = {k: str(v) for k, v in params.items() if k not in existing}
         client.log_batch(
             self.run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)) for k, v in params.items() if k not in existing],
+            params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
+        existing.update(params)
         self._log_parent_datasets()
 
     def _log_parent_datasets(self) -> None:
@@ -1133,6 +1319,13 @@ class Workflow:
                     if any(t.key == "mlflow.data.context" and t.value in wanted for t in d.tags)]
         if datasets:
             self.client.log_inputs(self.run_id, datasets=datasets)
+
+
+#: Params whose ``-P`` value may differ from the value used (``auto`` resolved, ``''`` kept
+#: as the settings' value): the value used is logged beside it as ``effective_<name>``.
+_OWN_PARAMS = frozenset({"task", "metric", "positive_class", "model_name", "auto_champion",
+                         "impute", "outliers", "test_size", "val_size", "seed", "n_jobs",
+                         "estimators", "source", "target", "profile"})
 
 
 class _CandidateFailed(Exception):

@@ -33,6 +33,62 @@ def data_name(source: str, table: str | None = None) -> str:
     return name.split(".")[0] or "data"
 
 
+#: The registered model of the bundled default data (``make run``), as the README names it.
+DEFAULT_MODEL_NAME = "mlops-registry-model"
+#: Characters a derived model name keeps: MLflow refuses ``/`` and ``:``, model references
+#: split on ``@`` and ``/``; the rest would need quoting in a shell or a URL.
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def model_name_for_data(source: str, table: str | None = None,
+                        default_source: str | None = None) -> str:
+    """The registered model's name when ``register.model_name`` is empty: the data's name.
+
+    A data file is named by its stem, a SQL source by its table, a bundled dataset by its
+    name (``My Churn (2024).csv`` -> ``My-Churn-2024``), so a new data file lands in a new
+    model instead of a new version of another one. The bundled default data keeps
+    :data:`DEFAULT_MODEL_NAME`.
+
+    Args:
+        source: the ``data.source`` setting.
+        table: the SQL table (``data.table``).
+        default_source: the settings' default source (its model is :data:`DEFAULT_MODEL_NAME`).
+    """
+    if default_source is not None and source == default_source:
+        return DEFAULT_MODEL_NAME
+    if ".py:" in source and "://" not in source:  # the user's loader: the function's name
+        source = source.rsplit(":", 1)[1]
+    name = _NAME_UNSAFE.sub("-", data_name(source, table)).strip("-.")
+    return name[:_MAX_NAME] or "data"
+
+
+def failed_run_name(data: str, step: str | None) -> str:
+    """``churn · failed in train``: the workflow run of a failure, named as one."""
+    return " · ".join([data, f"failed in {step}" if step else "failed"])[:_MAX_NAME]
+
+
+def failure_note(error: str, step: str | None, finished: dict[str, str],
+                 experiment_id: str) -> str:
+    """The markdown note (``mlflow.note.content``) of a failed workflow run.
+
+    Args:
+        error: the one-line reason, as the command line printed it.
+        step: the step that failed (None: before the first step).
+        finished: run ids of the steps that finished (or were reused) before it, by step.
+        experiment_id: the experiment of those runs (for the UI links).
+    """
+    where = f"in step `{step}`" if step else "before its first step"
+    lines = [f"**This workflow run failed {where}.**", "", f"    {error}", ""]
+    if finished:
+        lines += ["Steps that finished before it (their outputs are kept and reused by the "
+                  "next run):", ""]
+        lines += [f"- [{name}]({run_link(experiment_id, run_id)})"
+                  for name, run_id in finished.items()]
+        if "train" in finished or step == "train":
+            lines += ["", "The train step's candidate runs are nested under it."]
+    return "\n".join(lines)
+
+
 def _number(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -24,8 +24,13 @@ def lineage_tags(
     test_data_uri: str,
     test_metrics: dict[str, float],
     train_data_uri: str = "",
+    positive_class: str | None = None,
 ) -> dict[str, str]:
-    """The tags every registered version carries (read by the registry's gates)."""
+    """The tags every registered version carries (read by the registry's gates).
+
+    ``positive_class`` (a binary task's, as text) is the class its f1 and roc_auc scored:
+    whoever scores the version again passes it to :mod:`core.metrics` to get the same numbers.
+    """
     tags = {
         "mlops.data_digest": data_digest,
         "mlops.git_commit": git_commit,
@@ -37,6 +42,8 @@ def lineage_tags(
         "mlops.test_data": test_data_uri,
         "mlops.train_data": train_data_uri,
     }
+    if positive_class is not None:
+        tags["mlops.positive_class"] = positive_class
     tags.update({f"mlops.metric.{k}": f"{v:.6g}" for k, v in test_metrics.items()})
     return tags
 

@@ -272,7 +272,6 @@ def train_candidates(
         results = Parallel(n_jobs=jobs, return_as="generator")(
             delayed(fit_candidate)(task, types, _absolute(e), p, seed, train, val, target,
                                    custom, positive)
-
             for e, p in candidates
         )
     out = []
