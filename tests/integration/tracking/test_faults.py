@@ -126,7 +126,7 @@ def test_sigkill_mid_workflow_run_then_restart_completes_it(tmp_path, template_s
     data["target"] = (data["a"] + rng.normal(size=len(data)) > 0).astype(int)
     data.to_csv(tmp_path / "data.csv", index=False)
     cmd = [sys.executable, "-m", "projects", "main", "--source", str(tmp_path / "data.csv"),
-           "--experiment", "faults", "--candidates",
+           "--model-name", "mlops-registry-model", "--experiment", "faults", "--candidates",
            "[{estimator: random_forest, grid: {n_estimators: [150]}}]"]
     with _server(backend, artifacts, port) as first:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env({"MLFLOW_TRACKING_URI": url}),
