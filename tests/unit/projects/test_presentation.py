@@ -73,3 +73,19 @@ def test_description_without_a_champion_or_a_comparison():
                          crowned=False, crown_reason="the champion was not scored")
     assert "was not scored on this test set: not comparable: missing column x" in unscored
     assert "is **not** champion" in unscored
+
+
+@pytest.mark.parametrize(("source", "table", "name"), [
+    ("bundled:breast_cancer", None, "mlops-registry-model"),  # the default data's model
+    ("bundled:diabetes", None, "diabetes"),
+    ("/data/churn.csv", None, "churn"),
+    ("data/My Churn (2024).csv", None, "My-Churn-2024"),
+    ("s3://bucket/raw/events.parquet", None, "events"),
+    ("postgresql://user:secret@db/prod", "orders", "orders"),
+    ("steps/load.py:load_penguins", None, "load_penguins"),
+    ("/data/@weird:name.csv", None, "weird-name"),
+])
+def test_a_model_is_named_after_its_data(source, table, name):
+    from projects.presentation import model_name_for_data
+
+    assert model_name_for_data(source, table, "bundled:breast_cancer") == name
