@@ -17,9 +17,12 @@ _logger = logging.getLogger(__name__)
 TEST_DATA_TAG = "mlops.test_data"
 TARGET_TAG = "mlops.target"
 TASK_TAG = "mlops.task"
+#: The class a binary version's f1 and roc_auc score (the workflow's ``data.positive_class``).
+POSITIVE_CLASS_TAG = "mlops.positive_class"
 
 
-def score_predictions(task: str, y_true, y_pred, y_proba=None, classes=None) -> dict[str, float]:
+def score_predictions(task: str, y_true, y_pred, y_proba=None, classes=None,
+                      positive=None) -> dict[str, float]:
     """Test metrics from predictions, computed by the metric catalogue (:mod:`core.metrics`).
 
     Args:
@@ -28,13 +31,15 @@ def score_predictions(task: str, y_true, y_pred, y_proba=None, classes=None) -> 
         y_pred: predicted labels (classification) or values (regression).
         y_proba: class probabilities (n_samples x n_classes), if the model gives them.
         classes: the model's ``classes_`` (the order of ``y_proba``'s columns), if known.
+        positive: the positive class of a binary task (the version's ``mlops.positive_class``
+            tag); None: the last of ``classes``.
 
     Returns:
         Every metric of the task the predictions allow: ``roc_auc``, ``accuracy``, ``f1``,
         ``log_loss`` (classification; the probability-based ones only with ``y_proba``) or
         ``rmse``, ``mae``, ``r2`` (regression).
     """
-    return metrics.compute(task, y_true, y_pred, y_proba, classes)
+    return metrics.compute(task, y_true, y_pred, y_proba, classes, positive)
 
 
 def infer_task(tags: dict[str, str], y) -> str:
@@ -117,8 +122,11 @@ def select_inputs(X, inputs: dict[str, str] | None, version: str):
 
 
 def score_version(client, name: str, version: str, X, y, task: str,
-                  inputs: dict[str, str] | None = None) -> dict[str, float]:
+                  inputs: dict[str, str] | None = None, positive=None) -> dict[str, float]:
     """Score ``name/version`` on ``(X, y)``, feeding it the columns of its signature.
+
+    ``positive`` is the class binary metrics score (the candidate's, for the champion too: both
+    are scored on the same test split).
 
     Raises:
         RegistryError: the model cannot be loaded or cannot predict on ``X``.
@@ -140,4 +148,4 @@ def score_version(client, name: str, version: str, X, y, task: str,
             f"version {version} cannot be scored: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
-    return score_predictions(task, y, y_pred, y_proba, classes)
+    return score_predictions(task, y, y_pred, y_proba, classes, positive)

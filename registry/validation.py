@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from core.models import alias_holder
 from registry.errors import RegistryError
 from registry.policy import Evidence, GateResult, Policy, evaluate_policy
-from registry.scoring import infer_task, load_test_data, score_version
+from registry.scoring import POSITIVE_CLASS_TAG, infer_task, load_test_data, score_version
 from registry.versions import read_model_files
 
 _logger = logging.getLogger(__name__)
@@ -61,11 +61,14 @@ def validate_version(client, mv, policy: Policy) -> Validation:
         try:
             X, y = load_test_data(client, tags)
             task = infer_task(tags, y)
-            metrics = score_version(client, name, version, X, y, task, files.inputs)
+            # the class the workflow scored f1/roc_auc on (a version from before it: the last)
+            positive = tags.get(POSITIVE_CLASS_TAG)
+            metrics = score_version(client, name, version, X, y, task, files.inputs, positive)
             if champion_version:
                 try:
                     champion_metrics = score_version(
-                        client, name, champion_version, X, y, task, champion_files.inputs
+                        client, name, champion_version, X, y, task, champion_files.inputs,
+                        positive,
                     )
                 except RegistryError as exc:
                     champion_problem = str(exc)
