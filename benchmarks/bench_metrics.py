@@ -48,7 +48,7 @@ def update_cost_us(repeat: int = 200_000) -> float:
     """Microseconds of metric updates per answered one-row request, in-process (no HTTP)."""
     from prometheus_client import CollectorRegistry
 
-    from serving.metrics import ServingMetrics
+    from serving.online.metrics import ServingMetrics
 
     m = ServingMetrics(CollectorRegistry())
 

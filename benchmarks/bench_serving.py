@@ -187,8 +187,8 @@ def in_process_ceiling(pipe, rows, procs: int, seconds: float) -> float:
 def fast_path_share(X) -> dict[str, str]:
     """Of the corpus requests stock answers 200 for (approximated here by pyfunc answering
     them), the share ours answers on the fast path; per model."""
-    from serving.model import load_scorer
-    from serving.protocol import RequestError
+    from serving.online.model import load_scorer
+    from serving.online.protocol import RequestError
     from tests.support.scoring_corpus import corpus
 
     out = {}

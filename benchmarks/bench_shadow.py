@@ -52,7 +52,7 @@ def load() -> str:
 def hook_costs(client, body: bytes, sample: float) -> dict[str, float]:
     """Microseconds the request path spends in the shadow hook (median of many calls)."""
     from core.models import resolve_model
-    from serving.shadow import shadow_for
+    from serving.shadow.process import shadow_for
 
     champion = resolve_model(client, "bench-lr@champion")
     hook = shadow_for(client, champion, "bench-lr@challenger", sample=1.0, tolerance=0.01,

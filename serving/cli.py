@@ -1,7 +1,8 @@
 """``python -m serving``: serve a registered model locally, score files, push to SageMaker.
 
-The commands only parse flags and delegate to :mod:`serving.server` and :mod:`serving.batch`
-(and :mod:`serving.sagemaker.cli` for ``sagemaker ...``). Errors are one ``error:`` line and
+The commands only parse flags and delegate to :mod:`serving.online.server`,
+:mod:`serving.batch.local` and :mod:`serving.batch.spark` (and :mod:`serving.sagemaker.cli` for
+``sagemaker ...``; ``monitor`` runs ``python -m monitoring``). Errors are one ``error:`` line and
 the exit codes of :mod:`core.errors` (1 refused, e.g. an unknown model; 2 bad usage).
 """
 
@@ -13,15 +14,15 @@ import os
 import click
 
 from core.errors import MlopsError
-from serving import batch as batch_mod
-from serving import server as srv
-from serving import webhooks
-from serving.app import (
+from serving.batch import local as batch_mod
+from serving.online import server as srv
+from serving.online import webhooks
+from serving.online.app import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
 )
-from serving.follow import DEFAULT_POLL_SECONDS
+from serving.online.follow import DEFAULT_POLL_SECONDS
 
 _logger = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def serve_cmd(
     from core.models import resolve_model
     from core.settings import load_settings
     from core.uris import parse_model_ref
-    from serving.logs import configure_logging
+    from serving.online.logs import configure_logging
 
     configure_logging(log_level, not no_access_log)
     secret = webhooks.secret_from_env()
@@ -179,7 +180,10 @@ def serve_cmd(
     note = webhooks.startup_note(secret, webhook_insecure)
     if ref.alias and not pin and note:  # once for the server, not once per worker
         _logger.log(logging.WARNING if webhook_insecure else logging.INFO, note)
+    start_shadow = None
     if shadow:
+        from serving.shadow.process import shadow_for as start_shadow
+
         challenger = resolve_model(connect(), parse_model_ref(shadow), allow_run=False)
         if challenger.name != served.name:
             raise click.BadParameter(f"{shadow} is not a version of {served.name}",
@@ -205,6 +209,7 @@ def serve_cmd(
         shadow=shadow,
         shadow_sample=shadow_sample,
         shadow_tolerance=shadow_tolerance,
+        start_shadow=start_shadow,
         metrics=not no_metrics,
         webhook_insecure=webhook_insecure,
     )
@@ -275,7 +280,7 @@ def predict_cmd(
     from core.connection import connect
     from core.models import resolve_model
     from core.uris import parse_model_ref
-    from serving.model import load_scorer
+    from serving.online.model import load_scorer
 
     logging.basicConfig(level=logging.WARNING)
     ref = parse_model_ref(model)
@@ -300,7 +305,7 @@ def predict_cmd(
     except batch_mod.BatchError as exc:  # unreadable or unsupported input file
         raise CliError(str(exc)) from None
     except Exception as exc:
-        from serving.protocol import RequestError
+        from serving.online.protocol import RequestError
 
         if isinstance(exc, RequestError):
             raise CliError(exc.message) from None
@@ -312,12 +317,12 @@ def predict_cmd(
 
 
 def _predict_spark(model, input_path: str, output_path: str | None, master, spark_conf) -> None:
-    """``predict --engine spark``: see :mod:`serving.spark`."""
+    """``predict --engine spark``: see :mod:`serving.batch.spark`."""
     from core.connection import connect
     from core.models import resolve_model
     from core.uris import parse_model_ref
-    from serving import spark as spark_mod
-    from serving.protocol import RequestError
+    from serving.batch import spark as spark_mod
+    from serving.online.protocol import RequestError
 
     logging.basicConfig(level=logging.WARNING)
     ref = parse_model_ref(model)
@@ -345,13 +350,58 @@ def _stderr_console():
     return Console(stderr=True)
 
 
+@click.command("monitor", add_help_option=False,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def monitor(args) -> int:
+    """Compare captured traffic of MODEL with its training data (python -m monitoring).
+
+    Runs ``python -m monitoring`` with the same arguments (its --help lists them): drift
+    monitoring is a package of its own, which serving does not import.
+    """
+    return run_monitoring(list(args))
+
+
+def run_monitoring(args: list[str]) -> int:
+    """Run ``python -m monitoring ARGS`` in a process of its own; return its exit code.
+
+    It writes where this process writes (its terminal, its files); output this process
+    captures in memory (a test's) is passed on once it ends. Ctrl-C reaches both processes:
+    monitoring reports it and this one returns its exit code.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    def stream(f):
+        try:
+            f.flush()
+            return f.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file: captured in memory
+            return subprocess.PIPE
+
+    cmd = [sys.executable, "-m", "monitoring", *args]
+    with subprocess.Popen(cmd, stdout=stream(sys.stdout), stderr=stream(sys.stderr)) as proc:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+        try:
+            try:
+                out, err = proc.communicate()
+            except KeyboardInterrupt:  # monitoring got it too: its answer is the one to give
+                out, err = proc.communicate()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    for data, f in ((out, sys.stdout), (err, sys.stderr)):
+        if data:
+            f.write(data.decode(errors="replace"))
+    return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+
+
 def _mount_subcommands() -> None:
-    """Add ``sagemaker ...`` and ``monitor`` (their modules import boto3/scipy only when run)."""
-    from serving.monitor_cli import monitor_cmd
+    """Add ``sagemaker ...`` (its modules import boto3 only when run) and ``monitor``."""
     from serving.sagemaker.cli import sagemaker
 
     cli.add_command(sagemaker, "sagemaker")
-    cli.add_command(monitor_cmd, "monitor")
+    cli.add_command(monitor, "monitor")
 
 
 def main(argv: list[str] | None = None) -> int:

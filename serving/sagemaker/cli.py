@@ -22,8 +22,8 @@ import click
 
 from core.output import output_option, print_json, print_tables, short_id
 from core.output import table as output_table
+from serving.online.webhooks import INSECURE_FLAG, INSECURE_HELP
 from serving.sagemaker import target as _target
-from serving.webhooks import INSECURE_FLAG, INSECURE_HELP
 
 _logger = logging.getLogger(__name__)
 
@@ -341,7 +341,8 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
     --webhook-insecure); without webhooks the registry is polled.
     """
     from core.uris import parse_model_ref
-    from serving import webhooks
+    from serving.online import webhooks
+    from serving.sagemaker import metrics
     from serving.sagemaker.aws import SageMakerError
     from serving.sagemaker.follow import Follower, RolloutSettings
 
@@ -366,8 +367,6 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
             click.echo(step.detail)
         return
     if metrics_port is not None:
-        from serving import metrics
-
         try:
             metrics.serve_follow_metrics(metrics_port)
         except OSError as exc:
@@ -382,7 +381,8 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
             raise click.BadParameter(f"{listen}: use HOST:PORT", param_hint="'--listen'")
         try:
             receiver = webhooks.Receiver(host or "127.0.0.1", int(port), follower.on_event,
-                                         secret, insecure=webhook_insecure).start()
+                                         secret, insecure=webhook_insecure,
+                                         on_delivery=metrics.follow_webhook).start()
         except OSError as exc:
             raise SageMakerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     if webhook_url:

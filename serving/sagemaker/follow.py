@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from core.aliases import current_user, move_alias, read_state
 from core.errors import LostRace, MlopsError
 from core.models import alias_holder
-from serving import metrics as _metrics
+from serving.sagemaker import metrics as _metrics
 from serving.sagemaker.aws import SageMakerError
 from serving.sagemaker.endpoints import discard, tag_endpoint, wait_for_endpoint
 from serving.sagemaker.package import resolve_model

@@ -156,7 +156,7 @@ def test_a_release_managers_promotion_meanwhile_wins_the_race(monkeypatch):
 
 
 def test_retraining_moves_are_recorded_as_retrain(tmp_path):
-    from serving.monitoring import retrain
+    from monitoring.retrain import retrain
 
     data = _csv(tmp_path / "fresh.csv")
     proc = retrain(str(REPO), str(data), "local", "retrain", MODEL, "target",

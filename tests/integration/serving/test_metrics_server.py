@@ -22,7 +22,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import metrics
+from serving.online import metrics
 from tests.support.processes import free_port, running
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 

@@ -278,7 +278,8 @@ def test_model_error_is_reported_and_endpoint_keeps_serving(aws, versions, tmp_p
     rows = X.head(5)
     assert predict(endpoint, rows, tmp_path) == models["1"][0].predict(rows).tolist()
     # the endpoint's data capture holds the answered request, readable by the monitor
-    from serving import monitor, protocol
+    from monitoring import capture as monitor
+    from serving.online import protocol
 
     s3 = boto3.client("s3")
     captured = monitor.read_capture_lines(f"s3://{bucket}/capture/{endpoint}", s3)

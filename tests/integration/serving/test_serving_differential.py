@@ -256,8 +256,8 @@ def test_version_answers_what_stock_answers(sides):
 
 def test_the_fast_path_takes_what_it_can_prove(sides, module_store):
     """In-process: which corpus requests the fast path answers itself (the rest: pyfunc)."""
-    from serving.model import load_scorer
-    from serving.protocol import Handoff, RequestError
+    from serving.online.model import load_scorer
+    from serving.online.protocol import Handoff, RequestError
 
     models, _ = sides
     ref, few, many = models["numeric"]

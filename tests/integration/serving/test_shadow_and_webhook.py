@@ -139,7 +139,7 @@ def test_shadow_agrees_fully_and_a_registry_webhook_swaps_every_worker(
 
     from mlflow.tracking._model_registry.client import ModelRegistryClient
 
-    from serving.webhooks import register
+    from serving.online.webhooks import register
     from tests.conftest import _mlflow_server
     from tests.integration.serving.conftest import Store
 

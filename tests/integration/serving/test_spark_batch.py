@@ -34,7 +34,7 @@ CARS_FEATURES = ["Cylinders", "Displacement", "Horsepower", "Weight_in_lbs", "Ac
 def spark(moto_server):
     """One local Spark for the module; AWS variables set before the JVM (its workers inherit)."""
     pytest.importorskip("pyspark")
-    from serving import spark as spark_mod
+    from serving.batch import spark as spark_mod
 
     aws = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -305,7 +305,7 @@ def test_outputs_holding_the_input_on_s3_are_refused_by_both_engines(spark, cars
                                "s3://overlap/scored/cars.parquet")  # fmt: skip
     assert code == 0, err
     assert f"scored {len(_cars(1))} rows" in said
-    from serving import outputs
+    from serving.batch import outputs
 
     scored = pd.read_parquet("overlap/scored/cars.parquet", filesystem=outputs.s3_filesystem())
     assert scored["row_id"].tolist() == list(range(len(_cars(1))))
@@ -318,7 +318,7 @@ def test_outputs_holding_the_input_on_s3_are_refused_by_both_engines(spark, cars
 def test_an_output_is_replaced_only_if_the_project_wrote_it(spark, cars_regressor, tmp_path):
     import boto3
 
-    from serving import outputs
+    from serving.batch import outputs
 
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     s3.create_bucket(Bucket="shared")

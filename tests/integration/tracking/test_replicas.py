@@ -201,7 +201,7 @@ def test_a_webhook_fires_whichever_replica_takes_the_move(replicas):
     import time
 
     from core.aliases import move_alias
-    from serving.webhooks import Receiver, register
+    from serving.online.webhooks import Receiver, register
 
     a, b = replicas
     secret = "replicas-webhook-secret"

@@ -14,12 +14,12 @@ import pytest
 from sklearn import metrics as skm
 
 from core import metrics
+from monitoring import drift as mon
 from projects.evaluate import compare_with_champion, evaluate_model
 from projects.register import should_crown
 from projects.train import CandidateResult, pick_best, score
 from registry import scoring
 from registry.policy import Evidence, Policy, evaluate_policy
-from serving import monitor as mon
 
 # The directions as the project documents them (conf/base.yaml, the policy file): written here
 # independently of the catalogue, so a wrong entry in it fails.

@@ -14,7 +14,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from serving import outputs
+from serving.batch import outputs
 from serving.cli import main
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from serving.batch import count_rows, read_batches, score_file
-from serving.protocol import Column, RequestError, check_frame
+from serving.batch.local import count_rows, read_batches, score_file
+from serving.online.protocol import Column, RequestError, check_frame
 
 
 def test_count_rows_with_quoted_line_breaks(tmp_path):

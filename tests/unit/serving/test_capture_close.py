@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from serving.capture import CaptureWriter
+from serving.online.capture import CaptureWriter
 
 
 def test_close_returns_in_time_with_a_full_queue_and_a_stuck_writer(tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import metrics
-from serving.app import ModelHolder, ScoringApp, Served
-from serving.model import ModelVersionInfo, Scorer
+from serving.online import metrics
+from serving.online.app import ModelHolder, ScoringApp, Served
+from serving.online.model import ModelVersionInfo, Scorer
 
 
 class TwoRows(Scorer):
@@ -21,7 +21,7 @@ class TwoRows(Scorer):
 
     def score(self, body, content_type):
         if body == b"bad":
-            from serving.protocol import RequestError
+            from serving.online.protocol import RequestError
 
             raise RequestError(400, "bad input")
         if (m := metrics.current()) is not None:  # as Scorer.score_pyfunc counts
@@ -148,7 +148,7 @@ def _value(name: str, labels: tuple = ()) -> float:
 def test_shadow_counts_requests_rows_agreement_and_drops(active):
     import orjson
 
-    from serving.shadow import Shadow
+    from serving.shadow.run import Shadow
 
     shadow = Shadow(lambda body, ctype: orjson.dumps({"predictions": [1, 0, 0]}), None,
                     name="m", champion_version="1", challenger_version="2")
@@ -162,7 +162,7 @@ def test_shadow_counts_requests_rows_agreement_and_drops(active):
 
 
 def test_capture_counts_written_and_dropped_lines(active, tmp_path):
-    from serving.capture import CaptureWriter
+    from serving.online.capture import CaptureWriter
 
     writer = CaptureWriter(str(tmp_path), max_total_bytes=1000)
     for _ in range(5):  # about 300 bytes a line: three fit in 1000

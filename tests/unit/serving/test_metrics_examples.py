@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from serving.metrics import FollowMetrics, ServingMetrics
+from serving.online.metrics import ServingMetrics
+from serving.sagemaker.metrics import FollowMetrics
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "monitoring"
 NAME = re.compile(r"\bmlops_[a-z_]+\b")

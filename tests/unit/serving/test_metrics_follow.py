@@ -13,7 +13,8 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import metrics, webhooks
+from serving.online import webhooks
+from serving.sagemaker import metrics
 from tests.support.processes import free_port
 
 SECRET = "metrics-test-secret"
@@ -69,7 +70,8 @@ def test_alias_moves_and_rollouts_are_counted(served):
 
 
 def test_webhook_deliveries_accepted_and_refused(served):
-    receiver = webhooks.Receiver("127.0.0.1", 0, lambda event: None, SECRET).start()
+    receiver = webhooks.Receiver("127.0.0.1", 0, lambda event: None, SECRET,
+                                on_delivery=metrics.follow_webhook).start()
     url = f"http://127.0.0.1:{receiver.port}{webhooks.DEFAULT_PATH}"
 
     def post(headers, body) -> int:

@@ -8,8 +8,8 @@ import time
 
 import orjson
 
-from serving.app import ModelHolder, ScoringApp, Served
-from serving.model import ModelVersionInfo, Scorer
+from serving.online.app import ModelHolder, ScoringApp, Served
+from serving.online.model import ModelVersionInfo, Scorer
 
 
 class SlowScorer(Scorer):

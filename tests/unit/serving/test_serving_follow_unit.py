@@ -7,9 +7,9 @@ import pytest
 
 from core.models import ModelNotFound, resolve_model
 from core.uris import parse_model_ref
-from serving.app import ModelHolder, Served
-from serving.follow import AliasFollower
-from serving.model import load_scorer
+from serving.online.app import ModelHolder, Served
+from serving.online.follow import AliasFollower
+from serving.online.model import load_scorer
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 
 
@@ -85,7 +85,7 @@ def test_fast_path_uses_arrays_for_a_plain_pipeline_and_matches_pyfunc(registry)
 def test_a_webhook_only_wakes_the_follower_and_the_registry_decides(registry):
     import time
 
-    from serving.webhooks import AliasEvent
+    from serving.online.webhooks import AliasEvent
 
     client, v1, v2 = registry
     ref = parse_model_ref("cancer@champion")

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import orjson
 
-from serving.app import ModelHolder, ScoringApp, Served
-from serving.microbatch import MicroBatcher, batches_identically
-from serving.model import ModelVersionInfo, SklearnScorer
-from serving.protocol import Column
+from serving.online.app import ModelHolder, ScoringApp, Served
+from serving.online.microbatch import MicroBatcher, batches_identically
+from serving.online.model import ModelVersionInfo, SklearnScorer
+from serving.online.protocol import Column
 
 COLUMNS = [Column("a", "double"), Column("b", "double")]
 

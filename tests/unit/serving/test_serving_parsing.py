@@ -9,8 +9,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from serving import protocol
-from serving.protocol import Column, RequestError
+from serving.online import protocol
+from serving.online.protocol import Column, RequestError
 
 COLS = [Column("x", "double"), Column("y", "double")]
 MIXED = [Column("x", "double"), Column("n", "long"), Column("s", "string"), Column("b", "boolean")]
@@ -100,7 +100,7 @@ def test_what_the_fast_path_cannot_prove_goes_to_pyfunc(doc):
     ],
 )
 def test_bad_json_is_a_400_naming_the_problem(doc, message):
-    """What the fast path finds wrong it says (pyfunc still decides: see serving.model)."""
+    """What the fast path finds wrong it says (pyfunc still decides: see serving.online.model)."""
     with pytest.raises(protocol.Handoff) as err:
         protocol.parse_frame(doc, protocol.CONTENT_TYPE_JSON, COLS)
     assert err.value.error is not None and err.value.error.status == 400

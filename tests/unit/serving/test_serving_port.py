@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from serving import server as srv
+from serving.online import server as srv
 from tests.support.processes import free_port
 
 

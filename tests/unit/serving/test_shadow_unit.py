@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from core import shadow as names
-from serving.shadow import Shadow, infer_task
+from serving.shadow.compare import infer_task
+from serving.shadow.run import Shadow
 
 
 def answer(values) -> bytes:
@@ -55,7 +56,7 @@ def test_samples_cross_the_pipe_as_sent_large_ones_in_parts_and_a_full_pipe_drop
     import queue
     import threading
 
-    from serving.shadow import SamplePipe, read_samples
+    from serving.shadow.process import SamplePipe, read_samples
 
     read_fd, write_fd = os.pipe()
     pipe = SamplePipe(write_fd)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving import spark
+from serving.batch import spark
 from serving.cli import main
 
 

@@ -13,8 +13,8 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from core.errors import UsageError
-from serving import webhooks
-from serving.webhooks import SeenDeliveries, Verifier, WebhookError, parse_alias_event
+from serving.online import webhooks
+from serving.online.webhooks import SeenDeliveries, Verifier, WebhookError, parse_alias_event
 
 SECRET = "s3cr3t-shared-with-the-tracking-server"
 

@@ -3,20 +3,14 @@
 A request handler only calls :meth:`CaptureWriter.record`, which samples and puts the raw bytes
 on a bounded queue (microseconds; it never blocks: when the queue is full the record is
 counted as dropped). A background thread turns them into JSON lines, one per request, in files
-a person can open::
-
-    {"ts": "2026-11-26T15:04:05.123Z", "request_id": "…", "model": "m", "version": "3",
-     "content_type": "application/json", "request": {…the request as sent…},
-     "response": {"predictions": […]}}
+a person can open: the capture record of :mod:`core.capture`, which monitoring reads.
 
 Files go to ``<dest>/<YYYY-MM-DD>/capture-<pid>-<n>.jsonl``, rotated at ``max_file_bytes``;
 capture stops (and counts drops) once ``max_total_bytes`` were written. An ``s3://`` destination
 is written locally and uploaded on rotation and on close.
 """
-
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import queue
@@ -24,14 +18,12 @@ import random
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
-from serving import metrics as _metrics
+from core import capture
+from serving.online import metrics as _metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -52,17 +44,6 @@ class CaptureStats:
     dropped_size_limit: int = 0
     files: int = 0
     bytes_written: int = 0
-
-
-def _embed(body: bytes, content_type: str):
-    if content_type.startswith("application/json"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body.decode("utf-8", "replace")
-    if content_type.startswith("text/"):
-        return body.decode("utf-8", "replace")
-    return {"base64": base64.b64encode(body).decode()}
 
 
 class CaptureWriter:
@@ -188,17 +169,7 @@ class CaptureWriter:
 
     def _write(self, item) -> None:
         ts, request, content_type, response, model, version = item
-        line = orjson.dumps(
-            {
-                "ts": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
-                "request_id": uuid.uuid4().hex,
-                "model": model,
-                "version": version,
-                "content_type": content_type,
-                "request": _embed(request, content_type),
-                "response": _embed(response, "application/json"),
-            }
-        ) + b"\n"
+        line = capture.encode_record(ts, request, content_type, response, model, version)
         if self.stats.bytes_written + len(line) > self.max_total_bytes:
             self.stats.dropped_size_limit += 1
             _metrics.capture_dropped("size_limit")
@@ -219,7 +190,7 @@ class CaptureWriter:
         folder = self._root / day
         folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        self._path = folder / f"capture-{os.getpid()}-{int(ts)}-{self._seq}.jsonl"
+        self._path = folder / f"capture-{os.getpid()}-{int(ts)}-{self._seq}{capture.SUFFIX}"
         self._handle = open(self._path, "ab")  # noqa: SIM115 - kept open across writes
         self._size = 0
         self.stats.files += 1

@@ -1,8 +1,8 @@
 """Update: capture what the champion serves, find drift, retrain on new data (issue: update).
 
 Real processes throughout: the training workflow registers the version, a real serving process
-captures requests, ``python -m serving monitor`` judges them and ``--retrain`` runs
-``mlflow run`` on the new data.
+captures requests, ``python -m serving monitor`` (which runs ``python -m monitoring``) judges
+them and ``--retrain`` runs the workflow's MLproject entry point on the new data.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def test_degraded_labels_trip_the_metric_gate_and_retrain_leaves_champion_alone(
               store=store, cwd=root)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "live roc_auc" in out.stdout and "FAIL" in out.stdout
-    assert "retrained:" in out.stdout
+    retrained = next(x for x in out.stdout.splitlines() if x.startswith("retrained:"))
+    assert f"model version {MODEL} v2 (aliases: challenger)" in retrained  # read from MLflow
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{MODEL}'")}
     assert set(versions) == {"1", "2"}
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
@@ -155,6 +156,11 @@ def test_bad_input_is_one_line(world):
     out = cli("serving", "monitor", f"{MODEL}@champion", "--captured", str(root / "missing"),
               store=store, cwd=root)
     assert out.returncode == 2 and "no such file or folder" in out.stderr
+    # `python -m monitoring` is the same command: same arguments, same answer
+    direct = cli("monitoring", f"{MODEL}@champion", "--captured", str(root / "missing"),
+                 store=store, cwd=root)
+    assert (direct.returncode, direct.stdout, direct.stderr) == (
+        out.returncode, out.stdout, out.stderr)
 
 
 def test_capture_under_concurrent_load_loses_no_request(world):

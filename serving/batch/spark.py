@@ -1,7 +1,7 @@
 """Batch scoring on Apache Spark: ``python -m serving predict MODEL --engine spark``.
 
-The same job as :mod:`serving.batch` (the local engine), spread over a Spark cluster: the input
-(CSV or Parquet, a file or a folder, local or ``s3://``) is read by Spark, scored by
+The same job as :mod:`serving.batch.local` (the local engine), spread over a Spark cluster: the
+input (CSV or Parquet, a file or a folder, local or ``s3://``) is read by Spark, scored by
 ``mlflow.pyfunc.spark_udf`` (MLflow's own answer for scoring at scale), and written as a folder
 of Parquet part files holding the input's columns plus ``prediction``.
 
@@ -10,17 +10,18 @@ Same semantics as the local engine, by using its code rather than restating it:
 * the model is resolved once (:func:`core.models.resolve_model`, in the CLI), so every executor
   scores the same version even if the alias moves during the job;
 * the first rows are scored on the driver by the local engine's scorer
-  (:func:`serving.model.load_scorer`): a missing column or a model that cannot take the input
+  (:func:`serving.online.model.load_scorer`): a missing column or a model that cannot take the input
   fails there with the local engine's message, before any cluster work; the shape and type of
   the predictions found there give the UDF's result type (``prediction`` or one column per
-  output, as :func:`serving.batch.predictions_frame` names them);
+  output, as :func:`serving.batch.local.predictions_frame` names them);
 * a column the model does not take passes through untouched (ids, targets);
 * a value that does not fit a signature column anywhere in the input (text in a numeric column)
   stops the job with the message the local engine gives for it (the first such value in input
   order), before anything is written.
 * the output is checked before any work and replaced only when every check has passed, by the
-  rule both engines share (:mod:`serving.outputs`): never an output overlapping the input, never
-  a file the project did not write; a written output ends with the project's completion marker.
+  rule both engines share (:mod:`serving.batch.outputs`): never an output overlapping the input,
+  never a file the project did not write; a written output ends with the project's completion
+  marker.
 
 ``s3://``: Spark reads and writes it natively when the cluster has the Hadoop S3A connector
 (``hadoop-aws``, on every EMR/Dataproc/Databricks image); without it (a bare ``pip install
@@ -41,8 +42,8 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import MlopsError, UsageError
-from serving import batch as batch_mod
-from serving import outputs
+from serving.batch import local as batch_mod
+from serving.batch import outputs
 
 _logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def read_input(spark, path: str, columns=None):
         spark: the session.
         path: file or folder, local or ``s3://``.
         columns: the model's signature columns (its text columns stay text, as the local
-            engine reads them; :func:`serving.batch.csv_dtypes`).
+            engine reads them; :func:`serving.batch.local.csv_dtypes`).
     """
     s3 = is_s3(path)
     files = _s3_files(path) if s3 else _local_files(path)
@@ -339,12 +340,12 @@ def check_values(df, columns) -> None:
     """Stop on the first value (in input order) that does not fit its signature column.
 
     The values Spark read as text in a numeric column (a non-number somewhere) are looked up
-    in Spark; the message is the local engine's own (:func:`serving.protocol.check_frame` on
+    in Spark; the message is the local engine's own (:func:`serving.online.protocol.check_frame` on
     that value).
     """
     from pyspark.sql import functions as F
 
-    from serving import protocol
+    from serving.online import protocol
 
     dtypes = dict(df.dtypes)
     for col in columns:
@@ -434,20 +435,20 @@ def score(
 
     Raises:
         batch_mod.BatchError: unreadable input.
-        serving.protocol.RequestError: the input does not fit the model (the local message).
-        serving.outputs.OutputError: the output overlaps the input, or holds a file this
-            project did not write (:func:`serving.outputs.check_output`).
+        serving.online.protocol.RequestError: the input does not fit the model (the local message).
+        serving.batch.outputs.OutputError: the output overlaps the input, or holds a file this
+            project did not write (:func:`serving.batch.outputs.check_output`).
         SparkJobError: the job failed.
     """
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    from serving.model import load_scorer
+    from serving.online.model import load_scorer
 
     output, previous = check_output(input_path, output_path)
     scorer = load_scorer(model_uri)
     schema = scorer.pyfunc_model.metadata.get_input_schema()
-    from serving import protocol
+    from serving.online import protocol
 
     columns = getattr(scorer, "input_columns", None) or protocol.columns_from_schema(schema) or []
     df = read_input(spark, input_path, columns)
@@ -502,10 +503,10 @@ def check_output(input_path: str, output_path: str) -> tuple[outputs.Location, d
 
     Returns:
         Where the output is, and the files of a previous output of the project's that the
-        job replaces (:func:`serving.outputs.check_output`).
+        job replaces (:func:`serving.batch.outputs.check_output`).
 
     Raises:
-        serving.outputs.OutputError: one line naming the reason (exit 1).
+        serving.batch.outputs.OutputError: one line naming the reason (exit 1).
     """
     output = outputs.locate(output_path)
     return output, outputs.check_output(output, outputs.locate(input_path), folder=True)
@@ -517,7 +518,7 @@ def _write(spark, frame, output_path: str) -> None:
         return
     location = re.sub(r"^s3://", "s3a://", output_path)
     # append, not overwrite: Spark's overwrite deletes the whole folder, and only the files
-    # of the previous output are ours to delete (serving.outputs.remove_previous did that)
+    # of the previous output are ours to delete (serving.batch.outputs.remove_previous did that)
     frame.write.mode("append").parquet(location)
 
 

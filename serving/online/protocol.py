@@ -7,7 +7,7 @@ The JSON request formats are those of ``mlflow models serve``: ``dataframe_split
 
 The fast path (:func:`parse_frame`) takes a request only when it can prove that pyfunc would
 hand the model the same input: anything else raises :class:`Handoff`, and ``mlflow.pyfunc``
-answers it exactly as ``mlflow models serve`` does (see :mod:`serving.model`).
+answers it exactly as ``mlflow models serve`` does (see :mod:`serving.online.model`).
 """
 
 from __future__ import annotations
@@ -545,37 +545,6 @@ def _check_values(col: Column, series: pd.Series) -> None:
             raise RequestError(
                 400, f"column {col.name!r} expects {col.type} values, got {shown}{where}"
             )
-
-
-def request_frame(body: bytes, content_type: str | None, schema=None) -> pd.DataFrame:
-    """A request's rows as a DataFrame, parsed as ``mlflow models serve`` parses them.
-
-    For readers of captured requests (monitoring): any body the server answered, including
-    those pyfunc answered (nulls, numeric strings, extra columns), gives its rows. Values are
-    as the request sent them, before the model's schema enforcement.
-
-    Raises:
-        RequestError: a body stock would refuse to parse (400) or an unsupported type (415).
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc import scoring_server as stock
-
-    mime = split_content_type(content_type)
-    try:
-        if mime == CONTENT_TYPE_CSV:
-            check_csv_fields(body)
-            return stock.parse_csv_input(io.StringIO(body.decode("utf-8")), schema)
-        if mime == CONTENT_TYPE_PARQUET:
-            return stock.parse_parquet_input(io.BytesIO(body))
-        data, _ = stock._split_data_and_params(body.decode("utf-8"))
-        frame = stock.infer_and_parse_data(data, schema)
-    except RequestError:
-        raise
-    except MlflowException as exc:
-        raise RequestError(400, " ".join(exc.message.split())[:300]) from None
-    except Exception as exc:  # stock answers these 500; the body is what is wrong
-        raise RequestError(400, f"unreadable request body: {_one_line(exc)}") from None
-    return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
 
 
 def predictions_json(predictions) -> bytes:

@@ -1,15 +1,16 @@
-"""``python -m serving monitor``: judge captured traffic against a version.
+"""Judge captured traffic against a version: drift, the live metric, a monitoring run.
 
-Logs a monitoring run, and can start the training workflow on new data when a threshold is
-crossed.
+:func:`run_monitor` reads what it needs through MLflow (the version's lineage tags, its
+training split, the model) and the captured lines, hands them to the drift statistics
+(:mod:`monitoring.drift`), and logs a run with the HTML report (:mod:`monitoring.report`). The
+command line (:mod:`monitoring.cli`) prints the verdict and may start the retrain trigger
+(:mod:`monitoring.retrain`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ import pandas as pd
 
 from core.models import resolve_model
 from core.uris import ModelRef
-from serving import monitor as mon
+from monitoring.capture import captured_frames, read_capture_lines, request_rows
+from monitoring.drift import Gate, compare_live_metric, feature_drift, metric_gate, psi
+from monitoring.errors import MonitorError
+from monitoring.report import report_html
 
 _logger = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ class MonitorResult:
     version: str
     rows: int
     drift: pd.DataFrame
-    gates: list[mon.Gate]
+    gates: list[Gate]
     run_id: str
     prediction_psi: float | None = None
     target: str = "target"
@@ -49,7 +53,7 @@ class MonitorResult:
 def _read_table(path: str) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
-        raise mon.MonitorError(f"{path!r}: no such file")
+        raise MonitorError(f"{path!r}: no such file")
     return pd.read_parquet(p) if p.suffix.lower() in {".parquet", ".pq"} else pd.read_csv(p)
 
 
@@ -79,8 +83,6 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     """
     import mlflow
 
-    from serving import protocol
-
     info = resolve_model(client, ref)
     mv = client.get_model_version(info.name, info.version)
     tags = mv.tags
@@ -91,7 +93,7 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     train_uri = tags.get("mlops.train_data") or tags.get("mlops.test_data", "").replace(
         "test.parquet", "train.parquet")
     if not train_uri:
-        raise mon.MonitorError(f"{info.name}/{info.version} has no mlops.train_data lineage tag")
+        raise MonitorError(f"{info.name}/{info.version} has no mlops.train_data lineage tag")
     with tempfile.TemporaryDirectory() as tmp:
         reference = pd.read_parquet(mlflow.artifacts.download_artifacts(train_uri, dst_path=tmp))
     reference = reference.drop(columns=[target], errors="ignore")
@@ -101,45 +103,45 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
 
     def parse(body: bytes, content_type: str):
         # as the server parsed it: also the bodies pyfunc answered (nulls, extra columns)
-        return protocol.request_frame(body, content_type, schema)
+        return request_rows(body, content_type, schema)
 
-    live, live_pred = mon.captured_frames(mon.read_capture_lines(captured, s3_client), parse)
+    live, live_pred = captured_frames(read_capture_lines(captured, s3_client), parse)
     m = settings.monitor
     if len(live) < m.min_rows:
-        raise mon.MonitorError(f"only {len(live)} captured rows; at least {m.min_rows} needed "
+        raise MonitorError(f"only {len(live)} captured rows; at least {m.min_rows} needed "
                                "(monitor.min_rows)")
-    drift = mon.feature_drift(reference, live[reference.columns], m.psi_threshold, m.p_value)
+    drift = feature_drift(reference, live[reference.columns], m.psi_threshold, m.p_value)
     drifted = drift.loc[drift["drifted"], "feature"].tolist()
-    gates = [mon.Gate("drifted features", len(drifted), m.max_drifted_features,
+    gates = [Gate("drifted features", len(drifted), m.max_drifted_features,
                       len(drifted) <= m.max_drifted_features, ", ".join(drifted) or "none")]
     pred_psi, ref_pred = None, None
     if len(live_pred):
         ref_pred = np.asarray(model.predict(reference))
-        pred_psi = mon.psi(pd.Series(ref_pred), pd.Series(live_pred))
-        gates.append(mon.Gate("prediction PSI", pred_psi, m.prediction_psi_threshold,
+        pred_psi = psi(pd.Series(ref_pred), pd.Series(live_pred))
+        gates.append(Gate("prediction PSI", pred_psi, m.prediction_psi_threshold,
                               pred_psi < m.prediction_psi_threshold))
     live_value = None
     if labels:
         labelled = _read_table(labels)
         if target not in labelled.columns:
-            raise mon.MonitorError(f"labels {labels!r} lack the target column {target!r}")
+            raise MonitorError(f"labels {labels!r} lack the target column {target!r}")
         X, y = labelled[reference.columns], labelled[target]
         raw = model.get_raw_model() if hasattr(model, "get_raw_model") else None
         proba = raw.predict_proba(X) if hasattr(raw, "predict_proba") else None
         # the model's class order, as train and evaluate used it for the test metrics
         classes = getattr(raw, "classes_", None)
-        compared = mon.compare_live_metric(task, metric, y, np.asarray(model.predict(X)),
+        compared = compare_live_metric(task, metric, y, np.asarray(model.predict(X)),
                                            _test_metrics(tags), proba, classes)
         if compared.note:
             _logger.warning("%s/%s: %s", info.name, info.version, compared.note)
         metric, live_value = compared.metric, compared.live
-        gates.append(mon.metric_gate(metric, live_value, compared.reference, m.max_metric_drop,
+        gates.append(metric_gate(metric, live_value, compared.reference, m.max_metric_drop,
                                      compared.note))
 
     exp = client.get_experiment_by_name(m.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(m.experiment)
     title = f"Monitoring {info.name} v{info.version} ({len(live)} captured rows)"
-    page = mon.report_html(title, drift, gates, reference, live, ref_pred, live_pred)
+    page = report_html(title, drift, gates, reference, live, ref_pred, live_pred)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"monitor-{info.name}-v{info.version}",
                           tags={"mlops.model_name": info.name, "mlops.model_version": info.version,
                                 "mlops.monitor.verdict": "ok" if all(g.passed for g in gates)
@@ -159,25 +161,3 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
         mlflow.log_table(drift, "monitoring/feature_drift.json")
     return MonitorResult(info.name, info.version, len(live), drift, gates, run.info.run_id,
                          pred_psi, target)
-
-
-def retrain(project: str, data: str, profile: str, experiment: str, model_name: str,
-            target: str | None = None, env: dict | None = None,
-            monitor_run_id: str | None = None) -> subprocess.CompletedProcess:
-    """Start the training workflow (``mlflow run``) on ``data`` for the same registered model.
-
-    The new version becomes ``challenger``, and champion only under the workflow's
-    auto-champion decision (automatic: the embedded store with the ``local`` profile). Its
-    alias moves are recorded with kind ``retrain`` and a reason naming ``monitor_run_id``.
-    """
-    why = (f"retraining after monitoring run {monitor_run_id} crossed a threshold"
-           if monitor_run_id else "retraining after monitoring crossed a threshold")
-    # ';' separates settings in `set`, so the reason must not contain one
-    trigger = f"register.trigger=retrain;register.trigger_reason={why.replace(';', ',')}"
-    cmd = [sys.executable, "-m", "mlflow", "run", project, "--env-manager", "local",
-           "--experiment-name", experiment, "-P", f"source={data}", "-P", f"profile={profile}",
-           "-P", f"model_name={model_name}", "-P", f"set={trigger}"]
-    if target:
-        cmd += ["-P", f"target={target}"]
-    _logger.info("retraining: %s", " ".join(cmd))
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)

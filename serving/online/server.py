@@ -27,19 +27,21 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import orjson
 
-from serving import metrics as _metrics
-from serving.app import (
+from core.errors import UsageError
+from serving.online import metrics as _metrics
+from serving.online.app import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
 )
-from serving.follow import DEFAULT_POLL_SECONDS
+from serving.online.follow import DEFAULT_POLL_SECONDS
 
 _logger = logging.getLogger(__name__)
 
@@ -64,9 +66,9 @@ STOP_MARGIN_SECONDS = 15.0
 
 # Imported once by the fork server that the workers fork from.
 _PRELOAD = (
-    "serving.server",
-    "serving.app",
-    "serving.model",
+    "serving.online.server",
+    "serving.online.app",
+    "serving.online.model",
     "core.models",
     "mlflow.pyfunc",
     "mlflow.sklearn",
@@ -102,6 +104,9 @@ class ServeConfig:
     shadow: str | None = None
     shadow_sample: float = 0.1
     shadow_tolerance: float = 0.01
+    # What starts the --shadow challenger: serving.shadow.process.shadow_for, handed in by the
+    # command line (the shadow sits above online scoring, which never imports it).
+    start_shadow: Callable[..., Any] | None = None
     metrics: bool = True  # GET /metrics (--no-metrics: nothing counted)
     webhook_insecure: bool = False  # POST /webhooks/mlflow takes unsigned deliveries
 
@@ -353,22 +358,22 @@ def build_app(cfg: ServeConfig, client):
     """Resolve and load the model, start following its alias, and return the ASGI app."""
     from core.models import resolve_model
     from core.uris import parse_model_ref
-    from serving.app import ModelHolder, ScoringApp, Served
-    from serving.follow import AliasFollower
-    from serving.model import load_scorer
+    from serving.online.app import ModelHolder, ScoringApp, Served
+    from serving.online.follow import AliasFollower
+    from serving.online.model import load_scorer
 
     ref = parse_model_ref(cfg.model)
     info = resolve_model(client, ref)
     holder = ModelHolder(Served(info, load_scorer(info.uri)))
     follower = None
     if ref.alias and not cfg.pin:
-        from serving.follow import signal_path
+        from serving.online.follow import signal_path
 
         follower = AliasFollower(client, ref, holder, poll_seconds=cfg.poll_seconds,
                                  signal=signal_path(cfg.port)).start()
     capture = None
     if cfg.capture:
-        from serving.capture import CaptureWriter
+        from serving.online.capture import CaptureWriter
 
         s3 = None
         if cfg.capture.startswith("s3://"):
@@ -384,10 +389,10 @@ def build_app(cfg: ServeConfig, client):
         )
     shadow = None
     if cfg.shadow:  # a sample of requests also scored by the challenger, off the request path
-        from serving.shadow import shadow_for
-
-        shadow = shadow_for(client, info, cfg.shadow, sample=cfg.shadow_sample,
-                            tolerance=cfg.shadow_tolerance)
+        if cfg.start_shadow is None:
+            raise UsageError("--shadow: no shadow starter given (ServeConfig.start_shadow)")
+        shadow = cfg.start_shadow(client, info, cfg.shadow, sample=cfg.shadow_sample,
+                                  tolerance=cfg.shadow_tolerance)
     app = ScoringApp(
         holder,
         timeout=cfg.timeout,
@@ -397,7 +402,7 @@ def build_app(cfg: ServeConfig, client):
         shadow=shadow,
     )
     if follower is not None:  # POST /webhooks/mlflow: the registry's alias moves
-        from serving import webhooks as hooks
+        from serving.online import webhooks as hooks
 
         seen = hooks.SeenDeliveries(hooks.shared_seen_path(cfg.port))  # shared by the workers
         verifier = hooks.Verifier(hooks.secret_from_env(), cfg.webhook_insecure, seen)
@@ -416,10 +421,11 @@ def run_worker(cfg: ServeConfig, sock: socket.socket) -> None:
     import uvicorn
 
     from core.connection import connect
-    from serving.logs import configure_logging
+    from serving.online.logs import configure_logging
 
     # Until uvicorn takes the signals over, a SIGTERM exits through Python, so a shadow process
-    # already started is told to finish (serving.shadow.ShadowProcess) rather than left behind.
+    # already started is told to finish (serving.shadow.process.ShadowProcess) rather than
+    # left behind.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     configure_logging(cfg.log_level, cfg.access_log)
     # What ``mlflow models serve`` sets: some flavors behave differently when serving.
@@ -457,8 +463,8 @@ def run_worker(cfg: ServeConfig, sock: socket.socket) -> None:
 
 
 def _scoring_app(app):
-    """The :class:`serving.app.ScoringApp` inside ``app`` (a webhook receiver wraps it)."""
-    from serving.app import ScoringApp
+    """The :class:`serving.online.app.ScoringApp` inside ``app`` (a webhook receiver wraps it)."""
+    from serving.online.app import ScoringApp
 
     while not isinstance(app, ScoringApp):
         app = app.app

@@ -1,7 +1,7 @@
 """Following an alias: when ``champion`` moves, load the new version and swap it in.
 
 A daemon thread polls the registry, and looks at once when the registry's webhook announces a
-move of the alias (:mod:`serving.webhooks`; the server's ``POST /webhooks/mlflow``). The
+move of the alias (:mod:`serving.online.webhooks`; the server's ``POST /webhooks/mlflow``). The
 worker that receives the delivery also writes the announced version to a signal file that
 every worker of the same server (same port) watches (a ``stat`` every 50 ms), so they all
 look within a fraction of a second.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from core.models import ModelNotFound, ResolvedModel, alias_holder, resolve_model
 from core.uris import ModelRef
-from serving.app import ModelHolder, Served
-from serving.model import load_scorer
+from serving.online.app import ModelHolder, Served
+from serving.online.model import load_scorer
 
 _logger = logging.getLogger(__name__)
 

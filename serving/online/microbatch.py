@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from serving import metrics as _metrics
+from serving.online import metrics as _metrics
 
 _logger = logging.getLogger(__name__)
 

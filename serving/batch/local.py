@@ -17,7 +17,7 @@ Memory is bounded by the batch size, not the file: the input is read batch by ba
 without pyarrow's pre-buffering, which would keep every row group read so far), and each
 scored batch is appended to the output. The output is written under a temporary name next to
 it and moved into place only when every row is scored, so a refused batch leaves nothing (and
-an earlier output stays as it was). The rule of :mod:`serving.outputs` decides first whether
+an earlier output stays as it was). The rule of :mod:`serving.batch.outputs` decides first whether
 the output may be written at all: not over the input, and over an existing file only if this
 project wrote it (its completion marker, ``.NAME._MLOPS_SUCCESS``, sits beside it).
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving import outputs
+from serving.batch import outputs
 
 _logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def csv_dtypes(columns) -> dict | None:
     """The read dtypes that keep the signature's text columns text in every batch.
 
     Args:
-        columns: the signature's columns (:class:`serving.protocol.Column`), or None.
+        columns: the signature's columns (:class:`serving.online.protocol.Column`), or None.
     """
     if not columns:
         return None
@@ -213,11 +213,11 @@ def predictions_frame(predictions, index) -> pd.DataFrame:
 def check_output(input_path, output_path) -> outputs.Location:
     """Refuse an output that would harm the input or a file the project did not write.
 
-    The local engine's output is one file (:func:`serving.outputs.check_output`); returns
+    The local engine's output is one file (:func:`serving.batch.outputs.check_output`); returns
     where it is.
 
     Raises:
-        serving.outputs.OutputError: one line naming the reason (exit 1).
+        serving.batch.outputs.OutputError: one line naming the reason (exit 1).
     """
     output = outputs.locate(str(output_path))
     outputs.check_output(output, outputs.locate(str(input_path)), folder=False)
@@ -235,18 +235,18 @@ def score_file(
 
     The output appears only when every batch is scored: it is written under a temporary name
     in the same folder (or S3 prefix) and moved over ``output_path`` at the end, then marked as
-    the project's (:func:`serving.outputs.write_marker`).
+    the project's (:func:`serving.batch.outputs.write_marker`).
 
     Args:
-        scorer: a :class:`serving.model.Scorer` (its ``predict_frame`` is called per batch).
+        scorer: a :class:`serving.online.model.Scorer` (its ``predict_frame`` is called per batch).
         input_path: CSV or Parquet input, local or ``s3://``.
         output_path: where the rows and predictions go, local or ``s3://``.
         batch_size: rows per batch.
         progress: optional callable ``progress(rows_done)`` called after each batch.
 
     Raises:
-        serving.outputs.OutputError: the output overlaps the input, or is an existing file this
-            project did not write (nothing is read or written then).
+        serving.batch.outputs.OutputError: the output overlaps the input, or is an existing file
+            this project did not write (nothing is read or written then).
         BatchError: unreadable or unsupported input.
     """
     output = check_output(input_path, output_path)

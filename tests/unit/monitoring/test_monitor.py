@@ -1,13 +1,22 @@
+"""Monitoring: drift statistics, gates, the report, and reading what serving captured.
+
+The captured lines are written by the scoring server's own writer (serving.online.capture):
+the capture record (core.capture) is the interface between the two packages, and these tests
+read what the writer wrote.
+"""
+
 import base64
-import time
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
 
-from serving import monitor as mon
-from serving.capture import CaptureWriter
+from monitoring import drift as mon
+from monitoring.capture import captured_frames, read_capture_lines, request_rows
+from monitoring.errors import MonitorError
+from monitoring.report import report_html
+from serving.online.capture import CaptureWriter
 
 
 def batch(n, seed, shift=0.0, colour_p=(0.5, 0.3, 0.2)):
@@ -50,9 +59,9 @@ def test_metric_gate_fails_on_a_drop_beyond_the_allowance():
 def test_live_metric_is_never_replaced_by_another():
     y = np.array([0, 1, 1, 0])
     assert mon.live_metric("classification", "accuracy", y, np.array([0, 1, 0, 0])) == 0.75
-    with pytest.raises(mon.MonitorError, match="roc_auc needs class probabilities"):
+    with pytest.raises(MonitorError, match="roc_auc needs class probabilities"):
         mon.live_metric("classification", "roc_auc", y, y)  # the old monitor gave accuracy
-    with pytest.raises(mon.MonitorError, match="not a classification one"):
+    with pytest.raises(MonitorError, match="not a classification one"):
         mon.live_metric("classification", "rmse", y, y)
 
 
@@ -65,7 +74,7 @@ def test_capture_files_round_trip_into_frames(tmp_path):
                   "m", "1")
     writer.close()
     assert writer.stats.written == 2 and writer.stats.files == 1
-    lines = mon.read_capture_lines(str(tmp_path / "cap"))
+    lines = read_capture_lines(str(tmp_path / "cap"))
     first = orjson.loads(lines[0])
     assert first["model"] == "m" and first["request"]["dataframe_split"]["columns"] == list(frame)
 
@@ -75,7 +84,7 @@ def test_capture_files_round_trip_into_frames(tmp_path):
         return pd.DataFrame(**{k: v for k, v in orjson.loads(body)["dataframe_split"].items()
                                if k != "index"})
 
-    inputs, preds = mon.captured_frames(lines, parse)
+    inputs, preds = captured_frames(lines, parse)
     assert len(inputs) == 6 and list(preds) == [0, 1, 0, 1, 1, 1]
 
 
@@ -87,40 +96,26 @@ def test_sagemaker_data_capture_lines_are_read(tmp_path):
         "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
                            "encoding": "JSON", "data": '{"predictions": [1, 0]}'}},
         "eventMetadata": {"eventId": "x"}}
-    inputs, preds = mon.captured_frames(
+    inputs, preds = captured_frames(
         [orjson.dumps(line)], lambda b, c: pd.read_csv(__import__("io").BytesIO(b)))
     assert len(inputs) == 2 and list(preds) == [1, 0]
 
 
-def test_capture_is_sampled_and_size_bounded(tmp_path):
-    writer = CaptureWriter(str(tmp_path), sample_rate=0.0)
-    writer.record(b"{}", "application/json", b"{}", "m", "1")
-    writer.close()
-    assert writer.stats.written == 0 and writer.stats.seen == 1
-    small = CaptureWriter(str(tmp_path / "small"), max_file_bytes=400, max_total_bytes=1000)
-    for _ in range(20):
-        small.record(b'{"inputs": [[1, 2, 3]]}', "application/json", b'{"predictions": [1]}',
-                     "m", "1")
-    small.close()
-    assert small.stats.bytes_written <= 1000
-    assert small.stats.dropped_size_limit > 0
-    assert small.stats.files >= 2
-
-
-def test_record_never_blocks_the_caller(tmp_path):
-    writer = CaptureWriter(str(tmp_path), queue_size=10)
-    start = time.perf_counter()
-    for _ in range(5000):
-        writer.record(b'{"inputs": [[1]]}', "application/json", b'{"predictions": [1]}', "m", "1")
-    per_call = (time.perf_counter() - start) / 5000
-    writer.close()
-    assert per_call < 1e-4  # well under the 1 ms budget, even when the queue overflows
-    assert writer.stats.written + writer.stats.dropped_queue_full == 5000
+def test_captured_requests_are_parsed_as_mlflow_parses_them():
+    frame = batch(3, 0)
+    split = orjson.dumps({"dataframe_split": frame.to_dict(orient="split") | {"index": None}})
+    pd.testing.assert_frame_equal(request_rows(split, "application/json"), frame)
+    csv = request_rows(frame.to_csv(index=False).encode(), "text/csv; charset=utf-8")
+    pd.testing.assert_frame_equal(csv, frame)
+    records = request_rows(b'{"dataframe_records": [{"a": 1, "b": null}]}', "application/json")
+    assert list(records.columns) == ["a", "b"] and records["b"].isna().all()
+    with pytest.raises(MonitorError, match="a captured request cannot be read"):
+        request_rows(b'{"neither": 1}', "application/json")
 
 
 def test_missing_capture_folder_is_a_one_line_error(tmp_path):
-    with pytest.raises(mon.MonitorError, match="no such file or folder"):
-        mon.read_capture_lines(str(tmp_path / "nope"))
+    with pytest.raises(MonitorError, match="no such file or folder"):
+        read_capture_lines(str(tmp_path / "nope"))
 
 
 def _monitored_version(tmp_path, name, estimator, selection_metric, test_metrics):
@@ -177,7 +172,7 @@ def test_monitor_compares_the_same_metric_on_both_sides(tmp_path, estimator, sel
     from core import metrics
     from core.settings import load_settings
     from core.uris import parse_model_ref
-    from serving.monitoring import run_monitor
+    from monitoring.monitor import run_monitor
 
     model = LogisticRegression() if estimator == "logistic" else RidgeClassifier()
     test_metrics = {"roc_auc": 0.97, "accuracy": 0.93, "log_loss": 0.21}
@@ -203,7 +198,7 @@ def test_report_escapes_feature_names_and_details_from_the_data():
     live = batch(200, 1, shift=1.0).rename(columns={"a": evil})
     drift = mon.feature_drift(reference, live, 0.2, 0.001)
     gates = [mon.Gate("drifted features", 1, 0, False, detail=evil)]
-    page = mon.report_html(f"report of {evil}", drift, gates, reference, live,
+    page = report_html(f"report of {evil}", drift, gates, reference, live,
                            pred_ref=np.zeros(300), pred_live=np.ones(200))
     assert "<script>" not in page
     assert page.count("&lt;script&gt;") >= 3  # title, gate detail, drift table

@@ -1,4 +1,8 @@
-"""The ``monitor`` command of ``python -m serving`` (flags only; the work is in monitoring)."""
+"""``python -m monitoring MODEL --captured PATH``: judge captured traffic, maybe retrain.
+
+Flags only; the work is in :mod:`monitoring.monitor` and :mod:`monitoring.retrain`.
+``python -m serving monitor ...`` runs this command with the same arguments.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import click
 _REPO = Path(__file__).resolve().parents[1]
 
 
-@click.command("monitor")
+@click.command("monitor", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("--captured", required=True, metavar="PATH",
               help="Folder, file or s3:// prefix of captured requests (serve --capture, or "
@@ -37,13 +41,14 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     from rich.console import Console
     from rich.table import Table
 
-    from core.connection import connect
+    from core.connection import connect, tracking_uri
     from core.errors import EXIT_REFUSED, MlopsError, UsageError
     from core.settings import load_settings
     from core.uris import parse_model_ref
-    from serving import monitor as mon
-    from serving.monitoring import retrain as start_retrain
-    from serving.monitoring import run_monitor
+    from monitoring.errors import MonitorError
+    from monitoring.monitor import run_monitor
+    from monitoring.retrain import read_outcome
+    from monitoring.retrain import retrain as start_retrain
 
     settings = load_settings(profile)
     ref = parse_model_ref(model, allow_run=False)
@@ -57,7 +62,7 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     client = connect()
     try:
         result = run_monitor(client, ref, captured, settings, labels, s3)
-    except mon.MonitorError as exc:  # the input cannot be judged: bad input, not a verdict
+    except MonitorError as exc:  # the input cannot be judged: bad input, not a verdict
         raise UsageError(str(exc)) from None
 
     out = Console()
@@ -85,13 +90,35 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
         data = str(Path(retrain_data or labels).resolve())
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("MLFLOW_TRACKING_URI", tracking_uri())  # the store the monitor read
         proc = start_retrain(project, data, settings.profile, settings.experiment, result.name,
                              result.target, env=env, monitor_run_id=result.run_id)
-        summary = [x for x in proc.stdout.splitlines()
-                   if x.startswith(("model version", "champion", "workflow"))]
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             raise MlopsError(f"retraining failed: {last}")
-        out.print("retrained: " + "; ".join(" ".join(s.split()) for s in summary))
+        if proc.run_id is None:  # MLflow did not create the run: nothing can have been trained
+            raise MlopsError("retraining failed: no workflow run was started")
+        out.print("retrained: " + _retrained(read_outcome(client, proc.run_id, result.name)),
+                  soft_wrap=True, markup=False, highlight=False)
     # A crossed threshold is a verdict, printed above, not an error line: exit 1 (refused).
     raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def _retrained(outcome) -> str:
+    """One line: the workflow run, the version it registered, its aliases, the crown."""
+    parts = [f"workflow run {outcome.run_id}"]
+    if outcome.version is None:
+        return parts[0] + "; no version registered"
+    parts.append(f"model version {outcome.model_name} v{outcome.version} "
+                 f"(aliases: {', '.join(outcome.aliases) or 'none'})")
+    if outcome.crown_reason:
+        parts.append(f"champion {'crowned' if outcome.crowned else 'not crowned'}: "
+                     f"{outcome.crown_reason}")
+    return "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m monitoring``."""
+    from core.cli import run_group
+
+    return run_group(monitor_cmd, argv, "python -m monitoring")

@@ -15,10 +15,10 @@ import logging
 import pandas as pd
 
 from core.models import ResolvedModel
-from serving import metrics as _metrics
-from serving import protocol
-from serving.microbatch import MicroBatcher, batches_identically
-from serving.protocol import Handoff, RequestError
+from serving.online import metrics as _metrics
+from serving.online import protocol
+from serving.online.microbatch import MicroBatcher, batches_identically
+from serving.online.protocol import Handoff, RequestError
 
 _logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Scorer:
     """
 
     kind = "pyfunc"
-    # Whether :meth:`score_fast_batched` may merge this scorer's requests (serving.microbatch).
+    # Whether :meth:`score_fast_batched` may merge this scorer's requests (online.microbatch).
     batched = False
 
     def __init__(self, pyfunc_model):

@@ -9,8 +9,8 @@ request is one JSON access-log line.
 Reading is bounded: a body must arrive within ``body_timeout`` seconds (else 408 and the
 connection closes), and an oversized body is read to its end, up to a bound, and discarded, so
 the client reads the 413 instead of a connection reset. Predictions run in a bounded pool
-(:mod:`serving.pool`): a full pool answers 503 with ``Retry-After``; only a model measured well
-under a millisecond per call is scored on the event loop.
+(:mod:`serving.online.pool`): a full pool answers 503 with ``Retry-After``; only a model measured
+well under a millisecond per call is scored on the event loop.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from serving import metrics as _metrics
-from serving.logs import ACCESS_LOGGER
-from serving.model import ModelVersionInfo, Scorer
-from serving.pool import DEFAULT_QUEUE, DEFAULT_THREADS, PoolFull, PoolTimeout, ScoringPool
-from serving.protocol import Handoff, RequestError
+from serving.online import metrics as _metrics
+from serving.online.logs import ACCESS_LOGGER
+from serving.online.model import ModelVersionInfo, Scorer
+from serving.online.pool import DEFAULT_QUEUE, DEFAULT_THREADS, PoolFull, PoolTimeout, ScoringPool
+from serving.online.protocol import Handoff, RequestError
 
 _logger = logging.getLogger(__name__)
 _access = logging.getLogger(ACCESS_LOGGER)
@@ -87,8 +87,8 @@ class ScoringApp:
         holder: the model to serve (may be swapped while serving).
         timeout: seconds a scoring request may take before a 504.
         max_body_bytes: larger request bodies get a 413.
-        capture: a :class:`serving.capture.CaptureWriter` for answered requests, or None.
-        shadow: a :mod:`serving.shadow` hook offered every answered request, or None.
+        capture: a :class:`serving.online.capture.CaptureWriter` for answered requests, or None.
+        shadow: a :mod:`serving.shadow.process` hook offered every answered request, or None.
         body_timeout: seconds a request body may take to arrive before a 408.
         threads: scoring threads; queue: requests that may wait for one (then 503).
     """
@@ -304,7 +304,7 @@ class ScoringApp:
             try:
                 if scorer.batches(n):
                     # Concurrent small requests of this scorer (so this model version) share one
-                    # predict call (see serving.microbatch): on the loop for a model measured
+                    # predict call (see serving.online.microbatch): on the loop for a model measured
                     # well under a millisecond, else in the pool.
                     offload = None if scorer.inline(n) else self._offload
                     return await scorer.score_fast_batched(body, content_type, offload)

@@ -37,7 +37,6 @@ from pathlib import Path
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from core.errors import MlopsError, UsageError
-from serving import metrics as _metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -267,12 +266,16 @@ class Receiver:
     ``POST PATH`` answers 204 for an accepted delivery, 401 for a refused one (see
     :class:`Verifier`), 400 for a body that is not a webhook, 408 when the request does not
     arrive within ``READ_TIMEOUT_SECONDS``; ``GET /ping`` answers 200. Runs in a daemon thread.
+    ``on_delivery(accepted)`` is told of every delivery taken or refused (the follow service
+    counts them in its metrics: :mod:`serving.sagemaker.metrics`).
     """
 
     def __init__(self, host: str, port: int, on_event: Callable[[AliasEvent], None],
-                 secret: str | None, path: str = DEFAULT_PATH, insecure: bool = False):
+                 secret: str | None, path: str = DEFAULT_PATH, insecure: bool = False,
+                 on_delivery: Callable[[bool], None] | None = None):
         receiver = self
         verifier = Verifier(secret, insecure)
+        on_delivery = on_delivery or (lambda accepted: None)
 
         class Handler(BaseHTTPRequestHandler):
             # the timer below bounds the whole request (a client sending a byte at a time
@@ -302,24 +305,24 @@ class Receiver:
                     return self._answer(404, {"error": f"no route {self.path}"})
                 length = self.headers.get("Content-Length") or "0"
                 if not length.isdigit():
-                    _metrics.follow_webhook(accepted=False)
+                    on_delivery(False)
                     return self._answer(400, {"error": f"bad Content-Length {length!r}"})
                 if int(length) > MAX_BODY_BYTES:
-                    _metrics.follow_webhook(accepted=False)
+                    on_delivery(False)
                     return self._answer(413, {"error": "body too large"})
                 body = self.rfile.read(int(length))
                 # the deadline cut the headers or the body short, or the client went away
                 if self._expired or len(body) < int(length):
-                    _metrics.follow_webhook(accepted=False)
+                    on_delivery(False)
                     return self._answer(408, {"error": "the delivery did not arrive within "
                                                        f"{READ_TIMEOUT_SECONDS:g} s"})
                 try:
                     event = verifier.check(dict(self.headers.items()), body)
                 except WebhookError as exc:
                     _logger.warning("webhook refused: %s", exc)
-                    _metrics.follow_webhook(accepted=False)
+                    on_delivery(False)
                     return self._answer(exc.status, {"error": str(exc)})
-                _metrics.follow_webhook(accepted=True)
+                on_delivery(True)
                 if event is not None:
                     receiver.received += 1
                     on_event(event)

@@ -1,8 +1,8 @@
 """Where batch scoring writes, and the one rule for what it may replace there.
 
-Both engines of ``python -m serving predict`` (:mod:`serving.batch`, :mod:`serving.spark`)
-call this module before they write and after they have written, so the rule holds once for
-both, for local paths and ``s3://`` alike:
+Both engines of ``python -m serving predict`` (:mod:`serving.batch.local`,
+:mod:`serving.batch.spark`) call this module before they write and after they have written,
+so the rule holds once for both, for local paths and ``s3://`` alike:
 
 * an output that overlaps the input (the same path, a folder holding it, or a path inside it)
   is refused, whatever the spelling (``s3://`` or ``s3a://``, a trailing slash, a relative or
