@@ -12,8 +12,10 @@ minority class of the training target, :func:`minority_class`), else the last of
 (``classes[-1]``, the second probability column, as scikit-learn has it). Every metric that has
 a positive class (``f1``, ``roc_auc``) takes the same one.
 
-Nothing heavy is imported here at import time (the settings validate names against it); numpy
-and scikit-learn load on the first computation.
+Custom metrics join the catalogue only when a command registers them (:func:`register_declared`
+with the settings' ``metrics``); the catalogue never reads the settings. Nothing heavy is
+imported here at import time (the settings validate names against :data:`BUILT_IN`); numpy and
+scikit-learn load on the first computation.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ _CATALOGUE = (
 #: Every metric by name, in catalogue order (the order of ``compute``'s result).
 METRICS: dict[str, Metric] = {m.name: m for m in _CATALOGUE}
 
+#: The built-in metric names (a custom metric may not take one).
+BUILT_IN: tuple[str, ...] = tuple(m.name for m in _CATALOGUE)
+
 #: The metric ``auto`` stands for, per task.
 AUTO = {CLASSIFICATION: "roc_auc", REGRESSION: "rmse"}
 
@@ -129,6 +134,27 @@ def register_custom(name: str, task: str, greater_is_better: bool, function: str
     return metric
 
 
+def register_declared(declared: Iterable[Any]) -> tuple[Metric, ...]:
+    """Register the custom metrics a user's settings declare.
+
+    The catalogue never reads the settings: each command that loads them and then selects,
+    scores or gates on metrics (the workflow, the registry's policy gates, the monitor) passes
+    ``settings.metrics`` here once. Registering the same definitions again is a no-op.
+
+    Args:
+        declared: entries with ``name``, ``task``, ``greater_is_better``, ``function`` and
+            ``needs_proba`` (:class:`core.settings.CustomMetric`, already validated).
+
+    Returns:
+        The catalogue entries, in declared order.
+
+    Raises:
+        MetricError: a name is a built-in, or is already registered differently.
+    """
+    return tuple(register_custom(d.name, d.task, d.greater_is_better, d.function,
+                                 needs_proba=d.needs_proba) for d in declared)
+
+
 def _check_task(task: str) -> str:
     if task not in TASKS:
         raise MetricError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -136,7 +162,7 @@ def _check_task(task: str) -> str:
 
 
 def get(name: str) -> Metric:
-    """The catalogue entry of ``name``.
+    """The catalogue entry of ``name`` (a built-in, or a custom metric registered before).
 
     Raises:
         MetricError: unknown name; the message lists the known ones.
@@ -144,32 +170,7 @@ def get(name: str) -> Metric:
     try:
         return METRICS[name]
     except (KeyError, TypeError):
-        pass
-    if isinstance(name, str) and _declared_in_settings() and name in METRICS:
-        return METRICS[name]
-    raise MetricError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
-
-
-_SETTINGS_READ: list[bool] = []
-
-
-def _declared_in_settings() -> bool:
-    """Register the custom metrics the settings declare (once per process); True if read.
-
-    A process that never loaded the settings (the registry's policy gates, the monitor) still
-    knows the team's metrics by name: those of ``conf/`` (base and ``$MLOPS_PROFILE``) and of
-    ``$MLOPS_SETTINGS_FILE``, the file the workflow was given with ``--settings``.
-    """
-    if _SETTINGS_READ:
-        return False
-    _SETTINGS_READ.append(True)
-    from core.settings import SettingsError, load_settings
-
-    try:
-        load_settings()  # validating the settings registers their metrics
-    except SettingsError:
-        return False
-    return True
+        raise MetricError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
 
 
 def names(task: str | None = None) -> tuple[str, ...]:

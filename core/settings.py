@@ -180,20 +180,6 @@ class TrainSettings(_Frozen):
     n_jobs: int = -1
     candidates: tuple[Candidate, ...] = (Candidate(estimator="linear"),)
 
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
-
-        from core import metrics
-
-        if value != "auto" and value not in metrics.METRICS:
-            # one line, as "setting train.metric: unknown metric 'x'; known: auto, roc_auc, ..."
-            known = ", ".join(("auto", *metrics.METRICS))
-            raise PydanticCustomError("unknown_metric", "unknown metric {value}; known: {known}",
-                                      {"value": repr(value), "known": known})
-        return value
-
     @field_validator("candidates")
     @classmethod
     def _non_empty(cls, value: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
@@ -282,7 +268,7 @@ class Settings(_Frozen):
     profile: str = DEFAULT_PROFILE
     experiment: str = "mlops-registry"
     cache: bool = True
-    # custom metrics (registered in core.metrics before train.metric is checked)
+    # the user's own metrics (core.metrics.register_declared adds them to the catalogue)
     metrics: tuple[CustomMetric, ...] = ()
     data: DataSettings = DataSettings()
     # the user's feature code, and the columns always used as features
@@ -297,23 +283,29 @@ class Settings(_Frozen):
     capture: CaptureSettings = CaptureSettings()
     governance: GovernanceSettings = GovernanceSettings()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _register_metrics(cls, data: Any) -> Any:
-        # custom metrics join the one catalogue before train.metric is checked against it
+    @model_validator(mode="after")
+    def _metric_names(self) -> Settings:
+        # the declared metrics are data here: the command that loads the settings registers them
+        # (core.metrics.register_declared); train.metric may name a built-in or a declared one
+        from pydantic_core import PydanticCustomError
+
         from core import metrics
 
-        for item in (data.get("metrics") or ()) if isinstance(data, dict) else ():
-            try:
-                entry = CustomMetric.model_validate(item)
-            except ValidationError:
-                continue  # reported by the field's own validation
-            try:
-                metrics.register_custom(entry.name, entry.task, entry.greater_is_better,
-                                        entry.function, entry.needs_proba)
-            except metrics.MetricError as exc:
-                raise ValueError(str(exc)) from None
-        return data
+        declared: list[str] = []
+        for entry in self.metrics:
+            if entry.name in metrics.BUILT_IN or entry.name in declared:
+                what = "a built-in metric" if entry.name in metrics.BUILT_IN else "declared twice"
+                raise PydanticCustomError("metric_name", "metric {name} is {what}; pick another "
+                                          "name", {"name": repr(entry.name), "what": what,
+                                                   "key": "metrics"})
+            declared.append(entry.name)
+        known = ("auto", *metrics.BUILT_IN, *declared)
+        if self.train.metric not in known:
+            # one line, as "setting train.metric: unknown metric 'x'; known: auto, roc_auc, ..."
+            raise PydanticCustomError("unknown_metric", "unknown metric {value}; known: {known}",
+                                      {"value": repr(self.train.metric),
+                                       "known": ", ".join(known), "key": "train.metric"})
+        return self
 
     @property
     def metric(self) -> str:
@@ -460,7 +452,9 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
 
 def _one_line(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    # a check across sections names its key in the error's context
+    where = (".".join(str(p) for p in first["loc"]) or first.get("ctx", {}).get("key")
+             or "settings")
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key"

@@ -41,6 +41,7 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     from rich.console import Console
     from rich.table import Table
 
+    from core import metrics
     from core.connection import connect, tracking_uri
     from core.errors import EXIT_REFUSED, MlopsError, UsageError
     from core.settings import load_settings
@@ -51,6 +52,7 @@ def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project
     from monitoring.retrain import retrain as start_retrain
 
     settings = load_settings(profile)
+    metrics.register_declared(settings.metrics)  # the live metric may be one of the team's
     ref = parse_model_ref(model, allow_run=False)
     if retrain and not (retrain_data or labels):
         raise UsageError("--retrain needs new labelled data: give --labels or --retrain-data")

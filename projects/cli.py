@@ -129,6 +129,9 @@ def _settings(opts: dict):
         from core.settings import Settings
 
         settings = Settings.model_validate(data)
+    from core import metrics
+
+    metrics.register_declared(settings.metrics)  # the sweep, evaluate and register score them
     return settings
 
 

@@ -10,6 +10,7 @@ decided by MLflow's own ``MetricThreshold`` / ``validate_evaluation_results``.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from core.settings import SettingsError, read_yaml_mapping
 from registry.errors import RegistryError
 
 POLICY_DIR_ENV = "MLOPS_POLICY_DIR"
+
+_logger = logging.getLogger(__name__)
 
 
 class _Frozen(BaseModel):
@@ -92,6 +95,29 @@ def policy_path(model: str, policy_dir: str | Path | None = None) -> Path:
     return Path(policy_dir) / f"{safe}.yaml"
 
 
+def register_declared_metrics() -> None:
+    """Add the custom metrics the team's settings declare to the catalogue.
+
+    A policy may name them, and the gates score them: the settings read are those of every
+    command (``conf/``, ``$MLOPS_PROFILE``, ``$MLOPS_SETTINGS_FILE``). Settings that do not load
+    declare nothing here (a policy naming such a metric then fails as an unknown metric).
+
+    Raises:
+        RegistryError: a declared metric clashes with one already registered.
+    """
+    from core.settings import load_settings
+
+    try:
+        declared = load_settings().metrics
+    except SettingsError as exc:
+        _logger.debug("no custom metrics for the policy gates: %s", exc)
+        return
+    try:
+        metrics.register_declared(declared)
+    except metrics.MetricError as exc:
+        raise RegistryError(str(exc)) from None
+
+
 def load_policy(
     model: str, path: str | Path | None = None, policy_dir: str | Path | None = None
 ) -> Policy:
@@ -109,6 +135,7 @@ def load_policy(
     except SettingsError as exc:
         raise RegistryError(str(exc)) from None
     raw.setdefault("model", model)
+    register_declared_metrics()
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:

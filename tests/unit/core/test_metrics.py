@@ -306,15 +306,33 @@ def test_a_custom_metric_joins_the_catalogue_with_its_direction(tmp_path, monkey
         "metrics=[{name: max_err, function: cm_user_metrics.py:max_error, "
         "greater_is_better: false, task: regression}]", "train.metric=max_err"])
     assert settings.metric == "max_err"
+    # the settings only declare it (validated data); the command registers it
+    assert [d.name for d in settings.metrics] == ["max_err"] and "max_err" not in metrics.METRICS
+    assert metrics.register_declared(settings.metrics) == (metrics.get("max_err"),)
+    assert metrics.register_declared(settings.metrics)  # the same definition again: a no-op
     m = metrics.get("max_err")
     assert not m.greater_is_better and m.function == "cm_user_metrics.py:max_error"
     assert metrics.compute("regression", [1.0, 2.0], [1.5, 4.0])["max_err"] == 2.0
     assert metrics.is_better("max_err", 1.0, 2.0)  # lower is better, as declared
     assert "max_err" not in metrics.names("classification")
     # a built-in name cannot be taken; a failing function is one line naming it
-    with pytest.raises(SettingsError, match="metric 'rmse' is a built-in metric"):
+    with pytest.raises(SettingsError, match="^setting metrics: metric 'rmse' is a built-in "
+                                            "metric; pick another name$"):
         load_settings(overrides=["metrics=[{name: rmse, function: cm_user_metrics.py:broken, "
                                  "greater_is_better: false, task: regression}]"])
+    with pytest.raises(SettingsError, match="^setting metrics: metric 'x' is declared twice"):
+        load_settings(overrides=["metrics=[{name: x, function: a.py:f, greater_is_better: false, "
+                                 "task: regression}, {name: x, function: b.py:f, "
+                                 "greater_is_better: true, task: regression}]"])
+    with pytest.raises(SettingsError, match="^setting train.metric: unknown metric 'max_er'; "
+                                            "known: auto, roc_auc, .*, r2, max_err$"):
+        load_settings(overrides=[
+            "metrics=[{name: max_err, function: cm_user_metrics.py:max_error, "
+            "greater_is_better: false, task: regression}]", "train.metric=max_er"])
+    # a name registered with another definition is refused in one line
+    with pytest.raises(metrics.MetricError, match="metric 'max_err' is already "
+                                                  "cm_user_metrics.py:max_error"):
+        metrics.register_custom("max_err", "regression", True, "cm_user_metrics.py:broken")
     metrics.register_custom("boom", "regression", True, "cm_user_metrics.py:broken")
     with pytest.raises(metrics.MetricError,
                        match=r"custom metric boom \(cm_user_metrics.py:broken\) failed: "
@@ -324,15 +342,18 @@ def test_a_custom_metric_joins_the_catalogue_with_its_direction(tmp_path, monkey
 
 
 def test_a_policy_may_name_a_custom_metric_the_settings_declare(tmp_path, monkeypatch):
-    from registry.policy import ChampionGate
+    from registry.policy import load_policy
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(metrics, "METRICS", dict(metrics.METRICS))
-    monkeypatch.setattr(metrics, "_SETTINGS_READ", [])
     (tmp_path / "team.yaml").write_text(
         "metrics:\n  - {name: cost, function: cm_cost.py:cost, greater_is_better: false, "
         "task: classification}\n")
+    (tmp_path / "m.yaml").write_text("champion: {metric: cost}\nthresholds: {cost: 3.0}\n")
     monkeypatch.setenv("MLOPS_SETTINGS_FILE", str(tmp_path / "team.yaml"))
-    # a process that never loaded the settings (the registry) finds it by name
-    gate = ChampionGate.model_validate({"metric": "cost"})
-    assert gate.metric == "cost" and not metrics.get("cost").greater_is_better
+    # the catalogue never reads the settings: a process that did not register it misses it
+    with pytest.raises(metrics.MetricError, match="unknown metric 'cost'"):
+        metrics.get("cost")
+    # the registry's gates register what the settings declare when they load a policy
+    policy = load_policy("m", tmp_path / "m.yaml")
+    assert policy.champion.metric == "cost" and not metrics.get("cost").greater_is_better

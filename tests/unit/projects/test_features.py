@@ -161,6 +161,7 @@ def test_user_features_estimators_and_metrics_are_used_by_the_sweep(steps_dir):
         "train.metric=worst_recall",
         "train.candidates=[{estimator: " + steps_dir + ":logistic, grid: {C: [0.01, 1.0]}}]",
     ])
+    metrics.register_declared(settings.metrics)  # as the workflow's command does
     assert metrics.get("worst_recall").greater_is_better
     assert "worst_recall" in metrics.names("classification")
     df = messy(200)
