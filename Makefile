@@ -9,7 +9,7 @@ UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-test run serve promote test test-unit test-integration lint ui lock bench clean chromium java
+.PHONY: help venv venv-test run serve promote test test-unit test-integration lint ui docs lock bench clean chromium java
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,10 +83,19 @@ bench: venv-test ## Run every benchmark script (ratios side by side); fails at t
 	if [ -n "$$failed" ]; then echo "missed a goal or failed:$$failed"; exit 1; fi; \
 	echo "every benchmark met its goals"
 
+# The commands and settings reference pages are generated from the code's --help and
+# conf/base.yaml first, so the site never drifts from them; --strict turns a broken link or
+# anchor into a failure. (NO_MKDOCS_2_WARNING: Material prints a notice about its successor.)
+docs: venv-test ## Build the documentation site into site/ (mkdocs build --strict)
+	$(BIN)/python docs/gen_commands.py
+	$(BIN)/python docs/gen_settings.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "docs built: site/index.html"
+
 lock: ## Re-resolve the lock files from pyproject.toml
 	$(BIN)/pip install -q pip-tools
 	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links pyproject.toml -o requirements.lock
-	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test --extra spark pyproject.toml -o requirements-test.lock
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test --extra spark --extra docs pyproject.toml -o requirements-test.lock
 
 clean: ## Remove the local store, artifacts and caches (keeps the venv)
-	rm -rf mlflow.db mlruns mlartifacts .pytest_cache test-artifacts
+	rm -rf mlflow.db mlruns mlartifacts .pytest_cache test-artifacts site
