@@ -77,9 +77,12 @@ lint: venv-test ## ruff + import-linter layer contracts
 ui: venv ## Open the embedded store in the MLflow UI (prints the runs-table address)
 	$(BIN)/python -m tracking ui --port $(UI_PORT)
 
-bench: venv-test ## Run every benchmark script (ratios side by side); fails at the end if any missed
-	@failed=""; for b in benchmarks/bench_*.py; do echo "== $$b"; \
-	  $(BIN)/python $$b || failed="$$failed $$b"; done; \
+# Each script's short run (--quick: shorter loads, smaller stores); BENCH_FLAGS= runs full sizes.
+BENCH_FLAGS ?= --quick
+
+bench: venv-test ## Run every benchmark script (--quick; BENCH_FLAGS= for full sizes); fails at the end if any missed
+	@failed=""; for b in benchmarks/bench_*.py; do echo "== $$b $(BENCH_FLAGS)"; \
+	  $(BIN)/python $$b $(BENCH_FLAGS) || failed="$$failed $$b"; done; \
 	if [ -n "$$failed" ]; then echo "missed a goal or failed:$$failed"; exit 1; fi; \
 	echo "every benchmark met its goals"
 

@@ -12,7 +12,7 @@ in the machine's load hit both alike; a difference is the median over the rounds
 It also times, in this process, the metric updates one answered request makes (what the request
 path adds: in flight, latency and scoring histograms, counters), without any HTTP.
 
-Usage: python benchmarks/bench_metrics.py [--duration 3] [--rounds 8]
+Usage: python benchmarks/bench_metrics.py [--duration 3] [--rounds 8] [--quick]
 """
 
 from __future__ import annotations
@@ -93,7 +93,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds per scenario")
+    parser.add_argument("--quick", action="store_true",
+                        help="2-second runs, 4 rounds (as make bench runs it)")
     args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = min(args.duration, 2.0), min(args.rounds, 4)
     wrk = ensure_wrk()
     n_cores = cores()
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
@@ -171,7 +175,7 @@ def main() -> int:
     console.print(f"failed requests: {({k: v for k, v in errors.items() if v}) or 'none'}")
     console.print(f"raw: {json.dumps(runs)}")
     shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return 0 if p50_diff <= P50_GOAL_MS and rps_ratio >= THROUGHPUT_GOAL else 1
 
 
 if __name__ == "__main__":

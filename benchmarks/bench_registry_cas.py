@@ -7,7 +7,7 @@ versions, then, side by side in one run:
   processes were told they won, and whether the alias ended with a process that was told so;
 * cost: the time of one uncontended alias move, plain write vs compare-and-set (incl. records).
 
-    .venv/bin/python benchmarks/bench_registry_cas.py [--rounds 10] [--postgres]
+    .venv/bin/python benchmarks/bench_registry_cas.py [--rounds 10] [--postgres] [--quick]
 """
 
 from __future__ import annotations
@@ -117,7 +117,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--moves", type=int, default=15, help="uncontended moves timed per mode")
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds, 5 moves (as make bench runs it)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.moves = min(args.rounds, 3), min(args.moves, 5)
 
     import logging
     import warnings

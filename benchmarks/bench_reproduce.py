@@ -9,7 +9,8 @@
 
 Prints the ratios; the machine is shared and noisy, so compare ratios, not seconds.
 
-Usage: ``python benchmarks/bench_reproduce.py [--source bundled:breast_cancer] [--estimators ...]``
+Usage: ``python benchmarks/bench_reproduce.py [--source bundled:breast_cancer] [--estimators ...]
+[--quick]``
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="bundled:breast_cancer")
     parser.add_argument("--estimators", default="", help="e.g. linear,gradient_boosting")
+    parser.add_argument("--quick", action="store_true",
+                        help="the linear candidates only (as make bench runs it)")
     args = parser.parse_args(argv)
+    if args.quick and not args.estimators:
+        args.estimators = "linear"
     with tempfile.TemporaryDirectory(prefix="bench-reproduce-") as tmp:
         work = Path(tmp)
         e = env(work / "mlflow.db")

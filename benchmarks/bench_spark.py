@@ -10,7 +10,11 @@ process, the JVM (driver and, in local mode, the executor) and Spark's Python wo
 own peak). The local engine reads the file batch by batch; Spark in splits: no process should
 hold the whole file, so peak memory should not grow with the rows.
 
+Goal: peak memory does not grow with the rows (at most 1.5x from the smallest file to the
+largest, per engine).
+
     nice -n 10 .venv/bin/python benchmarks/bench_spark.py [--rows 1000000 5000000] [--repeat 1]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROWS = (1_000_000, 5_000_000)
+#: The largest file's peak memory, at most this multiple of the smallest's, per engine.
+MEMORY_GROWTH = 1.5
 
 
 def register_model(uri: str) -> str:
@@ -134,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS))
     parser.add_argument("--repeat", type=int, default=1, help="runs of each engine per size")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--quick", action="store_true",
+                        help="200,000 and 1,000,000 rows (as make bench runs it)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rows = [200_000, 1_000_000]
 
     results = []
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -177,7 +187,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rows:>10,}{size / 2**20:>9.0f}  {engine:<16}{took:>9.1f}{rate:>10,.0f}"
               f"{rate / local_rate[rows]:>9.2f}x{_mb(peak['total']):>9}{_mb(peak['driver']):>8}"
               f"{_mb(peak['jvm']):>6}{_mb(peak['workers']):>9}")  # fmt: skip
-    return 0
+    return 0 if _memory_flat(results) else 1
+
+
+def _memory_flat(results) -> bool:
+    """The goal: an engine's peak memory on the largest file is at most MEMORY_GROWTH x its
+    peak on the smallest (no process holds the whole file); one size only: nothing to compare."""
+    ok = True
+    for engine in dict.fromkeys(r[2] for r in results):
+        peaks = {rows: peak["total"] for rows, _, e, _, peak in results if e == engine}
+        small, large = min(peaks), max(peaks)
+        if small == large:
+            continue
+        growth = peaks[large] / peaks[small]
+        met = growth <= MEMORY_GROWTH
+        ok &= met
+        print(f"{engine}: peak memory x{growth:.2f} from {small:,} to {large:,} rows "
+              f"(goal <= {MEMORY_GROWTH}x): {'met' if met else 'MISSED'}")
+    return ok
 
 
 if __name__ == "__main__":

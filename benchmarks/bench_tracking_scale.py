@@ -16,7 +16,7 @@ page are timed through the real servers' REST API (``/ajax-api/2.0/mlflow/...``)
 
 Goals: every request <= 0.2 s on PostgreSQL, <= 0.5 s on SQLite (median of --repeat).
 
-    .venv/bin/python benchmarks/bench_tracking_scale.py [--runs 100000] [--repeat 5]
+    .venv/bin/python benchmarks/bench_tracking_scale.py [--runs 100000] [--repeat 5] [--quick]
 
 The fill takes minutes at 100,000 runs; ``--postgres-database NAME`` and ``--sqlite-file PATH``
 reuse stores it filled before (the launcher's indexes are dropped first).
@@ -298,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                              "are dropped first)")  # fmt: skip
     parser.add_argument("--sqlite-file", metavar="PATH",
                         help="reuse a SQLite store this script filled (a copy is used)")
+    parser.add_argument("--quick", action="store_true",
+                        help="10,000 runs, 3 repeats (as make bench runs it)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.repeat = min(args.runs, 10_000), min(args.repeat, 3)
 
     results = {}
     with tempfile.TemporaryDirectory() as tmpdir:

@@ -7,7 +7,7 @@ migration: the extra index, plus pinned planner estimates on SQLite). The runs a
 bulk through MLflow's own SQLAlchemy models. PostgreSQL is ANALYZEd in both cases (autovacuum
 does that on a live server); SQLite is not (MLflow never runs ANALYZE).
 
-    .venv/bin/python benchmarks/bench_tracking_search.py [--runs 10000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_tracking_search.py [--runs 10000] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="5,000 runs (as make bench runs it)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = min(args.runs, 5_000)
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
