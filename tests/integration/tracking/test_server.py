@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 import urllib.parse
 import uuid
 
@@ -15,8 +16,8 @@ import mlflow
 import pytest
 import requests
 import sqlalchemy
+from mlflow.entities import Metric, Param
 
-from core.logger import BatchLogger
 from tests.integration.tracking.conftest import assert_workflow_logged, run_workflow
 from tracking.server import EXTRA_INDEXES
 
@@ -34,10 +35,12 @@ def test_batched_logging_round_trip(module_server):
     client = mlflow.MlflowClient(tracking_uri=module_server["url"])
     run = client.create_run(_experiment(client), run_name="round-trip")
     run_id = run.info.run_id
-    with BatchLogger(client, run_id) as logger:
-        logger.log_params({"C": 1.0, "estimator": "linear"})
-        for step in range(300):
-            logger.log_metrics({"loss": 1.0 / (step + 1), "val_auc": step / 300}, step=step)
+    now = int(time.time() * 1000)
+    points = [Metric(key, value, now, step) for step in range(300)
+              for key, value in (("loss", 1.0 / (step + 1)), ("val_auc", step / 300))]
+    # one request (MLflow's log_batch takes up to 1,000 points)
+    client.log_batch(run_id, metrics=points, params=[Param("C", "1.0"),
+                                                     Param("estimator", "linear")])
     client.log_text(run_id, "hello", "notes/readme.txt")
     client.set_terminated(run_id)
 
@@ -67,10 +70,10 @@ def test_concurrent_writers_lose_nothing(module_server):
             run_id = client.create_run(experiment_id, run_name=f"writer-{i}").info.run_id
             with lock:
                 run_ids.append(run_id)
-            with BatchLogger(client, run_id) as logger:
-                logger.log_params({"writer": i, "points": POINTS})
-                for step in range(POINTS):
-                    logger.log_metric("loss", 1.0 / (step + 1), step=step)
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, params=[Param("writer", str(i)), Param("points", str(POINTS))],
+                             metrics=[Metric("loss", 1.0 / (step + 1), now, step)
+                                      for step in range(POINTS)])
             client.log_text(run_id, f"writer {i}", "out/result.txt")
             client.set_terminated(run_id)
         except BaseException as exc:  # surfaced below with the count
