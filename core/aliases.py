@@ -34,14 +34,15 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
+from core import names
 from core.errors import LostRace, MlopsError, explain, http_status
 from core.ledger import Claim, Ledger, claim_value, find_ledger, open_ledger, parse_claim
-from core.models import alias_holder, as_json, get_model
+from core.lookup import alias_holder, as_json, get_model
 
 _logger = logging.getLogger(__name__)
 
-HISTORY_TAG_PREFIX = "mlops.history."
-PROMOTION_TAG_PREFIX = "mlops.promotion."
+HISTORY_TAG_PREFIX = names.HISTORY_TAG_PREFIX
+PROMOTION_TAG_PREFIX = names.PROMOTION_TAG_PREFIX
 DEFAULT_ALIAS = "champion"
 #: The kinds of move the history tells apart.
 KINDS = ("promote", "rollback", "auto", "rollout", "revert", "retrain", "remove")
@@ -92,6 +93,8 @@ class Attempt:
     outcome: str = "pending"
     winner: str | None = None
     gates: list[dict] = field(default_factory=list)
+    #: What the tracking server said when it refused the move (outcome ``refused`` only).
+    refusal: str | None = None
 
     @property
     def tag(self) -> str:
@@ -99,8 +102,11 @@ class Attempt:
         return HISTORY_TAG_PREFIX + self.id
 
     def to_json(self) -> str:
-        """The tag value."""
-        return as_json(asdict(self))
+        """The tag value (``refusal`` only when there is one)."""
+        data = asdict(self)
+        if data["refusal"] is None:
+            del data["refusal"]
+        return as_json(data)
 
     @classmethod
     def from_json(cls, text: str) -> Attempt:
@@ -125,6 +131,31 @@ class Outcome:
 def new_attempt_id(at_ms: int) -> str:
     """A unique, time-ordered attempt id."""
     return f"{at_ms:013d}-{uuid.uuid4().hex[:8]}"
+
+
+def refused_attempt(alias: str, version: str | None, previous: str | None, by: str, reason: str,
+                    refusal: str) -> Attempt:
+    """The history record of a write on an alias the tracking server refused.
+
+    The same record as a move's (:class:`Attempt`), with the outcome ``refused``: it never took
+    part in the race, so :func:`read_history` shows it as it is. ``tracking.governance`` writes
+    it for a protected alias set or deleted over plain REST, and for a delete or rename that
+    would take a protected alias away.
+
+    Args:
+        alias: the alias the write would have moved.
+        version: the version it would have moved to; None for a removal.
+        previous: the version holding the alias then.
+        by: the user the server authenticated.
+        reason: what was tried.
+        refusal: the server's message (who may make the move).
+    """
+    at = now_ms()
+    return Attempt(
+        id=new_attempt_id(at), alias=alias, version=version, previous=previous, by=by, at=at,
+        reason=reason, kind="promote" if version is not None else "remove", outcome="refused",
+        refusal=refusal,
+    )
 
 
 def _writer(client):

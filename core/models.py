@@ -7,15 +7,16 @@ of them and an unknown model, alias or version reads the same everywhere.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from core.errors import MlopsError
+# the lookups live one layer down, so core.aliases (which this resolver calls to apply a
+# recorded move) reads models without importing this module back; re-exported for callers
+from core.lookup import ModelNotFound as ModelNotFound
+from core.lookup import alias_holder as alias_holder
+from core.lookup import as_json as as_json
+from core.lookup import get_model as get_model
+from core.lookup import not_found as not_found
 from core.uris import ModelRef, parse_model_ref, version_uri
-
-
-class ModelNotFound(MlopsError, LookupError):
-    """The reference names no model version (unknown model, alias or version)."""
 
 
 @dataclass(frozen=True)
@@ -38,40 +39,6 @@ class ResolvedModel:
             "run_id": self.run_id,
             "model_uri": self.uri,
         }
-
-
-def not_found(exc: BaseException) -> bool:
-    """Whether an MLflow error says the thing asked for does not exist."""
-    code = getattr(exc, "error_code", "")
-    return code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower()
-
-
-def get_model(client, name: str):
-    """The registered model ``name``.
-
-    Raises:
-        ModelNotFound: ``unknown model 'name'``.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as exc:
-        if not_found(exc):
-            raise ModelNotFound(f"unknown model {name!r}") from None
-        raise
-
-
-def alias_holder(client, name: str, alias: str) -> str | None:
-    """The version ``alias`` points at, or None if the model has no such alias."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        if not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
-            return None
-        raise
 
 
 def resolve_model(client, ref: ModelRef | str, allow_run: bool = True,
@@ -127,8 +94,3 @@ def resolve_model(client, ref: ModelRef | str, allow_run: bool = True,
         run_id=mv.run_id,
         model_version=mv,
     )
-
-
-def as_json(obj) -> str:
-    """Compact JSON for tag values."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str)

@@ -16,11 +16,6 @@ ROOT = Path(__file__).resolve().parents[3]
 
 #: Circles another change removes; listed here so the test says which one it is waiting for.
 KNOWN = {
-    "core": (
-        {frozenset({"core.aliases", "core.models"})},
-        "core/models.py resolves an alias after core.aliases applies the recorded moves, and "
-        "core/aliases.py reads models through core.models (a function-level import hides it)",
-    ),
     "projects": (
         {frozenset({"projects.pipeline", "projects.record"}),
          frozenset({"projects.workflow", "projects.record"})},
