@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from core import names
 from projects import STEPS
 
 _logger = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ def workflow_options(func):
                           "auto: only on the embedded store with the local profile)."),
         click.option("--experiment", default="", help="Experiment (when not under mlflow run)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+        click.option("--output", "output", type=click.Choice(("table", "json")),
+                     default="table", show_default=True,
+                     help="table: a summary for people; json: one JSON document on stdout "
+                          "for scripts (keys in projects/result.py), the logs on stderr."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
 
@@ -198,12 +203,15 @@ def run_step(until: str, opts: dict) -> int:
             raise SettingsError(str(exc).splitlines()[0]) from None
         from mlflow.exceptions import MlflowException
 
-        from projects.pipeline import Workflow
+        from projects.workflow import Workflow
 
         client = connect()
         _import_store_code(tracking_uri(), registry_uri())
+    as_json = opts.get("output") == "json"
     try:
-        with terminate_as_interrupt():
+        # with --output json stdout holds the document only: what MLflow prints goes to stderr
+        with terminate_as_interrupt(), (contextlib.redirect_stdout(sys.stderr) if as_json
+                                        else contextlib.nullcontext()):
             result = Workflow(settings, client, _s3_factory,
                               settings_file=opts.get("settings_file") or None).run(until)
     except MlflowException as exc:  # e.g. the server refused (401/403) or is unreachable
@@ -211,7 +219,13 @@ def run_step(until: str, opts: dict) -> int:
     except KeyboardInterrupt:
         # Workflow.run ended its open runs KILLED on the way out; say so.
         raise Interrupted("the workflow's runs were ended KILLED") from None
-    _print_summary(result, tracking_uri())
+    if as_json:
+        from core.output import print_json
+        from projects.result import result_document
+
+        print_json(result_document(result))
+    else:
+        _print_summary(result, tracking_uri())
     return 0
 
 
@@ -228,13 +242,13 @@ def _print_summary(result, uri: str) -> None:
     click.echo(f"workflow run   {result.run_id} (experiment {result.experiment_id})")
     click.echo(f"steps          {steps}")
     validate = result.steps.get("validate")
-    if validate is not None and validate.tags.get("mlops.task"):
-        click.echo(f"task           {validate.tags['mlops.task']} "
-                   f"({validate.tags.get('mlops.task_reason', '')})")
+    if validate is not None and validate.tags.get(names.TASK_TAG):
+        click.echo(f"task           {validate.tags[names.TASK_TAG]} "
+                   f"({validate.tags.get(names.TASK_REASON_TAG, '')})")
     train = result.steps.get("train")
-    if train is not None and train.tags.get("mlops.positive_class") is not None:
-        click.echo(f"positive class {train.tags['mlops.positive_class']} "
-                   f"({train.tags.get('mlops.positive_class_reason', '')})")
+    if train is not None and train.tags.get(names.POSITIVE_CLASS_TAG) is not None:
+        click.echo(f"positive class {train.tags[names.POSITIVE_CLASS_TAG]} "
+                   f"({train.tags.get(names.POSITIVE_CLASS_REASON_TAG, '')})")
     if result.model_version:
         aliases = ", ".join(result.aliases) or "none"
         click.echo(f"model version  {result.model_name} v{result.model_version} "

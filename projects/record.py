@@ -11,7 +11,7 @@ versions per step) says *whether* something changed; this record says *what it w
   one warning naming it; the record lists it under ``diff_withheld``;
 * the resolved settings as an artifact (every section, as validated; a password in a URL is
   replaced by ``***``);
-* the Python and package versions (the cache key's :data:`~projects.pipeline.MODEL_PACKAGES`
+* the Python and package versions (the cache key's :data:`~projects.cache_keys.MODEL_PACKAGES`
   plus what loads and stores the model);
 * the data source, and the SHA-256 of a data file;
 * the user's own files the settings name (``path/to/file.py`` or ``file.py:function``), by
@@ -79,6 +79,10 @@ def git_state(project_dir: Path,
               wanted: Callable[[], Iterable[Path]] | Iterable[Path] = ()) -> GitState:
     """The commit of ``project_dir``'s checkout and its diff (``unknown`` outside git).
 
+    The one git state of the project: the workflow run's tags ``mlops.git_commit`` and
+    ``mlops.git_dirty`` (:func:`record_tags`) come from it, and the register step copies those
+    two onto the version.
+
     The diff holds the changes of tracked files, and of the untracked files only those in
     ``wanted`` (the files the workflow runs: see :func:`wanted_files`); any other untracked
     file (notes, credentials, data) stays out of it and does not make the tree dirty.
@@ -144,16 +148,16 @@ def wanted_files(settings, project_dir: Path, code_root: Path = CODE_ROOT,
     """The files the workflow runs, so the diff may carry them even when they are untracked.
 
     The modules of this repository the steps import (the same import closure the steps'
-    cache keys hash, :func:`projects.pipeline.step_code_files`), the user's files the settings
+    cache keys hash, :func:`projects.cache_keys.step_code_files`), the user's files the settings
     name (:func:`user_files`), and the settings files read: ``base.yaml``, the profile's file
     and the user's ``--settings`` file.
     """
     from core.settings import SETTINGS_FILE_ENV, conf_dir
     from projects import STEPS
-    from projects.pipeline import step_code_files
+    from projects.cache_keys import step_code_files
 
     out: list[Path] = []
-    if (code_root / "projects" / "pipeline.py").is_file():
+    if (code_root / "projects" / "workflow.py").is_file():
         for step in STEPS:
             out.extend(step_code_files(step, code_root).values())
     dumped = settings.model_dump(mode="json")
@@ -320,7 +324,7 @@ def installed_packages() -> dict[str, str]:
     """Installed versions of the packages that shape, store and load the model."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from projects.pipeline import package_versions
+    from projects.cache_keys import package_versions
 
     out = dict(package_versions())
     for name in EXTRA_PACKAGES:

@@ -106,7 +106,7 @@ def test_a_champion_that_cannot_be_scored_is_not_replaced(tmp_path):
 def _workflow(*overrides):
     from core.connection import connect
     from core.settings import load_settings
-    from projects.pipeline import Workflow
+    from projects.workflow import Workflow
 
     settings = load_settings(overrides=["train.candidates=[{estimator: linear}]",
                                         "experiment=race", *overrides])
@@ -128,7 +128,7 @@ def _dummy_version(client, name):
 
 def test_a_release_managers_promotion_meanwhile_wins_the_race(monkeypatch):
     from core.aliases import current_user, move_alias, read_history
-    from projects.pipeline import Workflow
+    from projects.workflow import Workflow
 
     client = mlflow.MlflowClient()
     weak = _dummy_version(client, MODEL)  # v1, the champion the workflow will beat

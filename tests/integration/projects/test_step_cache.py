@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from projects import STEPS, pipeline
+from projects import STEPS, cache_keys
 
 pytestmark = pytest.mark.integration
-REPO = Path(pipeline.__file__).resolve().parents[1]
+REPO = Path(cache_keys.__file__).resolve().parents[1]
 
 BASE = """\
 # the breast-cancer data, two of its columns declared
@@ -37,7 +37,7 @@ def _conf(root: Path, columns: str, grid: str) -> Path:
 def _run(conf: Path, monkeypatch) -> dict[str, bool]:
     from core.connection import connect
     from core.settings import load_settings
-    from projects.pipeline import Workflow
+    from projects.workflow import Workflow
 
     monkeypatch.setenv("MLOPS_CONF_DIR", str(conf))
     result = Workflow(load_settings(overrides=["experiment=cache"]), connect()).run()
@@ -58,7 +58,7 @@ def test_reordered_settings_edited_code_and_upgraded_packages(tmp_path, monkeypa
     for package in ("projects", "core"):
         shutil.copytree(REPO / package, copy / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(pipeline, "REPO_ROOT", copy)
+    monkeypatch.setattr(cache_keys, "REPO_ROOT", copy)
     assert all(_run(two, monkeypatch).values())  # an unedited copy hashes the same
     evaluate = copy / "projects" / "evaluate.py"
     evaluate.write_text(evaluate.read_text() + "\n# evaluate edited\n")
@@ -66,7 +66,7 @@ def test_reordered_settings_edited_code_and_upgraded_packages(tmp_path, monkeypa
     assert [s for s in STEPS if not reused[s]] == ["evaluate", "register"]
 
     # an upgraded scikit-learn: every step runs again
-    real = pipeline._installed_version
-    monkeypatch.setattr(pipeline, "_installed_version",
+    real = cache_keys._installed_version
+    monkeypatch.setattr(cache_keys, "_installed_version",
                         lambda p: "99.0" if p == "scikit-learn" else real(p))
     assert not any(_run(two, monkeypatch).values())

@@ -225,6 +225,30 @@ def test_cache_false_forces_a_full_run(tmp_path):
     assert ", ".join(f"{s} ran" for s in STEPS) in forced.stdout
 
 
+def test_output_json_is_one_document_on_stdout_and_the_logs_on_stderr(tmp_path):
+    args = ["main", "--estimators", "linear", "--experiment", "as-json", "--model-name", "js"]
+    first = run_cli(*args, "--output", "json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    doc = json.loads(first.stdout)  # nothing else on stdout: MLflow's prints included
+    assert "train    done in" in first.stderr
+    assert [s for s, step in doc["steps"].items() if not step["reused"]] == list(STEPS)
+    assert doc["model"]["name"] == "js" and doc["model"]["version"] == "1"
+    assert "challenger" in doc["model"]["aliases"] and doc["model"]["crowned"] is not None
+    assert doc["metrics"]["test_roc_auc"] > 0.5 and doc["task"] == "classification"
+    run = mlflow.MlflowClient().get_run(doc["run_id"])
+    assert run.data.tags["mlops.train_run"] == doc["steps"]["train"]["run_id"]
+    assert doc["model_uri"] == mlflow.MlflowClient().get_run(
+        doc["steps"]["train"]["run_id"]).data.tags["mlops.model_uri"]
+    # a script asks for one step; a failure stays one line on stderr, nothing on stdout
+    again = json.loads(run_cli("train", *args[1:], "--output", "json", cwd=tmp_path).stdout)
+    assert again["until"] == "train" and again["model"] is None
+    assert all(step["reused"] for step in again["steps"].values())
+    bad = run_cli(*args, "--output", "json", "--source", str(tmp_path / "gone.csv"),
+                  cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
 BAD_DATA = {
     "missing-target": (lambda df: df.drop(columns=["target"]), [],
                        "column 'target': rule 'required column' failed"),
@@ -262,7 +286,7 @@ def test_a_failed_workflow_leaves_no_scratch_folder(tmp_path):
     from core.connection import connect
     from core.settings import load_settings
     from projects.errors import WorkflowError
-    from projects.pipeline import Workflow
+    from projects.workflow import Workflow
 
     data = tmp_path / "bad.csv"
     _csv(tmp_path / "good.csv").assign(target=1).to_csv(data, index=False)

@@ -37,7 +37,7 @@ def register_with_workflow(csv: Path, name: str) -> str:
     """Run the whole workflow in-process (one small candidate) and return the version."""
     from core.connection import connect
     from core.settings import load_settings
-    from projects.pipeline import Workflow
+    from projects.workflow import Workflow
 
     settings = load_settings("local", [
         f"data.source={csv}", "data.target=species", "data.task=classification",

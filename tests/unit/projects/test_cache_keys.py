@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import load_settings
-from projects import STEPS, pipeline
-from projects.pipeline import (
+from projects import STEPS, cache_keys
+from projects.cache_keys import (
     MODEL_PACKAGES,
     cache_key,
     code_hash,
@@ -15,7 +15,7 @@ from projects.pipeline import (
     step_code_files,
 )
 
-REPO = Path(pipeline.__file__).resolve().parents[1]
+REPO = Path(cache_keys.__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_key_changes_with_input_and_is_stable():
 def test_the_code_of_a_step_is_its_computed_import_closure():
     files = {step: set(step_code_files(step)) for step in STEPS}
     # the step's module and what it imports, transitively (train imports prepare)
-    assert {"projects.train", "projects.prepare", "projects.pipeline"} <= files["train"]
+    assert {"projects.train", "projects.prepare", "projects.workflow"} <= files["train"]
     assert {"projects.evaluate", "projects.train", "projects.prepare"} <= files["evaluate"]
     # the foundation's modules count too: the alias move shapes register's outputs
     assert {"core.aliases", "core.ledger", "projects.register"} <= files["register"]
@@ -92,10 +92,44 @@ def test_editing_a_module_reached_only_through_imports_changes_its_importers(cop
     _edit(copy_of_repo / "core" / "ledger.py")
     again = {step: code_hash(step, copy_of_repo) for step in STEPS}
     assert [s for s in STEPS if again[s] != after[s]] == ["evaluate", "register"]
-    # a module every step runs (the pipeline imports it at module level)
+    # a module every step runs (the step chain imports it at module level)
     _edit(copy_of_repo / "core" / "runs.py")
     last = {step: code_hash(step, copy_of_repo) for step in STEPS}
     assert all(last[s] != again[s] for s in STEPS)
+
+
+def test_the_step_chain_counts_per_step_the_file_of_each_steps_run(copy_of_repo):
+    # the chain's files: its module and its class's bases, found from the source
+    files = {step: set(step_code_files(step, copy_of_repo)) for step in STEPS}
+    chain = {"projects.workflow", "projects.run_summary"}  # the chain and what every run says
+    assert all(chain <= files[step] for step in STEPS)
+    assert [s for s in STEPS if "projects.data_steps" in files[s]] == [
+        "ingest", "validate", "prepare"]
+    assert [s for s in STEPS if "projects.model_steps" in files[s]] == ["train", "evaluate"]
+    assert [s for s in STEPS if "projects.crowning" in files[s]] == ["register"]
+    # editing a step's run changes the keys of the steps it holds, and only those
+    for module, steps in (("crowning", ["register"]), ("model_steps", ["train", "evaluate"]),
+                          ("data_steps", ["ingest", "validate", "prepare"]),
+                          ("workflow", list(STEPS))):
+        before = {step: code_hash(step, copy_of_repo) for step in STEPS}
+        _edit(copy_of_repo / "projects" / f"{module}.py")
+        after = {step: code_hash(step, copy_of_repo) for step in STEPS}
+        assert [s for s in STEPS if before[s] != after[s]] == steps, module
+
+
+def test_a_new_base_of_the_step_chain_is_followed_without_listing_it(copy_of_repo):
+    (copy_of_repo / "projects" / "extra_step_runs.py").write_text(
+        "class Extra:\n    def _extra_helper(self):\n        from core import lineage\n\n"
+        "        return lineage\n\n    def ingest_more(self):\n        return None\n")
+    chain = copy_of_repo / "projects" / "workflow.py"
+    text = chain.read_text().replace(
+        "class Workflow(DataSteps,", "class Workflow(Extra, DataSteps,").replace(
+        "from projects.data_steps import DataSteps",
+        "from projects.data_steps import DataSteps\nfrom projects.extra_step_runs import Extra")
+    chain.write_text(text)
+    files = step_code_files("ingest", copy_of_repo)
+    assert "projects.extra_step_runs" in files  # nothing calls its methods: every step's
+    assert "core.lineage" in files
 
 
 def test_a_new_import_is_followed_without_listing_it(copy_of_repo):
@@ -115,10 +149,10 @@ def test_a_new_import_is_followed_without_listing_it(copy_of_repo):
 def test_a_changed_package_version_changes_every_key(monkeypatch):
     s = load_settings()
     before = {step: cache_key(step, s, "input") for step in STEPS}
-    assert set(pipeline.package_versions()) == set(MODEL_PACKAGES)
-    real = pipeline._installed_version
+    assert set(cache_keys.package_versions()) == set(MODEL_PACKAGES)
+    real = cache_keys._installed_version
     for package in MODEL_PACKAGES:
-        monkeypatch.setattr(pipeline, "_installed_version",
+        monkeypatch.setattr(cache_keys, "_installed_version",
                             lambda p, package=package: "0.0.dev" if p == package else real(p))
         after = {step: cache_key(step, s, "input") for step in STEPS}
         assert all(after[step] != before[step] for step in STEPS), package
@@ -177,21 +211,20 @@ def test_what_started_a_run_is_not_part_of_any_key():
 
 def _fresh_process(monkeypatch):
     """Forget what this process parsed: the next keys come from the cache folder or ast."""
-    monkeypatch.setattr(pipeline, "_IMPORT_SETS", pipeline._ImportSets())
-    pipeline._file_imports.cache_clear()
-    pipeline._pipeline_imports.cache_clear()
-    pipeline._pipeline_import_map.cache_clear()
+    monkeypatch.setattr(cache_keys, "_IMPORT_SETS", cache_keys._ImportSets())
+    cache_keys._file_imports.cache_clear()
+    cache_keys._workflow_import_map.cache_clear()
 
 
 def test_import_sets_kept_between_runs_give_the_same_keys(copy_of_repo, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    stored = tmp_path / "cache" / "mlops-registry" / pipeline._ImportSets.FILE
+    stored = tmp_path / "cache" / "mlops-registry" / cache_keys._ImportSets.FILE
     _fresh_process(monkeypatch)
     parsed = {step: code_hash(step, copy_of_repo) for step in STEPS}
     assert stored.is_file()
     _fresh_process(monkeypatch)
     with monkeypatch.context() as m:
-        m.setattr(pipeline.ast, "parse", None)  # a warm cache parses nothing
+        m.setattr(cache_keys.ast, "parse", None)  # a warm cache parses nothing
         assert {step: code_hash(step, copy_of_repo) for step in STEPS} == parsed
     # an edit is still seen with a warm cache: the new import is followed
     _fresh_process(monkeypatch)
@@ -210,9 +243,9 @@ def test_import_sets_kept_between_runs_give_the_same_keys(copy_of_repo, tmp_path
 
 def test_kept_import_sets_drop_the_oldest_entries_first(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(pipeline._ImportSets, "LIMIT", 2)
+    monkeypatch.setattr(cache_keys._ImportSets, "LIMIT", 2)
     for key in ("b", "a", "c"):  # one process each: loaded, one entry added, saved
-        sets = pipeline._ImportSets()
+        sets = cache_keys._ImportSets()
         sets.get(key, lambda key=key: [key])
         sets.save()
-    assert list(pipeline._ImportSets()._load()) == ["a", "c"]
+    assert list(cache_keys._ImportSets()._load()) == ["a", "c"]

@@ -10,9 +10,9 @@ import pytest
 
 from core import metrics
 from core.settings import load_settings
+from projects.artifacts import input_example, schema_frame
 from projects.errors import DataError, WorkflowError
 from projects.features import TidyFrame
-from projects.pipeline import input_example, schema_frame
 from projects.prepare import Preprocessing, feature_steps, split_data
 from projects.train import fit_candidate, make_pipeline, pick_best, train_candidates
 from projects.validate import check_data, check_types, infer_task
@@ -197,7 +197,7 @@ def test_broken_user_code_is_one_line(steps_dir):
 
 
 def test_the_user_files_are_part_of_the_keys_of_the_steps_that_run_them(steps_dir):
-    from projects.pipeline import cache_key
+    from projects.cache_keys import cache_key
 
     settings = load_settings(overrides=[f"features=[{steps_dir}:double_x]"])
     before = {step: cache_key(step, settings, "up") for step in ("ingest", "validate", "train")}
