@@ -29,13 +29,14 @@ import time
 import weakref
 from dataclasses import dataclass
 
+from core import names
 from core.errors import MlopsError
 
 _logger = logging.getLogger(__name__)
 
 LEDGER_EXPERIMENT = "mlops-registry-ledger"
 LEDGER_RUN_NAME = "alias-moves"
-LEDGER_TAG = "mlops.ledger"
+LEDGER_TAG = names.LEDGER_TAG
 #: How long a process waits for the ledger run another process is creating.
 BOOTSTRAP_TIMEOUT_SECONDS = 30.0
 SLOT_DIGITS = 6

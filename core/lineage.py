@@ -27,12 +27,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from core import names
+from core.names import step_reused_tag, step_run_tag  # noqa: F401  (callers import them here)
+
 #: The commit the workflow ran from (40 hex digits), or ``unknown`` outside a git checkout.
-GIT_COMMIT_TAG = "mlops.git_commit"
+GIT_COMMIT_TAG = names.GIT_COMMIT_TAG
 #: ``true`` when the tree differed from the commit (the diff is then an artifact).
-GIT_DIRTY_TAG = "mlops.git_dirty"
+GIT_DIRTY_TAG = names.GIT_DIRTY_TAG
 #: The data's digest (ingest's content digest of the frame), on ingest runs and versions.
-DATA_DIGEST_TAG = "mlops.data_digest"
+DATA_DIGEST_TAG = names.DATA_DIGEST_TAG
 #: Folder of the lineage artifacts on the workflow run.
 ARTIFACT_DIR = "lineage"
 RECORD_ARTIFACT = f"{ARTIFACT_DIR}/record.json"
@@ -49,13 +52,13 @@ RECORD_FORMAT = 1
 RECORD_KEYS = ("format", "commit", "dirty", "diff", "diff_sha256", "diff_withheld", "python",
                "packages", "machine", "data", "user_files", "settings", "profile")
 #: Steps whose runs the workflow run names (``mlops.<step>_run``), in order.
-STEP_RUN_TAG = "mlops.{step}_run"
-STEP_REUSED_TAG = "mlops.{step}_reused"
+STEP_RUN_TAG = names.STEP_RUN_TAG
+STEP_REUSED_TAG = names.STEP_REUSED_TAG
 #: The parts of a step's cache key, tagged on each computed step run.
-CACHE_PART_TAG = "mlops.cache.{part}"
+CACHE_PART_TAG = names.CACHE_PART_TAG
 CACHE_PARTS = ("code", "settings", "input", "packages")
 #: Tag on a reproduction's run: the version it reproduces (``NAME/VERSION``).
-REPRODUCES_TAG = "mlops.reproduces"
+REPRODUCES_TAG = names.REPRODUCES_TAG
 
 
 def file_sha256(path: str | Path) -> str:
@@ -73,16 +76,6 @@ def file_sha256(path: str | Path) -> str:
 def bytes_sha256(payload: bytes) -> str:
     """The SHA-256 of ``payload`` (hex)."""
     return hashlib.sha256(payload).hexdigest()
-
-
-def step_run_tag(step: str) -> str:
-    """``mlops.<step>_run``: the run that computed (or was reused for) ``step``."""
-    return STEP_RUN_TAG.format(step=step)
-
-
-def step_reused_tag(step: str) -> str:
-    """``mlops.<step>_reused``: ``true`` when ``step`` was reused from an earlier run."""
-    return STEP_REUSED_TAG.format(step=step)
 
 
 # What decides the native libraries and their thread counts, besides the installed packages

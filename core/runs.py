@@ -27,19 +27,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import names
+
 _logger = logging.getLogger(__name__)
 
-HOST_TAG = "mlops.host"
-PID_TAG = "mlops.pid"
+HOST_TAG = names.HOST_TAG
+PID_TAG = names.PID_TAG
 # "<boot id>:<start time in clock ticks since boot>" of the process: a reused pid differs.
-START_TAG = "mlops.pid_start"
+START_TAG = names.PID_START_TAG
 # The pid namespace: two containers with one hostname do not share their pids.
-PID_NS_TAG = "mlops.pid_ns"
+PID_NS_TAG = names.PID_NS_TAG
 # "<host>/<pid>/<start marker>" of the process that resumed a run it did not create (the
 # workflow inside `mlflow run`): the run is open while either process lives.
-RESUMED_BY_TAG = "mlops.resumed_by"
-HEARTBEAT_TAG = "mlops.heartbeat"
-REAPED_TAG = "mlops.reaped"
+RESUMED_BY_TAG = names.RESUMED_BY_TAG
+HEARTBEAT_TAG = names.HEARTBEAT_TAG
+REAPED_TAG = names.REAPED_TAG
 NOTE_TAG = "mlflow.note.content"
 # Set by `mlflow run` on the run it creates before starting the entry point's command.
 PROJECT_BACKEND_TAG = "mlflow.project.backend"

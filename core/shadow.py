@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core import names
+
 # Metrics (cumulative totals of the run)
 REQUESTS = "shadow.requests"
 ROWS = "shadow.rows"
@@ -27,15 +29,15 @@ LATENCY_CHAMPION_P95 = "shadow.latency_ms.champion_p95"
 LATENCY_CHALLENGER_P95 = "shadow.latency_ms.challenger_p95"
 
 # Run tags
-TAG_KIND = "mlops.kind"
+TAG_KIND = names.KIND_TAG
 KIND = "shadow"
-TAG_MODEL = "mlops.shadow.model"
-TAG_CHAMPION_VERSION = "mlops.shadow.champion_version"
-TAG_CHALLENGER_VERSION = "mlops.shadow.challenger_version"
-TAG_TASK = "mlops.shadow.task"
-TAG_TOLERANCE = "mlops.shadow.tolerance"
+TAG_MODEL = names.SHADOW_MODEL_TAG
+TAG_CHAMPION_VERSION = names.SHADOW_CHAMPION_VERSION_TAG
+TAG_CHALLENGER_VERSION = names.SHADOW_CHALLENGER_VERSION_TAG
+TAG_TASK = names.SHADOW_TASK_TAG
+TAG_TOLERANCE = names.SHADOW_TOLERANCE_TAG
 # Version tag on the challenger: its latest shadow run
-TAG_VERSION_RUN = "mlops.shadow.run_id"
+TAG_VERSION_RUN = names.SHADOW_RUN_TAG
 
 
 @dataclass(frozen=True)
