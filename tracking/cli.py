@@ -15,6 +15,7 @@ import warnings
 import click
 
 from core.connection import tracking_uri
+from core.redaction import redact_url
 from core.settings import PROFILES, load_settings
 from tracking import server as srv
 
@@ -166,7 +167,7 @@ def _run(config: srv.ServerConfig, experiment: str):
         click.echo(f"Created the server's keys in {launch.keys.path} (mode 0600): back it up "
                    "with the database (its webhook secrets cannot be read without it)")
     click.echo(
-        f"MLflow tracking server: {launch.url}  (backend {srv.redact_uri(s.backend_store_uri)}, "
+        f"MLflow tracking server: {launch.url}  (backend {redact_url(s.backend_store_uri)}, "
         f"artifacts {s.artifacts_destination}, {s.workers} worker(s), "
         f"auth {'on' if config.auth else 'off'})"
     )

@@ -46,8 +46,9 @@ import os
 import re
 import urllib.parse
 
-from core.aliases import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX, new_attempt_id, now_ms
+from core.aliases import Attempt, refused_attempt
 from core.ledger import parse_claim
+from core.names import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX
 
 _logger = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ def _forbidden(message: str):
 
     resp = jsonify({"error_code": "PERMISSION_DENIED", "message": message})
     resp.status_code = 403
+    return resp
+
+
+def _bad_request(message: str):
+    from flask import jsonify
+
+    resp = jsonify({"error_code": "INVALID_PARAMETER_VALUE", "message": message})
+    resp.status_code = 400
     return resp
 
 
@@ -303,32 +312,34 @@ def _body() -> dict | None:
 def _stamp_history_record(username: str):
     """A history record of an alias move: ``by`` is the caller; a protected move is refused.
 
-    The handler then stores the record as rewritten here (the parsed body is shared).
+    The handler then stores the record as rewritten here (the parsed body is shared), in the
+    one schema of :class:`core.aliases.Attempt`; a value that is not such a record is refused
+    (400), so no history tag names a user the server did not verify.
     """
+    from dataclasses import replace
+
     body = _body()
     if body is None or not str(body.get("key", "")).startswith(HISTORY_TAG_PREFIX):
         return None
     try:
-        record = json.loads(body.get("value") or "")
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    record["by"] = username
-    name, alias = str(body.get("name", "")), str(record.get("alias", ""))
+        record = replace(Attempt.from_json(body.get("value") or ""), by=username)
+    except (ValueError, TypeError, AttributeError):
+        return _bad_request(f"{body.get('key')} is not an alias-move record "
+                            "(core.aliases.move_alias writes them)")
+    name, alias = str(body.get("name", "")), record.alias
     refused = (
         alias in protected_aliases()
-        and record.get("outcome") == "pending"
+        and record.outcome == "pending"
         and not is_release_manager_or_admin(username)
     )
     if refused:
-        verb = "delete" if record.get("version") is None else "set"
+        verb = "delete" if record.version is None else "set"
         message = refusal(username, verb, alias, name)
-        record.update(outcome="refused", refusal=message)
-        _set_model_tag(name, body["key"], json.dumps(record, sort_keys=True))
-        _logger.warning("refused the move %s: %s", record.get("id"), message)
+        record = replace(record, outcome="refused", refusal=message)
+        _set_model_tag(name, body["key"], record.to_json())
+        _logger.warning("refused the move %s: %s", record.id, message)
         return _forbidden(message)
-    body["value"] = json.dumps(record, sort_keys=True)
+    body["value"] = record.to_json()
     return None
 
 
@@ -357,20 +368,13 @@ def _record_refusal(
     """
     from mlflow.exceptions import MlflowException
 
-    at = now_ms()
     try:
         previous = _registry_store().get_registered_model(name).aliases.get(alias)
     except MlflowException:
         return  # no such model: MLflow's own answer follows
-    attempt_id = new_attempt_id(at)
-    record = {
-        "id": attempt_id, "alias": alias, "version": version,
-        "previous": None if previous is None else str(previous), "by": username, "at": at,
-        "reason": reason, "kind": "promote" if version is not None else "remove",
-        "forced": False, "slot": 0, "outcome": "refused", "winner": None, "gates": [],
-        "refusal": message,
-    }  # fmt: skip
-    _set_model_tag(name, HISTORY_TAG_PREFIX + attempt_id, json.dumps(record, sort_keys=True))
+    record = refused_attempt(alias, version, None if previous is None else str(previous),
+                             username, reason, message)
+    _set_model_tag(name, record.tag, record.to_json())
     _logger.warning("refused %s: %s", reason, message)
 
 

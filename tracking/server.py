@@ -45,6 +45,7 @@ from pathlib import Path
 
 from core.connection import is_sql_store
 from core.errors import MlopsError, UsageError
+from core.redaction import redact_text, redact_url
 from core.settings import ServerSettings
 
 _logger = logging.getLogger(__name__)
@@ -422,7 +423,7 @@ def prepare_store(uri: str, env: dict | None = None) -> dict:
         current, head = schema_revisions(uri)
         upgraded = current != head
         if upgraded:
-            _logger.info("migrating %s from %s to %s", redact_uri(uri), current or "empty", head)
+            _logger.info("migrating %s from %s to %s", redact_url(uri), current or "empty", head)
             upgrade_schema(uri, env=env)
         indexes = ensure_indexes(uri) + ensure_search_indexes(uri)
     return {"from": current, "to": head, "upgraded": upgraded, "indexes": indexes}
@@ -458,21 +459,6 @@ def _store_lock(uri: str):
 def _make_sqlite_parent(uri: str) -> None:
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
         Path(uri[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with its password masked, for printing."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
-    return uri
-
-
-def redact_text(text: str, uri: str) -> str:
-    """``text`` with the password of ``uri`` masked wherever it appears."""
-    password = urllib.parse.urlparse(uri).password
-    return text.replace(password, "***") if password else text
 
 
 # -- keys -------------------------------------------------------------------------------------
