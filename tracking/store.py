@@ -62,7 +62,7 @@ TESTED_DIALECTS = ("postgresql", "sqlite")
 
 #: The MLflow versions the differential test (tests/integration/tracking/test_search_store.py)
 #: passed on. Under any other, :func:`install` leaves MLflow's own search in place.
-TESTED_MLFLOW_VERSIONS = ("3.17.2",)
+TESTED_MLFLOW_VERSIONS = ("3.17.2", "3.18.0")
 
 # Set by the launcher in the server's environment once it has printed the fallback warning, so
 # the server's workers (each builds the app) do not print it once more each.
