@@ -33,9 +33,9 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from core import lineage
+from core.redaction import redact_url
 from core.usercode import is_reference, split_reference
 
 _logger = logging.getLogger(__name__)
@@ -250,18 +250,6 @@ def withhold_secrets(diff: bytes) -> tuple[bytes, dict[str, list[str]]]:
                         ALLOWLIST_PRAGMA)
     kept = b"".join(section for path, section in _split_diff(diff) if path not in found)
     return kept, found
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of a URL replaced by ``***`` (settings are stored as is)."""
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text
-    if not parts.password:
-        return text
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _redacted(node):

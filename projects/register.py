@@ -6,7 +6,9 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import urlparse
 
+from core import names
 from core.metrics import is_better
+from core.redaction import redact_url
 
 _logger = logging.getLogger(__name__)
 #: Tracking URIs without a scheme that MLflow reads as a service, not as a folder.
@@ -25,26 +27,32 @@ def lineage_tags(
     test_metrics: dict[str, float],
     train_data_uri: str = "",
     positive_class: str | None = None,
+    git_dirty: str = "",
 ) -> dict[str, str]:
     """The tags every registered version carries (read by the registry's gates).
+
+    ``git_commit`` and ``git_dirty`` are the workflow run's (:func:`projects.record.git_state`),
+    so the version and its run name the same commit the same way.
 
     ``positive_class`` (a binary task's, as text) is the class its f1 and roc_auc scored:
     whoever scores the version again passes it to :mod:`core.metrics` to get the same numbers.
     """
     tags = {
-        "mlops.data_digest": data_digest,
-        "mlops.git_commit": git_commit,
-        "mlops.settings_hash": settings_hash,
-        "mlops.task": task,
-        "mlops.selection_metric": metric,
-        "mlops.target": target,
-        "mlops.run_id_train": train_run_id,
-        "mlops.test_data": test_data_uri,
-        "mlops.train_data": train_data_uri,
+        names.DATA_DIGEST_TAG: data_digest,
+        names.GIT_COMMIT_TAG: git_commit,
+        names.SETTINGS_HASH_TAG: settings_hash,
+        names.TASK_TAG: task,
+        names.SELECTION_METRIC_TAG: metric,
+        names.TARGET_TAG: target,
+        names.RUN_ID_TRAIN_TAG: train_run_id,
+        names.TEST_DATA_TAG: test_data_uri,
+        names.TRAIN_DATA_TAG: train_data_uri,
     }
+    if git_dirty:
+        tags[names.GIT_DIRTY_TAG] = git_dirty
     if positive_class is not None:
-        tags["mlops.positive_class"] = positive_class
-    tags.update({f"mlops.metric.{k}": f"{v:.6g}" for k, v in test_metrics.items()})
+        tags[names.POSITIVE_CLASS_TAG] = positive_class
+    tags.update({names.metric_tag(k): f"{v:.6g}" for k, v in test_metrics.items()})
     return tags
 
 
@@ -55,12 +63,6 @@ def is_embedded_store(uri: str) -> bool:
     scheme = urlparse(uri).scheme.lower()
     # a one-letter scheme is a Windows drive (C:\\mlruns), i.e. a path
     return scheme in ("sqlite", "file", "") or len(scheme) == 1
-
-
-def _where(uri: str) -> str:
-    """``scheme://host`` of a URI: never its user, password or path (they may be secret)."""
-    parsed = urlparse(uri)
-    return f"{parsed.scheme}://{parsed.hostname or ''}" + (f":{parsed.port}" if parsed.port else "")
 
 
 def auto_champion_decision(
@@ -84,7 +86,7 @@ def auto_champion_decision(
     servers = [u for u in uris if not is_embedded_store(u)]
     if servers:
         return False, (
-            f"auto-champion is off against a tracking server ({_where(servers[0])}): promotion "
+            f"auto-champion is off against a tracking server ({redact_url(servers[0])}): promotion "
             "is a release decision (python -m registry promote); set "
             "register.auto_champion=true to crown anyway"
         )

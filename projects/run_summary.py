@@ -32,7 +32,7 @@ class RunSummary:
         The task, the metric and the positive class are added once the steps decide them
         (``auto`` until then).
         """
-        from projects.record import redact_url
+        from core.redaction import redact_url
 
         s = self.settings
         out = {
@@ -121,8 +121,8 @@ class RunSummary:
         """Put the figures a data scientist compares on the workflow run itself."""
         from mlflow.entities import Metric, Param, RunTag
 
+        from core.redaction import redact_url
         from projects.artifacts import link_model
-        from projects.record import redact_url
 
         self._log_params(self._effective_params())
         # data_source as before (a password in a database URL never shown)
