@@ -16,24 +16,34 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.aliases import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX
+from core.names import (
+    COPIED_TO_PREFIX,
+    COPY_SOURCE_PREFIX,
+    HISTORY_TAG_PREFIX,
+    LEGACY_PROMOTED_BY_TAG,
+    LEGACY_PROMOTION_REASON_TAG,
+    PROMOTION_TAG_PREFIX,
+    TEST_DATA_TAG,
+)
+from core.redaction import redact_url
 from registry.errors import RegistryError, explain
-from registry.scoring import TEST_DATA_TAG
 from registry.versions import download, list_versions, model_location
 
 _logger = logging.getLogger(__name__)
 
 COPIES_EXPERIMENT = "mlops-registry-copies"
-SOURCE_PREFIX = "mlops.source."
+#: On the copy, where it came from (``link``, ``tracking_uri``, ``model``, ``run_id``...).
+SOURCE_PREFIX = COPY_SOURCE_PREFIX
 #: On the source version, one tag per target registry it was copied to (JSON: target, name,
-#: version, link, at), so ``registry lineage`` lists the copies from the source side too.
-COPIED_TO_PREFIX = "mlops.copied_to."
+#: version, link, at), so ``registry lineage`` lists the copies from the source side too:
+#: :data:`core.names.COPIED_TO_PREFIX`.
 #: Registered-model tags that belong to one registry and are not copied: its alias-move history.
 LOCAL_TAG_PREFIXES = (HISTORY_TAG_PREFIX,)
 #: Version tags that record moves made on the source registry (who promoted it there, when,
-#: why): they describe moves that never happened on the target, so they stay behind.
-LOCAL_VERSION_TAG_PREFIXES = (PROMOTION_TAG_PREFIX, "mlops.promoted_by", "mlops.promotion_reason",
-                              COPIED_TO_PREFIX)
+#: why): they describe moves that never happened on the target, so they stay behind. The two
+#: legacy tags are what versions registered by earlier releases carry instead.
+LOCAL_VERSION_TAG_PREFIXES = (PROMOTION_TAG_PREFIX, LEGACY_PROMOTED_BY_TAG,
+                              LEGACY_PROMOTION_REASON_TAG, COPIED_TO_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,7 @@ def copy_version(source, target, name: str, version: str) -> CopyResult:
             raise RegistryError(f"cannot read {name}/{version}: {explain(exc)}") from None
         source_tags = {
             SOURCE_PREFIX + "link": link,
-            SOURCE_PREFIX + "tracking_uri": source.tracking_uri,
+            SOURCE_PREFIX + "tracking_uri": redact_url(source.tracking_uri),
             SOURCE_PREFIX + "model": f"{name}/{version}",
             SOURCE_PREFIX + "run_id": mv.run_id or "",
             SOURCE_PREFIX + "model_source": mv.source or "",

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import lineage as names
 from core.aliases import Attempt, read_history
-from registry.copying import COPIED_TO_PREFIX, SOURCE_PREFIX
+from core.names import COPIED_TO_PREFIX, SETTINGS_HASH_TAG, step_of_run_tag
+from core.names import COPY_SOURCE_PREFIX as SOURCE_PREFIX
 from registry.versions import download
 
 _logger = logging.getLogger(__name__)
 
-_STEP_TAG = re.compile(r"^mlops\.(?P<step>[a-z_]+)_run$")
 #: Steps in workflow order; steps of another name follow, by start time.
 STEP_ORDER = ("ingest", "validate", "prepare", "train", "evaluate", "register")
 
@@ -158,10 +157,9 @@ def _steps(client, run) -> tuple[StepRun, ...]:
 
     out = []
     for key, run_id in (run.data.tags if run is not None else {}).items():
-        m = _STEP_TAG.match(key)
-        if not m or m["step"] == "id":
+        step = step_of_run_tag(key)
+        if step is None or step == "id":
             continue
-        step = m["step"]
         reused = run.data.tags.get(names.step_reused_tag(step)) == "true"
         try:
             step_run = client.get_run(run_id)
@@ -234,6 +232,7 @@ def _read(client, name: str, version: str, tags: dict[str, str], run_id: str | N
         names.GIT_COMMIT_TAG)
     commit = (record or {}).get("commit") or commit_tag
     dirty = (record or {}).get("dirty")
+    # versions registered by earlier releases carry the commit with "+dirty" appended
     if dirty is None and commit_tag:
         dirty = commit_tag.endswith("+dirty")
     if commit:
@@ -259,7 +258,7 @@ def _read(client, name: str, version: str, tags: dict[str, str], run_id: str | N
         packages=dict((record or {}).get("packages") or {}),
         machine=dict((record or {}).get("machine") or {}),
         settings=settings,
-        settings_hash=tags.get("mlops.settings_hash"),
+        settings_hash=tags.get(SETTINGS_HASH_TAG),
         profile=(record or {}).get("profile"),
         user_files=dict((record or {}).get("user_files") or {}),
         data=_data(ingest, record, tags),

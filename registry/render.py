@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from core.names import PREFIX
 from core.output import MIN_NUMBER, MIN_SHRUNK, number, short_id, table, words
 from registry.diff import Row, VersionDiff
 from registry.lineage import Lineage
@@ -59,7 +60,7 @@ from registry.versions import LINEAGE_TAGS, METRIC_TAG_PREFIX, ModelRow, Version
 
 PASS = Text("PASS", style="bold green")
 FAIL = Text("FAIL", style="bold red")
-_LINEAGE_PREFIX = "mlops."
+_LINEAGE_PREFIX = PREFIX
 
 
 def _when(ms: int | None) -> str | None:

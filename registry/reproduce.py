@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import lineage as names
+from core.names import MODEL_URI_TAG, REPRODUCED_TAG, REPRODUCES_RUN_TAG
 from registry.errors import RegistryError
 from registry.lineage import Lineage, read_lineage, read_run_lineage
 from registry.versions import download
@@ -240,7 +241,7 @@ def _scratch_run(client, into: str, lin: Lineage) -> tuple[str, str]:
         exp_id = exp.experiment_id
     run = client.create_run(exp_id, run_name=f"reproduce {lin.ref}", tags={
         names.REPRODUCES_TAG: lin.ref,
-        "mlops.reproduces_run": lin.run_id or "",
+        REPRODUCES_RUN_TAG: lin.run_id or "",
         "mlflow.note.content": f"Re-run of the workflow behind {lin.ref} (workflow run "
                                f"{lin.run_id}, commit {lin.commit}) with the cache off.",
     })
@@ -470,7 +471,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         echo(f"data       digest {rerun.data.digest} as the re-run read it: " + (
             "as recorded" if same else f"the version was trained on {lin.data.digest}"))
     train = rerun.step("train")
-    model_uri = client.get_run(train.run_id).data.tags.get("mlops.model_uri") if train else None
+    model_uri = client.get_run(train.run_id).data.tags.get(MODEL_URI_TAG) if train else None
     if not model_uri:
         raise RegistryError(f"the re-run (run {result.run_id}) logged no model")
     X, _y = load_test_data(client, lin.tags)
@@ -484,7 +485,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
     result.identical = result.n_differing == 0
     if not result.identical:
         result.causes = diagnose(lin, rerun, result.package_changes, result.machine_changes)
-    client.set_tag(result.run_id, "mlops.reproduced",
+    client.set_tag(result.run_id, REPRODUCED_TAG,
                    "identical" if result.identical else f"{result.n_differing} rows differ")
     return result
 

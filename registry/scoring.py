@@ -9,16 +9,11 @@ import weakref
 from pathlib import Path
 
 from core import metrics
+from core.names import TARGET_TAG, TASK_TAG, TEST_DATA_TAG
 from registry.errors import RegistryError
 from registry.versions import download, model_location
 
 _logger = logging.getLogger(__name__)
-
-TEST_DATA_TAG = "mlops.test_data"
-TARGET_TAG = "mlops.target"
-TASK_TAG = "mlops.task"
-#: The class a binary version's f1 and roc_auc score (the workflow's ``data.positive_class``).
-POSITIVE_CLASS_TAG = "mlops.positive_class"
 
 
 def score_predictions(task: str, y_true, y_pred, y_proba=None, classes=None,

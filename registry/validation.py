@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass
 
 from core.models import alias_holder
+from core.names import POSITIVE_CLASS_TAG
 from registry.errors import RegistryError
 from registry.policy import Evidence, GateResult, Policy, evaluate_policy
-from registry.scoring import POSITIVE_CLASS_TAG, infer_task, load_test_data, score_version
+from registry.scoring import infer_task, load_test_data, score_version
 from registry.versions import read_model_files
 
 _logger = logging.getLogger(__name__)

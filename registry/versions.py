@@ -11,13 +11,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import models
+from core import models, names
 from registry.errors import RegistryError
 
 _logger = logging.getLogger(__name__)
 
-METRIC_TAG_PREFIX = "mlops.metric."
-LINEAGE_TAGS = ("mlops.data_digest", "mlops.git_commit", "mlops.settings_hash")
+METRIC_TAG_PREFIX = names.METRIC_TAG_PREFIX
+#: The lineage tags ``show`` and ``diff`` compare.
+LINEAGE_TAGS = (names.DATA_DIGEST_TAG, names.GIT_COMMIT_TAG, names.SETTINGS_HASH_TAG)
 
 
 def quote(value: str) -> str:

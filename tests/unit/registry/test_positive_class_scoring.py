@@ -7,7 +7,8 @@ from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from registry.scoring import POSITIVE_CLASS_TAG, score_version
+from core.names import POSITIVE_CLASS_TAG
+from registry.scoring import score_version
 
 
 def test_a_version_is_scored_on_its_positive_class():
