@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core import metrics
+from core import metrics, names
 from monitoring.errors import MonitorError
 
 # Bins with no reference or live rows get this share instead of 0 (PSI takes logs).
@@ -172,7 +172,7 @@ def compare_live_metric(task: str, wanted: str, y_true, y_pred, reference: dict[
         raise MonitorError(f"selection metric: {exc}") from None
     why = None
     if wanted not in reference:
-        why = f"the version has no test {wanted} (tag mlops.metric.test_{wanted})"
+        why = f"the version has no test {wanted} (tag {names.metric_tag('test_' + wanted)})"
     else:
         try:
             value = metrics.compute_one(wanted, y_true, y_pred, proba, classes)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import names
 from core.models import resolve_model
 from core.uris import ModelRef
 from monitoring.capture import captured_frames, read_capture_lines, request_rows
@@ -28,7 +29,7 @@ from monitoring.report import report_html
 _logger = logging.getLogger(__name__)
 
 #: Prefix of the tags holding a version's test metrics (written by the register step).
-TEST_METRIC_TAG = "mlops.metric.test_"
+TEST_METRIC_TAG = names.metric_tag("test_")
 
 
 @dataclass
@@ -86,14 +87,15 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     info = resolve_model(client, ref)
     mv = client.get_model_version(info.name, info.version)
     tags = mv.tags
-    target = tags.get("mlops.target", "target")
-    task = tags.get("mlops.task", "classification")
+    target = tags.get(names.TARGET_TAG, "target")
+    task = tags.get(names.TASK_TAG, "classification")
     # the metric train selected on; "auto" (the task's default) when the tag is missing
-    metric = tags.get("mlops.selection_metric") or "auto"
-    train_uri = tags.get("mlops.train_data") or tags.get("mlops.test_data", "").replace(
+    metric = tags.get(names.SELECTION_METRIC_TAG) or "auto"
+    train_uri = tags.get(names.TRAIN_DATA_TAG) or tags.get(names.TEST_DATA_TAG, "").replace(
         "test.parquet", "train.parquet")
     if not train_uri:
-        raise MonitorError(f"{info.name}/{info.version} has no mlops.train_data lineage tag")
+        raise MonitorError(
+            f"{info.name}/{info.version} has no {names.TRAIN_DATA_TAG} lineage tag")
     with tempfile.TemporaryDirectory() as tmp:
         reference = pd.read_parquet(mlflow.artifacts.download_artifacts(train_uri, dst_path=tmp))
     reference = reference.drop(columns=[target], errors="ignore")
@@ -143,8 +145,9 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     title = f"Monitoring {info.name} v{info.version} ({len(live)} captured rows)"
     page = report_html(title, drift, gates, reference, live, ref_pred, live_pred)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"monitor-{info.name}-v{info.version}",
-                          tags={"mlops.model_name": info.name, "mlops.model_version": info.version,
-                                "mlops.monitor.verdict": "ok" if all(g.passed for g in gates)
+                          tags={names.MODEL_NAME_TAG: info.name,
+                                names.MODEL_VERSION_TAG: info.version,
+                                names.MONITOR_VERDICT_TAG: "ok" if all(g.passed for g in gates)
                                 else "threshold crossed"}) as run:
         mlflow.log_params({"model": info.name, "version": info.version,
                            "captured": captured[:500], "labels": (labels or "")[:500],

@@ -28,6 +28,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import names
+
 _logger = logging.getLogger(__name__)
 
 #: The MLproject entry point the trigger runs (every step; unchanged steps reused).
@@ -40,10 +42,10 @@ REASON_KEY = "register.trigger_reason"
 TRIGGER = "retrain"
 
 # What the workflow records in MLflow (projects: its run's and its register step's tags).
-_TAG_VERSION = "mlops.model_version"
-_TAG_REGISTER_RUN = "mlops.register_run"
-_TAG_CROWNED = "mlops.crowned"
-_TAG_CROWN_REASON = "mlops.crown_reason"
+_TAG_VERSION = names.MODEL_VERSION_TAG
+_TAG_REGISTER_RUN = names.step_run_tag("register")
+_TAG_CROWNED = names.CROWNED_TAG
+_TAG_CROWN_REASON = names.CROWN_REASON_TAG
 
 
 @dataclass(frozen=True)

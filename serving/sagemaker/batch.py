@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 
+from core.names import TRANSFORM_JOB_TAG
 from serving.sagemaker.aws import SageMakerError, client_error_code
 from serving.sagemaker.package import create_model, resolve_model, upload_archive
 from serving.sagemaker.resources import endpoint_tags
@@ -40,7 +41,7 @@ DEFAULT_SPLIT_TYPE = "None"
 SPLIT_TYPES = ("None", "Line")
 _DONE = ("Completed", "Failed", "Stopped")
 #: Tag of a batch model: the transform job it was made for.
-TAG_TRANSFORM_JOB = "mlops.transform_job"
+TAG_TRANSFORM_JOB = TRANSFORM_JOB_TAG
 #: Name marker of batch models (``ListModels NameContains`` finds them); the tag decides.
 BATCH_MODEL_KIND = "batch-model"
 # A batch model whose job does not exist is removed only once this old: a `batch` running

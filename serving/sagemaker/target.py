@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from core import names
 from serving.sagemaker.aws import SageMakerError
 
 DEFAULT_REGION = "us-east-1"
@@ -26,17 +27,18 @@ VARIANT_NAME = "AllTraffic"
 POLL_MIN_SECONDS = 0.5
 POLL_MAX_SECONDS = 15.0
 
-TAG_ENDPOINT = "mlops.endpoint"
-TAG_MODEL_NAME = "mlops.model_name"
-TAG_MODEL_VERSION = "mlops.model_version"
-TAG_RUN_ID = "mlops.run_id"
-TAG_MODEL_URI = "mlops.model_uri"
+# The AWS tags of the SageMaker models and endpoints this package makes (names in core.names).
+TAG_ENDPOINT = names.ENDPOINT_TAG
+TAG_MODEL_NAME = names.MODEL_NAME_TAG
+TAG_MODEL_VERSION = names.MODEL_VERSION_TAG
+TAG_RUN_ID = names.RUN_ID_TAG
+TAG_MODEL_URI = names.MODEL_URI_TAG
 # What `follow` records on the endpoint while a rollout runs, so a restart can finish it.
-TAG_FOLLOW_VERSION = "mlops.follow.version"
-TAG_FOLLOW_PREVIOUS = "mlops.follow.previous"
-TAG_FOLLOW_CONFIG = "mlops.follow.config"
-TAG_FOLLOW_MODEL = "mlops.follow.model"
-TAG_FOLLOW_FAILED = "mlops.follow.failed"
+TAG_FOLLOW_VERSION = names.FOLLOW_VERSION_TAG
+TAG_FOLLOW_PREVIOUS = names.FOLLOW_PREVIOUS_TAG
+TAG_FOLLOW_CONFIG = names.FOLLOW_CONFIG_TAG
+TAG_FOLLOW_MODEL = names.FOLLOW_MODEL_TAG
+TAG_FOLLOW_FAILED = names.FOLLOW_FAILED_TAG
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 
+from core.names import TASK_TAG
 from serving.online import metrics as _metrics
 from serving.shadow.run import DEFAULT_INTERVAL_SECONDS, SampleHook, Shadow
 
@@ -250,7 +251,7 @@ def shadow_for(client, champion, challenger_ref: str, *, sample: float, toleranc
     task = None
     mv = champion.model_version
     if mv is not None:
-        task = (getattr(mv, "tags", None) or {}).get("mlops.task")
+        task = (getattr(mv, "tags", None) or {}).get(TASK_TAG)
     task = task if task in ("classification", "regression") else None
     return ShadowProcess({
         "tracking_uri": client.tracking_uri, "registry_uri": client._registry_uri,

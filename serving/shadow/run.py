@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from core import shadow as names
+from core.names import HOST_TAG, PID_TAG
 from serving.online import metrics as _metrics
 from serving.shadow.compare import Totals, compare_answers, predictions
 
@@ -206,8 +207,8 @@ class Shadow(SampleHook):
                 names.TAG_CHALLENGER_VERSION: self.challenger_version,
                 names.TAG_TASK: self.task or "inferred",
                 names.TAG_TOLERANCE: str(self.tolerance),
-                "mlops.host": socket.gethostname(),
-                "mlops.pid": str(os.getpid()),
+                HOST_TAG: socket.gethostname(),
+                PID_TAG: str(os.getpid()),
                 "mlflow.note.content": (
                     f"Live requests answered by {self.name} version {self.champion_version}, "
                     f"also scored by version {self.challenger_version} (sample "
