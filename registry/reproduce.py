@@ -7,6 +7,14 @@ the installed package versions with the recorded ones, re-runs the workflow's st
 on this Python) into a scratch experiment, then compares the new model's predictions (labels
 and probabilities) on the version's own test split with the registered model's, bit for bit.
 
+The re-run is the workflow's command line, read through its documented interfaces only (the
+registry never imports the workflow): ``python -m projects train --output json`` prints its
+result as one JSON document on stdout (the workflow's ``projects/result.py`` lists the keys;
+:func:`read_result` reads the ones used here), its one-line reason on stderr when it fails, and
+the steps' runs show in the tracking store as they finish (the progress lines come from there).
+A commit older than ``--output json`` is re-run without it; its model is then found through
+the re-run's lineage.
+
 The re-run stops after ``train``: evaluate and register would compare with the champion and
 register a version, and neither shapes the model. The registry is only read; the scratch
 experiment gets one run per reproduction (tag ``mlops.reproduces``).
@@ -14,9 +22,9 @@ experiment gets one run per reproduction (tag ``mlops.reproduces``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import lineage as names
-from core.names import MODEL_URI_TAG, REPRODUCED_TAG, REPRODUCES_RUN_TAG
+from core.names import MODEL_URI_TAG, REPRODUCED_TAG, REPRODUCES_RUN_TAG, STEP_TAG
 from registry.errors import RegistryError
 from registry.lineage import Lineage, read_lineage, read_run_lineage
 from registry.versions import download
@@ -44,8 +52,10 @@ MODEL_STEPS = ("ingest", "validate", "prepare", "train")
 SHOWN_ROWS = 5
 RERUN_TIMEOUT_SECONDS = 3600
 _GIT_TIMEOUT = 120
-#: A step's completion in the workflow's log (``train    done in 3.31s (run ...)``).
-_STEP_DONE = re.compile(r"\b(ingest|validate|prepare|train)\s+done in [\d.]+s")
+#: Seconds between two looks at the tracking store for the re-run's finished steps.
+PROGRESS_POLL_SECONDS = 2.0
+#: The versions of the workflow's JSON document this module reads.
+RESULT_FORMATS = (1,)
 
 
 class CannotReproduce(RegistryError):
@@ -248,18 +258,79 @@ def _scratch_run(client, into: str, lin: Lineage) -> tuple[str, str]:
     return exp_id, run.info.run_id
 
 
-def rerun_command(lin: Lineage, profile: str) -> list[str]:
-    """The workflow command the worktree runs: recorded settings, cache off, up to train."""
+def rerun_command(lin: Lineage, profile: str, as_json: bool = True) -> list[str]:
+    """The workflow command the worktree runs: recorded settings, cache off, up to train.
+
+    Args:
+        lin: the version's lineage.
+        profile: the settings profile of the re-run (its file is empty: the base holds all).
+        as_json: ask for the JSON document on stdout (``--output json``).
+    """
     cmd = [sys.executable, "-m", "projects", RERUN_UNTIL, "--profile", profile,
            "--set", "cache=false"]
     if lin.data.kind == "file" and lin.data.location:
         # the recorded source may be relative to where the original ran
         cmd += ["--set", f"data.source={lin.data.location}"]
+    if as_json:
+        cmd += ["--output", "json"]
     return cmd
 
 
+def read_result(text: str) -> dict:
+    """The workflow's JSON document (``--output json``), checked for what reproduction reads.
+
+    Raises:
+        RegistryError: not one JSON object, an unknown ``format``, or no ``run_id``.
+    """
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise RegistryError("the re-run printed no JSON document on stdout")
+    if doc.get("format") not in RESULT_FORMATS:
+        raise RegistryError(f"the re-run's JSON document has format {doc.get('format')!r}; "
+                            f"this registry reads {', '.join(map(str, RESULT_FORMATS))}")
+    if not doc.get("run_id") or not isinstance(doc.get("steps"), dict):
+        raise RegistryError("the re-run's JSON document names no workflow run or steps")
+    return doc
+
+
+def _speaks_json(tree: Path, env: dict) -> bool:
+    """Whether the worktree's workflow offers ``--output json`` (its ``--help`` lists it)."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "projects", RERUN_UNTIL, "--help"], cwd=tree,
+                             env=env, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "--output" in out.stdout
+
+
+def finished_steps(client, experiment_id: str, run_id: str) -> list[tuple[str, float]]:
+    """The model steps the re-run ``run_id`` finished so far, with their seconds, in order.
+
+    Read from the tracking store: the steps are the workflow run's child runs (``mlops.step``).
+    """
+    runs = client.search_runs(
+        [experiment_id], max_results=100, order_by=["attributes.start_time ASC"],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and "
+                      "attributes.status = 'FINISHED'")
+    out = []
+    for run in runs:
+        step = run.data.tags.get(STEP_TAG)
+        if step in MODEL_STEPS and run.info.end_time and run.info.start_time:
+            out.append((step, (run.info.end_time - run.info.start_time) / 1000))
+    return out
+
+
 def _run_workflow(client, lin: Lineage, tree: Path, conf: Path, profile: str,
-                  run_id: str, echo: Callable[[str], None] = lambda _line: None) -> None:
+                  experiment_id: str, run_id: str,
+                  echo: Callable[[str], None] = lambda _line: None) -> dict | None:
+    """Re-run the workflow in ``tree`` into the scratch run; its JSON document (None: old code).
+
+    Raises:
+        RegistryError: the re-run failed (its one-line reason) or ran out of time.
+    """
     import mlflow
 
     tracking = absolute_uri(client.tracking_uri)
@@ -274,33 +345,54 @@ def _run_workflow(client, lin: Lineage, tree: Path, conf: Path, profile: str,
         "PYTHONHASHSEED": "0",
     })
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    import collections
-    import threading
+    as_json = _speaks_json(tree, env)
+    shown: set[str] = set()
 
-    proc = subprocess.Popen(rerun_command(lin, profile), cwd=tree, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    timer = threading.Timer(RERUN_TIMEOUT_SECONDS, proc.kill)
-    timer.start()
-    tail: collections.deque[str] = collections.deque(maxlen=200)
-    try:
-        for line in proc.stdout:
-            tail.append(line.rstrip())
-            if _STEP_DONE.search(line):  # each step as it finishes: a long re-run shows life
-                echo("           " + _STEP_DONE.search(line).group(0))
-        code = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:  # interrupted: the child goes too (it ends its runs KILLED)
-            proc.terminate()
-            proc.wait()
+    def show_progress() -> None:  # each step as it finishes: a long re-run shows life
+        from mlflow.exceptions import MlflowException
+
+        try:
+            done = finished_steps(client, experiment_id, run_id)
+        except MlflowException as exc:  # progress only: the re-run's outcome decides
+            _logger.debug("progress not read: %s", exc)
+            return
+        for step, seconds in done:
+            if step not in shown:
+                shown.add(step)
+                echo(f"           {step:<8} done in {seconds:.2f}s")
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(rerun_command(lin, profile, as_json), cwd=tree, env=env,
+                                text=True, stdout=out, stderr=err)
+        deadline = time.monotonic() + RERUN_TIMEOUT_SECONDS
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=PROGRESS_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        code = proc.wait()
+                        break
+                    show_progress()
+            show_progress()
+        finally:
+            if proc.poll() is None:  # interrupted: the child goes too (it ends its runs KILLED)
+                proc.terminate()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if code != 0:
-        lines = [x for x in tail if x.strip()]
+        lines = [x for x in stderr.splitlines() if x.strip()]
         last = next((x for x in reversed(lines) if x.startswith("error:")),
                     lines[-1] if lines else f"exit {code}")
-        _logger.info("re-run output:\n%s", "\n".join(lines))
+        _logger.info("re-run output:\n%s", "\n".join(lines[-200:]))
         if code < 0:
             last = f"stopped after {RERUN_TIMEOUT_SECONDS} s"
         raise RegistryError(f"the re-run failed: {last}")
+    return read_result(stdout) if as_json else None
 
 
 def _end_if_running(client, run_id: str) -> None:
@@ -455,7 +547,8 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
              f"into run {result.run_id} (experiment {into or SCRATCH_EXPERIMENT})")
         start = time.perf_counter()
         try:
-            _run_workflow(client, lin, tree, conf, profile, result.run_id, echo)
+            doc = _run_workflow(client, lin, tree, conf, profile, result.experiment_id,
+                                result.run_id, echo)
         finally:
             result.seconds = time.perf_counter() - start
             _end_if_running(client, result.run_id)
@@ -470,8 +563,12 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         same = lin.data.digest == rerun.data.digest
         echo(f"data       digest {rerun.data.digest} as the re-run read it: " + (
             "as recorded" if same else f"the version was trained on {lin.data.digest}"))
-    train = rerun.step("train")
-    model_uri = client.get_run(train.run_id).data.tags.get(MODEL_URI_TAG) if train else None
+    if doc is not None:  # the workflow's own account of what it logged
+        model_uri = doc.get("model_uri")
+    else:  # a commit older than --output json: the re-run's lineage names the train run
+        train = rerun.step("train")
+        model_uri = (client.get_run(train.run_id).data.tags.get(MODEL_URI_TAG) if train
+                     else None)
     if not model_uri:
         raise RegistryError(f"the re-run (run {result.run_id}) logged no model")
     X, _y = load_test_data(client, lin.tags)

@@ -21,6 +21,7 @@ from registry.reproduce import (
     diagnose,
     machine_changes,
     package_changes,
+    rerun_command,
 )
 
 
@@ -268,3 +269,12 @@ def test_reproduction_as_json():
         "machine_changes": [], "run_id": "r" * 32, "experiment_id": "7", "seconds": 12.346,
         "original_seconds": 10.0,
     }
+
+
+def test_the_rerun_asks_the_workflow_for_its_json_document_unless_the_commit_predates_it():
+    lin = lineage(data=DataLineage(kind="file", location="/data/x.csv"))
+    cmd = rerun_command(lin, "local")
+    assert cmd[1:4] == ["-m", "projects", "train"]
+    assert cmd[-2:] == ["--output", "json"]
+    assert "data.source=/data/x.csv" in cmd
+    assert "--output" not in rerun_command(lin, "local", as_json=False)
