@@ -1,6 +1,6 @@
 """Governance the server enforces (``python -m tracking server --auth``), on SQLite and PostgreSQL.
 
-The users are those of the README: a data scientist with EDIT on the model, a service that reads,
+The users are those of the users-and-permissions guide (docs/operations): a data scientist with EDIT on the model, a service that reads,
 a release manager. Only the release manager (or an admin) moves ``champion``, whatever the
 client; the history names the user the server authenticated.
 """
@@ -269,7 +269,7 @@ def test_a_data_scientist_creating_a_model_gets_edit_not_manage(server):
 
 
 def _readme_users_file() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "operations" / "users-and-permissions.md").read_text()
     start = text.index("# users.yaml\n")
     return text[start : text.index("```", start)]
 
