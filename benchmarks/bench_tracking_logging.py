@@ -47,7 +47,8 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def server(backend: str, tmp: str):
     from core.settings import ServerSettings
-    from tracking.server import ServerConfig, new_keys, start, stop_group
+    from tracking.secrets import new_keys
+    from tracking.server import ServerConfig, start, stop_group
 
     config = ServerConfig(
         server=ServerSettings(host="127.0.0.1", port=_free_port(), workers=1,

@@ -202,12 +202,13 @@ def server(uri: str, artifacts: str, mode: str):
     (its store preparation, then its app with ``tracking.store.SearchStore``)."""
     from core.settings import ServerSettings
     from tests.support.processes import free_port
+    from tracking import schema, secrets
     from tracking import server as srv
 
     settings = ServerSettings(backend_store_uri=uri, artifacts_destination=artifacts,
                               port=free_port(), workers=1)  # fmt: skip
     # on PostgreSQL the launcher takes the server's keys from the environment only
-    config = srv.ServerConfig(server=settings, extra_env=srv.new_keys())
+    config = srv.ServerConfig(server=settings, extra_env=secrets.new_keys())
     name = f"server-{mode}-{settings.port}.log"
     log = open(Path(artifacts).parent / name, "wb")  # noqa: SIM115
     if mode == "ours":
@@ -222,7 +223,7 @@ def server(uri: str, artifacts: str, mode: str):
         cmd = cmd[: cmd.index("--app-name")]  # MLflow's own app and store
         env = srv.server_env(config)
         if mode == "stock":
-            env[srv.BACKEND_STORE_ENV] = uri
+            env[schema.BACKEND_STORE_ENV] = uri
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
         srv.wait_healthy(config.url, proc, 120)
     try:
@@ -266,7 +267,7 @@ def as_filled(uri: str) -> int:
 
 
 def bench(backend: str, uri: str, fill, runs: int, repeat: int, tmp: Path) -> dict:
-    from tracking.server import upgrade_schema
+    from tracking.schema import upgrade_schema
 
     start = time.perf_counter()
     if fill is None:  # --postgres-database / --sqlite-file

@@ -100,7 +100,7 @@ def time_search(uri: str, experiment_id: str, repeat: int) -> float:
 def bench(uri: str, runs: int, repeat: int) -> tuple[float, float]:
     import sqlalchemy
 
-    from tracking.server import ensure_indexes
+    from tracking.indexes import ensure_indexes
 
     experiment_id = populate(uri, runs)
     client_warmup = time_search(uri, experiment_id, 1)  # store/engine creation out of the timing

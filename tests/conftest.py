@@ -94,7 +94,7 @@ def pg_template():
     Migrating an empty database takes ~30-50 s here; ``CREATE DATABASE ... TEMPLATE`` copies
     the migrated one in about a second.
     """
-    from tracking.server import upgrade_schema
+    from tracking.schema import upgrade_schema
 
     with fresh_pg_database() as url:
         upgrade_schema(url)

@@ -1,7 +1,8 @@
 """``python -m tracking``: the tracking server, the UI, server keys, users, reaping runs.
 
-The commands only parse flags and delegate to :mod:`tracking.server`, :mod:`tracking.auth` and
-:mod:`core.runs` (runs left RUNNING by a process that died).
+The commands only parse flags and delegate to :mod:`tracking.server` (the launcher),
+:mod:`tracking.secrets`, :mod:`tracking.auth` and :mod:`core.runs` (runs left RUNNING by a
+process that died).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import warnings
 
 import click
 
-from core.connection import tracking_uri
+from core.connection import is_sql_store, tracking_uri
 from core.redaction import redact_url
 from core.settings import PROFILES, load_settings
 from tracking import server as srv
+from tracking.errors import ServerError
+from tracking.secrets import ADMIN_PASSWORD_ENV, ADMIN_USERNAME_ENV, check_admin_env, new_keys
 
 _logger = logging.getLogger(__name__)
 
@@ -124,9 +127,9 @@ def ui_command(port, host, profile):
     """
     settings = load_settings(profile)
     uri = tracking_uri()
-    if not srv.is_sql_store(uri) and not uri.startswith(("file:", "/", ".")):
+    if not is_sql_store(uri) and not uri.startswith(("file:", "/", ".")):
         srv_hint = uri if uri.startswith("http") else "a server"
-        raise srv.ServerError(f"MLFLOW_TRACKING_URI points at {srv_hint}; open it in a browser")
+        raise ServerError(f"MLFLOW_TRACKING_URI points at {srv_hint}; open it in a browser")
     if port == 0:
         port = _free_port(host)
     server_settings = settings.server.model_copy(
@@ -152,8 +155,8 @@ def _run(config: srv.ServerConfig, experiment: str):
         try:
             if config.auth:
                 # The launcher asks the server for the experiment id as the admin.
-                os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[srv.ADMIN_USERNAME_ENV]
-                os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[srv.ADMIN_PASSWORD_ENV]
+                os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[ADMIN_USERNAME_ENV]
+                os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[ADMIN_PASSWORD_ENV]
             experiment_id = srv.find_experiment_id(launch.url, experiment)
         except BaseException:
             srv.stop_group(launch.proc)
@@ -197,7 +200,7 @@ def keys_command():
     values and keep them across restarts (a server on a SQLite store keeps its own next to the
     database). Changing the webhook key makes the webhooks saved before unusable.
     """
-    for name, value in srv.new_keys().items():
+    for name, value in new_keys().items():
         click.echo(f"{name}={value}")
 
 
@@ -222,10 +225,10 @@ def users_apply(file):
     spec = load_users_file(file)
     uri = tracking_uri()
     if not uri.startswith(("http://", "https://")):
-        raise srv.ServerError("MLFLOW_TRACKING_URI must be the http(s) address of the server")
-    srv.check_admin_env()
-    os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[srv.ADMIN_USERNAME_ENV]
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[srv.ADMIN_PASSWORD_ENV]
+        raise ServerError("MLFLOW_TRACKING_URI must be the http(s) address of the server")
+    check_admin_env()
+    os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[ADMIN_USERNAME_ENV]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ[ADMIN_PASSWORD_ENV]
 
     import mlflow
     from mlflow.server.auth.client import AuthServiceClient

@@ -12,7 +12,7 @@ steps:
    filter and sort subqueries on ``tags``, ``params`` and ``latest_metrics``) holds at most one
    row per run and key (their primary key is ``(key, run_uuid)``), so each run appears once.
    A search that joins datasets (``dataset.*`` filters, several rows per run) is left to MLflow.
-   Without DISTINCT the runs index of the launcher (:data:`tracking.server.SEARCH_INDEXES`)
+   Without DISTINCT the runs index of the launcher (:data:`tracking.indexes.SEARCH_INDEXES`)
    yields the newest runs first and the database stops after the page.
    Sorted by one metric, the runs that have it (not NaN) come first in MLflow's order (its sort
    key ranks them 0, NaN 1, missing 2); the page is read from them alone, walking the metric's

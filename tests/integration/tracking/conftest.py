@@ -35,7 +35,7 @@ _TEAM_KEYS: dict[str, str] = {}
 def team_keys() -> dict[str, str]:
     """The server keys a team puts in every replica's environment; one set per test session."""
     if not _TEAM_KEYS:
-        from tracking.server import new_keys
+        from tracking.secrets import new_keys
 
         _TEAM_KEYS.update(new_keys())
     return dict(_TEAM_KEYS)

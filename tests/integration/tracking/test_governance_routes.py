@@ -85,7 +85,7 @@ def _auth_config(path, backend):
     Without it every request pays a scrypt check of the password (~0.3 s of CPU here); the
     matrix sends ~500 requests per server. The checks the matrix tests do not depend on it.
     """
-    from tracking.server import auth_database_uri, write_auth_config
+    from tracking.secrets import auth_database_uri, write_auth_config
 
     write_auth_config(path, auth_database_uri(backend))
     with path.open("a") as f:

@@ -26,7 +26,7 @@ import pytest
 from tests.integration.tracking.conftest import launched, launcher_cmd, sqlite_copy
 from tests.support.postgres import fresh_pg_database
 from tests.support.processes import child_env, free_port
-from tracking.server import new_keys
+from tracking.secrets import new_keys
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy
 
 from tests.integration.tracking.conftest import launched, sqlite_copy
-from tracking.server import EXTRA_INDEXES, ensure_indexes, schema_revisions
+from tracking.indexes import EXTRA_INDEXES, ensure_indexes
+from tracking.schema import schema_revisions
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ import sqlalchemy
 from benchmarks import bench_tracking_scale as bench
 from core.settings import ServerSettings
 from tests.support.processes import free_port
+from tracking import indexes, secrets
 from tracking import server as srv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,10 +44,10 @@ def _check_store(uri: str, fill, tmp_path) -> None:
                               artifacts_destination=str(tmp_path / "artifacts"))  # fmt: skip
     with open(tmp_path / "server.log", "wb") as log:
         # on PostgreSQL the launcher takes the server's keys from the environment only
-        launch = srv.start(srv.ServerConfig(server=settings, extra_env=srv.new_keys()), log=log)
+        launch = srv.start(srv.ServerConfig(server=settings, extra_env=secrets.new_keys()), log=log)
     try:
         dialect = uri.split(":", 1)[0].split("+", 1)[0]
-        assert set(srv.SEARCH_INDEXES[dialect]) <= set(launch.store["indexes"])
+        assert set(indexes.SEARCH_INDEXES[dialect]) <= set(launch.store["indexes"])
         base = {"experiment_ids": [str(experiment_id)], "max_results": 100}
 
         team = {run for key, value, run in data["tags"] if key == "team" and value == "team-7"}

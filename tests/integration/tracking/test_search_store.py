@@ -19,7 +19,7 @@ import pytest
 from mlflow.entities import Dataset, DatasetInput, Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-from tracking import server as srv
+from tracking import indexes, schema
 from tracking.store import SearchStore
 
 pytestmark = [pytest.mark.integration]
@@ -97,8 +97,8 @@ def _pages(store, experiment_ids, filter_string, view, order_by, max_results):
 def _compare(uri: str, artifacts: str) -> int:
     stock = SqlAlchemyStore(uri, artifacts)
     _fill(stock)
-    srv.ensure_indexes(uri)
-    srv.ensure_search_indexes(uri)
+    indexes.ensure_indexes(uri)
+    indexes.ensure_search_indexes(uri)
     ours = SearchStore(uri, artifacts)
     ids = [e.experiment_id for e in stock.search_experiments() if e.name.startswith("search-")]
     cases = [(ids[:1], f, ViewType.ACTIVE_ONLY, o, 30) for o in ORDERS for f in FILTERS[:2]]
@@ -131,7 +131,7 @@ def _compare(uri: str, artifacts: str) -> int:
 @pytest.mark.postgres
 def test_postgres_same_runs_order_and_tokens_as_mlflow(tmp_path, pg_database):
     assert _compare(pg_database, str(tmp_path / "artifacts")) > 40
-    srv.upgrade_schema(pg_database)  # `mlflow db upgrade` still runs with the indexes in place
+    schema.upgrade_schema(pg_database)  # `mlflow db upgrade` still runs with the indexes in place
 
 
 def test_sqlite_same_runs_order_and_tokens_as_mlflow(tmp_path, template_sqlite_db):
@@ -141,7 +141,7 @@ def test_sqlite_same_runs_order_and_tokens_as_mlflow(tmp_path, template_sqlite_d
         path = Path(folder) / "search.db"
         shutil.copy(template_sqlite_db, path)
         assert _compare(f"sqlite:///{path}", str(tmp_path / "artifacts")) > 40
-        srv.upgrade_schema(f"sqlite:///{path}")  # `mlflow db upgrade` with the indexes in place
+        schema.upgrade_schema(f"sqlite:///{path}")  # `mlflow db upgrade` with the indexes in place
 
 
 def test_the_server_builds_the_search_store(monkeypatch, tmp_path, template_sqlite_db):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.postgres import PG_ADMIN, fresh_pg_database
 from tests.support.processes import free_port, running
-from tracking.server import new_keys
+from tracking.secrets import new_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

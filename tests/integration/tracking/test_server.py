@@ -19,7 +19,7 @@ import sqlalchemy
 from mlflow.entities import Metric, Param
 
 from tests.integration.tracking.conftest import assert_workflow_logged, run_workflow
-from tracking.server import EXTRA_INDEXES
+from tracking.indexes import EXTRA_INDEXES
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,9 @@ import sys
 import pytest
 import sqlalchemy
 
+from core.redaction import redact_text
 from core.settings import ServerSettings, load_settings
+from tracking import errors, indexes, secrets
 from tracking import server as srv
 from tracking.auth import ROLE_PERMISSIONS, UsersFileError, load_users_file
 from tracking.cli import main
@@ -58,16 +60,16 @@ def test_child_gets_the_venv_bin_first_and_no_job_runner():
 
 
 def test_auth_database_sits_next_to_a_sqlite_store():
-    assert srv.auth_database_uri("sqlite:////data/mlflow.db") == "sqlite:////data/basic_auth.db"
-    assert srv.auth_database_uri("postgresql://h/db") == "postgresql://h/db"
+    assert secrets.auth_database_uri("sqlite:////data/mlflow.db") == "sqlite:////data/basic_auth.db"
+    assert secrets.auth_database_uri("postgresql://h/db") == "postgresql://h/db"
 
 
 def test_ensure_indexes_is_idempotent_and_pins_sqlite_estimates(isolated_tracking):
-    assert srv.ensure_indexes(isolated_tracking) == list(srv.EXTRA_INDEXES)
-    assert srv.ensure_indexes(isolated_tracking) == []
-    search = [*srv.SEARCH_INDEXES["sqlite"], *srv.EXPRESSION_INDEXES]
-    assert srv.ensure_search_indexes(isolated_tracking) == search
-    assert srv.ensure_search_indexes(isolated_tracking) == []
+    assert indexes.ensure_indexes(isolated_tracking) == list(indexes.EXTRA_INDEXES)
+    assert indexes.ensure_indexes(isolated_tracking) == []
+    search = [*indexes.SEARCH_INDEXES["sqlite"], *indexes.EXPRESSION_INDEXES]
+    assert indexes.ensure_search_indexes(isolated_tracking) == search
+    assert indexes.ensure_search_indexes(isolated_tracking) == []
     engine = sqlalchemy.create_engine(isolated_tracking)
     with engine.connect() as conn:
         stats = dict(
@@ -141,7 +143,7 @@ def test_auth_config_is_readable_by_its_owner_only(tmp_path):
     path = tmp_path / "auth.ini"
     path.write_text("old")
     path.chmod(0o644)
-    srv.write_auth_config(path, "postgresql://mlflow:s3cret@db/mlflow")
+    secrets.write_auth_config(path, "postgresql://mlflow:s3cret@db/mlflow")
     assert path.stat().st_mode & 0o777 == 0o600
     assert "database_uri = postgresql://mlflow:s3cret@db/mlflow" in path.read_text()
 
@@ -167,30 +169,30 @@ def test_weak_admin_passwords_are_refused_with_the_reason(monkeypatch, capsys, p
 
 
 def test_a_passphrase_is_accepted():
-    assert srv.password_weakness("correct-horse-battery-staple") is None
-    assert srv.password_weakness("admin-password-123") is None
+    assert secrets.password_weakness("correct-horse-battery-staple") is None
+    assert secrets.password_weakness("admin-password-123") is None
 
 
 def test_a_migration_error_line_is_printed_without_the_password():
     uri = "postgresql+psycopg://mlflow:s3cret-pw@db:5432/mlflow"
     line = "could not connect to postgresql+psycopg://mlflow:s3cret-pw@db:5432/mlflow"
     redacted = "could not connect to postgresql+psycopg://mlflow:***@db:5432/mlflow"
-    assert srv.redact_text(line, uri) == redacted
+    assert redact_text(line, uri) == redacted
 
 
 def test_a_sqlite_store_keeps_its_keys_next_to_the_database(tmp_path):
     uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
-    first = srv.resolve_keys(uri, {})
+    first = secrets.resolve_keys(uri, {})
     path = tmp_path / "db" / "mlflow.db.keys"
     assert (first.path, first.created) == (path, True)
-    assert set(first.values) == set(srv.KEY_ENVS)
+    assert set(first.values) == set(secrets.KEY_ENVS)
     assert path.stat().st_mode & 0o777 == 0o600
-    again = srv.resolve_keys(uri, {}, auth=True)
+    again = secrets.resolve_keys(uri, {}, auth=True)
     assert (again.values, again.created) == (first.values, False)  # made once, then read
     # the environment wins, key by key; the file is left as it was
-    env = {srv.SECRET_KEY_ENV: "from-the-environment"}
-    assert srv.resolve_keys(uri, env).values == {
-        srv.WEBHOOK_KEY_ENV: first.values[srv.WEBHOOK_KEY_ENV]}
+    env = {secrets.SECRET_KEY_ENV: "from-the-environment"}
+    assert secrets.resolve_keys(uri, env).values == {
+        secrets.WEBHOOK_KEY_ENV: first.values[secrets.WEBHOOK_KEY_ENV]}
     assert [p.name for p in path.parent.iterdir()] == ["mlflow.db.keys"]  # no scratch left
 
 
@@ -198,26 +200,26 @@ def test_a_keys_file_that_is_not_the_keys_is_refused(tmp_path):
     path = tmp_path / "mlflow.db.keys"
     path.write_text("{}")
     path.chmod(0o600)
-    with pytest.raises(srv.ServerError, match=r"does not hold the server's keys"):
-        srv.resolve_keys(f"sqlite:///{tmp_path / 'mlflow.db'}", {})
+    with pytest.raises(errors.ServerError, match=r"does not hold the server's keys"):
+        secrets.resolve_keys(f"sqlite:///{tmp_path / 'mlflow.db'}", {})
 
 
 def test_a_shared_database_needs_the_keys_it_uses_from_the_environment():
     uri = "postgresql://mlflow@db.internal/mlflow"
-    with pytest.raises(srv.MissingKeysError, match=r"needs MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY in"):
-        srv.resolve_keys(uri, {})
-    webhook_only = {srv.WEBHOOK_KEY_ENV: srv.new_keys()[srv.WEBHOOK_KEY_ENV]}
+    with pytest.raises(secrets.MissingKeysError, match=r"needs MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY in"):
+        secrets.resolve_keys(uri, {})
+    webhook_only = {secrets.WEBHOOK_KEY_ENV: secrets.new_keys()[secrets.WEBHOOK_KEY_ENV]}
     # without --auth nothing signs sessions: the session key need not be shared
-    assert set(srv.resolve_keys(uri, webhook_only).values) == {srv.SECRET_KEY_ENV}
-    with pytest.raises(srv.MissingKeysError, match=r"and MLFLOW_FLASK_SERVER_SECRET_KEY in"):
-        srv.resolve_keys(uri, webhook_only, auth=True)
-    assert srv.resolve_keys(uri, srv.new_keys(), auth=True).values == {}
+    assert set(secrets.resolve_keys(uri, webhook_only).values) == {secrets.SECRET_KEY_ENV}
+    with pytest.raises(secrets.MissingKeysError, match=r"and MLFLOW_FLASK_SERVER_SECRET_KEY in"):
+        secrets.resolve_keys(uri, webhook_only, auth=True)
+    assert secrets.resolve_keys(uri, secrets.new_keys(), auth=True).values == {}
 
 
 def test_stores_with_no_state_to_keep_get_keys_for_the_process():
     for uri in ("sqlite:///:memory:", "file:///tmp/mlruns"):
-        keys = srv.resolve_keys(uri, {})
-        assert keys.path is None and set(keys.values) == set(srv.KEY_ENVS)
+        keys = secrets.resolve_keys(uri, {})
+        assert keys.path is None and set(keys.values) == set(secrets.KEY_ENVS)
 
 
 def test_the_launcher_warns_once_for_an_untested_mlflow(monkeypatch, caplog):
