@@ -108,7 +108,8 @@ def feature_drift(
     return pd.DataFrame(rows)
 
 
-def live_metric(task: str, metric: str, y_true, y_pred, proba=None, classes=None) -> float:
+def live_metric(task: str, metric: str, y_true, y_pred, proba=None, classes=None,
+                positive=None) -> float:
     """Metric ``metric`` on labelled live data, as the metric catalogue computes it.
 
     Args:
@@ -118,6 +119,8 @@ def live_metric(task: str, metric: str, y_true, y_pred, proba=None, classes=None
         y_pred: what the model predicted for them.
         proba: class probabilities, if the model gives them.
         classes: the model's ``classes_`` (its probability-column order), if known.
+        positive: the positive class of a binary task (the version's ``mlops.positive_class``);
+            None: the last of ``classes``.
 
     Raises:
         MonitorError: unknown metric, a metric of the other task, or one these inputs cannot
@@ -125,7 +128,7 @@ def live_metric(task: str, metric: str, y_true, y_pred, proba=None, classes=None
     """
     try:
         metrics.resolve(metric, task)
-        return metrics.compute_one(metric, y_true, y_pred, proba, classes)
+        return metrics.compute_one(metric, y_true, y_pred, proba, classes, positive)
     except metrics.MetricError as exc:
         raise MonitorError(str(exc)) from None
 
@@ -148,7 +151,7 @@ class MetricComparison:
 
 
 def compare_live_metric(task: str, wanted: str, y_true, y_pred, reference: dict[str, float],
-                        proba=None, classes=None) -> MetricComparison:
+                        proba=None, classes=None, positive=None) -> MetricComparison:
     """The live value of a metric next to the version's test value of the same metric.
 
     ``wanted`` (the version's selection metric) when both sides have it; else the first metric
@@ -162,6 +165,8 @@ def compare_live_metric(task: str, wanted: str, y_true, y_pred, reference: dict[
         reference: test metrics of the version by name (from its ``mlops.metric.test_*`` tags).
         proba: class probabilities, if the model gives them.
         classes: the model's ``classes_``, if known.
+        positive: the positive class the version's test metrics scored (its
+            ``mlops.positive_class``); None: the last of ``classes``.
 
     Raises:
         MonitorError: no metric can be computed on both sides.
@@ -175,11 +180,11 @@ def compare_live_metric(task: str, wanted: str, y_true, y_pred, reference: dict[
         why = f"the version has no test {wanted} (tag {names.metric_tag('test_' + wanted)})"
     else:
         try:
-            value = metrics.compute_one(wanted, y_true, y_pred, proba, classes)
+            value = metrics.compute_one(wanted, y_true, y_pred, proba, classes, positive)
             return MetricComparison(wanted, value, reference[wanted])
         except metrics.MetricUnavailable as exc:
             why = f"{wanted} is not computable on the live data: {exc}"
-    live = metrics.compute(task, y_true, y_pred, proba, classes)
+    live = metrics.compute(task, y_true, y_pred, proba, classes, positive)
     for name in metrics.names(task):
         if name in live and name in reference:
             return MetricComparison(name, live[name], reference[name],

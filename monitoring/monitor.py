@@ -132,8 +132,10 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
         proba = raw.predict_proba(X) if hasattr(raw, "predict_proba") else None
         # the model's class order, as train and evaluate used it for the test metrics
         classes = getattr(raw, "classes_", None)
+        # the class the version's test f1/roc_auc scored, so live and test are the same metric
+        positive = tags.get(names.POSITIVE_CLASS_TAG)
         compared = compare_live_metric(task, metric, y, np.asarray(model.predict(X)),
-                                           _test_metrics(tags), proba, classes)
+                                       _test_metrics(tags), proba, classes, positive)
         if compared.note:
             _logger.warning("%s/%s: %s", info.name, info.version, compared.note)
         metric, live_value = compared.metric, compared.live

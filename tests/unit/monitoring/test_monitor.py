@@ -204,3 +204,16 @@ def test_report_escapes_feature_names_and_details_from_the_data():
     assert page.count("&lt;script&gt;") >= 3  # title, gate detail, drift table
     assert page.count("<img src=\"data:image/png;base64,") == 4  # a, b, colour, prediction
     assert "<td>FAIL</td>" in page
+
+
+def test_the_live_metric_scores_the_versions_positive_class():
+    # the version's test f1 scored "no" (its mlops.positive_class): live f1 must score "no" too
+    from sklearn.metrics import f1_score
+
+    y = np.array(["no", "no", "yes", "yes", "yes", "no", "yes", "yes"])
+    pred = np.array(["no", "yes", "yes", "yes", "no", "no", "yes", "yes"])
+    on_no = mon.compare_live_metric("classification", "f1", y, pred, {"f1": 0.5}, positive="no")
+    on_last = mon.compare_live_metric("classification", "f1", y, pred, {"f1": 0.5})
+    assert on_no.live == pytest.approx(f1_score(y, pred, pos_label="no"))
+    assert on_last.live == pytest.approx(f1_score(y, pred, pos_label="yes"))
+    assert on_no.live != on_last.live
