@@ -124,14 +124,22 @@ def unreachable(exc: BaseException) -> bool:
     MLflow wraps the HTTP error in an ``MlflowException`` raised while handling it; the
     project's own errors are raised from those. The chain is followed either way.
     """
-    return any(f"{cls.__module__}.{cls.__qualname__}" in _UNREACHABLE
-               for err in _chain(exc) for cls in type(err).__mro__)
+    return any(_GATEWAY_DOWN.search(str(err))
+               or any(f"{cls.__module__}.{cls.__qualname__}" in _UNREACHABLE
+                      for cls in type(err).__mro__)
+               for err in _chain(exc))
+
+
+# MLflow 3.18 returns the last answer once its retries are spent instead of raising urllib3's
+# RetryError: a gateway saying the server is down (502/503/504) reads "failed with error code".
+_GATEWAY_DOWN = re.compile(r"failed with error code (50[234]) != 200")
 
 
 _REQUEST_URL = re.compile(r"API request to (\S+?)/(?:ajax-)?api/")
 _WHY = (
     (re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)"), None),
     (re.compile(r"too many (\d{3}) error responses"), "answered {} every time"),
+    (_GATEWAY_DOWN, "answered {} every time"),
     (re.compile(r"timed out", re.IGNORECASE), "no answer in time"),
 )
 

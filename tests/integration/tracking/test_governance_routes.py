@@ -45,13 +45,13 @@ BODY_FORMS = ("json", "text", "none", "query", "disagree")
 
 @pytest.fixture(
     scope="module",
+    # each backend once and the prefix once: the guard reads the request before the store, and
+    # strips the prefix before matching, so the other two corners add time, not coverage
     params=[
         ("sqlite", ""),
-        ("sqlite", PREFIX),
-        pytest.param(("postgres", ""), marks=pytest.mark.postgres),
         pytest.param(("postgres", PREFIX), marks=pytest.mark.postgres),
     ],
-    ids=["sqlite", "sqlite-prefix", "postgres", "postgres-prefix"],
+    ids=["sqlite", "postgres-prefix"],
 )
 def server(request, tmp_path_factory, template_sqlite_db):
     """The launcher with --auth (and the prefix), the README's users, champion set by rita."""

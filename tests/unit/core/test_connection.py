@@ -92,6 +92,8 @@ def test_an_unreachable_server_is_named_in_one_line(monkeypatch, status_code):
             "down", status=status_code)(env, start))
         url = f"http://127.0.0.1:{server.server_port}"
         why = f"answered {status_code} every time"
+        # the server the command talks to (MLflow 3.18's message names the endpoint only)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         import threading
 
         threading.Thread(target=server.serve_forever, daemon=True).start()
