@@ -27,7 +27,7 @@ _REPO = Path(__file__).resolve().parents[1]
               help="When a threshold is crossed, run the training workflow on the new data.")
 @click.option("--retrain-data", metavar="PATH", default=None,
               help="Data to retrain on (default: --labels).")
-@click.option("--project", default=str(_REPO), show_default=True,
+@click.option("--project", default=str(_REPO), show_default="this checkout",
               help="MLflow Project to run for --retrain.")
 def monitor_cmd(model, captured, labels, profile, retrain, retrain_data, project):
     """Compare captured traffic of MODEL (NAME@ALIAS or NAME/VERSION) with its training data.
