@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.support.git import git
 from tests.support.processes import REPO, child_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,10 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 NOTE = "ask Ana for the staging bucket"
-
-
-def git(*args, cwd):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
 
 
 def workflow(checkout: Path, *args):

@@ -7,20 +7,16 @@ A real git checkout in a temporary folder; the diff is applied with ``git apply`
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from projects.record import git_state, withhold_secrets
+from tests.support.git import git
 
 # AWS's own documentation example key pair: not a credential, but shaped like one
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-
-
-def git(*args, cwd):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from registry.reproduce import (
     package_changes,
     rerun_command,
 )
+from tests.support.git import git
 
 
 def lineage(**changes) -> Lineage:
@@ -39,10 +39,6 @@ def lineage(**changes) -> Lineage:
 
 def step(name: str, **cache) -> StepRun:
     return StepRun(name, f"{name}-run", False, "w" * 32, "FINISHED", 0, 1000, cache)
-
-
-def git(*args, cwd):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
 
 
 @pytest.fixture
