@@ -157,17 +157,21 @@ def _nodelay_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS):
                 return
             self._refused = True
             if self._began:  # part of a request came: say why it ends, as a late body gets
-                body = orjson.dumps({
-                    "error_code": "REQUEST_TIMEOUT",
-                    "message": f"the request headers did not arrive within {header_timeout:g} s",
-                })
-                if (m := _metrics.current()) is not None:
-                    m.rejected(408)
-                self.transport.write(
-                    b"HTTP/1.1 408 Request Timeout\r\n"
-                    b"content-type: application/json\r\nconnection: close\r\n"
-                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                )
+                self._answer_and_close(
+                    408, b"Request Timeout", "REQUEST_TIMEOUT",
+                    f"the request headers did not arrive within {header_timeout:g} s")
+            self.transport.close()
+
+        def _answer_and_close(self, status: int, reason: bytes, code: str, message: str):
+            """One JSON error answer (counted as rejected), then the connection closes."""
+            body = orjson.dumps({"error_code": code, "message": message})
+            if (m := _metrics.current()) is not None:
+                m.rejected(status)
+            self.transport.write(
+                b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
+                b"content-type: application/json\r\nconnection: close\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             self.transport.close()
 
         def on_url(self, url):
@@ -190,17 +194,8 @@ def _nodelay_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS):
 
             if not self._refused:
                 self._refused = True
-                body = orjson.dumps(
-                    {"error_code": "REQUEST_HEADER_FIELDS_TOO_LARGE", "message": why}
-                )
-                if (m := _metrics.current()) is not None:
-                    m.rejected(431)
-                self.transport.write(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                    b"content-type: application/json\r\nconnection: close\r\n"
-                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                )
-                self.transport.close()
+                self._answer_and_close(431, b"Request Header Fields Too Large",
+                                       "REQUEST_HEADER_FIELDS_TOO_LARGE", why)
             raise httptools.HttpParserError(why)  # stops parsing this connection
 
         def send_400_response(self, msg):
