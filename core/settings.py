@@ -229,6 +229,8 @@ class SageMakerSettings(_Frozen):
     region: str = "us-east-1"
     instance_type: str = "ml.m5.large"
     instance_count: int = Field(1, ge=1)
+    # MEMORY_MB[:MAX_CONCURRENCY]: new endpoints are serverless (preflight checks the limits)
+    serverless: str | None = Field(None, pattern=r"^\d+(:\d+)?$")
 
 
 # "register" shadows ABCMeta.register on the model class; harmless for a settings section.

@@ -68,12 +68,12 @@ def _target_options(func):
     return func
 
 
-def _wait_options(default_timeout: int):
+def _wait_options(default_timeout: int, flag: str = "--async"):
     def decorate(func):
         func = click.option("--timeout-seconds", type=click.FloatRange(min=0),
                             default=default_timeout, show_default=True,
                             help="How long to wait for the outcome.")(func)
-        return click.option("--async", "run_async", is_flag=True,
+        return click.option(flag, "run_async", is_flag=True,
                             help="Start the operation and return without waiting.")(func)
 
     return decorate
@@ -232,31 +232,79 @@ def preflight(obj: _Context, execution_role_arn, bucket, image_url) -> None:
         raise SageMakerError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
+def _parse_serverless(ctx, param, value):
+    if value is None:
+        return None
+    from serving.sagemaker.aws import SageMakerError
+
+    try:
+        return _target.Serverless.parse(value)
+    except SageMakerError as exc:
+        raise click.BadParameter(str(exc).removeprefix("serverless "), ctx, param) from None
+
+
+serverless_option = click.option(
+    "--serverless", metavar="MEMORY_MB[:MAX_CONCURRENCY]", callback=_parse_serverless,
+    default=None, help="Serverless Inference instead of instances: memory 1024-6144 MB in 1 GB "
+                       "steps, up to MAX_CONCURRENCY (1-200, default "
+                       f"{_target.DEFAULT_SERVERLESS_CONCURRENCY}) requests at once "
+                       "[settings sagemaker.serverless].")
+
+
 @sagemaker.command()
 @click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
 @endpoint_option
+@serverless_option
 @_target_options
-@_wait_options(_target.DEFAULT_TIMEOUT_SECONDS)
+@_wait_options(_target.DEFAULT_TIMEOUT_SECONDS, flag="--no-wait")
 @click.pass_obj
-def deploy(obj: _Context, ref, endpoint, run_async, timeout_seconds, **target) -> None:
-    """Create the endpoint serving REF, or update it to REF (all at once)."""
-    from serving.sagemaker.endpoints import deploy as run
+def deploy(obj: _Context, ref, endpoint, serverless, run_async, timeout_seconds,
+           **target) -> None:
+    """Create the endpoint serving REF, or update it to REF (all at once).
 
+    Flags change the endpoint's hosting (--serverless; --instance-type/--instance-count);
+    without them an endpoint keeps its own, and a new one follows the settings. Switching
+    between serverless and instances replaces the fleet: the old one answers until the new
+    one is InService.
+    """
+    from serving.sagemaker.endpoints import deploy as run
+    from serving.sagemaker.preflight import require_serverless
+
+    instances_asked = bool(target["instance_type"] or target["instance_count"])
+    profile = _settings().serverless
+    requested = serverless or (None if instances_asked or not profile
+                               else _target.Serverless.parse(profile))
+    if requested is not None:  # Serverless Inference's limits, before any AWS call
+        require_serverless(requested, data_capture_uri=target["data_capture_uri"],
+                           instance_type=target["instance_type"] if serverless else None)
+    resolved = _resolve_target(obj, **target)
+    if profile and not instances_asked:
+        import dataclasses
+
+        resolved = dataclasses.replace(resolved, serverless=_target.Serverless.parse(profile))
     result = run(
         obj.aws.sagemaker, obj.aws.s3, _mlflow_client(), ref=ref, endpoint=endpoint,
-        target=_resolve_target(obj, **target), synchronous=not run_async,
+        target=resolved, synchronous=not run_async,
         timeout_seconds=timeout_seconds, instance_type=target["instance_type"],
-        instance_count=target["instance_count"],
+        instance_count=target["instance_count"], serverless=serverless,
+        autoscaling=obj.aws.autoscaling,
     )
     src = result.source
+    hosting = result.extra.get("hosting")
     if result.action == "already serving":
         click.echo(f"endpoint {endpoint} already serving {src.name} version {src.version} "
                    f"(run {src.run_id or '-'}); nothing changed")
         return
+    action = result.action
+    if "replaced" in result.extra:
+        action += f" ({result.extra['replaced']} -> {hosting})"
     click.echo(
-        f"endpoint {endpoint} {result.action}: {src.name} version {src.version} "
-        f"(run {src.run_id or '-'}) {result.status}"
+        f"endpoint {endpoint} {action}: {src.name} version {src.version} "
+        f"(run {src.run_id or '-'}) {result.status} on {hosting}"
     )
+    if result.extra.get("scaling_removed"):
+        click.echo("instance autoscaling removed (serverless endpoints scale themselves): "
+                   + ", ".join(result.extra["scaling_removed"]))
 
 
 @sagemaker.command()
@@ -421,7 +469,9 @@ def status_json(info: dict) -> dict:
     deployed by this project), ``failure_reason`` (null when none), ``variants``
     (``[{"name", "instances", "weight"}]``), ``last_deployment`` (SageMaker's
     ``LastDeploymentConfig`` with snake_case keys, ``{}`` when none) and ``alarms``
-    (``{alarm name: state}``).
+    (``{alarm name: state}``), ``hosting`` (``{"kind": "real-time" | "serverless" |
+    "async", "serverless": {"memory_mb", "max_concurrency"} | null, "async": {"output",
+    "failure", "success_topic", "error_topic"} | null}``).
     """
     return {
         "endpoint": info["endpoint"],
@@ -435,6 +485,7 @@ def status_json(info: dict) -> dict:
                      for v in info["variants"]],
         "last_deployment": _snake_keys(info["last_deployment"]),
         "alarms": dict(info["alarms"]),
+        "hosting": info.get("hosting"),
     }
 
 
@@ -460,9 +511,17 @@ def status(obj: _Context, endpoint, output, as_json) -> None:
     table.add_row("model", f"{info['model_name']} version {info['model_version']}")
     table.add_row("run id", short_id(info["run_id"]))
     table.add_row("endpoint config", info["endpoint_config"])
+    hosting = info.get("hosting") or {}
+    if hosting:
+        table.add_row("hosting", hosting["kind"])
+    serverless = hosting.get("serverless")
     for variant in info["variants"]:
-        table.add_row(f"variant {variant['name']}",
-                      f"{variant['instances']} instance(s), weight {variant['weight']}")
+        size = (f"{serverless['memory_mb']} MB, up to {serverless['max_concurrency']} at once"
+                if serverless else f"{variant['instances']} instance(s)")
+        table.add_row(f"variant {variant['name']}", f"{size}, weight {variant['weight']}")
+    if hosting.get("async"):
+        table.add_row("async answers", hosting["async"]["output"])
+        table.add_row("async failures", hosting["async"]["failure"])
     routing = info["last_deployment"].get("BlueGreenUpdatePolicy", {}).get(
         "TrafficRoutingConfiguration", {})
     if routing:

@@ -21,6 +21,7 @@ from serving.sagemaker.package import (
     resolve_model,
     upload_archive,
 )
+from serving.sagemaker.preflight import require_serverless
 from serving.sagemaker.resources import (
     TRANSITIONAL,
     alarm_names,
@@ -37,6 +38,8 @@ from serving.sagemaker.target import (
     TAG_MODEL_NAME,
     TAG_MODEL_VERSION,
     TAG_RUN_ID,
+    AsyncOutput,
+    Serverless,
     Target,
     check_name,
 )
@@ -96,6 +99,57 @@ def tag_endpoint(sm, endpoint_arn: str, tags: list[dict[str, str]]) -> None:
     sm.add_tags(ResourceArn=endpoint_arn, Tags=tags)
 
 
+@dataclass(frozen=True)
+class Hosting:
+    """How an endpoint runs its model: instances (real-time or asynchronous) or serverless."""
+
+    instance_type: str | None = None
+    instance_count: int | None = None
+    serverless: Serverless | None = None
+    async_output: AsyncOutput | None = None
+
+    @property
+    def kind(self) -> str:
+        """``serverless``, ``async`` or ``real-time``."""
+        if self.serverless is not None:
+            return "serverless"
+        return "async" if self.async_output is not None else "real-time"
+
+    def __str__(self) -> str:
+        if self.serverless is not None:
+            return str(self.serverless)
+        where = f"{self.instance_count} x {self.instance_type}"
+        return f"{where}, {self.async_output}" if self.async_output else where
+
+
+def choose_hosting(live: LiveVariant | None, target: Target, *, instance_type: str | None = None,
+                   instance_count: int | None = None, serverless: Serverless | None = None,
+                   async_output: AsyncOutput | None = None) -> Hosting:
+    """What a deploy asks for: flags change an endpoint's hosting, settings pick a new one's.
+
+    ``serverless`` (a flag) makes it serverless; ``instance_type``/``instance_count`` or
+    ``async_output`` (flags) put it on instances. Without such flags an existing endpoint keeps
+    its hosting (serverless, asynchronous, or its live instance type and current count), and a
+    new endpoint is serverless when the settings say so, else on the target's instances.
+    """
+    if serverless is not None and async_output is not None:
+        raise SageMakerError("an endpoint is serverless or asynchronous, not both; drop "
+                             "--serverless or --async")
+    if serverless is not None:
+        return Hosting(serverless=serverless)
+    instances_asked = bool(instance_type or instance_count or async_output)
+    if live is None:
+        if target.serverless is not None and not instances_asked:
+            return Hosting(serverless=target.serverless)
+        return Hosting(instance_type or target.instance_type,
+                       instance_count or target.instance_count, async_output=async_output)
+    if live.serverless is not None and not instances_asked:
+        return Hosting(serverless=live.serverless)
+    return Hosting(instance_type or live.instance_type or target.instance_type,
+                   instance_count or live.instance_count or target.instance_count,
+                   async_output=async_output or live.async_output)
+
+
 def deploy(
     sm,
     s3,
@@ -108,6 +162,9 @@ def deploy(
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     instance_type: str | None = None,
     instance_count: int | None = None,
+    serverless: Serverless | None = None,
+    async_output: AsyncOutput | None = None,
+    autoscaling=None,
 ) -> Deployment:
     """Create the endpoint serving ``ref``, or update it to ``ref`` when it exists.
 
@@ -115,11 +172,16 @@ def deploy(
     ``CreateEndpoint`` or ``UpdateEndpoint``; the endpoint is tagged with the model name,
     version and run id once the version serves (at once when not ``synchronous``).
 
-    An update keeps the live variant's instance type and current count (autoscaling may have
-    changed it) unless ``instance_type`` / ``instance_count`` ask for others; a new endpoint
-    gets those, else the target's. An endpoint that already serves the version with the same
-    settings is left alone (action ``already serving``). An update that does not take
+    The hosting is :func:`choose_hosting`'s: an update keeps the live variant's instance type
+    and current count (autoscaling may have changed it), or its serverless or asynchronous
+    config, unless flags ask for others. An endpoint that already serves the version with the
+    same settings is left alone (action ``already serving``). An update that does not take
     removes the model and endpoint config it made: only the serving ones stay.
+
+    Switching between serverless and instances is a replacement (action ``replaced``):
+    SageMaker's blue/green update, all at once, so the old fleet keeps answering until the
+    new one is InService. Instance autoscaling, which a serverless endpoint cannot have, is
+    removed first (``autoscaling`` client given).
 
     Args:
         sm: boto3 SageMaker client.
@@ -132,9 +194,14 @@ def deploy(
         timeout_seconds: how long to wait when ``synchronous``.
         instance_type: instance type asked for explicitly (a flag), or None.
         instance_count: instance count asked for explicitly (a flag), or None.
+        serverless: serverless memory and concurrency asked for (a flag), or None.
+        async_output: asynchronous endpoint's S3 locations asked for (a flag), or None.
+        autoscaling: boto3 ``application-autoscaling`` client (a switch to serverless removes
+            the instance scaling).
 
     Raises:
-        SageMakerError: bad reference, endpoint busy, or the endpoint did not take the version.
+        SageMakerError: bad reference, endpoint busy, a serverless limit crossed, or the
+            endpoint did not take the version.
     """
     check_name(endpoint)
     source = resolve_model(client, ref)
@@ -149,30 +216,36 @@ def deploy(
             f"SageMaker cannot update it: `python -m serving sagemaker delete --endpoint "
             f"{endpoint}` first"
         )
-    if existing is None:
-        kind, count = instance_type or target.instance_type, instance_count or target.instance_count
-    else:
-        live = live_variant(sm, existing)
-        kind = instance_type or live.instance_type or target.instance_type
-        count = instance_count or live.instance_count or target.instance_count
-        if serves(sm, existing, source) and (kind, count) == (
-            live.instance_type, live.instance_count
-        ) and (target.data_capture_uri or None) == live.data_capture_uri:
-            _logger.info("endpoint %s already serves %s; nothing changed", endpoint, source.uri)
-            return Deployment(endpoint, "already serving", existing["EndpointStatus"],
-                              existing["EndpointConfigName"], live.model_name, source)
+    live = live_variant(sm, existing) if existing is not None else None
+    hosting = choose_hosting(live, target, instance_type=instance_type,
+                             instance_count=instance_count, serverless=serverless,
+                             async_output=async_output)
+    if hosting.serverless is not None:
+        require_serverless(hosting.serverless, data_capture_uri=target.data_capture_uri,
+                           variants=len(existing.get("ProductionVariants", [])) if existing
+                           else 1)
+    switching = live is not None and (live.serverless is None) != (hosting.serverless is None)
+    if live is not None and not switching and serves(sm, existing, source) and (
+        hosting == live.hosting
+    ) and (target.data_capture_uri or None) == live.data_capture_uri:
+        _logger.info("endpoint %s already serves %s; nothing changed", endpoint, source.uri)
+        return Deployment(endpoint, "already serving", existing["EndpointStatus"],
+                          existing["EndpointConfigName"], live.model_name, source,
+                          {"hosting": hosting})
     data_url = upload_archive(s3, source, bucket=target.bucket, prefix=target.archive_prefix)
     model = create_model(sm, source, endpoint=endpoint, model_data_url=data_url, target=target)
     try:
         config = create_endpoint_config(
             sm, source, endpoint=endpoint, model_name=model,
-            instance_type=kind, instance_count=count,
+            instance_type=hosting.instance_type, instance_count=hosting.instance_count,
             data_capture_uri=target.data_capture_uri, capture_percent=target.capture_percent,
+            serverless=hosting.serverless, async_output=hosting.async_output,
         )
     except Exception:
         discard(sm, None, model)
         raise
     tags = source.tags(endpoint)
+    extra: dict = {"hosting": hosting, "scaling_removed": []}
     try:
         if existing is None:
             arn = sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config,
@@ -180,16 +253,20 @@ def deploy(
             action = "created"
         else:
             arn = existing["EndpointArn"]
+            if switching and hosting.serverless is not None and autoscaling is not None:
+                extra["scaling_removed"] = deregister(autoscaling, sm, endpoint, desc=existing)
             sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
-            action = "updated"
+            action = "replaced" if switching else "updated"
     except Exception:  # refused at once (throttled, a limit): nothing serves what was made
         discard(sm, config, model)
         raise
+    if switching:
+        extra["replaced"] = live.hosting
     _logger.info("%s endpoint %s with %s (config %s)", action, endpoint, source.uri, config)
     if not synchronous:
         tag_endpoint(sm, arn, tags)
         return Deployment(endpoint, action, "Creating" if existing is None else "Updating",
-                          config, model, source)
+                          config, model, source, extra)
     desc = wait_for_endpoint(sm, endpoint, timeout_seconds=timeout_seconds)
     if desc["EndpointStatus"] != "InService" or desc["EndpointConfigName"] != config:
         reason = desc.get("FailureReason") or "no reason given"
@@ -201,17 +278,26 @@ def deploy(
             f"({desc['EndpointStatus']}, serving config {desc['EndpointConfigName']}): {reason}"
         )
     tag_endpoint(sm, arn, tags)
-    return Deployment(endpoint, action, desc["EndpointStatus"], config, model, source)
+    return Deployment(endpoint, action, desc["EndpointStatus"], config, model, source, extra)
 
 
 @dataclass(frozen=True)
 class LiveVariant:
-    """What the endpoint's variant runs now: its model, instances and data capture."""
+    """What the endpoint's variant runs now: its model, hosting and data capture."""
 
     model_name: str
     instance_type: str | None
     instance_count: int | None
     data_capture_uri: str | None
+    serverless: Serverless | None = None
+    async_output: AsyncOutput | None = None
+
+    @property
+    def hosting(self) -> Hosting:
+        """The live hosting, comparable with :func:`choose_hosting`'s."""
+        if self.serverless is not None:
+            return Hosting(serverless=self.serverless)
+        return Hosting(self.instance_type, self.instance_count, async_output=self.async_output)
 
 
 def live_variant(sm, desc: dict) -> LiveVariant:
@@ -221,11 +307,16 @@ def live_variant(sm, desc: dict) -> LiveVariant:
     live = {v["VariantName"]: v for v in desc.get("ProductionVariants", [])}
     current = live.get(variant["VariantName"], {})
     capture = serving.get("DataCaptureConfig") or {}
+    serverless = variant.get("ServerlessConfig")
+    count = current.get("CurrentInstanceCount")
     return LiveVariant(
         model_name=variant.get("ModelName", ""),
         instance_type=variant.get("InstanceType"),
-        instance_count=current.get("CurrentInstanceCount") or variant.get("InitialInstanceCount"),
+        instance_count=count if count else variant.get("InitialInstanceCount"),
         data_capture_uri=capture.get("DestinationS3Uri") if capture.get("EnableCapture") else None,
+        serverless=Serverless(int(serverless["MemorySizeInMB"]),
+                              int(serverless["MaxConcurrency"])) if serverless else None,
+        async_output=AsyncOutput.from_config(serving.get("AsyncInferenceConfig")),
     )
 
 
@@ -253,8 +344,24 @@ def discard(sm, config: str | None, model: str | None) -> None:
             _logger.warning("could not delete %s after the failed update", kwargs)
 
 
+def hosting_json(hosting: Hosting) -> dict:
+    """``{"kind", "serverless", "async"}``: the hosting as ``status --output json`` shows it."""
+    serverless = hosting.serverless
+    out = hosting.async_output
+    return {
+        "kind": hosting.kind,
+        "serverless": {"memory_mb": serverless.memory_mb,
+                       "max_concurrency": serverless.max_concurrency} if serverless else None,
+        "async": {"output": out.output_path, "failure": out.failure_path,
+                  "success_topic": out.success_topic, "error_topic": out.error_topic}
+        if out else None,
+    }
+
+
 def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:
-    """What serves on the endpoint: status, model version, variants, last deployment, alarms.
+    """What serves on the endpoint: status, model version, variants, deployment, alarms, hosting.
+
+    The hosting is :func:`hosting_json`'s.
 
     Args:
         sm: boto3 SageMaker client.
@@ -281,6 +388,7 @@ def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:
         ],
         "last_deployment": desc.get("LastDeploymentConfig") or {},
         "alarms": {},
+        "hosting": hosting_json(live_variant(sm, desc).hosting),
     }
     if cloudwatch is not None:
         names = alarm_names(endpoint)

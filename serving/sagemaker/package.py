@@ -23,6 +23,8 @@ from serving.sagemaker.target import (
     TAG_MODEL_VERSION,
     TAG_RUN_ID,
     VARIANT_NAME,
+    AsyncOutput,
+    Serverless,
     Target,
     resource_name,
 )
@@ -221,16 +223,29 @@ def create_model(sm, source: ModelSource, *, endpoint: str, model_data_url: str,
 
 
 def create_endpoint_config(sm, source: ModelSource, *, endpoint: str, model_name: str,
-                           instance_type: str, instance_count: int,
+                           instance_type: str | None, instance_count: int | None,
                            data_capture_uri: str | None = None,
-                           capture_percent: int = 100) -> str:
+                           capture_percent: int = 100, serverless: Serverless | None = None,
+                           async_output: AsyncOutput | None = None) -> str:
     """Create an endpoint config with one variant (:data:`VARIANT_NAME`); return its name.
 
     With ``data_capture_uri`` the endpoint captures requests and predictions there (SageMaker
-    data capture: JSON lines per hour under ``<uri>/<endpoint>/<variant>/...``).
+    data capture: JSON lines per hour under ``<uri>/<endpoint>/<variant>/...``). With
+    ``serverless`` the variant has a ``ServerlessConfig`` instead of instances; with
+    ``async_output`` the endpoint is asynchronous (``AsyncInferenceConfig``). Both are sent
+    as the inner dicts botocore validates.
     """
     name = resource_name(endpoint, source.version, "config")
-    extra = {}
+    extra: dict = {}
+    if async_output is not None:
+        extra["AsyncInferenceConfig"] = async_output.config()
+    if serverless is not None:
+        variant = {"VariantName": VARIANT_NAME, "ModelName": model_name,
+                   "ServerlessConfig": serverless.config(), "InitialVariantWeight": 1.0}
+    else:
+        variant = {"VariantName": VARIANT_NAME, "ModelName": model_name,
+                   "InitialInstanceCount": instance_count, "InstanceType": instance_type,
+                   "InitialVariantWeight": 1.0}
     if data_capture_uri:
         extra["DataCaptureConfig"] = {
             "EnableCapture": True,
@@ -243,15 +258,7 @@ def create_endpoint_config(sm, source: ModelSource, *, endpoint: str, model_name
     sm.create_endpoint_config(
         EndpointConfigName=name,
         **extra,
-        ProductionVariants=[
-            {
-                "VariantName": VARIANT_NAME,
-                "ModelName": model_name,
-                "InitialInstanceCount": instance_count,
-                "InstanceType": instance_type,
-                "InitialVariantWeight": 1.0,
-            }
-        ],
+        ProductionVariants=[variant],
         Tags=source.tags(endpoint),
     )
     _logger.info("created endpoint config %s", name)

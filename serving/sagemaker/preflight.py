@@ -13,7 +13,14 @@ import urllib.parse
 from dataclasses import dataclass
 
 from serving.sagemaker.aws import SageMakerError, client_error_code, client_error_message
-from serving.sagemaker.target import default_bucket, default_image_url, parse_image_url
+from serving.sagemaker.target import (
+    SERVERLESS_MAX_CONCURRENCY,
+    SERVERLESS_MEMORY_MB,
+    Serverless,
+    default_bucket,
+    default_image_url,
+    parse_image_url,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -199,6 +206,57 @@ def check_image(ecr, image_url: str, region: str) -> Check:
         return Check("image", "fail", f"{repo}:{tag} is not in ECR",
                      f"push the image: {PUSH_IMAGE}")
     return Check("image", "ok", image_url)
+
+
+_ACCELERATED = ("ml.g", "ml.p", "ml.inf", "ml.trn")
+
+
+def check_serverless(serverless: Serverless, *, instance_type: str | None = None,
+                     data_capture_uri: str | None = None, vpc: bool = False,
+                     variants: int = 1) -> Check:
+    """Serverless Inference's limits, checked before any AWS call.
+
+    CPU only (no instance type, least of all a GPU or Inferentia one), memory 1,024-6,144 MB
+    in 1 GB steps, at most 200 requests at once, no VPC, no data capture, one variant. The
+    first limit crossed is the check's detail, with its one-line fix.
+    """
+    memory, concurrency = serverless.memory_mb, serverless.max_concurrency
+    sizes = ", ".join(str(m) for m in SERVERLESS_MEMORY_MB)
+    if instance_type:
+        accelerated = instance_type.startswith(_ACCELERATED)
+        return Check("serverless", "fail",
+                     f"serverless endpoints run on CPU only; {instance_type} "
+                     f"{'is an accelerator instance' if accelerated else 'is an instance type'}",
+                     "drop --instance-type/--instance-count, or drop --serverless to run on "
+                     "instances")
+    if memory not in SERVERLESS_MEMORY_MB:
+        nearest = min(SERVERLESS_MEMORY_MB, key=lambda m: (abs(m - memory), -m))
+        return Check("serverless", "fail",
+                     f"{memory} MB is not a serverless memory size ({sizes}: 1 GB steps)",
+                     f"use --serverless {nearest}:{concurrency}")
+    if not 1 <= concurrency <= SERVERLESS_MAX_CONCURRENCY:
+        bounded = min(max(concurrency, 1), SERVERLESS_MAX_CONCURRENCY)
+        return Check("serverless", "fail",
+                     f"max concurrency {concurrency} is outside 1-{SERVERLESS_MAX_CONCURRENCY}",
+                     f"use --serverless {memory}:{bounded}")
+    if data_capture_uri:
+        return Check("serverless", "fail", "serverless endpoints do not capture data",
+                     "drop --data-capture, or deploy on instances to capture")
+    if vpc:
+        return Check("serverless", "fail", "serverless endpoints cannot run in a VPC",
+                     "remove the model's VpcConfig, or deploy on instances")
+    if variants > 1:
+        return Check("serverless", "fail",
+                     f"serverless endpoints have one variant; this one has {variants}",
+                     "deploy to a new endpoint name, or delete the extra variants first")
+    return Check("serverless", "ok", str(serverless))
+
+
+def require_serverless(serverless: Serverless, **context) -> None:
+    """:func:`check_serverless`, raising its failure as one line (``DETAIL; fix: FIX``)."""
+    check = check_serverless(serverless, **context)
+    if not check.ok:
+        raise SageMakerError(f"{check.detail}; fix: {check.fix}")
 
 
 def preflight(

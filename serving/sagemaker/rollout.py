@@ -147,6 +147,25 @@ def deployment_config(
     }
 
 
+def refuse_unguarded(live, endpoint: str, ref: str) -> None:
+    """Canary rollouts with alarm rollback are for real-time endpoints on instances.
+
+    SageMaker's deployment guardrails do not run on serverless endpoints, and this rollout
+    builds real-time configs, so an asynchronous endpoint would lose its S3 output: both are
+    refused with the command that does update them (``deploy``: blue/green, all at once).
+    """
+    kind = live.hosting.kind
+    if kind == "real-time":
+        return
+    why = ("SageMaker's deployment guardrails (canary, alarm rollback) do not run on "
+           "serverless endpoints" if kind == "serverless" else
+           "canary rollouts here are for real-time endpoints (they would drop its S3 output)")
+    raise SageMakerError(
+        f"endpoint {endpoint} is {kind}: {why}; update it all at once with `python -m serving "
+        f"sagemaker deploy {ref} --endpoint {endpoint}` (the old fleet answers until the new "
+        "one is InService)")
+
+
 def rollout(
     sm,
     s3,
@@ -208,6 +227,8 @@ def rollout(
             f"endpoint {endpoint} is {status}, so there is nothing safe to roll out over; "
             f"use `python -m serving sagemaker deploy {ref} --endpoint {endpoint}`"
         )
+    live = live_variant(sm, desc)
+    refuse_unguarded(live, endpoint, ref)
     config_doc = deployment_config(
         canary_percent=canary_percent, bake_minutes=bake_minutes, alarms=alarm_names(endpoint),
         termination_wait_seconds=termination_wait_seconds,
@@ -215,7 +236,6 @@ def rollout(
     # The alias move at the end is a compare-and-set against the alias as it is now: a
     # release manager who moves it while the canary bakes wins, and this rollout says so.
     state = read_state(client, source.name, alias) if alias and synchronous else None
-    live = live_variant(sm, desc)
     instance_type = live.instance_type or target.instance_type
     instance_count = live.instance_count or target.instance_count
     extra = {"deployment_config": config_doc, "alias": alias, "alias_moved": False,

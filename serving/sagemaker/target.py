@@ -26,6 +26,10 @@ DEFAULT_BUCKET_PREFIX = "mlflow-sagemaker"
 VARIANT_NAME = "AllTraffic"
 POLL_MIN_SECONDS = 0.5
 POLL_MAX_SECONDS = 15.0
+# SageMaker Serverless Inference's limits (checked by preflight.check_serverless).
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+SERVERLESS_MAX_CONCURRENCY = 200
+DEFAULT_SERVERLESS_CONCURRENCY = 20  # the console's default
 
 # The AWS tags of the SageMaker models and endpoints this package makes (names in core.names).
 TAG_ENDPOINT = names.ENDPOINT_TAG
@@ -58,6 +62,7 @@ class Target:
         data_capture_uri: ``s3://`` prefix where the endpoint captures requests and
             predictions (SageMaker data capture, read by ``python -m serving monitor``), or None.
         capture_percent: share of requests captured (1-100).
+        serverless: the settings' serverless default for new endpoints (None: instances).
     """
 
     region: str
@@ -69,6 +74,101 @@ class Target:
     archive_prefix: str = DEFAULT_ARCHIVE_PREFIX
     data_capture_uri: str | None = None
     capture_percent: int = 100
+    serverless: Serverless | None = None
+
+
+@dataclass(frozen=True)
+class Serverless:
+    """A serverless variant: memory (MB) and the most requests it serves at once.
+
+    ``config()`` is the ``ServerlessConfig`` of a production variant, the inner dict botocore
+    accepts (MLflow's SageMaker target documents it wrapped, ``{"ServerlessConfig": {...}}``,
+    which botocore's validation refuses).
+    """
+
+    memory_mb: int
+    max_concurrency: int = DEFAULT_SERVERLESS_CONCURRENCY
+
+    @classmethod
+    def parse(cls, text: str) -> Serverless:
+        """``MEMORY_MB[:MAX_CONCURRENCY]`` (e.g. ``2048`` or ``2048:10``); limits not checked."""
+        match = re.fullmatch(r"\s*(\d+)\s*(?::\s*(\d+)\s*)?", str(text))
+        if not match:
+            raise SageMakerError(f"serverless {text!r}: use MEMORY_MB[:MAX_CONCURRENCY], "
+                                 "e.g. 2048 or 2048:10")
+        memory, concurrency = match.groups()
+        return cls(int(memory), int(concurrency) if concurrency else
+                   DEFAULT_SERVERLESS_CONCURRENCY)
+
+    def config(self) -> dict:
+        """The variant's ``ServerlessConfig``."""
+        return {"MemorySizeInMB": self.memory_mb, "MaxConcurrency": self.max_concurrency}
+
+    def __str__(self) -> str:
+        return f"serverless {self.memory_mb} MB, up to {self.max_concurrency} at once"
+
+
+@dataclass(frozen=True)
+class AsyncOutput:
+    """Where an asynchronous endpoint writes answers and failures, and whom it notifies.
+
+    ``prefix`` is ``s3://BUCKET/PREFIX/``: answers go under ``PREFIX/output/``, failures under
+    ``PREFIX/failure/``, and ``predict --async`` uploads inputs under ``PREFIX/input/``.
+    """
+
+    prefix: str
+    success_topic: str | None = None
+    error_topic: str | None = None
+    max_concurrent_per_instance: int | None = None
+
+    def __post_init__(self):
+        bucket, key = parse_s3_uri(self.prefix)
+        key = key.strip("/")
+        object.__setattr__(self, "prefix", f"s3://{bucket}/" + (f"{key}/" if key else ""))
+
+    @property
+    def output_path(self) -> str:
+        """Where answers land (``PREFIX/output``)."""
+        return self.prefix + "output"
+
+    @property
+    def failure_path(self) -> str:
+        """Where failures land (``PREFIX/failure``)."""
+        return self.prefix + "failure"
+
+    @property
+    def input_path(self) -> str:
+        """Where ``predict --async`` uploads inputs (``PREFIX/input``)."""
+        return self.prefix + "input"
+
+    def config(self) -> dict:
+        """The endpoint config's ``AsyncInferenceConfig`` (the inner dict botocore accepts)."""
+        output: dict = {"S3OutputPath": self.output_path, "S3FailurePath": self.failure_path}
+        topics = {k: v for k, v in (("SuccessTopic", self.success_topic),
+                                    ("ErrorTopic", self.error_topic)) if v}
+        if topics:
+            output["NotificationConfig"] = topics
+        doc: dict = {"OutputConfig": output}
+        if self.max_concurrent_per_instance:
+            doc["ClientConfig"] = {
+                "MaxConcurrentInvocationsPerInstance": self.max_concurrent_per_instance}
+        return doc
+
+    @classmethod
+    def from_config(cls, doc: dict | None) -> AsyncOutput | None:
+        """Read back a described ``AsyncInferenceConfig`` (None when the config has none)."""
+        output = (doc or {}).get("OutputConfig") or {}
+        path = output.get("S3OutputPath")
+        if not path:
+            return None
+        prefix = path.rstrip("/")
+        prefix = prefix[: -len("output")] if prefix.endswith("/output") else prefix + "/"
+        notes = output.get("NotificationConfig") or {}
+        return cls(prefix, notes.get("SuccessTopic"), notes.get("ErrorTopic"),
+                   (doc.get("ClientConfig") or {}).get("MaxConcurrentInvocationsPerInstance"))
+
+    def __str__(self) -> str:
+        return f"asynchronous, answers in {self.output_path}"
 
 
 def default_image_url(account: str, region: str, mlflow_version: str | None = None) -> str:

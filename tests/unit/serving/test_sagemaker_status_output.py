@@ -28,9 +28,10 @@ INFO = {
         "WaitIntervalInSeconds": 300}}, "AutoRollbackConfiguration": {"Alarms": [
             {"AlarmName": "churn-prod-5xx"}]}},
     "alarms": {"churn-prod-5xx": "OK"},
+    "hosting": {"kind": "real-time", "serverless": None, "async": None},
 }
 KEYS = ["endpoint", "status", "endpoint_config", "model_name", "model_version", "run_id",
-        "failure_reason", "variants", "last_deployment", "alarms"]
+        "failure_reason", "variants", "last_deployment", "alarms", "hosting"]
 
 
 @pytest.fixture
@@ -68,6 +69,7 @@ def test_status_json_is_one_document_with_documented_keys(described, flags):
             "wait_interval_in_seconds": 300}},
         "auto_rollback_configuration": {"alarms": [{"alarm_name": "churn-prod-5xx"}]}}
     assert document["alarms"] == {"churn-prod-5xx": "OK"}
+    assert document["hosting"] == {"kind": "real-time", "serverless": None, "async": None}
     assert described == ["churn-prod"]
 
 

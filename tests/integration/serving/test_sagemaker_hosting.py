@@ -1,0 +1,126 @@
+"""Serverless and asynchronous SageMaker endpoints against the test double (moto 5.2.5, extended).
+
+AWS itself cannot exist here: moto stands in (see ``tests/support/moto_sagemaker``). moto
+validates a variant's ``ServerlessConfig`` (memory sizes) and keeps what it is sent, so the
+configs asserted below are the ones SageMaker would receive, after botocore's own validation.
+The registry, the models and the scoring server answering invocations are real.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import boto3
+import pytest
+
+from tests.integration.serving.test_sagemaker import (  # noqa: F401 - fixtures
+    MODEL,
+    aws,
+    cli,
+    predict,
+    registry,
+    versions,
+)
+from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.integration
+
+
+def _config(endpoint: str) -> dict:
+    sm = boto3.client("sagemaker")
+    name = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    return sm.describe_endpoint_config(EndpointConfigName=name)
+
+
+def _names(endpoint: str) -> tuple[set[str], set[str]]:
+    sm = boto3.client("sagemaker")
+    models = {m["ModelName"] for m in sm.list_models(NameContains=endpoint,
+                                                     MaxResults=100)["Models"]}
+    configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs(
+        NameContains=endpoint, MaxResults=100)["EndpointConfigs"]}
+    return models, configs
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--serverless", "1500"], "error: 1500 MB is not a serverless memory size (1024, 2048, "
+     "3072, 4096, 5120, 6144: 1 GB steps); fix: use --serverless 1024:20\n"),
+    (["--serverless", "2048:500"], "error: max concurrency 500 is outside 1-200; fix: use "
+     "--serverless 2048:200\n"),
+    (["--serverless", "2048", "--instance-type", "ml.g4dn.xlarge"],
+     "error: serverless endpoints run on CPU only; ml.g4dn.xlarge is an accelerator instance; "
+     "fix: drop --instance-type/--instance-count, or drop --serverless to run on instances\n"),
+    (["--serverless", "2048", "--data-capture", "s3://bucket/capture"],
+     "error: serverless endpoints do not capture data; fix: drop --data-capture, or deploy on "
+     "instances to capture\n"),
+])
+def test_serverless_limits_are_refused_before_any_aws_call(monkeypatch, flags, message):
+    # nothing answers on port 1: any AWS call would end in a connection error instead
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    result = cli("--region", "us-east-1", "deploy", f"{MODEL}/1", "--endpoint", "tiny", *flags)
+    assert (result.exit_code, result.stderr) == (1, message)
+
+
+def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions, tmp_path):
+    X, models = versions
+    rows = X.head(8)
+    expected = models["1"][0].predict(rows).tolist()
+    endpoint = f"lean-{uuid.uuid4().hex[:6]}"
+    sm = boto3.client("sagemaker")
+
+    created = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--serverless", "2048:5")
+    assert created.exit_code == 0, created.output
+    assert created.stdout.strip().endswith("InService on serverless 2048 MB, up to 5 at once")
+    # exactly the variant botocore validated and moto accepted: the inner ServerlessConfig
+    variant = _config(endpoint)["ProductionVariants"][0]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
+    assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
+    assert predict(endpoint, rows, tmp_path) == expected
+    status = json.loads(cli("status", "--endpoint", endpoint, "--output", "json").stdout)
+    assert status["hosting"] == {"kind": "serverless", "async": None,
+                                 "serverless": {"memory_mb": 2048, "max_concurrency": 5}}
+    again = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint)  # keeps its hosting
+    assert "nothing changed" in again.stdout, again.output
+
+    # canary rollouts need instances: refused with the command that does update it
+    refused = cli("rollout", f"{MODEL}/1", "--endpoint", endpoint)
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(
+        f"error: endpoint {endpoint} is serverless: SageMaker's deployment guardrails (canary, "
+        "alarm rollback) do not run on serverless endpoints; update it all at once with "
+        f"`python -m serving sagemaker deploy {MODEL}/1 --endpoint {endpoint}`")
+
+    # a switch to instances that SageMaker cannot provision: the serverless fleet serves on
+    before_names, before_config = _names(endpoint), _config(endpoint)["EndpointConfigName"]
+    aws.fail_next_update(endpoint, "Unable to provision requested ML compute capacity.")
+    failed = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--instance-count", "2")
+    assert failed.exit_code == 1 and "Unable to provision" in failed.stderr
+    desc = sm.describe_endpoint(EndpointName=endpoint)
+    assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", before_config)
+    assert _names(endpoint) == before_names
+    assert predict(endpoint, rows, tmp_path) == expected
+
+    switched = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--instance-count", "2")
+    assert switched.exit_code == 0, switched.output
+    assert (f"endpoint {endpoint} replaced (serverless 2048 MB, up to 5 at once -> 2 x "
+            "ml.m5.large)") in switched.stdout
+    variant = _config(endpoint)["ProductionVariants"][0]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 2)
+    assert "ServerlessConfig" not in variant
+    assert predict(endpoint, rows, tmp_path) == expected
+
+    # back to serverless: the instance autoscaling goes first (serverless scales itself)
+    assert cli("autoscale", "--endpoint", endpoint, "--min", "1", "--max", "3",
+               "--target-invocations", "100").exit_code == 0
+    back = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--serverless", "1024")
+    assert back.exit_code == 0, back.output
+    assert "replaced (2 x ml.m5.large -> serverless 1024 MB, up to 20 at once)" in back.stdout
+    rid = f"endpoint/{endpoint}/variant/AllTraffic"
+    assert f"instance autoscaling removed (serverless endpoints scale themselves): {rid}" \
+        in back.stdout
+    assert boto3.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[rid])["ScalableTargets"] == []
+    assert predict(endpoint, rows, tmp_path) == expected
+    assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
