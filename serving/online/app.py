@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import orjson
 
 from serving.online import metrics as _metrics
+from serving.online import v2
 from serving.online.logs import ACCESS_LOGGER
 from serving.online.model import ModelVersionInfo, Scorer
 from serving.online.pool import DEFAULT_QUEUE, DEFAULT_THREADS, PoolFull, PoolTimeout, ScoringPool
@@ -143,6 +144,8 @@ class ScoringApp:
                 )
                 if counted is not None:
                     counted.scored(time.perf_counter() - scoring)
+            elif v2.is_v2(path):  # the Open Inference Protocol (serving.online.v2)
+                status, payload = 200, await self._v2(scope, receive, served, method, path)
             elif path in ("/ping", "/health"):
                 status, payload = 200, b"\n"
             elif path == "/metrics" and self._metrics is not None:
@@ -171,7 +174,7 @@ class ScoringApp:
                 )
             extra = ()
         except RequestError as exc:
-            status, payload = exc.status, exc.to_json()
+            status, payload = exc.status, (v2.error_body(exc) if v2.is_v2(path) else exc.to_json())
             extra = ()
             if exc.status in (408, 413):
                 extra = _CLOSE  # the rest of the body may still be on the wire
@@ -179,12 +182,8 @@ class ScoringApp:
                 extra = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
         except Exception as exc:  # the server keeps serving whatever a model raises
             _logger.exception("scoring failed")
-            status, payload = (
-                500,
-                RequestError(
-                    500, f"internal error: {type(exc).__name__}", "INTERNAL_ERROR"
-                ).to_json(),
-            )
+            error = RequestError(500, f"internal error: {type(exc).__name__}", "INTERNAL_ERROR")
+            status, payload = 500, (v2.error_body(error) if v2.is_v2(path) else error.to_json())
             extra = ()
         headers = [
             (b"content-type", b"application/json"),
@@ -223,6 +222,20 @@ class ScoringApp:
                     "client": scope["client"][0] if scope.get("client") else None,
                 },
             )
+
+    async def _v2(self, scope, receive, served: Served, method: str, path: str) -> bytes:
+        """A V2 route's answer: metadata and health on the loop, inference in the pool."""
+        name, version = served.info.name or "model", served.info.version
+        found = v2.route(method, path, name, version)
+        if found.kind == "server":
+            return v2.server_metadata()
+        if found.kind == "model":
+            return v2.model_metadata(served.scorer.pyfunc_model, name, version)
+        if found.kind != "infer":
+            return b""  # live, ready: the status says it
+        body = await self._read_body(scope, receive)
+        header = _header(scope, v2.BINARY_HEADER.encode())
+        return await self._in_pool(v2.infer, served.scorer, body, header, name, version)
 
     async def _send_metrics(self, send) -> None:
         """``GET /metrics``: every worker's counts, read off the event loop."""
