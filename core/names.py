@@ -63,6 +63,12 @@ BEST_ESTIMATOR_TAG = "mlops.best_estimator"
 # (evaluate, result) and registry.reproduce read it. serving.sagemaker also writes it on the
 # SageMaker model and endpoint it deploys (AWS tags), and reads it back.
 MODEL_URI_TAG = "mlops.model_uri"
+# The train step's cache key a tuning study (an Optuna study run) belongs to: projects' train
+# step writes it on the study run and reads it to resume an unfinished study.
+STUDY_KEY_TAG = "mlops.study_key"
+# Why a tuning trial was pruned (its intermediate score against the median): projects writes
+# it on the trial run; UI.
+PRUNED_TAG = "mlops.pruned"
 # Columns train dropped (identifiers, constants): projects' train run writes it; UI.
 DROPPED_COLUMNS_TAG = "mlops.dropped_columns"
 # The champion version evaluate scored against: projects' evaluate run writes it; UI.

@@ -113,16 +113,51 @@ def _check_reference(value: str) -> str:
     return value.strip()
 
 
+class SearchDimension(_Frozen):
+    """One parameter's search space for ``train.tuning``.
+
+    Exactly one of ``int: [low, high]``, ``float: [low, high]`` (``log: true`` samples on a
+    log scale) or ``categorical: [choices]``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True,
+                              serialize_by_alias=True)
+
+    int_: tuple[int, int] | None = Field(None, alias="int")
+    float_: tuple[float, float] | None = Field(None, alias="float")
+    # sample int or float bounds on a log scale (both bounds above 0)
+    log: bool = False
+    categorical: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDimension:
+        kinds = [self.int_, self.float_, self.categorical]
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError("expected one of int: [low, high], float: [low, high] or "
+                             "categorical: [choices]")
+        bounds = self.int_ if self.int_ is not None else self.float_
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"low {bounds[0]} > high {bounds[1]}")
+        if self.log and (bounds is None or bounds[0] <= 0):
+            raise ValueError("log: true needs int or float bounds above 0")
+        if self.categorical is not None and not self.categorical:
+            raise ValueError("categorical needs at least one choice")
+        return self
+
+
 class Candidate(_Frozen):
-    """One estimator of the sweep and its parameter grid.
+    """One estimator of the sweep: its parameter grid, and its search space when tuning.
 
     ``estimator`` is a built-in (linear, random_forest, gradient_boosting) or the user's
     factory, ``path/to/file.py:function``, returning an unfitted scikit-learn-compatible
-    estimator; the grid's parameters are set on it with ``set_params``.
+    estimator; the grid's parameters are set on it with ``set_params``. ``space`` is used
+    instead of ``grid`` when ``train.tuning`` is set (empty: the project's default space of a
+    built-in, the grid's values as choices for the user's estimator).
     """
 
     estimator: str
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    space: dict[str, SearchDimension] = Field(default_factory=dict)
 
     @field_validator("estimator")
     @classmethod
@@ -173,12 +208,31 @@ class CustomMetric(_Frozen):
         return _check_reference(value)
 
 
+class TuningSettings(_Frozen):
+    """``train.tuning``: an Optuna study over the candidates' spaces instead of the grid."""
+
+    # trials of the study (a resumed study runs only the ones it lacks)
+    n_trials: int = Field(20, ge=1)
+    # seconds after which no new trial starts (null: no limit)
+    timeout: float | None = Field(None, gt=0)
+    # local: trials over train.n_jobs processes; spark: on the Spark cluster (MlflowSparkStudy)
+    engine: Literal["local", "spark"] = "local"
+    # tpe (seeded from split.seed) or random
+    sampler: Literal["tpe", "random"] = "tpe"
+    # median pruner on the estimators that report intermediate scores (forests, boosting)
+    pruning: bool = True
+    # the Spark master of engine spark (null: SPARK_REMOTE, spark-submit's, else local[*])
+    spark_master: str | None = None
+
+
 class TrainSettings(_Frozen):
     """The train step's sweep."""
 
     metric: str = "auto"
     n_jobs: int = -1
     candidates: tuple[Candidate, ...] = (Candidate(estimator="linear"),)
+    # null: the grid sweep; set: an Optuna study over the candidates' search spaces
+    tuning: TuningSettings | None = None
 
     @field_validator("candidates")
     @classmethod

@@ -45,7 +45,7 @@ SETTINGS_KEYS = {
     "validate": ("data", "clean"),
     "prepare": ("data.target", "data.task", "split", "clean.outliers", "clean.outlier_iqr"),
     "train": ("data.task", "data.target", "data.positive_class", "split.seed",
-              "train.candidates", "metric", "clean", "features", "metrics"),
+              "train.candidates", "train.tuning", "metric", "clean", "features", "metrics"),
     "evaluate": ("data.task", "data.target", "metric", "register.model_name",
                  "register.champion_alias", "metrics"),
     "register": ("register", "metric", "metrics"),

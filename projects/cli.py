@@ -29,6 +29,7 @@ _OVERRIDES = {
     "positive_class": "data.positive_class",
     "metric": "train.metric",
     "n_jobs": "train.n_jobs",
+    "tuning_trials": "train.tuning.n_trials",
     "test_size": "split.test_size",
     "val_size": "split.val_size",
     "seed": "split.seed",
@@ -78,6 +79,10 @@ def workflow_options(func):
                           "'[{estimator: linear, grid: {C: [0.5, 1]}}]'."),
         click.option("--n-jobs", "--n_jobs", "n_jobs", default="",
                      help="Parallel jobs of the sweep (-1: all)."),
+        click.option("--tuning-trials", "--tuning_trials", "tuning_trials", default="",
+                     help="Tune with Optuna instead of the grid: this many trials over the "
+                          "candidates' search spaces (the built-ins' default spaces when none "
+                          "is set; train.tuning for the rest)."),
         click.option("--test-size", "--test_size", "test_size", default="",
                      help="Test share of the rows."),
         click.option("--val-size", "--val_size", "val_size", default="",
@@ -205,6 +210,11 @@ def run_step(until: str, opts: dict) -> int:
 
         from projects.workflow import Workflow
 
+        if settings.train.tuning is not None and STEPS.index(until) >= STEPS.index("train"):
+            from projects.tuning import build_space
+
+            # a bad search space is refused before any step (or trial) runs
+            build_space(settings.train.candidates, settings.data.task, settings.split.seed)
         client = connect()
         _import_store_code(tracking_uri(), registry_uri())
     as_json = opts.get("output") == "json"

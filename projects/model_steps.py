@@ -47,13 +47,7 @@ class ModelSteps:
                 schema_frame,
             )
             from projects.prepare import Preprocessing
-            from projects.progress import progress
-            from projects.train import (
-                expand_candidates,
-                model_signature,
-                pick_best,
-                train_candidates,
-            )
+            from projects.train import model_signature
 
             train = self._frame("train", "prepare", "splits/train.parquet")
             val = self._frame("val", "prepare", "splits/val.parquet")
@@ -61,27 +55,12 @@ class ModelSteps:
             # the model's run names the data it was fitted on (monitoring compares against it)
             log_dataset(train, "train", "training", run_uri(
                 self.outcomes["prepare"].run_id, "splits/train.parquet"), s.data.target)
-            candidates = expand_candidates(s.train.candidates)
             positive, positive_why = self._positive_class(train[s.data.target])
-            start = time.perf_counter()
-            with progress("train: candidates", len(candidates)) as advance:
-                results = train_candidates(s.data.task, types, candidates, train, val,
-                                           s.data.target, s.split.seed, s.train.n_jobs,
-                                           on_done=lambda _res: advance(), positive=positive)
-            self.timings["fit_predict_sweep"] = time.perf_counter() - start
-            for res in results:
-                # a failed candidate's run ends FAILED with its reason; the sweep goes on
-                with contextlib.suppress(_CandidateFailed), run_with_status(
-                    run_name=candidate_run_name(res.estimator, res.params), nested=True,
-                    tags={STEP_TAG: "train.candidate", names.ESTIMATOR_TAG: res.estimator},
-                ):
-                    mlflow.log_params({"estimator": res.estimator, **res.params})
-                    mlflow.log_metrics({**{f"val_{k}": v for k, v in res.metrics.items()},
-                                        "fit_seconds": res.fit_seconds})
-                    if res.error:
-                        mlflow.set_tag(names.ERROR_TAG, res.error[:5000])
-                        raise _CandidateFailed(res.error)
-            best = pick_best(results, metric)
+            if s.train.tuning is not None:
+                best, study_metrics, study_params = self._tune(run_id, key, types, train, val,
+                                                               positive)
+            else:
+                best, study_metrics, study_params = self._sweep(types, train, val, positive)
             self.model = best.model
             tidy = best.model.named_steps.get("tidy")
             dropped = dict(getattr(tidy, "dropped_", {}) or {})
@@ -116,15 +95,88 @@ class ModelSteps:
                  **binary,
                  **({names.DROPPED_COLUMNS_TAG: ",".join(map(str, dropped))[:5000]}
                     if dropped else {})},
-                {f"best_val_{k}": v for k, v in best.metrics.items()},
-                {"best_estimator": best.estimator, "selection_metric": metric,
-                 "candidates": len(results),
+                {**{f"best_val_{k}": v for k, v in best.metrics.items()}, **study_metrics},
+                {"best_estimator": best.estimator, "selection_metric": metric, **study_params,
                  **({"positive_class": str(positive)} if positive is not None else {}),
                  **{f"best_{k}": v for k, v in best.params.items()}},
             )
 
-        up = self.outcomes["prepare"].key
-        return self._run_step("train", self._key("train", up), compute)
+        key = self._key("train", self.outcomes["prepare"].key)
+        return self._run_step("train", key, compute)
+
+    def _sweep(self, types, train, val, positive):
+        """The grid: every candidate fitted (one nested run each), the best picked."""
+        import mlflow
+
+        from projects.progress import progress
+        from projects.train import expand_candidates, pick_best, train_candidates
+
+        s = self.settings
+        candidates = expand_candidates(s.train.candidates)
+        start = time.perf_counter()
+        with progress("train: candidates", len(candidates)) as advance:
+            results = train_candidates(s.data.task, types, candidates, train, val,
+                                       s.data.target, s.split.seed, s.train.n_jobs,
+                                       on_done=lambda _res: advance(), positive=positive)
+        self.timings["fit_predict_sweep"] = time.perf_counter() - start
+        for res in results:
+            # a failed candidate's run ends FAILED with its reason; the sweep goes on
+            with contextlib.suppress(_CandidateFailed), run_with_status(
+                run_name=candidate_run_name(res.estimator, res.params), nested=True,
+                tags={STEP_TAG: "train.candidate", names.ESTIMATOR_TAG: res.estimator},
+            ):
+                mlflow.log_params({"estimator": res.estimator, **res.params})
+                mlflow.log_metrics({**{f"val_{k}": v for k, v in res.metrics.items()},
+                                    "fit_seconds": res.fit_seconds})
+                if res.error:
+                    mlflow.set_tag(names.ERROR_TAG, res.error[:5000])
+                    raise _CandidateFailed(res.error)
+        return pick_best(results, s.metric), {}, {"candidates": len(results)}
+
+    def _tune(self, run_id, key, types, train, val, positive):
+        """train.tuning: the study's trials (nested runs), the best trial fitted again here."""
+        import tempfile
+
+        import mlflow
+
+        from projects import tuning
+        from projects.train import _absolute, fit_candidate
+
+        s = self.settings
+        tune = s.train.tuning
+        space = tuning.build_space(s.train.candidates, s.data.task, s.split.seed)
+        objective = tuning.with_absolute_refs(tuning.Objective(
+            s.data.task, types, train, val, s.data.target, s.split.seed, s.metric, space,
+            positive, pruning=tune.pruning, tracking_uri=mlflow.get_tracking_uri()))
+        _logger.info("tuning: %d trial(s) of %s, engine %s, %s sampler seeded %d",
+                     tune.n_trials, ", ".join(space.estimators), tune.engine, tune.sampler,
+                     s.split.seed)
+        study = tuning.run_study(self.client, self.experiment_id, run_id, key, objective, tune,
+                                 s.train.n_jobs, s.split.seed)
+        self.timings["tuning_study"] = study.seconds
+        estimator, params = space.params(study.best_params)
+        best = fit_candidate(s.data.task, objective.types, _absolute(estimator), params,
+                             s.split.seed, train, val, s.data.target, objective.custom, positive)
+        best.estimator = estimator
+        if best.error:
+            raise WorkflowError(f"tuning: the best trial ({best.label}) failed when fitted "
+                                f"again: {best.error}")
+        _logger.info("tuning: best %s, validation %s %.4g (%d complete, %d pruned, %d failed; "
+                     "%d run now%s)", best.label, s.metric, study.best_value, study.complete,
+                     study.pruned, study.failed, study.ran,
+                     ", study resumed" if study.resumed else "")
+        with tempfile.TemporaryDirectory() as folder:
+            for path in tuning.log_study_plots(study.study, folder).values():
+                mlflow.log_artifact(path, "plots")
+        return best, {
+            "study_best_value": study.best_value, "trials_complete": study.complete,
+            "trials_pruned": study.pruned, "trials_failed": study.failed,
+            "trials_run": study.ran, "study_seconds": study.seconds,
+        }, {
+            "tuning_engine": tune.engine, "tuning_trials": tune.n_trials,
+            "tuning_sampler": tune.sampler, "study": study.study_name,
+            "study_run": study.study_run_id,
+        }
 
     def _positive_class(self, y) -> tuple[object | None, str]:
         """The positive class of a binary target and why (None: not a binary task).
