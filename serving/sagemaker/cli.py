@@ -201,37 +201,6 @@ def sagemaker(ctx: click.Context, region: str | None, verbose: bool) -> None:
     ctx.obj = _Context(region)
 
 
-@sagemaker.command()
-@click.option("--execution-role-arn", envvar=ENV_ROLE, default=None,
-              help=f"IAM role SageMaker assumes [${ENV_ROLE}].")
-@click.option("--bucket", envvar=ENV_BUCKET, default=None,
-              help=f"S3 bucket for model archives [${ENV_BUCKET}].")
-@click.option("--image-url", envvar=ENV_IMAGE, default=None,
-              help=f"ECR URI of the serving image [${ENV_IMAGE}].")
-@click.pass_obj
-def preflight(obj: _Context, execution_role_arn, bucket, image_url) -> None:
-    """Check region, credentials, execution role, bucket and serving image; print fixes."""
-    from serving.sagemaker.preflight import preflight as run
-
-    aws = obj.aws
-    checks = run(
-        sts=aws.client("sts"), iam=aws.client("iam"), s3=aws.s3, ecr=aws.client("ecr"),
-        region=aws.region, known_regions=aws.session.get_available_regions("sagemaker"),
-        execution_role_arn=execution_role_arn, bucket=bucket, image_url=image_url,
-    )
-    width = max(len(c.name) for c in checks)
-    for check in checks:
-        line = f"{check.status.upper():<4}  {check.name:<{width}}  {check.detail}"
-        if check.fix:
-            line += f" -- fix: {check.fix}"
-        click.echo(line)
-    failed = [c.name for c in checks if c.status == "fail"]
-    if failed:
-        from serving.sagemaker.aws import SageMakerError
-
-        raise SageMakerError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
-
-
 def _parse_serverless(ctx, param, value):
     if value is None:
         return None
@@ -249,6 +218,103 @@ serverless_option = click.option(
                        "steps, up to MAX_CONCURRENCY (1-200, default "
                        f"{_target.DEFAULT_SERVERLESS_CONCURRENCY}) requests at once "
                        "[settings sagemaker.serverless].")
+
+
+@sagemaker.command()
+@click.option("--execution-role-arn", envvar=ENV_ROLE, default=None,
+              help=f"IAM role SageMaker assumes [${ENV_ROLE}].")
+@click.option("--bucket", envvar=ENV_BUCKET, default=None,
+              help=f"S3 bucket for model archives [${ENV_BUCKET}].")
+@click.option("--image-url", envvar=ENV_IMAGE, default=None,
+              help=f"ECR URI of the serving image [${ENV_IMAGE}].")
+@serverless_option
+@click.option("--cost", "cost_ref", metavar="NAME@ALIAS|NAME/VERSION", default=None,
+              help="Instead of the account checks: what serving this version costs a month, "
+                   "real-time, serverless and async, and the cheapest meeting --rps/--p95-ms.")
+@click.option("--rps", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="With --cost: requests per second (monthly average).")
+@click.option("--p95-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --cost: the p95 latency wanted, in ms (default: any).")
+@click.option("--instance-type", "instance_types", multiple=True,
+              help="With --cost: instance types to price (repeatable; default every one in "
+                   "the price table).")
+@click.option("--seconds-per-request", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="With --cost: use this instead of scoring the model locally.")
+@output_option
+@click.pass_obj
+def preflight(obj: _Context, execution_role_arn, bucket, image_url, serverless, cost_ref, rps,
+              p95_ms, instance_types, seconds_per_request, output) -> None:
+    """Check region, credentials, execution role, bucket and serving image; print fixes.
+
+    With --serverless, its limits are checked too. With --cost REF, no account check: the
+    monthly cost of each way to serve REF (see serving.sagemaker.cost for the formulas).
+    """
+    if cost_ref:
+        _print_cost(obj, cost_ref, rps=rps, p95_ms=p95_ms, instance_types=list(instance_types),
+                    serverless=serverless, seconds_per_request=seconds_per_request,
+                    output=output)
+        return
+    from serving.sagemaker.preflight import check_serverless
+    from serving.sagemaker.preflight import preflight as run
+
+    aws = obj.aws
+    checks = run(
+        sts=aws.client("sts"), iam=aws.client("iam"), s3=aws.s3, ecr=aws.client("ecr"),
+        region=aws.region, known_regions=aws.session.get_available_regions("sagemaker"),
+        execution_role_arn=execution_role_arn, bucket=bucket, image_url=image_url,
+    )
+    if serverless is not None:
+        checks.append(check_serverless(serverless))
+    if output == "json":
+        print_json({"checks": [{"name": c.name, "status": c.status, "detail": c.detail,
+                                "fix": c.fix or None} for c in checks]})
+    else:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            line = f"{check.status.upper():<4}  {check.name:<{width}}  {check.detail}"
+            if check.fix:
+                line += f" -- fix: {check.fix}"
+            click.echo(line)
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        from serving.sagemaker.aws import SageMakerError
+
+        raise SageMakerError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+def _print_cost(obj: _Context, ref: str, *, rps, p95_ms, instance_types, serverless,
+                seconds_per_request, output) -> None:
+    """``preflight --cost``: the estimate as a table (or JSON) and the cheapest option."""
+    from serving.sagemaker import cost
+    from serving.sagemaker.package import resolve_model
+
+    source = resolve_model(_mlflow_client(), ref)
+    if seconds_per_request:
+        latency = cost.Latency(seconds_per_request, seconds_per_request, 0, 0, 0,
+                               "given (--seconds-per-request)")
+    else:
+        latency = cost.measure_latency(source.uri)
+    profile = _settings().serverless
+    result = cost.estimate(cost.load_prices(obj.region, _pricing_client(obj)), latency, rps=rps,
+                           p95_ms=p95_ms, instance_types=instance_types or None,
+                           serverless=serverless or (_target.Serverless.parse(profile)
+                                                     if profile else None))
+    if output == "json":
+        print_json({"model": {"name": source.name, "version": source.version}, **result.as_json()})
+        return
+    print_tables(cost.table(result, f"{source.name} version {source.version}"))
+    for line in cost.summary(result):
+        click.echo(line)
+
+
+def _pricing_client(obj: _Context):
+    """A Pricing API client (us-east-1), quick to give up: the shipped table is the fallback."""
+    from botocore.config import Config
+
+    from serving.sagemaker.cost import PRICING_REGION
+
+    return obj.aws.session.client("pricing", region_name=PRICING_REGION, config=Config(
+        connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
 
 
 @sagemaker.command()
