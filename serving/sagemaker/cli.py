@@ -47,8 +47,9 @@ def _target_options(func):
         click.option("--bucket", envvar=ENV_BUCKET, default=None,
                      help="S3 bucket for model archives [$" + ENV_BUCKET + "; default "
                           "mlflow-sagemaker-REGION-ACCOUNT]."),
-        click.option("--image-url", envvar=ENV_IMAGE, default=None,
-                     help=f"ECR URI of the serving image [${ENV_IMAGE}; default "
+        click.option("--image-url", "--image", "image_url", envvar=ENV_IMAGE, default=None,
+                     help=f"ECR URI of the serving image, e.g. one `python -m serving image` "
+                          f"built (it serves V2 too) [${ENV_IMAGE}; default "
                           "ACCOUNT.dkr.ecr.REGION.amazonaws.com/mlflow-pyfunc:MLFLOW_VERSION]."),
         click.option("--instance-type", default=None,
                      help="Instance type [settings sagemaker.instance_type]."),
