@@ -220,6 +220,69 @@ def serve_cmd(
     srv.exit_now(code)  # stopped: without the interpreter's seconds-long teardown
 
 
+@cli.command("image")
+@click.argument("model", metavar="MODEL")
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the build context to (new or empty).")
+@click.option("--image-url", default=None, metavar="IMAGE",
+              help="The image reference the KServe manifests name (default: NAME:VERSION).")
+def image_cmd(model, output, image_url):
+    """Write a container build context serving MODEL on SageMaker, KServe and Cloud Run.
+
+    OUTPUT gets a Dockerfile (slim Python, the locked requirements, the server's code, the
+    model's files at /opt/ml/model) and kserve/servingruntime.yaml and
+    kserve/inferenceservice.yaml. The image runs `python -m serving container`: MLflow's
+    /invocations and the Open Inference Protocol (/v2) on $PORT or 8080.
+    """
+    from pathlib import Path
+
+    from core.connection import connect
+    from core.models import resolve_model
+    from core.uris import parse_model_ref
+    from serving import image
+
+    info = resolve_model(connect(), parse_model_ref(model), allow_run=False)
+    built = image.write_context(info, Path(output), image_url)
+    click.echo(f"wrote {built.folder} for {info.name} version {info.version}: docker build -t "
+               f"{built.image} {built.folder}; KServe: kubectl apply -f {built.runtime} -f "
+               f"{built.inference_service}")
+
+
+@cli.command("container")
+@click.argument("command", required=False, type=click.Choice(["serve"]))
+@click.option("--workers", default=None, type=click.IntRange(1, 256),
+              help="Worker processes (default: $MLOPS_WORKERS, else one per core).")
+def container_cmd(command, workers):
+    """The image's entrypoint: serve the model folder baked into it, on every contract.
+
+    Serves $MLOPS_MODEL_DIR (default /opt/ml/model) on 0.0.0.0, port $PORT or 8080: /ping,
+    /invocations (SageMaker, which runs the image with `serve`), /v2 (KServe) and any route
+    Cloud Run forwards. The model's name and version come from $MLOPS_MODEL_NAME and
+    $MLOPS_MODEL_VERSION.
+    """
+    from serving.online import container as box
+    from serving.online.logs import configure_logging
+
+    configure_logging("INFO", True)
+    folder = box.model_dir()
+    if box.local_model(folder) is None:
+        raise CliError(f"{folder} holds no MLflow model (no MLmodel file); set "
+                       f"${box.ENV_MODEL_DIR}")
+    env_workers = os.environ.get(box.ENV_WORKERS, "")
+    if workers is None and env_workers:
+        if not env_workers.isdigit() or int(env_workers) < 1:
+            raise CliError(f"${box.ENV_WORKERS} is {env_workers!r}; expected a positive number")
+        workers = int(env_workers)
+    port = box.port()
+    cfg = srv.ServeConfig(model=folder, host="0.0.0.0", port=port, workers=workers or _cores(),
+                          pin=True, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    try:
+        code = srv.serve(cfg)
+    except OSError as exc:
+        raise CliError(f"cannot listen on 0.0.0.0:{port}: {exc.strerror or exc}") from None
+    srv.exit_now(code)
+
+
 @cli.command("predict")
 @click.argument("model", metavar="MODEL")
 @click.option(

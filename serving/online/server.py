@@ -354,14 +354,18 @@ def build_app(cfg: ServeConfig, client):
     from core.models import resolve_model
     from core.uris import parse_model_ref
     from serving.online.app import ModelHolder, ScoringApp, Served
+    from serving.online.container import local_model
     from serving.online.follow import AliasFollower
     from serving.online.model import load_scorer
 
-    ref = parse_model_ref(cfg.model)
-    info = resolve_model(client, ref)
+    ref = None
+    info = local_model(cfg.model)  # a model folder: the container's (serving.online.container)
+    if info is None:
+        ref = parse_model_ref(cfg.model)
+        info = resolve_model(client, ref)
     holder = ModelHolder(Served(info, load_scorer(info.uri)))
     follower = None
-    if ref.alias and not cfg.pin:
+    if ref is not None and ref.alias and not cfg.pin:
         from serving.online.follow import signal_path
 
         follower = AliasFollower(client, ref, holder, poll_seconds=cfg.poll_seconds,

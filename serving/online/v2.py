@@ -446,8 +446,6 @@ def _predict(scorer, arrays: dict[str, np.ndarray]):
                 400, f"input {tname!r} has {len(col)} rows; the inputs before it have {rows}"
             )
         columns[tname] = col
-    if rows == 0:
-        raise V2Error(400, "the input has no rows")
     frame = pd.DataFrame(columns, copy=False)
     try:
         return scorer.predict_frame(frame)

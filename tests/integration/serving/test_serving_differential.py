@@ -35,6 +35,7 @@ import pytest
 import requests
 
 from tests.integration.serving.conftest import using_store
+from tests.support.mlserver import mlserver_bin, write_repository
 from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
 from tests.support.processes import ARTIFACTS, REPO, child_env, free_port, stop, wait_healthy
 from tests.support.sagemaker_endpoint import create_endpoint, invoke, wait_in_service
@@ -49,6 +50,7 @@ from tests.support.serving_models import (
     log_sleeper,
     penguins_data,
 )
+from tests.support.v2_corpus import DELIBERATE, MLSERVER_WRONG, OURS_ONLY, v2_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -177,12 +179,39 @@ def sides(module_store, tmp_path_factory, sagemaker_moto):  # noqa: F811 - impor
                                for side in ("stock", "ours"))
         raw = palmerpenguins.load_penguins().drop(columns=["species"])
         models[FEATURES] = (ref, raw.iloc[[0, 3, 5]], raw)
+        urls["mlserver"] = (_start_mlserver(fleet, store, models, wf_folder), None)
         fleet.wait()
+        wait_healthy(f"{urls['mlserver'][0]}/v2/health/ready", None, 240, None)
         wait_in_service(sagemaker_moto.url, endpoint)
         urls["sagemaker"] = (endpoint, None)
         yield models, urls
     finally:
         fleet.stop()
+
+
+# The models MLServer serves beside ours, and the name each has on our V2 routes (a model
+# served from runs:/ has no registered name: "model").
+V2_MODELS = {"numeric": "numeric", "penguins": "penguins", "custom": "model",
+             FEATURES: "penguins"}
+
+
+def _start_mlserver(fleet: _Fleet, store, models: dict, wf_folder: Path) -> str:
+    """MLServer 1.7.1 + mlserver-mlflow (their own cached env) serving V2_MODELS, one process."""
+    local = {}
+    for name in V2_MODELS:
+        uri = f"sqlite:///{wf_folder / 'mlflow.db'}" if name == FEATURES else store.uri
+        before = mlflow.get_registry_uri()
+        mlflow.set_registry_uri(uri)
+        try:
+            path = mlflow.artifacts.download_artifacts(models[name][0], tracking_uri=uri)
+        finally:
+            mlflow.set_registry_uri(before)
+        local[name] = (path, "1")
+    port = free_port()
+    folder = store.path / "mlserver"
+    write_repository(folder, local, port, free_port(), free_port())
+    fleet.start("mlserver", [str(mlserver_bin()), "start", str(folder)], child_env(), folder)
+    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -427,3 +456,108 @@ def test_the_sagemaker_endpoint_and_ours_answer_alike(sides, sagemaker_moto):  #
             problems.append(f"{where}: the endpoint refused ({str(s_body)[:200]}), ours scored")
     assert not problems, "\n".join(problems)
     assert answered >= 20  # most of the corpus is scored, not only refused
+
+
+def _v2(url: str, payload) -> tuple[int, dict | str]:
+    headers = {"Content-Type": "application/json", **payload.headers}
+    resp = requests.post(url, data=payload.body, headers=headers, timeout=60)
+    try:
+        return resp.status_code, resp.json()
+    except ValueError:
+        return resp.status_code, resp.text
+
+
+@pytest.mark.parametrize("model", list(V2_MODELS))
+def test_v2_answers_what_mlserver_answers(sides, model):
+    """The V2 corpus (tests/support/v2_corpus.py) to ours and to MLServer 1.7.1.
+
+    Where MLServer scores, ours scores the same outputs (datatype, shape, data; MLServer names
+    its one output "output-1" against its own metadata's "output-0": ours names it as its
+    metadata does). Where MLServer refuses (4xx), ours refuses. Where MLServer fails with a
+    500 (pyfunc's refusals: missing inputs, wrong types, empty batches, NaN for a model that
+    takes none, a shape it cannot reshape), ours answers 4xx with the protocol's
+    ``{"error": ...}`` naming the problem. Where MLServer scores what nobody sent
+    (tests.support.v2_corpus.DELIBERATE), ours answers 400; where MLServer fails a good
+    request (OURS_ONLY: a non-ASCII id, the binary extension), ours scores it; where MLServer
+    scores a request wrongly (MLSERVER_WRONG), ours answers as it answers the same rows sent
+    plainly.
+    """
+    models, urls = sides
+    _, few, many = models[model]
+    ours_url = f"{urls[model][1]}/v2/models/{V2_MODELS[model]}"
+    theirs_url = f"{urls['mlserver'][0]}/v2/models/{model}"
+    metadata = requests.get(ours_url, timeout=10).json()
+    payloads = v2_corpus(few, many.head(200), metadata)
+    assert len(payloads) >= 40
+    with ThreadPoolExecutor(4) as pool:
+        theirs = list(pool.map(lambda p: _v2(f"{theirs_url}/infer", p), payloads))
+        ours = list(pool.map(lambda p: _v2(f"{ours_url}/infer", p), payloads))
+    problems, better = [], []
+    for p, (t_status, t_body), (o_status, o_body) in zip(payloads, theirs, ours, strict=True):
+        where = f"{model}/{p.name}: mlserver {t_status}, ours {o_status}"
+        if o_status >= 500:
+            problems.append(f"{where}: ours answered 5xx: {o_body}")
+        elif o_status != 200:
+            if not (isinstance(o_body, dict) and isinstance(o_body.get("error"), str)):
+                problems.append(f"{where}: not the protocol's error body: {o_body}")
+            if t_status == 200 and p.name not in DELIBERATE:
+                problems.append(f"{where}: mlserver scored, ours refused: {o_body}")
+            if t_status >= 500:
+                better.append(p.name)
+        elif p.name in DELIBERATE:
+            problems.append(f"{where}: ours scored ({DELIBERATE[p.name]})")
+        elif t_status != 200 and p.name not in OURS_ONLY:
+            problems.append(f"{where}: mlserver refused ({str(t_body)[:200]}), ours scored")
+        elif t_status != 200:
+            better.append(p.name)
+        else:
+            mine = [(o["datatype"], o["shape"], o["data"]) for o in o_body["outputs"]]
+            reference = [(o["datatype"], o["shape"], o["data"]) for o in t_body["outputs"]]
+            if p.name in MLSERVER_WRONG and not _same(mine, reference):
+                good = ours[[q.name for q in payloads].index("good")][1]
+                reference = [(o["datatype"], o["shape"], o["data"]) for o in good["outputs"]]
+                better.append(p.name)
+            if not _same(mine, reference):
+                problems.append(f"{where}: {str(reference)[:300]} != {str(mine)[:300]}")
+            if o_body["model_name"] != V2_MODELS[model] or (
+                "id" in _json_doc(p.body) and o_body["id"] != _json_doc(p.body)["id"]
+            ):
+                problems.append(f"{where}: names or id: {str(o_body)[:300]}")
+    assert not problems, "\n".join(problems)
+    # the clean requests are scored by both; MLServer's 500s are ours' 4xx
+    for name in ("good", "good_nested", "good_many_rows", "good_reordered", "good_extra_input"):
+        assert theirs[[p.name for p in payloads].index(name)][0] == 200, name
+    assert len(better) >= 5, better
+
+
+def _json_doc(body: bytes):
+    """A corpus body as JSON (None when it is not)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def test_v2_routes_answer_as_mlserver_answers(sides):
+    """Server metadata, health, model metadata (from the signature), readiness, not-found."""
+    models, urls = sides
+    ours, theirs = urls["numeric"][1], urls["mlserver"][0]
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/numeric/ready"):
+        assert requests.get(f"{ours}{path}", timeout=10).status_code == 200, path
+        assert requests.get(f"{theirs}{path}", timeout=10).status_code == 200, path
+    version = models["numeric"][0].rsplit("/", 1)[-1]
+    ours_meta = requests.get(f"{ours}/v2/models/numeric/versions/{version}", timeout=10).json()
+    theirs_meta = requests.get(f"{theirs}/v2/models/numeric", timeout=10).json()
+    assert ours_meta["inputs"] == theirs_meta["inputs"]
+    assert ours_meta["outputs"] == theirs_meta["outputs"]
+    assert ours_meta["versions"] == [version]  # MLServer lists none
+    assert requests.get(f"{ours}/v2", timeout=10).json()["name"] == "mlops-registry"
+    for path in ("/v2/models/numeric/versions/999", "/v2/models/nope",
+                 "/v2/models/numeric/versions/999/infer"):
+        o = requests.request("POST" if path.endswith("infer") else "GET", f"{ours}{path}",
+                             json={"inputs": []}, timeout=10)
+        t = requests.request("POST" if path.endswith("infer") else "GET",
+                             f"{theirs}{path.replace('999', '998')}", json={"inputs": []},
+                             timeout=10)
+        assert o.status_code == t.status_code == 404, path
+        assert "not found" in o.json()["error"] and "not found" in t.json()["error"]

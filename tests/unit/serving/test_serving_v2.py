@@ -177,7 +177,7 @@ def test_malformed_requests_are_400(numeric, body, expected):
         ({"datatype": "BYTES", "data": [1, 2]}, "BYTES data must be strings"),
         ({"datatype": "INT64", "data": [14, 20]}, "Can not safely convert int64 to float64"),
         ({"data": [None, 1.0]}, "could not score this input"),  # the model takes no NaN
-        ({"shape": [0], "data": []}, "the input has no rows"),
+        ({"shape": [0], "data": []}, "0 sample(s)"),  # pyfunc refuses an empty batch
     ],
 )
 def test_tensors_the_model_cannot_take_are_400(numeric, override, expected):
