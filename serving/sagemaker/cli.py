@@ -318,26 +318,59 @@ def _pricing_client(obj: _Context):
         connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
 
 
+def _async_options(func):
+    options = [
+        click.option("--async", "async_uri", metavar="S3URI", default=None,
+                     help="An asynchronous endpoint: answers under S3URI/output, failures under "
+                          "S3URI/failure (predict --async uploads inputs under S3URI/input); "
+                          "scales to zero when idle."),
+        click.option("--success-topic", metavar="SNS_ARN", default=None,
+                     help="With --async: SNS topic told of each answer."),
+        click.option("--error-topic", metavar="SNS_ARN", default=None,
+                     help="With --async: SNS topic told of each failure."),
+        click.option("--max-instances", type=click.IntRange(min=1), default=None,
+                     help="With --async: most instances when busy (default the instance "
+                          "count); 0 when idle."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @sagemaker.command()
 @click.argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
 @endpoint_option
 @serverless_option
+@_async_options
 @_target_options
 @_wait_options(_target.DEFAULT_TIMEOUT_SECONDS, flag="--no-wait")
 @click.pass_obj
-def deploy(obj: _Context, ref, endpoint, serverless, run_async, timeout_seconds,
-           **target) -> None:
+def deploy(obj: _Context, ref, endpoint, serverless, async_uri, success_topic, error_topic,
+           max_instances, run_async, timeout_seconds, **target) -> None:
     """Create the endpoint serving REF, or update it to REF (all at once).
 
-    Flags change the endpoint's hosting (--serverless; --instance-type/--instance-count);
-    without them an endpoint keeps its own, and a new one follows the settings. Switching
-    between serverless and instances replaces the fleet: the old one answers until the new
-    one is InService.
+    Flags change the endpoint's hosting (--serverless; --async; --instance-type/
+    --instance-count); without them an endpoint keeps its own, and a new one follows the
+    settings. Switching between serverless and instances replaces the fleet: the old one
+    answers until the new one is InService.
     """
+    given = [flag for flag, value in (("--success-topic", success_topic),
+                                      ("--error-topic", error_topic),
+                                      ("--max-instances", max_instances)) if value]
+    if given and not async_uri:
+        raise click.UsageError(f"{', '.join(given)} need --async S3URI")
+    async_output = None
+    if async_uri:
+        from serving.sagemaker.aws import SageMakerError
+
+        try:
+            async_output = _target.AsyncOutput(async_uri, success_topic, error_topic)
+        except SageMakerError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--async'") from None
     from serving.sagemaker.endpoints import deploy as run
     from serving.sagemaker.preflight import require_serverless
 
-    instances_asked = bool(target["instance_type"] or target["instance_count"])
+    instances_asked = bool(target["instance_type"] or target["instance_count"] or async_uri)
     profile = _settings().serverless
     requested = serverless or (None if instances_asked or not profile
                                else _target.Serverless.parse(profile))
@@ -354,7 +387,7 @@ def deploy(obj: _Context, ref, endpoint, serverless, run_async, timeout_seconds,
         target=resolved, synchronous=not run_async,
         timeout_seconds=timeout_seconds, instance_type=target["instance_type"],
         instance_count=target["instance_count"], serverless=serverless,
-        autoscaling=obj.aws.autoscaling,
+        async_output=async_output, autoscaling=obj.aws.autoscaling,
     )
     src = result.source
     hosting = result.extra.get("hosting")
@@ -372,6 +405,17 @@ def deploy(obj: _Context, ref, endpoint, serverless, run_async, timeout_seconds,
     if result.extra.get("scaling_removed"):
         click.echo("instance autoscaling removed (serverless endpoints scale themselves): "
                    + ", ".join(result.extra["scaling_removed"]))
+    if hosting is not None and hosting.kind == "async":
+        if run_async:
+            click.echo("not scaled to zero yet (--no-wait): deploy again without --no-wait "
+                       "once it is InService")
+            return
+        from serving.sagemaker.scaling import scale_to_zero
+
+        scaled = scale_to_zero(obj.aws.autoscaling, obj.aws.cloudwatch, endpoint,
+                               max_capacity=max_instances or hosting.instance_count or 1)
+        click.echo(f"scales 0-{scaled['max']} instances on its backlog (alarm "
+                   f"{scaled['alarm']} scales up from zero)")
 
 
 @sagemaker.command()
@@ -618,9 +662,15 @@ def _read_frame(path: Path):
               help="CSV or Parquet rows (sent as dataframe_split), or a JSON scoring request.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON answer here instead of stdout.")
+@click.option("--async", "run_async", is_flag=True,
+              help="An asynchronous endpoint: upload the input to its S3 prefix, invoke, wait "
+                   "for the answer (progress on stderr), download it.")
+@click.option("--timeout-seconds", type=click.FloatRange(min=0), default=900, show_default=True,
+              help="With --async: how long to wait for the answer.")
 @click.pass_obj
-def predict(obj: _Context, endpoint, input_path: Path, output_path: Path | None) -> None:
-    """Score a file on ENDPOINT (InvokeEndpoint) and print the JSON answer."""
+def predict(obj: _Context, endpoint, input_path: Path, output_path: Path | None, run_async,
+            timeout_seconds) -> None:
+    """Score a file on ENDPOINT (InvokeEndpoint, or InvokeEndpointAsync) and print the answer."""
     from serving.sagemaker.endpoints import invoke
 
     if input_path.suffix.lower() == ".json":
@@ -630,9 +680,18 @@ def predict(obj: _Context, endpoint, input_path: Path, output_path: Path | None)
         body = json.dumps(
             {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
         ).encode()
-    answer = invoke(obj.aws.runtime, endpoint, body)
-    _logger.info("answered by variant %s", answer.variant)
-    text = answer.body.decode()
+    if run_async:
+        from serving.sagemaker.asynchronous import predict_async
+
+        got = predict_async(obj.aws.sagemaker, obj.aws.runtime, obj.aws.s3, endpoint, body,
+                            timeout_seconds=timeout_seconds,
+                            progress=lambda line: click.echo(line, err=True))
+        click.echo(f"answered in {got.waited_seconds:.1f}s: {got.output_location}", err=True)
+        text = got.body.decode()
+    else:
+        answer = invoke(obj.aws.runtime, endpoint, body)
+        _logger.info("answered by variant %s", answer.variant)
+        text = answer.body.decode()
     if output_path:
         output_path.write_text(text)
     else:

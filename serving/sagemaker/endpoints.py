@@ -24,9 +24,9 @@ from serving.sagemaker.package import (
 from serving.sagemaker.preflight import require_serverless
 from serving.sagemaker.resources import (
     TRANSITIONAL,
-    alarm_names,
     describe_endpoint,
     endpoint_tags,
+    owned_alarm_names,
     require_endpoint,
 )
 from serving.sagemaker.scaling import deregister
@@ -391,7 +391,7 @@ def endpoint_status(sm, endpoint: str, cloudwatch=None) -> dict:
         "hosting": hosting_json(live_variant(sm, desc).hosting),
     }
     if cloudwatch is not None:
-        names = alarm_names(endpoint)
+        names = owned_alarm_names(endpoint)
         found = cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
         status["alarms"] = {a["AlarmName"]: a["StateValue"] for a in found}
     return status
@@ -492,7 +492,7 @@ def delete(
             if client_error_code(exc) != "ValidationException":
                 raise
     if cloudwatch is not None:
-        names = alarm_names(endpoint)
+        names = owned_alarm_names(endpoint)
         existing = cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
         if existing:
             cloudwatch.delete_alarms(AlarmNames=[a["AlarmName"] for a in existing])

@@ -19,6 +19,16 @@ def alarm_names(endpoint: str) -> list[str]:
     return [f"{endpoint}-guardrail-5xx", f"{endpoint}-guardrail-latency"]
 
 
+def backlog_alarm_name(endpoint: str) -> str:
+    """Name of an asynchronous endpoint's alarm that scales it up from zero (backlog waiting)."""
+    return f"{endpoint}-async-backlog"
+
+
+def owned_alarm_names(endpoint: str) -> list[str]:
+    """Every alarm this tool makes for the endpoint: guardrails and the async backlog alarm."""
+    return [*alarm_names(endpoint), backlog_alarm_name(endpoint)]
+
+
 def describe_endpoint(sm, endpoint: str) -> dict | None:
     """``DescribeEndpoint``, or ``None`` when the endpoint does not exist."""
     try:

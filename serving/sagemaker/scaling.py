@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from serving.sagemaker.aws import SageMakerError
-from serving.sagemaker.resources import require_endpoint
+from serving.sagemaker.resources import backlog_alarm_name, require_endpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -18,6 +18,9 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 PREDEFINED_METRIC = "SageMakerVariantInvocationsPerInstance"
 DEFAULT_SCALE_IN_COOLDOWN = 300
 DEFAULT_SCALE_OUT_COOLDOWN = 60
+BACKLOG_METRIC = "ApproximateBacklogSizePerInstance"
+NO_CAPACITY_METRIC = "HasBacklogWithoutCapacity"
+DEFAULT_BACKLOG_PER_INSTANCE = 5.0
 
 
 def resource_id(endpoint: str, variant: str) -> str:
@@ -121,3 +124,62 @@ def deregister(autoscaling, sm, endpoint: str, desc: dict | None = None) -> list
         )
         removed.append(rid)
     return removed
+
+
+def scale_to_zero(autoscaling, cloudwatch, endpoint: str, *, max_capacity: int,
+                  backlog_per_instance: float = DEFAULT_BACKLOG_PER_INSTANCE,
+                  variant: str = "AllTraffic") -> dict:
+    """Scale an asynchronous endpoint between zero and ``max_capacity`` instances on its queue.
+
+    AWS's pattern for asynchronous inference: a target-tracking policy holds
+    ``ApproximateBacklogSizePerInstance`` at ``backlog_per_instance`` (and scales in to zero
+    when the queue is empty); target tracking cannot scale out from zero, so a step policy
+    adds one instance when the alarm ``ENDPOINT-async-backlog`` sees
+    ``HasBacklogWithoutCapacity`` (requests waiting, no instance).
+
+    Returns:
+        The resource id, bounds, both policies' names and the alarm's name.
+    """
+    if max_capacity < 1:
+        raise SageMakerError(f"--max-instances {max_capacity}: use at least 1")
+    rid = resource_id(endpoint, variant)
+    dimensions = [{"Name": "EndpointName", "Value": endpoint}]
+    autoscaling.register_scalable_target(
+        ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=SCALABLE_DIMENSION,
+        MinCapacity=0, MaxCapacity=max_capacity,
+    )
+    tracking = f"{endpoint}-async-backlog-per-instance"
+    autoscaling.put_scaling_policy(
+        PolicyName=tracking, ServiceNamespace=NAMESPACE, ResourceId=rid,
+        ScalableDimension=SCALABLE_DIMENSION, PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(backlog_per_instance),
+            "CustomizedMetricSpecification": {
+                "MetricName": BACKLOG_METRIC, "Namespace": "AWS/SageMaker",
+                "Dimensions": dimensions, "Statistic": "Average"},
+            "ScaleInCooldown": DEFAULT_SCALE_IN_COOLDOWN,
+            "ScaleOutCooldown": DEFAULT_SCALE_OUT_COOLDOWN,
+        },
+    )
+    step = f"{endpoint}-async-scale-from-zero"
+    policy = autoscaling.put_scaling_policy(
+        PolicyName=step, ServiceNamespace=NAMESPACE, ResourceId=rid,
+        ScalableDimension=SCALABLE_DIMENSION, PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Average",
+            "Cooldown": DEFAULT_SCALE_OUT_COOLDOWN,
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
+        },
+    )
+    alarm = backlog_alarm_name(endpoint)
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm, AlarmDescription=f"requests wait on {endpoint} with no instance: "
+                                          "add one (scale up from zero)",
+        Namespace="AWS/SageMaker", MetricName=NO_CAPACITY_METRIC, Dimensions=dimensions,
+        Statistic="Average", Period=60, EvaluationPeriods=2, Threshold=1.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="missing",
+        AlarmActions=[policy["PolicyARN"]],
+    )
+    _logger.info("scaling %s between 0 and %d on its backlog", rid, max_capacity)
+    return {"resource_id": rid, "min": 0, "max": max_capacity,
+            "policies": [tracking, step], "alarm": alarm}

@@ -29,6 +29,12 @@ and then starts ``moto.server.ThreadedMotoServer``. What the double adds, and ho
 - ``AddTags`` replaces the values of keys already present (moto appended duplicates).
 - ``ListModels`` honours ``NameContains``, ``MaxResults`` and ``NextToken`` (moto ignored them
   and returned every model in one page), as the sweep of batch models relies on them.
+- ``InvokeEndpointAsync`` (moto answers with a placeholder in a bucket of its own) reads the
+  request from its ``InputLocation``, scores it on the endpoint's scoring server in the
+  background and writes the answer to ``S3OutputPath/ID.out`` (a failure to
+  ``S3FailurePath/ID-error.out``), the paths SageMaker reports; the request is answered
+  ``202`` at once. Not simulated: the queue's backlog metrics and scaling from zero
+  (``HasBacklogWithoutCapacity``): requests are scored at once whatever the instance count.
 - A transform job can be held ``InProgress`` (:meth:`SageMakerDouble.hold_transform`) until a
   test releases it, as a long job on SageMaker would stay (``--async``, a wait that times out).
 
@@ -50,6 +56,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -563,7 +570,61 @@ class SageMakerDouble:
         self._patch(SageMakerModelBackend, "create_transform_job", create_transform_job)
         self._patch(SageMakerResponse, "update_endpoint", update_endpoint_response)
         self._patch(SageMakerResponse, "list_models", list_models_response)
+        def invoke_endpoint_async(response):
+            # moto answers InvokeEndpointAsync with a placeholder object in a bucket of its own;
+            # SageMaker queues the request, scores it on the endpoint's container and writes
+            # the answer under the config's S3OutputPath (a failure under S3FailurePath)
+            name = urllib.parse.unquote(response.path.split("/")[2])
+            backend = sagemaker_backends[response.current_account][response.region]
+            endpoint = backend.endpoints.get(name)
+            if endpoint is None:
+                raise ValidationError(
+                    message=f"Endpoint {name} of account {response.current_account} not found."
+                )
+            config = backend.endpoint_configs[endpoint.endpoint_config_name]
+            output = (config.async_inference_config or {}).get("OutputConfig") or {}
+            if not output.get("S3OutputPath"):
+                raise ValidationError(
+                    message=f"Endpoint {name} is not an async inference endpoint.")
+            inference = response.headers.get("X-Amzn-SageMaker-Inference-Id") or str(
+                uuid.uuid4())
+            answer_at = f"{output['S3OutputPath'].rstrip('/')}/{inference}.out"
+            failure_at = f"{output.get('S3FailurePath', output['S3OutputPath']).rstrip('/')}/" \
+                f"{inference}-error.out"
+            job = (backend, endpoint, response.headers.get("X-Amzn-SageMaker-InputLocation", ""),
+                   response.headers.get("X-Amzn-SageMaker-Content-Type", "application/json"),
+                   response.headers.get("X-Amzn-SageMaker-Accept"), answer_at, failure_at)
+            threading.Thread(target=double._run_async, args=job, daemon=True).start()
+            headers = {"X-Amzn-SageMaker-OutputLocation": answer_at,
+                       "X-Amzn-SageMaker-FailureLocation": failure_at}
+            return 202, headers, json.dumps({"InferenceId": inference})
+
         self._patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+        self._patch(SageMakerRuntimeResponse, "invoke_endpoint_async", invoke_endpoint_async)
+
+    # ------------------------------------------------------------------ async inference
+    def _run_async(self, backend, endpoint, input_location: str, content_type: str,
+                   accept: str | None, answer_at: str, failure_at: str) -> None:
+        """Score a queued asynchronous request and write its answer (or failure) to S3."""
+        s3 = self._s3(backend.account_id)
+
+        def put(uri: str, data: bytes) -> None:
+            parsed = urllib.parse.urlparse(uri)
+            s3.put_object(parsed.netloc, parsed.path.lstrip("/"), data)
+
+        try:
+            source = urllib.parse.urlparse(input_location)
+            body = s3.get_object(source.netloc, source.path.lstrip("/")).value
+            _, variant = self.route(backend, endpoint, None)
+            model = backend._models[variant["ModelName"]]
+            url = self.scoring_url(backend.account_id, model.primary_container["ModelDataUrl"])
+            status, _, answer = self._post(url, body, content_type, accept)
+            if status >= 400:
+                raise RuntimeError(f"Received client error ({status}) from primary with message "
+                                   f"\"{answer.decode(errors='replace')}\"")
+            put(answer_at, answer)
+        except Exception as exc:  # noqa: BLE001 - what SageMaker writes to the failure path
+            put(failure_at, " ".join(str(exc).split()).encode())
 
     # ------------------------------------------------------------------ batch transform
     def _run_transform(self, backend, job) -> None:

@@ -63,7 +63,7 @@ def test_serverless_limits_are_refused_before_any_aws_call(monkeypatch, flags, m
     assert (result.exit_code, result.stderr) == (1, message)
 
 
-def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions, tmp_path):
+def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions, tmp_path):  # noqa: F811
     X, models = versions
     rows = X.head(8)
     expected = models["1"][0].predict(rows).tolist()
@@ -124,3 +124,77 @@ def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions,
         ServiceNamespace="sagemaker", ResourceIds=[rid])["ScalableTargets"] == []
     assert predict(endpoint, rows, tmp_path) == expected
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
+
+
+def test_async_endpoint_and_predict_round_trip_through_s3(aws, versions, tmp_path):  # noqa: F811
+    """``deploy --async`` and ``predict --async`` against the double.
+
+    Emulated (moto only answers with a placeholder): the endpoint reads the uploaded request,
+    scores it on the real scoring server and writes the answer where SageMaker would
+    (``tests/support/moto_sagemaker``). Not emulated: the backlog metrics, so the scaling set
+    up here is checked as configured, not seen acting.
+    """
+    X, models = versions
+    rows = X.sample(6, random_state=4)
+    endpoint = f"queue-{uuid.uuid4().hex[:6]}"
+    prefix = f"s3://{aws.bucket}/async-{endpoint}"
+    topic = "arn:aws:sns:us-east-1:123456789012:answers"
+    deployed = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--async", prefix + "/",
+                   "--success-topic", topic, "--max-instances", "3")
+    assert deployed.exit_code == 0, deployed.output
+    assert f"InService on 1 x ml.m5.large, asynchronous, answers in {prefix}/output" \
+        in deployed.stdout
+    assert (f"scales 0-3 instances on its backlog (alarm {endpoint}-async-backlog scales up "
+            "from zero)") in deployed.stdout
+    assert _config(endpoint)["AsyncInferenceConfig"] == {"OutputConfig": {
+        "S3OutputPath": f"{prefix}/output", "S3FailurePath": f"{prefix}/failure",
+        "NotificationConfig": {"SuccessTopic": topic}}}
+
+    scaling = boto3.client("application-autoscaling")
+    rid = f"endpoint/{endpoint}/variant/AllTraffic"
+    targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                                ResourceIds=[rid])["ScalableTargets"]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(0, 3)]
+    policies = {p["PolicyName"]: p for p in scaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=rid)["ScalingPolicies"]}
+    tracking = policies[f"{endpoint}-async-backlog-per-instance"][
+        "TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+    assert (tracking["MetricName"], tracking["Dimensions"]) == (
+        "ApproximateBacklogSizePerInstance", [{"Name": "EndpointName", "Value": endpoint}])
+    step = policies[f"{endpoint}-async-scale-from-zero"]
+    alarm = boto3.client("cloudwatch").describe_alarms(
+        AlarmNames=[f"{endpoint}-async-backlog"])["MetricAlarms"][0]
+    assert (alarm["MetricName"], alarm["AlarmActions"]) == (
+        "HasBacklogWithoutCapacity", [step["PolicyARN"]])
+
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    answered = cli("predict", "--endpoint", endpoint, "--input", str(path), "--async",
+                   "--timeout-seconds", "120")
+    assert answered.exit_code == 0, answered.output
+    assert json.loads(answered.stdout)["predictions"] == models["1"][0].predict(rows).tolist()
+    assert f"uploaded the request to {prefix}/input/" in answered.stderr
+    assert "answered in " in answered.stderr and f": {prefix}/output/" in answered.stderr
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1]]}}))
+    failed = cli("predict", "--endpoint", endpoint, "--input", str(bad), "--async")
+    assert failed.exit_code == 1
+    assert failed.stderr.splitlines()[-1].startswith(f"error: endpoint {endpoint} failed request ")
+    assert "Received client error (400)" in failed.stderr and f"(in {prefix}/failure/" \
+        in failed.stderr
+
+    status = json.loads(cli("status", "--endpoint", endpoint, "--output", "json").stdout)
+    assert status["hosting"] == {"kind": "async", "serverless": None, "async": {
+        "output": f"{prefix}/output", "failure": f"{prefix}/failure", "success_topic": topic,
+        "error_topic": None}}
+    assert status["alarms"] == {f"{endpoint}-async-backlog": alarm["StateValue"]}
+    assert "nothing changed" in cli("deploy", f"{MODEL}/1", "--endpoint", endpoint).stdout
+    refused = cli("rollout", f"{MODEL}/1", "--endpoint", endpoint)
+    assert refused.exit_code == 1 and f"endpoint {endpoint} is async: " in refused.stderr
+
+    deleted = cli("delete", "--endpoint", endpoint, "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert "1 alarm(s), 1 scaling target(s)" in deleted.stdout
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                             ResourceIds=[rid])["ScalableTargets"] == []
