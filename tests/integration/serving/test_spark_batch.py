@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from serving.cli import main
+from tests.support.spark import stop_with_jvm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,22 +61,7 @@ def spark(moto_server):
         try:
             yield session
         finally:
-            _stop_with_jvm(session)
-
-
-def _stop_with_jvm(session) -> None:
-    """Stop Spark and its JVM: ``stop()`` alone keeps the JVM (~750 MB) for the rest of the run."""
-    from pyspark import SparkContext
-
-    gateway = SparkContext._gateway
-    session.stop()
-    if gateway is not None:
-        proc = getattr(gateway, "proc", None)
-        gateway.shutdown()
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
-        SparkContext._gateway = SparkContext._jvm = None
+            stop_with_jvm(session)
 
 
 def _cars(copies: int) -> pd.DataFrame:

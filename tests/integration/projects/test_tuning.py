@@ -1,0 +1,91 @@
+"""train.tuning end to end, in this process on the test's tracking store (real MLflow runs).
+
+The data is scikit-learn's bundled breast cancer table (``bundled:breast_cancer``). One story
+keeps the budget small: the grid on four fits, then a tuned run of four trials interrupted
+(Ctrl-C) in its third trial and started again: the study resumes from its two finished trials,
+the trials are runs under the study under the train run, and the best validation metric is at
+least the grid's on the same number of fits. Started once more unchanged, train is reused.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from core.connection import connect
+from core.settings import load_settings
+from projects import tuning
+from projects.workflow import Workflow
+
+pytestmark = pytest.mark.integration
+
+LINEAR = "train.candidates=[{estimator: linear, grid: {C: [0.01, 0.1, 1.0, 10.0]}}]"
+SERIAL = "train.n_jobs=1"  # in this process: no worker start-up in the budget
+TUNED = ["train.tuning.n_trials=4"]
+
+
+def _run(*overrides: str):
+    settings = load_settings(overrides=["experiment=tuning", LINEAR, SERIAL, *overrides])
+    return Workflow(settings, connect()).run("train")
+
+
+def _children(client, experiment_id: str, parent_id: str):
+    return client.search_runs([experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_a_tuned_run_resumes_after_an_interrupt_and_matches_the_grid(monkeypatch):
+    client = mlflow.MlflowClient()
+    grid = _run().steps["train"]
+    assert grid.params["candidates"] == 4
+
+    fit = tuning.Objective._fit
+    calls = []
+
+    def interrupted_third(self, trial, estimator, params):
+        calls.append(trial.number)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return fit(self, trial, estimator, params)
+
+    monkeypatch.setattr(tuning.Objective, "_fit", interrupted_third)
+    with pytest.raises(KeyboardInterrupt):
+        _run(*TUNED)
+    monkeypatch.setattr(tuning.Objective, "_fit", fit)
+    experiment_id = client.get_experiment_by_name("tuning").experiment_id
+    [study] = client.search_runs([experiment_id], filter_string="tags.`mlops.step` = 'train.study'")
+    first = {r.info.run_id: r for r in _children(client, experiment_id, study.info.run_id)}
+    assert sorted(r.info.status for r in first.values()) == ["FAILED", "FINISHED", "FINISHED"]
+
+    result = _run(*TUNED)
+    train = result.steps["train"]
+    assert train.params["study"] == study.data.tags["mlflow.runName"]  # the same study
+    assert train.metrics["trials_run"] == 2  # only the two it lacked
+    assert train.metrics["trials_complete"] == 4
+    trials = _children(client, experiment_id, study.info.run_id)
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    assert len(finished) == 4
+    # the two finished before the interrupt are the same runs, not run again
+    assert {i for i, r in first.items() if r.info.status == "FINISHED"} <= {
+        r.info.run_id for r in finished}
+    [stopped] = [r for r in trials if r.info.status == "FAILED"]
+    assert stopped.data.tags["mlops.error"].startswith("interrupted")
+    # the study now sits under this train run; each trial is named by its params, with them
+    # and the selection metric on the validation split
+    assert client.get_run(study.info.run_id).data.tags["mlflow.parentRunId"] == train.run_id
+    for run in finished:
+        assert run.data.tags["mlflow.runName"] == f"linear C={float(run.data.params['C']):.4g}"
+        assert run.data.tags["mlops.step"] == "train.trial"
+        assert 0.5 < run.data.metrics["val_roc_auc"] <= 1.0
+    best_trial = max(r.data.metrics["val_roc_auc"] for r in finished)
+    assert train.metrics["study_best_value"] == pytest.approx(best_trial)
+    # the best trial's model is the one logged: fitted again, the same validation metric
+    assert train.metrics["best_val_roc_auc"] == pytest.approx(best_trial)
+    assert train.metrics["best_val_roc_auc"] >= grid.metrics["best_val_roc_auc"]
+    plots = {f.path for f in client.list_artifacts(train.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+
+    again = _run(*TUNED)
+    assert again.steps["train"].reused
+    assert again.steps["train"].run_id == train.run_id
+
