@@ -2,8 +2,9 @@
 
 Routes, as ``mlflow models serve`` answers them: ``GET /ping`` and ``GET /health`` (200 once a
 model is loaded), ``GET /version`` (the MLflow version, as stock answers it), ``POST
-/invocations``. Ours only: ``GET /model`` (which model version answers, its scorer, the MLflow
-version, as JSON). Every response carries ``X-Model-Name`` and ``X-Model-Version``; every
+/invocations``. The Open Inference Protocol (KServe V2) under ``/v2`` (:mod:`serving.online.v2`).
+Ours only: ``GET /model`` (which model version answers, its scorer, the MLflow version, as
+JSON). Every response carries ``X-Model-Name`` and ``X-Model-Version``; every
 request is one JSON access-log line.
 
 Reading is bounded: a body must arrive within ``body_timeout`` seconds (else 408 and the
