@@ -271,7 +271,8 @@ def estimate(prices: Prices, latency: Latency, *, rps: float, p95_ms: float | No
         compute + data, local_p95_ms,
         concurrent <= min(serverless.max_concurrency, SERVERLESS_MAX_CONCURRENCY),
         fits(local_p95_ms),
-        f"{requests:.4g} req x {mean:.4g} s x {gb:g} GB x ${prices.serverless_gb_second:g} "
+        f"{requests:,.0f} req x {mean:.4g} s x {gb:g} GB x "
+        f"${prices.serverless_gb_second:.8f}".rstrip("0") + " "
         f"+ data ${data:.2f}; {concurrent:.3g} at once; cold starts not included"))
     for kind in types:
         hourly, vcpus = prices.instances[kind]
