@@ -4,8 +4,13 @@
 (applying the recorded diff), verifies the data file still has the recorded digest, compares
 the installed package versions with the recorded ones, re-runs the workflow's steps up to
 ``train`` with the recorded settings and the cache off (a subprocess of the worktree's own code,
-on this Python) into a scratch experiment, then compares the new model's predictions (labels
-and probabilities) on the version's own test split with the registered model's, bit for bit.
+on this Python), then compares the new model's predictions (labels and probabilities) on the
+version's own test split with the registered model's, bit for bit.
+
+The recorded code and both models are the version's author's code: they run in children that
+hold no credentials (:mod:`core.sandbox`). The re-run logs to the child's throwaway store, read
+from here and removed afterwards; the registry's server gets one record run per reproduction in
+the scratch experiment (tag ``mlops.reproduces``, outcome ``mlops.reproduced``).
 
 The re-run is the workflow's command line, read through its documented interfaces only (the
 registry never imports the workflow): ``python -m projects train --output json`` prints its
@@ -16,8 +21,7 @@ A commit older than ``--output json`` is re-run without it; its model is then fo
 the re-run's lineage.
 
 The re-run stops after ``train``: evaluate and register would compare with the champion and
-register a version, and neither shapes the model. The registry is only read; the scratch
-experiment gets one run per reproduction (tag ``mlops.reproduces``).
+register a version, and neither shapes the model. The registry is only read.
 """
 
 from __future__ import annotations
@@ -236,13 +240,26 @@ def _settings_dir(lin: Lineage, where: Path) -> tuple[Path, str]:
     return conf, profile
 
 
-def _scratch_run(client, into: str, lin: Lineage) -> tuple[str, str]:
+def _local_client(child: Path):
+    """An MlflowClient of the child's throwaway store (:func:`core.sandbox.throwaway_store`)."""
+    import mlflow
+
+    from core.sandbox import throwaway_store
+
+    child.mkdir(parents=True, exist_ok=True)
+    uri = throwaway_store(child)
+    return mlflow.MlflowClient(uri, uri)
+
+
+def _scratch_run(client, into: str, lin: Lineage,
+                 artifacts: Path | None = None) -> tuple[str, str]:
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(into)
     if exp is None:
         try:
-            exp_id = client.create_experiment(into)
+            exp_id = client.create_experiment(
+                into, artifact_location=artifacts.as_uri() if artifacts else None)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -323,23 +340,23 @@ def finished_steps(client, experiment_id: str, run_id: str) -> list[tuple[str, f
     return out
 
 
-def _run_workflow(client, lin: Lineage, tree: Path, conf: Path, profile: str,
-                  experiment_id: str, run_id: str,
+def _run_workflow(local, lin: Lineage, tree: Path, conf: Path, profile: str,
+                  experiment_id: str, run_id: str, child: Path,
                   echo: Callable[[str], None] = lambda _line: None) -> dict | None:
-    """Re-run the workflow in ``tree`` into the scratch run; its JSON document (None: old code).
+    """Re-run the workflow in ``tree`` into ``run_id`` of the throwaway store; its JSON document.
+
+    The re-run is the version's code (the recorded commit and diff): it runs in a child without
+    credentials (:func:`core.sandbox.child_environment`), logging to the throwaway store in
+    ``child`` that ``local`` (an MlflowClient of it) reads. None: old code without the document.
 
     Raises:
         RegistryError: the re-run failed (its one-line reason) or ran out of time.
     """
-    import mlflow
+    from core.sandbox import child_environment
 
-    tracking = absolute_uri(client.tracking_uri)
-    registry = absolute_uri(getattr(client, "_registry_uri", None) or mlflow.get_registry_uri())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "PYTHONPATH"))}
-    env.update({
-        "MLFLOW_TRACKING_URI": tracking,
-        "MLFLOW_REGISTRY_URI": registry,
-        "MLFLOW_RUN_ID": run_id,  # the workflow logs into the scratch run, as under mlflow run
+    client = local
+    env = child_environment(child, {
+        "MLFLOW_RUN_ID": run_id,  # the workflow logs into this run, as under mlflow run
         "MLOPS_CONF_DIR": str(conf),
         "PYTHONPATH": str(tree),  # the worktree's code, never this checkout's
         "PYTHONHASHSEED": "0",
@@ -406,20 +423,48 @@ def _end_if_running(client, run_id: str) -> None:
 
 
 # --------------------------------------------------------------------------- comparison
-def _load(uri: str, client, where: Path):
-    import mlflow
+def _artifact_location(local, model_uri: str) -> str:
+    """Where a logged model (``models:/<model id>``) of the throwaway store keeps its files.
 
-    local = download(client, uri, where)
-    return mlflow.sklearn.load_model(str(local))
+    MLflow resolves a ``models:/`` URI through the process's default tracking store, which is
+    the registry's here, not the re-run's.
+    """
+    model_id = model_uri.removeprefix("models:/")
+    if model_uri.startswith("models:/") and "/" not in model_id and "@" not in model_id:
+        return local.get_logged_model(model_id).artifact_location
+    return model_uri
 
 
-def predictions(model, X) -> tuple:
-    """Labels (or values) and class probabilities (None without ``predict_proba``)."""
-    import numpy as np
+def predict_both(client, local, lin: Lineage, model_uri: str, X, where: Path) -> tuple:
+    """Labels and probabilities of the registered and the re-run model on ``X``.
 
-    labels = np.asarray(model.predict(X))
-    proba = np.asarray(model.predict_proba(X)) if hasattr(model, "predict_proba") else None
-    return labels, proba
+    Both models are the version's code: they predict in a child without credentials
+    (:mod:`core.sandbox`); this process only downloads their files.
+
+    Raises:
+        RegistryError: a model cannot be downloaded, loaded, or cannot predict.
+    """
+    from core.sandbox import SandboxError, predict_models
+    from registry.scoring import download_model
+
+    where.mkdir(parents=True, exist_ok=True)
+    data = where / "test.parquet"
+    X.to_parquet(data)
+    models = {"registered": download_model(client, lin.name, lin.version, where / "registered"),
+              "reproduced": download(local, _artifact_location(local, model_uri),
+                                     where / "reproduced")}
+    jobs = [{"model": key, "data": str(data), "columns": None, "proba": True}
+            for key in models]
+    try:
+        answers = predict_models(models, jobs, where / "child")
+    except SandboxError as exc:
+        raise RegistryError(str(exc)) from None
+    out = []
+    for key, answer in zip(models, answers, strict=True):
+        if answer["error"]:
+            raise RegistryError(f"the {key} model cannot predict: {answer['error']}")
+        out.append((answer["labels"], answer["proba"]))
+    return tuple(out)
 
 
 def compare_predictions(old: tuple, new: tuple, index) -> tuple[list[dict], int, float | None]:
@@ -506,7 +551,7 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         CannotReproduce: nothing recorded, commit unknown, data changed (one line).
         RegistryError: the re-run failed, or the models cannot be compared.
     """
-    from registry.scoring import load_model, load_test_data
+    from registry.scoring import load_test_data
 
     lin = read_lineage(client, mv, with_history=False)
     result = Reproduction(lin.ref, original_seconds=original_seconds(lin))
@@ -541,41 +586,52 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         if result.machine_changes:
             echo("machine    differs: " + "; ".join(result.machine_changes))
         conf, profile = _settings_dir(lin, where)
+        # the record of this reproduction, on the registry's server (the re-run itself logs to
+        # the child's throwaway store: it holds no credentials for the server)
         result.experiment_id, result.run_id = _scratch_run(client, into or SCRATCH_EXPERIMENT,
                                                            lin)
+        child = where / "child"
+        local = _local_client(child)
+        local_exp, local_run = _scratch_run(local, into or SCRATCH_EXPERIMENT, lin,
+                                            artifacts=child / "artifacts")
         echo(f"re-run     the workflow up to {RERUN_UNTIL}, recorded settings, cache off, "
-             f"into run {result.run_id} (experiment {into or SCRATCH_EXPERIMENT})")
+             f"without credentials; recorded in run {result.run_id} "
+             f"(experiment {into or SCRATCH_EXPERIMENT})")
         start = time.perf_counter()
         try:
-            doc = _run_workflow(client, lin, tree, conf, profile, result.experiment_id,
-                                result.run_id, echo)
+            doc = _run_workflow(local, lin, tree, conf, profile, local_exp, local_run, child,
+                                echo)
+        except BaseException:
+            _end_if_running(client, result.run_id)
+            raise
         finally:
             result.seconds = time.perf_counter() - start
+        rerun = read_run_lineage(local, local_run, lin.name)
+        if lin.data.digest and rerun.data.digest:
+            same = lin.data.digest == rerun.data.digest
+            echo(f"data       digest {rerun.data.digest} as the re-run read it: " + (
+                "as recorded" if same else f"the version was trained on {lin.data.digest}"))
+        if doc is not None:  # the workflow's own account of what it logged
+            model_uri = doc.get("model_uri")
+        else:  # a commit older than --output json: the re-run's lineage names the train run
+            train = rerun.step("train")
+            model_uri = (local.get_run(train.run_id).data.tags.get(MODEL_URI_TAG) if train
+                         else None)
+        if not model_uri:
             _end_if_running(client, result.run_id)
+            raise RegistryError(f"the re-run (run {result.run_id}) logged no model")
+        try:
+            X, _y = load_test_data(client, lin.tags)
+            old, new = predict_both(client, local, lin, model_uri, X, where / "compare")
+        except BaseException:
+            _end_if_running(client, result.run_id)
+            raise
     finally:
         if tree is not None:
             _git(["worktree", "remove", "--force", str(tree)], repo)
             _git(["worktree", "prune"], repo)  # a tree removed by other means is forgotten too
         shutil.rmtree(where, ignore_errors=True)
 
-    rerun = read_run_lineage(client, result.run_id, lin.name)
-    if lin.data.digest and rerun.data.digest:
-        same = lin.data.digest == rerun.data.digest
-        echo(f"data       digest {rerun.data.digest} as the re-run read it: " + (
-            "as recorded" if same else f"the version was trained on {lin.data.digest}"))
-    if doc is not None:  # the workflow's own account of what it logged
-        model_uri = doc.get("model_uri")
-    else:  # a commit older than --output json: the re-run's lineage names the train run
-        train = rerun.step("train")
-        model_uri = (client.get_run(train.run_id).data.tags.get(MODEL_URI_TAG) if train
-                     else None)
-    if not model_uri:
-        raise RegistryError(f"the re-run (run {result.run_id}) logged no model")
-    X, _y = load_test_data(client, lin.tags)
-    with tempfile.TemporaryDirectory(prefix="mlops-reproduce-model-") as tmp:
-        registered = load_model(client, lin.name, lin.version)
-        reproduced = _load(model_uri, client, Path(tmp))
-        old, new = predictions(registered, X), predictions(reproduced, X)
     result.rows = len(X)
     result.differing, result.n_differing, result.max_proba_delta = compare_predictions(
         old, new, X.index)
@@ -584,5 +640,6 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         result.causes = diagnose(lin, rerun, result.package_changes, result.machine_changes)
     client.set_tag(result.run_id, REPRODUCED_TAG,
                    "identical" if result.identical else f"{result.n_differing} rows differ")
+    client.set_terminated(result.run_id, "FINISHED")
     return result
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
-import weakref
 from pathlib import Path
 
 from core import metrics
@@ -73,30 +71,20 @@ def load_test_data(client, tags: dict[str, str]):
     return frame.drop(columns=[target]), frame[target]
 
 
-def load_model(client, name: str, version: str):
-    """The version's model: the scikit-learn object when it has that flavor, else pyfunc.
+def download_model(client, name: str, version: str, where: str | Path) -> Path:
+    """Download the files of ``name/version`` into ``where``; nothing of them runs here.
 
-    Models saved with skops load with the types trusted when they were logged
-    (``skops_trusted_types`` in the MLmodel file). A scikit-learn model is fully in memory
-    once loaded, so its download folder goes at once; other flavors may read their files
-    lazily, so theirs lives exactly as long as the returned model object.
+    Raises:
+        RegistryError: the files cannot be downloaded.
     """
-    import mlflow
-    from mlflow.models import Model
+    from mlflow.exceptions import MlflowException
 
-    tmp = tempfile.mkdtemp(prefix="registry-model-")
     try:
-        local = download(client, model_location(client, name, version), tmp)
-        if "sklearn" in Model.load(str(Path(local) / "MLmodel")).flavors:
-            model = mlflow.sklearn.load_model(str(local))
-            shutil.rmtree(tmp, ignore_errors=True)
-            return model
-        model = mlflow.pyfunc.load_model(str(local))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    weakref.finalize(model, shutil.rmtree, tmp, ignore_errors=True)
-    return model
+        return download(client, model_location(client, name, version), where)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"version {version} cannot be downloaded: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                            ) from None
 
 
 def select_inputs(X, inputs: dict[str, str] | None, version: str):
@@ -116,31 +104,68 @@ def select_inputs(X, inputs: dict[str, str] | None, version: str):
     return X[names]
 
 
+def score_versions(client, name: str, versions: dict[str, dict[str, str] | None], X, y,
+                   task: str, positive=None) -> dict[str, dict[str, float] | RegistryError]:
+    """Score versions of ``name`` on ``(X, y)``, each fed the columns of its signature.
+
+    The versions' code (their load and predict) runs in one child process that holds no
+    credentials (:mod:`core.sandbox`): this process downloads the files and the data, the
+    child predicts, the metrics are computed here from its predictions.
+
+    Args:
+        client: MLflow client of the registry.
+        name: the registered model.
+        versions: ``{version: its signature's inputs or None}``.
+        X: the test split's features.
+        y: its targets.
+        task: ``classification`` or ``regression``.
+        positive: the class binary metrics score (the candidate's, for the champion too: both
+            are scored on the same test split).
+
+    Returns:
+        ``{version: metrics}``, or a RegistryError (one line) for a version that cannot be
+        downloaded, loaded or scored.
+    """
+    from core.sandbox import SandboxError, predict_models
+
+    out: dict[str, dict[str, float] | RegistryError] = {}
+    with tempfile.TemporaryDirectory(prefix="registry-score-") as tmp:
+        data = Path(tmp) / "test.parquet"
+        X.to_parquet(data)
+        models, jobs = {}, []
+        for version, inputs in versions.items():
+            try:
+                columns = list(select_inputs(X, inputs, version).columns)
+                models[version] = download_model(client, name, version, Path(tmp) / version)
+            except RegistryError as exc:
+                out[version] = exc
+                continue
+            jobs.append({"model": version, "data": str(data), "columns": columns,
+                         "proba": task == "classification"})
+        try:
+            results = predict_models(models, jobs, Path(tmp) / "child") if jobs else []
+        except SandboxError as exc:
+            results = [{"error": str(exc)}] * len(jobs)
+    for job, res in zip(jobs, results, strict=True):
+        version = job["model"]
+        if res["error"]:
+            out[version] = RegistryError(f"version {version} cannot be scored: {res['error']}")
+            continue
+        # the model's class order: the positive class and log_loss labels of train/evaluate
+        classes = res["classes"] if task == "classification" else None
+        out[version] = score_predictions(task, y, res["labels"], res["proba"], classes,
+                                         positive)
+    return {v: out[v] for v in versions}
+
+
 def score_version(client, name: str, version: str, X, y, task: str,
                   inputs: dict[str, str] | None = None, positive=None) -> dict[str, float]:
-    """Score ``name/version`` on ``(X, y)``, feeding it the columns of its signature.
-
-    ``positive`` is the class binary metrics score (the candidate's, for the champion too: both
-    are scored on the same test split).
+    """Score ``name/version`` on ``(X, y)`` (one version of :func:`score_versions`).
 
     Raises:
-        RegistryError: the model cannot be loaded or cannot predict on ``X``.
+        RegistryError: the model cannot be downloaded, loaded or cannot predict on ``X``.
     """
-    X = select_inputs(X, inputs, version)
-    try:
-        model = load_model(client, name, version)
-        y_pred = model.predict(X)
-        y_proba = classes = None
-        if task == "classification" and hasattr(model, "predict_proba"):
-            y_proba = model.predict_proba(X)
-        if task == "classification":
-            # the model's class order: the positive class and log_loss labels of train/evaluate
-            classes = getattr(model, "classes_", None)
-    except RegistryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any model failure is a one-line gate failure
-        raise RegistryError(
-            f"version {version} cannot be scored: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
-    return score_predictions(task, y, y_pred, y_proba, classes, positive)
+    result = score_versions(client, name, {version: inputs}, X, y, task, positive)[version]
+    if isinstance(result, RegistryError):
+        raise result
+    return result

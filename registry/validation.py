@@ -9,7 +9,7 @@ from core.models import alias_holder
 from core.names import POSITIVE_CLASS_TAG
 from registry.errors import RegistryError
 from registry.policy import Evidence, GateResult, Policy, evaluate_policy
-from registry.scoring import infer_task, load_test_data, score_version
+from registry.scoring import infer_task, load_test_data, score_versions
 from registry.versions import read_model_files
 
 _logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def validate_version(client, mv, policy: Policy) -> Validation:
 
     The candidate and the current champion are both scored on the candidate's test split
     (tag ``mlops.test_data``, target column from ``mlops.target``), so the comparison is on
-    the same data.
+    the same data. Their code runs in a child process without credentials (:mod:`core.sandbox`).
     """
     name, version = mv.name, str(mv.version)
     tags = dict(mv.tags or {})
@@ -64,15 +64,19 @@ def validate_version(client, mv, policy: Policy) -> Validation:
             task = infer_task(tags, y)
             # the class the workflow scored f1/roc_auc on (a version from before it: the last)
             positive = tags.get(POSITIVE_CLASS_TAG)
-            metrics = score_version(client, name, version, X, y, task, files.inputs, positive)
+            wanted = {version: files.inputs}
             if champion_version:
-                try:
-                    champion_metrics = score_version(
-                        client, name, champion_version, X, y, task, champion_files.inputs,
-                        positive,
-                    )
-                except RegistryError as exc:
-                    champion_problem = str(exc)
+                wanted[champion_version] = champion_files.inputs
+            # one child process without credentials runs both versions' code (core.sandbox)
+            scored = score_versions(client, name, wanted, X, y, task, positive)
+            if isinstance(scored[version], RegistryError):
+                raise scored[version]
+            metrics = scored[version]
+            if champion_version:
+                if isinstance(scored[champion_version], RegistryError):
+                    champion_problem = str(scored[champion_version])
+                else:
+                    champion_metrics = scored[champion_version]
         except RegistryError as exc:
             problem = champion_problem = str(exc)
 

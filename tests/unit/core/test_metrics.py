@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from core import metrics
+from core import metrics, sandbox
 from monitoring import drift as mon
 from projects.evaluate import compare_with_champion, evaluate_model
 from projects.register import should_crown
@@ -100,7 +100,10 @@ def test_every_path_computes_the_same_numbers(case, monkeypatch):
     evaluated = {k.removeprefix("test_"): v for k, v in
                  evaluate_model(task, model, test, "target").items()}
     registry_metrics = scoring.score_predictions(task, y_series, model.pred, proba, classes)
-    monkeypatch.setattr(scoring, "load_model", lambda client, name, version: model)
+    # what the child without credentials answers for this model (core.sandbox)
+    monkeypatch.setattr(scoring, "download_model", lambda client, name, version, where: where)
+    monkeypatch.setattr(sandbox, "predict_models", lambda models, jobs, workdir=None: [
+        {"error": None, "labels": np.asarray(model.pred), "proba": proba, "classes": classes}])
     version_metrics = scoring.score_version(None, "m", "1", X, y_series, task)
     live = {name: mon.live_metric(task, name, y_series, model.pred, proba, classes)
             for name in expected}

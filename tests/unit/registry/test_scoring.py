@@ -1,8 +1,7 @@
-"""Loading a version to score it leaves no download folder behind (local SQLite store)."""
+"""Scoring versions: their code runs in a child, no download folder stays (local SQLite)."""
 
 from __future__ import annotations
 
-import gc
 import tempfile
 
 import mlflow
@@ -11,7 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from registry.scoring import load_model, score_version
+from registry.errors import RegistryError
+from registry.scoring import score_version, score_versions
 
 PINNED = [f"mlflow=={mlflow.__version__}"]
 
@@ -41,33 +41,20 @@ def _folders(root):
     return sorted(p.name for p in root.iterdir())
 
 
-def test_load_model_keeps_its_folder_only_as_long_as_the_model(versions, tmp_path, monkeypatch):
+def test_scoring_runs_the_models_in_a_child_and_leaves_no_folder(versions, tmp_path, monkeypatch):
     client, X = versions
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    y = pd.Series([0, 0, 1, 1])
 
-    model = load_model(client, "double", "1")
-    assert len(_folders(temp)) == 1  # a pyfunc model may read its files lazily
-    assert list(model.predict(X)) == [0.0, 2.0, 4.0, 6.0]
-    del model
-    gc.collect()
+    got = score_versions(client, "clf", {"1": None, "9": None}, X, y, "classification")
+    assert set(got["1"]) == {"roc_auc", "accuracy", "f1", "log_loss"}
+    assert np.isfinite(got["1"]["log_loss"])  # the model's classes came back from the child
+    assert isinstance(got["9"], RegistryError) and "cannot be downloaded" in str(got["9"])
     assert _folders(temp) == []
 
-    clf = load_model(client, "clf", "1")
-    assert hasattr(clf, "predict_proba") and _folders(temp) == []  # fully in memory
-
-    with pytest.raises(Exception):  # noqa: B017 - whatever MLflow raises, the folder goes
-        load_model(client, "double", "9")
+    with pytest.raises(RegistryError, match="version 1 needs input columns the test split "
+                                            "lacks: b"):
+        score_version(client, "double", "1", X, y, "regression", inputs={"b": "double"})
     assert _folders(temp) == []
-
-    for _ in range(3):
-        score_version(client, "clf", "1", X, pd.Series([0, 0, 1, 1]), "classification")
-    assert _folders(temp) == []
-
-
-def test_score_version_uses_the_models_classes(versions):
-    client, X = versions
-    got = score_version(client, "clf", "1", X, pd.Series([0, 0, 1, 1]), "classification")
-    assert set(got) == {"roc_auc", "accuracy", "f1", "log_loss"}
-    assert np.isfinite(got["log_loss"])
