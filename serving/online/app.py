@@ -163,6 +163,7 @@ class ScoringApp:
                         {
                             **served.info.as_dict(),
                             "scorer": served.scorer.kind,
+                            "scoring_path": served.scorer.path,
                             "mlflow_version": self._mlflow_version,
                         }
                     ),

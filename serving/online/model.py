@@ -6,12 +6,17 @@ A scikit-learn model whose signature is a plain column signature gets the fast p
 is parsed with orjson/numpy/pandas, checked against the signature, and the loaded estimator's
 own predict function is called directly. Any other model is scored by ``mlflow.pyfunc`` exactly
 as ``mlflow models serve`` scores it.
+
+The pipeline the workflow trains is first compiled into a scoring plan (:mod:`core.plan`), kept
+only when it answers exactly as pyfunc on the model's input example and rows made from it; the
+plan then scores every path: the fast path, pyfunc's parsing (``scoring_model``), batch frames.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from core.models import ResolvedModel
@@ -45,8 +50,16 @@ class Scorer:
     # Whether :meth:`score_fast_batched` may merge this scorer's requests (online.microbatch).
     batched = False
 
-    def __init__(self, pyfunc_model):
+    #: ``plan`` when the model's compiled scoring plan (core.plan) predicts, else ``model``
+    path = "model"
+    #: why the scoring plan serves, or why not
+    path_reason = ""
+
+    def __init__(self, pyfunc_model, scoring_model=None):
         self.pyfunc_model = pyfunc_model
+        # what predicts after mlflow's own parsing and schema enforcement: the model, or the
+        # same pyfunc model predicting with its verified scoring plan
+        self.scoring_model = scoring_model if scoring_model is not None else pyfunc_model
         meta = getattr(pyfunc_model, "metadata", None)
         self._input_schema = meta.get_input_schema() if meta is not None else None
         self._columns = protocol.columns_from_schema(self._input_schema)
@@ -114,7 +127,7 @@ class Scorer:
             except Exception:  # not text: mlflow's own message below
                 pass
         try:
-            result = invocations(body, content_type, self.pyfunc_model, self._input_schema)
+            result = invocations(body, content_type, self.scoring_model, self._input_schema)
         except MlflowException as exc:
             if hint is not None:
                 raise hint from exc
@@ -144,7 +157,7 @@ class Scorer:
         if self._columns:
             protocol.check_frame(frame, self._columns, allow_extra=True, values=False)
         try:
-            return self.pyfunc_model.predict(frame)
+            return self.scoring_model.predict(frame)
         except Exception as exc:
             if self._columns:
                 protocol.check_frame(frame, self._columns, allow_extra=True)
@@ -179,8 +192,9 @@ class SklearnScorer(Scorer):
         as_array: bool = False,
         batch: bool = False,
         predict_seconds: float | None = None,
+        scoring_model=None,
     ):
-        super().__init__(pyfunc_model)
+        super().__init__(pyfunc_model, scoring_model)
         self._predict = predict_fn
         self.columns = columns
         self.as_array = as_array
@@ -247,14 +261,54 @@ class PyfuncScorer(Scorer):
 
 
 def load_scorer(uri: str) -> Scorer:
-    """Load the model at ``uri`` and pick the fast path when it can take the model."""
+    """Load the model at ``uri`` and pick the fast path when it can take the model.
+
+    The workflow's pipeline gets its scoring plan (:func:`core.plan.planned_model`) when the
+    plan answers as pyfunc does; the log line says which path scores and why.
+    """
     import mlflow.pyfunc
 
+    from core.plan import planned_model
+
     model = mlflow.pyfunc.load_model(uri)
-    scorer = _fast_scorer(model)
+    scoring_model, plan, why = planned_model(model)
+    scorer = _planned_scorer(model, scoring_model, plan) if plan is not None else None
     if scorer is None:
-        scorer = PyfuncScorer(model)
-    _logger.info("model loaded", extra={"model_uri": uri, "scorer": scorer.kind})
+        scorer = _fast_scorer(model)
+    if scorer is None:
+        scorer = PyfuncScorer(model, scoring_model)
+        if plan is not None:
+            scorer.path = "plan"
+    scorer.path_reason = why
+    _logger.info("model loaded", extra={"model_uri": uri, "scorer": scorer.kind,
+                                        "scoring_path": scorer.path,
+                                        "scoring_path_reason": scorer.path_reason})
+    return scorer
+
+
+def _planned_scorer(model, scoring_model, plan) -> SklearnScorer | None:
+    """The fast path predicting with the model's verified scoring plan (None: no such path)."""
+    from core.plan import verify
+
+    columns = protocol.columns_from_schema(model.metadata.get_input_schema())
+    if not columns:
+        return None
+    # a one-type numeric signature is parsed into one array: the plan reads it by position
+    as_array = len({c.type for c in columns}) == 1 and columns[0].type in ("double", "long")
+    example = model.input_example[plan.names]
+    if as_array:
+        dtype = np.float64 if columns[0].type == "double" else np.int64
+        rows = [example, example.head(1)]
+        # the same answers from the parsed array as from the frame, or the frame is kept
+        as_array = verify(plan, lambda f: plan(f.to_numpy().astype(dtype)), rows) is None
+    row = example.head(1)
+    if as_array:
+        row = row.to_numpy().astype(dtype)
+    scorer = SklearnScorer(
+        model, plan, columns, as_array=as_array,
+        batch=as_array and batches_identically(plan, _probe(columns)),
+        predict_seconds=_measure(plan, row), scoring_model=scoring_model)
+    scorer.path = "plan"
     return scorer
 
 
