@@ -8,7 +8,8 @@ the packages they need in other versions than the project's (fastapi, starlette,
 grpcio, opentelemetry ...) are installed into it, by the project's own pip. First build: about
 5 s and 90 MB from a warm pip cache.
 
-MLServer 1.7.1 with mlserver-mlflow 1.7.1 loads and serves MLflow 3.18 models as they are.
+MLServer 1.7.1 with mlserver-mlflow 1.7.1 loads and serves MLflow 3.18 models as they are; its
+inference worker processes need an older uvloop than the project's (:data:`UVLOOP_VERSION`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from pathlib import Path
 
 MLSERVER_VERSION = "1.7.1"
 MLSERVER_MLFLOW_VERSION = "1.7.1"
-REQUIREMENTS = (f"mlserver=={MLSERVER_VERSION}", f"mlserver-mlflow=={MLSERVER_MLFLOW_VERSION}")
+# MLServer's inference workers (parallel_workers >= 1, its default) call
+# asyncio.get_event_loop() in a fresh process, which uvloop 0.22 and later refuse
+# ("There is no current event loop"): the worker dies and the model never loads. The project's
+# uvloop is newer, so this env carries the last uvloop that allows it.
+UVLOOP_VERSION = "0.21.0"
+REQUIREMENTS = (f"mlserver=={MLSERVER_VERSION}", f"mlserver-mlflow=={MLSERVER_MLFLOW_VERSION}",
+                f"uvloop=={UVLOOP_VERSION}")
 
 
 def _cache_root() -> Path:
