@@ -309,7 +309,9 @@ def _pruner(tuning):
 
     if not tuning.pruning:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    # Optuna's default of five finished trials before pruning, fewer in a short study
+    return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, tuning.n_trials // 4)),
+                                       n_warmup_steps=1)
 
 
 def _storage(experiment_id: str):

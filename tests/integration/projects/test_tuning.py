@@ -89,3 +89,44 @@ def test_a_tuned_run_resumes_after_an_interrupt_and_matches_the_grid(monkeypatch
     assert again.steps["train"].reused
     assert again.steps["train"].run_id == train.run_id
 
+
+
+def test_failed_and_pruned_trials_end_failed_and_killed_with_their_reason():
+    from optuna.trial import TrialState
+    from sklearn.datasets import load_wine
+
+    from core.settings import Candidate, TuningSettings
+    from projects.prepare import feature_types
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("trials")
+    parent = client.create_run(experiment_id).info.run_id
+    df = load_wine(as_frame=True).frame
+    train, val = df.iloc[::2], df.iloc[1::2]
+    # min_samples_split 1 is refused by the forest (at least 2): that trial fails, the study
+    # goes on
+    cand = Candidate.model_validate({"estimator": "random_forest", "space": {
+        "n_estimators": {"int": [8, 40]}, "max_depth": {"int": [1, 4]},
+        "min_samples_split": {"int": [1, 4]}}})
+    space = tuning.build_space([cand], "classification", 0)
+    objective = tuning.Objective("classification", feature_types(df, "target"), train, val,
+                                 "target", 0, "accuracy", space)
+    outcome = tuning.run_study(client, experiment_id, parent, "k" * 24, objective,
+                               TuningSettings(n_trials=8), 1, 0)
+    assert outcome.complete + outcome.pruned + outcome.failed == 8
+    runs = {r.info.run_id: r for r in _children(client, experiment_id, outcome.study_run_id)}
+    states = {t._trial_id: t.state for t in outcome.study.trials}
+    failed = [runs[i] for i, s in states.items() if s == TrialState.FAIL]
+    pruned = [runs[i] for i, s in states.items() if s == TrialState.PRUNED]
+    assert failed and pruned, (outcome.failed, outcome.pruned)
+    for run in failed:
+        assert run.info.status == "FAILED"
+        assert run.data.params["min_samples_split"] == "1"
+        assert run.data.tags["mlops.error"].startswith("InvalidParameterError: ")
+    for run in pruned:
+        assert run.info.status == "KILLED"
+        assert run.data.tags["mlops.pruned"].startswith("pruned at n_estimators=")
+        assert "behind the median" in run.data.tags["mlops.pruned"]
+    best = max((r for r in runs.values() if r.info.status == "FINISHED"),
+               key=lambda r: r.data.metrics["val_accuracy"])
+    assert outcome.best_value == pytest.approx(best.data.metrics["val_accuracy"])
