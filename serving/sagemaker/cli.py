@@ -359,6 +359,9 @@ def deploy(obj: _Context, ref, endpoint, serverless, async_uri, success_topic, e
                                       ("--max-instances", max_instances)) if value]
     if given and not async_uri:
         raise click.UsageError(f"{', '.join(given)} need --async S3URI")
+    if serverless is not None and async_uri:
+        raise click.UsageError("an endpoint is serverless or asynchronous, not both; drop "
+                               "--serverless or --async")
     async_output = None
     if async_uri:
         from serving.sagemaker.aws import SageMakerError
