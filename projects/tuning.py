@@ -43,6 +43,7 @@ STAGES = 4
 ESTIMATOR_PARAM = "estimator"
 #: The user attribute of a trial that an interrupt stopped (it is run again on resume).
 INTERRUPTED_ATTR = "interrupted"
+INTERRUPTED_REASON = "interrupted: run again when the study resumes"
 #: The study run's and the trial runs' step tags.
 STUDY_STEP = "train.study"
 TRIAL_STEP = "train.trial"
@@ -179,34 +180,36 @@ class Objective:
         params = {d.param: _suggest(trial, d) for d in self.space.of(estimator)}
         client = MlflowClient(self.tracking_uri)
         run_id = trial._trial_id  # MlflowStorage: the trial's run (MLflow's Spark study too)
-        client.log_batch(run_id, tags=[
-            RunTag("mlflow.runName", candidate_run_name(estimator, params)),
-            RunTag(names.STEP_TAG, TRIAL_STEP), RunTag(names.ESTIMATOR_TAG, estimator)],
-            synchronous=True)
+        # one write per trial (the storage makes a dozen of its own)
+        tags = [RunTag("mlflow.runName", candidate_run_name(estimator, params)),
+                RunTag(names.STEP_TAG, TRIAL_STEP), RunTag(names.ESTIMATOR_TAG, estimator)]
         try:
             scores, fit_seconds = self._fit(trial, estimator, params)
         except optuna.TrialPruned as exc:
-            client.set_tag(run_id, names.PRUNED_TAG, str(exc)[:5000])
+            client.log_batch(run_id, tags=[*tags, RunTag(names.PRUNED_TAG, str(exc)[:5000])],
+                             synchronous=True)
             raise
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED_ATTR, True)
-            client.set_tag(run_id, names.ERROR_TAG, "interrupted: run again on resume")
+            client.log_batch(run_id, tags=[*tags, RunTag(names.ERROR_TAG, INTERRUPTED_REASON)],
+                             synchronous=True)
             raise
         except TrialFailed as exc:
-            client.set_tag(run_id, names.ERROR_TAG, str(exc)[:5000])
+            client.log_batch(run_id, tags=[*tags, RunTag(names.ERROR_TAG, str(exc)[:5000])],
+                             synchronous=True)
             raise
         now = int(time.time() * 1000)
         values = {f"val_{k}": v for k, v in scores.items()}
         values["fit_seconds"] = fit_seconds
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
-                                          for k, v in values.items()
-                                          if v is not None and math.isfinite(v)],
-                         synchronous=True)
         value = scores.get(self.metric)
-        if value is None or not math.isfinite(value):
-            reason = f"no finite validation {self.metric}"
-            client.set_tag(run_id, names.ERROR_TAG, reason)
-            raise TrialFailed(reason)
+        finite = value is not None and math.isfinite(value)
+        if not finite:
+            tags.append(RunTag(names.ERROR_TAG, f"no finite validation {self.metric}"))
+        client.log_batch(run_id, tags=tags, metrics=[
+            Metric(k, float(v), now, 0) for k, v in values.items()
+            if v is not None and math.isfinite(v)], synchronous=True)
+        if not finite:
+            raise TrialFailed(f"no finite validation {self.metric}")
         return float(value)
 
     def _fit(self, trial, estimator: str, params: dict) -> tuple[dict[str, float], float]:
@@ -317,8 +320,27 @@ def _pruner(tuning):
 def _storage(experiment_id: str):
     from mlflow.optuna.storage import MlflowStorage
 
-    # flushed at once: a trial's params and tags are read back right after they are set
-    return MlflowStorage(experiment_id=experiment_id, batch_flush_interval=0.5)
+    class FinishedTrialsKept(MlflowStorage):
+        """MLflow's storage, a finished trial read once: it no longer changes.
+
+        Optuna reads every trial of the study before each suggestion and after each trial
+        (the sampler, the pruner, the best trial); MLflow's storage reads each one back from
+        the tracking store every time, four requests a trial: quadratic in the trials.
+        """
+
+        def get_trial(self, trial_id):
+            kept = self._finished.get(trial_id)
+            if kept is not None:
+                return kept
+            trial = super().get_trial(trial_id)
+            if trial.state.is_finished():
+                self._finished[trial_id] = trial
+            return trial
+
+    FinishedTrialsKept.__qualname__ = FinishedTrialsKept.__name__
+    storage = FinishedTrialsKept(experiment_id=experiment_id, batch_flush_interval=0.5)
+    storage._finished = {}
+    return storage
 
 
 def find_unfinished_study(client, experiment_id: str, key: str):
@@ -338,7 +360,7 @@ def _close_stale_trials(client, experiment_id: str, study_run_id: str) -> int:
                                         "and attributes.status = 'RUNNING'"))
     for run in runs:
         client.set_tag(run.info.run_id, f"user_{INTERRUPTED_ATTR}", "true")
-        client.set_tag(run.info.run_id, names.ERROR_TAG, "interrupted: run again on resume")
+        client.set_tag(run.info.run_id, names.ERROR_TAG, INTERRUPTED_REASON)
         client.set_terminated(run.info.run_id, status="FAILED")
     return len(runs)
 
