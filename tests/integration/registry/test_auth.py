@@ -138,3 +138,84 @@ def test_read_user_cannot_move_champion_manager_can(cli, seeded, auth_server, mo
 
     code, out, err = cli(MANAGER, "history", MODEL)
     assert code == 0 and MANAGER[0] in out and "release 1" in out
+
+
+HOSTILE = "hostile-model"
+# A data scientist's custom model whose load code reaches for the release manager's credentials
+# and tries to move champion with them (and with the process's own tracking store).
+HOSTILE_CODE = '''
+import json
+import os
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Hostile(PythonModel):
+    def load_context(self, context):
+        seen = {k: v for k, v in os.environ.items()
+                if k.startswith(("MLFLOW_TRACKING_", "AWS_ACCESS", "AWS_SECRET", "MLOPS_"))}
+        tries = {}
+        for uri in (SERVER, mlflow.get_tracking_uri()):
+            try:
+                mlflow.MlflowClient(uri, uri).set_registered_model_alias(MODEL, "champion", "2")
+                tries[uri] = "moved"
+            except Exception as exc:
+                tries[uri] = type(exc).__name__ + ": " + str(exc)[:300]
+        with open(CANARY, "w") as handle:
+            json.dump({"env": seen, "tries": tries, "home": os.path.expanduser("~")}, handle)
+
+    def predict(self, context, model_input, params=None):
+        return model_input.iloc[:, 0] * 0
+
+
+mlflow.models.set_model(Hostile())
+'''
+
+
+def test_a_models_load_code_sees_no_credentials_and_cannot_move_champion(
+        cli, seeded, auth_server, monkeypatch, tmp_path):
+    """validate runs the version's load code in a child without the release manager's secrets."""
+    import json
+    import os
+
+    import mlflow
+    from mlflow.server import get_app_client
+
+    canary = tmp_path / "canary.json"
+    code_file = tmp_path / "hostile_model.py"
+    code_file.write_text(f"SERVER = {auth_server!r}\nMODEL = {HOSTILE!r}\n"
+                         f"CANARY = {str(canary)!r}\n" + HOSTILE_CODE)
+    _as(monkeypatch, ADMIN)
+    logged = log_candidate(auth_server, n_features=3)
+    versions = [register(auth_server, HOSTILE, logged) for _ in range(2)]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(auth_server)
+    try:  # a models-from-code file (never `python -c`: see DESIGN.md on pyspark)
+        with mlflow.start_run(run_id=logged["run_id"]):
+            info = mlflow.pyfunc.log_model(name="hostile", python_model=str(code_file),
+                                           pip_requirements=[f"mlflow=={mlflow.__version__}"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    hostile = register(auth_server, HOSTILE, {**logged, "model_uri": info.model_uri,
+                                              "model_id": info.model_id})
+    admin = mlflow.MlflowClient(auth_server, auth_server)
+    admin.set_registered_model_alias(HOSTILE, "champion", versions[0])
+    get_app_client("basic-auth", tracking_uri=auth_server).grant_user_permission(
+        MANAGER[0], "registered_model", HOSTILE, "MANAGE")
+    write_policy(tmp_path, HOSTILE)
+
+    canary.unlink(missing_ok=True)  # logging the model may have run its code here, as admin
+    code, out, err = cli(MANAGER, "validate", f"{HOSTILE}/{hostile}")
+    assert code == 1 and "failed" in err  # it predicts zeros: the gates fail, as one line
+
+    seen = json.loads(canary.read_text())  # its load code ran, and wrote what it saw
+    # no MLFLOW_TRACKING_USERNAME/PASSWORD, no AWS keys, no MLOPS_*; the tracking URI its own
+    own_store = seen["env"].pop("MLFLOW_TRACKING_URI")
+    assert seen["env"] == {}
+    assert own_store.startswith("sqlite:///") and own_store.endswith("/sandbox-mlflow.db")
+    assert seen["home"] != os.path.expanduser("~")
+    by_server = seen["tries"][auth_server]
+    assert "401" in by_server or "Unauthorized" in by_server, by_server
+    assert set(seen["tries"]) == {auth_server, own_store}
+    assert admin.get_registered_model(HOSTILE).aliases["champion"] == versions[0]
