@@ -54,6 +54,12 @@ PENDING_GRACE_SECONDS = 120
 #: to it (and to clocks that differ a little), so the history does not credit the reader.
 APPLY_GRACE_SECONDS = 10
 RECONCILE_ROUNDS = 20
+#: The governance server's promotion route (``tracking.promotions``): where a move against a
+#: tracking server is made, by the server itself. A server without it (stock MLflow) answers
+#: something else, and the move is then made from here as before.
+SERVER_MOVE_PATH = "/api/2.0/mlops/aliases/move"
+#: The marker of the route's answers (MLflow's own answers, a 404 or its plain-text 403, lack it).
+SERVER_ROUTE_ID = "governance.aliases.move"
 
 
 def now_ms() -> int:
@@ -95,6 +101,11 @@ class Attempt:
     gates: list[dict] = field(default_factory=list)
     #: What the tracking server said when it refused the move (outcome ``refused`` only).
     refusal: str | None = None
+    #: The record's place in the model's history chain (:mod:`core.audit`); 0: not chained
+    #: (a move still pending).
+    seq: int = 0
+    #: The hash of the record before it in the chain ("" for the first).
+    prev: str = ""
 
     @property
     def tag(self) -> str:
@@ -106,6 +117,8 @@ class Attempt:
         data = asdict(self)
         if data["refusal"] is None:
             del data["refusal"]
+        if not data["seq"]:
+            del data["seq"], data["prev"]
         return as_json(data)
 
     @classmethod
@@ -170,11 +183,21 @@ def _writer(client):
     return get() if callable(get) else client
 
 
-def _write(client, name: str, attempt: Attempt, action: str) -> None:
+def _write(client, name: str, attempt: Attempt, action: str) -> Attempt:
+    """Write ``attempt``'s record; a final one (not pending) is linked into the chain first.
+
+    Returns:
+        The record as written (with its place in the chain).
+    """
     from mlflow.exceptions import MlflowException
 
+    from core.audit import link
+
     try:
+        if attempt.outcome != "pending":
+            attempt = link(client, name, attempt)
         _writer(client).set_registered_model_tag(name, attempt.tag, attempt.to_json())
+        return attempt
     except MlflowException as exc:
         body = getattr(exc, "json", None)  # a JSON error answer (MLflow's own 403 is plain text)
         if http_status(exc) == 403 and isinstance(body, dict) and body.get("message"):
@@ -358,6 +381,9 @@ def move_alias(
     state = state or read_state(client, name, alias)
     if state.holder == version:
         return Outcome("unchanged", name, alias, version, state.holder)
+    served = _server_move(client, name, version, alias, reason, kind, forced, gates, state)
+    if served is not None:
+        return served
     slot = state.slot + 1
     at = now_ms()
     attempt = Attempt(
@@ -403,13 +429,58 @@ def move_alias(
             f"failed ({explain(exc)}); the next command that reads the alias applies it"
         ) from None
     try:
-        _write(client, name, won, action)
+        won = _write(client, name, won, action)
     except MlopsError as exc:  # the ledger already says who won; the record is a copy
         _logger.warning("move applied but its record was not updated: %s", exc)
     _logger.info("%s@%s: %s -> %s (%s, %s)", name, alias, state.holder, version, kind,
                  attempt.id)
     status = "removed" if version is None else "promoted"
     return Outcome(status, name, alias, version, state.holder, won)
+
+
+def _server_move(client, name: str, version: str | None, alias: str, reason: str, kind: str,
+                 forced: bool, gates: list[dict] | None, state: AliasState) -> Outcome | None:
+    """The move made by the governance server's promotion route; None where there is none.
+
+    The server compares against ``state`` (what the caller decided on) and writes the record,
+    the ledger, the tags and the alias itself, under the user it authenticated.
+
+    Raises:
+        LostRace: the alias moved since ``state`` (409).
+        MlopsError: refused (403, recorded by the server), unknown model or version.
+    """
+    writer = _writer(client)
+    store = getattr(writer, "store", None)
+    get_creds = getattr(store, "get_host_creds", None)
+    if not callable(get_creds):
+        return None  # a local store: the move is made here
+    from mlflow.utils.rest_utils import http_request
+
+    body = {"name": name, "alias": alias, "version": version, "reason": reason, "kind": kind,
+            "forced": forced, "gates": list(gates or []), "expect_slot": state.slot,
+            "expect_holder": state.holder}
+    resp = http_request(get_creds(), SERVER_MOVE_PATH, "POST", json=body, max_retries=0,
+                        raise_on_status=False)
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or answer.get("route") != SERVER_ROUTE_ID:
+        return None  # not the governance server: MLflow's own answer to an unknown route
+    if resp.status_code == 409:
+        raise LostRace(answer["message"])
+    if resp.status_code == 403:
+        raise MlopsError(f"refused by the tracking server (403): {answer['message']}")
+    if resp.status_code == 404:
+        from core.lookup import ModelNotFound
+
+        raise ModelNotFound(answer["message"])
+    if resp.status_code != 200:
+        raise MlopsError(f"the tracking server refused the move ({resp.status_code}): "
+                         f"{answer.get('message')}")
+    record = answer.get("attempt")
+    return Outcome(answer["status"], name, alias, answer.get("version"), answer.get("previous"),
+                   Attempt.from_json(record) if record else None)
 
 
 def remove_alias(client, name: str, alias: str, reason: str, by: str | None = None,

@@ -40,6 +40,8 @@ LEDGER_TAG = names.LEDGER_TAG
 #: How long a process waits for the ledger run another process is creating.
 BOOTSTRAP_TIMEOUT_SECONDS = 30.0
 SLOT_DIGITS = 6
+#: The key segment of a model's history chain (:meth:`Ledger.chain`), in place of an alias.
+CHAIN_SEGMENT = ".chain"
 
 #: What MLflow accepts in one segment of a parameter key (its rule is ``[/\w.\- :]``, with
 #: Unicode ``\w``; ``/`` separates our segments and ``:`` is refused on Windows servers).
@@ -124,7 +126,7 @@ class Ledger:
             # model keys hold no "/" (model_key); MLflow's aliases neither
             model, _, rest = key.partition("/")
             alias, _, slot = rest.rpartition("/")
-            if alias and slot.isdigit():
+            if alias and not alias.startswith(".") and slot.isdigit():
                 found.setdefault(model, {}).setdefault(alias, {})[int(slot)] = value
         return found
 
@@ -166,6 +168,16 @@ class Ledger:
                 raise
             _logger.info("slot %s taken by %s (%s)", key, holder, str(exc).splitlines()[0])
             return holder
+
+
+    def chain(self, name: str) -> dict[int, str]:
+        """The history chain of ``name``: ``{position: "<record id> <record hash>"}``.
+
+        Position ``n`` of the chain is the parameter ``<model>/.chain/<n>``: write-once like an
+        alias's slots, so two records never take the same place (:mod:`core.audit`). ``.chain``
+        cannot be an alias (MLflow's aliases start with a letter, digit, ``_`` or ``-``).
+        """
+        return self.slots(name, CHAIN_SEGMENT)
 
 
 def _experiment(client, create: bool):

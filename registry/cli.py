@@ -305,6 +305,56 @@ def reproduce(ref: str, into: str | None, repo: str | None, output: str) -> None
                         f"{result.rows} test rows differ; first difference: {first}")
 
 
+@cli.group()
+def audit() -> None:
+    """The hash-chained history of alias moves: verify it, export it for an auditor."""
+
+
+@audit.command("verify")
+@click.argument("name", required=False)
+def audit_verify(name: str | None) -> None:
+    """Recompute NAME's history chain (default: every model's); exit 1 naming the first break.
+
+    Every final record of an alias move carries the hash of the record before it, and the
+    ledger holds each record's hash: a record edited, deleted or added in the database breaks
+    the chain there.
+    """
+    from core.audit import first_break, model_names, read_chain
+
+    client = _client()
+    broken = []
+    for model in [name] if name else model_names(client):
+        entries = read_chain(client, model)
+        bad = first_break(entries)
+        if bad is None:
+            click.echo(f"{model}: the chain is whole ({len(entries)} records)")
+        else:
+            broken.append(f"{model}: {bad.problem}")
+            click.echo(f"{model}: broken: {bad.problem}")
+    if broken:
+        raise RegistryError(f"the history chain is broken: {broken[0]}")
+
+
+@audit.command("export")
+@click.argument("name", required=False)
+@click.option("--output", type=click.Choice(["jsonl"]), default="jsonl", show_default=True,
+              help="Format: one JSON document per record, in chain order.")
+def audit_export(name: str | None, output: str) -> None:
+    """Write NAME's history (default: every model's) for an auditor, one record per line.
+
+    Each line: ``model``, ``seq`` (place in the chain; 0: beside it), ``id``, ``hash``
+    (SHA-256 of the record as stored), ``valid``, ``problem`` and the ``record`` itself.
+    """
+    import json
+
+    from core.audit import model_names, read_chain
+
+    client = _client()
+    for model in [name] if name else model_names(client):
+        for entry in read_chain(client, model):
+            click.echo(json.dumps({"model": model, **entry.to_dict()}, sort_keys=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (see the module docstring)."""
     from core.cli import run_group

@@ -91,7 +91,14 @@ class UserSpec(BaseModel):
 
     @field_validator("experiments", "models")
     @classmethod
-    def _known_permissions(cls, value: dict[str, str]) -> dict[str, str]:
+    def _known_permissions(cls, value: dict[str, str], info) -> dict[str, str]:
+        from core.ledger import LEDGER_EXPERIMENT
+
+        if info.field_name == "experiments" and LEDGER_EXPERIMENT in value:
+            raise ValueError(
+                f"{LEDGER_EXPERIMENT} is the ledger of alias moves, written by the tracking "
+                "server only: nobody needs a grant on it (everyone reads it); leave it out"
+            )
         for resource, permission in value.items():
             if permission and permission.upper() not in PERMISSIONS:
                 raise ValueError(f"{resource}: unknown permission {permission!r}")
@@ -246,13 +253,6 @@ def _grant(auth_client, username: str, resource_type: str, resource_id: str, per
 
 
 def _experiment_id(tracking_client, name: str) -> str:
-    from core.ledger import LEDGER_EXPERIMENT, open_ledger
-
-    if name == LEDGER_EXPERIMENT:
-        # the ledger is one experiment with one run: made the way every alias move expects it
-        # (an empty ledger experiment would leave every move waiting for its run)
-        run_id = open_ledger(tracking_client).run_id
-        return tracking_client.get_run(run_id).info.experiment_id
     exp = tracking_client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id

@@ -46,9 +46,15 @@ import os
 import re
 import urllib.parse
 
-from core.aliases import Attempt, refused_attempt
-from core.ledger import parse_claim
-from core.names import HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX
+from core.aliases import SERVER_MOVE_PATH, refused_attempt
+from core.ledger import LEDGER_EXPERIMENT, parse_claim
+from core.names import (
+    COPIED_TO_PREFIX,
+    HISTORY_TAG_PREFIX,
+    PREFIX,
+    PROMOTION_TAG_PREFIX,
+    SHADOW_RUN_TAG,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -73,8 +79,21 @@ _RENAME_MODEL_ROUTE = re.compile(_PREFIX + r"registered-models/rename/?$")
 _CREATE_MODEL_ROUTE = re.compile(_PREFIX + r"registered-models/create/?$")
 # Creations MLflow allows any signed-in user (no resource to hold a permission on yet).
 _CREATE_ROUTES = re.compile(_PREFIX + r"(?:registered-models|experiments)/create/?$")
-_MODEL_TAG_ROUTE = re.compile(_PREFIX + r"registered-models/set-tag/?$")
-_VERSION_TAG_ROUTE = re.compile(_PREFIX + r"model-versions/set-tag/?$")
+# Tag writes on models and versions (set and delete): mlops.* tags are the server's record.
+_TAG_ROUTE = re.compile(_PREFIX + r"(?:registered-models|model-versions)/(?:set|delete)-tag/?$")
+# Creations that take tags: a new model or version may not bring a record of moves with it.
+_CREATE_WITH_TAGS = re.compile(_PREFIX + r"(?:registered-models|model-versions)/create/?$")
+# The experiment routes that name an experiment by name (create, rename).
+_EXPERIMENT_NAMING = re.compile(_PREFIX + r"experiments/(?:create|update)/?$")
+# Reads MLflow takes as a POST (searches, bulk gets): they write nothing.
+_READ_BY_POST = re.compile(r"/(?:[\w-]*search[\w-]*|get[\w-]*)/?$")
+_MOVE_ROUTE = re.compile("^" + re.escape(SERVER_MOVE_PATH) + "/?$")
+#: mlops.* tags a user's tool may still set on a version: notes linking elsewhere, not the
+#: record of a decision (registry copy's note on the source, the shadow run's link).
+USER_TAG_PREFIXES = (COPIED_TO_PREFIX, SHADOW_RUN_TAG)
+#: What a refused write of the server's record tells the user to run instead.
+RECORD_COMMANDS = ("python -m registry promote / rollback (the server writes the move's record); "
+                   "version tags come with the version (python -m projects main)")
 
 
 def protected_aliases(env: dict | None = None) -> tuple[str, ...]:
@@ -90,6 +109,15 @@ def refusal(username: str, verb: str, alias: str, name: str) -> str:
     return (
         f"{username} may not {verb} alias {alias!r} of {name}: {alias!r} is protected, only a "
         "release manager or an admin may set or delete it (python -m registry promote)"
+    )
+
+
+def route_refusal(username: str, verb: str, alias: str, name: str) -> str:
+    """The message of a protected alias written over MLflow's alias route (by anyone)."""
+    return (
+        f"{username} may not {verb} alias {alias!r} of {name} over MLflow's alias route: "
+        f"{alias!r} is protected and moves only through the server's promotion route "
+        "(python -m registry promote / rollback)"
     )
 
 
@@ -182,10 +210,14 @@ def _guard():
     path = _route_path(request.path)
     if _CREATE_ROUTES.match(path) and _roles(username) == {SERVICE_ROLE}:
         return _forbidden(f"{username} is a service user: services read, they create nothing")
-    if _MODEL_TAG_ROUTE.match(path):
-        return _stamp_history_record(username)
-    if _VERSION_TAG_ROUTE.match(path):
-        return _stamp_promotion_by(username)
+    if _API_PATH.match(path) and not (_FILE_BODY_PATH.search(path) or _READ_BY_POST.search(path)):
+        ledger = _guard_ledger(username, path)
+        if ledger is not None:
+            return ledger
+    if _TAG_ROUTE.match(path):
+        return _guard_record_tag(username)
+    if _CREATE_WITH_TAGS.match(path):
+        return _guard_created_tags(username)
     if _RENAME_MODEL_ROUTE.match(path) and request.method == "POST":
         return _guard_rename(username)
     alias_route = _ALIAS_ROUTE.match(path) and request.method in ("POST", "DELETE")
@@ -198,9 +230,9 @@ def _guard():
     name = str(params.get("name", ""))
     if alias_route:
         alias = str(params.get("alias", ""))
-        if alias in protected and not is_release_manager_or_admin(username):
+        if alias in protected:  # for everyone: the move's record is the server's to write
             version = str(params.get("version")) if request.method == "POST" else None
-            message = refusal(username, _verb(request.method), alias, name)
+            message = route_refusal(username, _verb(request.method), alias, name)
             _record_refusal(username, name, alias, version, message, "over the REST API, "
                             "not through the one alias move")  # fmt: skip
             return _forbidden(message)
@@ -259,37 +291,14 @@ def _model_exists(name: str) -> bool:
     return True
 
 
-class _StoreClient:
-    """The server's own tracking store, with the three reads :func:`core.ledger.find_ledger` makes.
-
-    The server reads its database directly rather than calling itself over HTTP.
-    """
-
-    def __init__(self, store):
-        self._store = store
-
-    def get_experiment_by_name(self, name):
-        return self._store.get_experiment_by_name(name)
-
-    def search_runs(self, experiment_ids, max_results, order_by):
-        from mlflow.entities import ViewType
-
-        return self._store.search_runs(experiment_ids, "", ViewType.ACTIVE_ONLY, max_results,
-                                       order_by)  # fmt: skip
-
-    def get_run(self, run_id):
-        return self._store.get_run(run_id)
-
-
 def _held_in_ledger(name: str, protected: tuple[str, ...]) -> list[str]:
     """The protected aliases the ledger of alias moves ever gave a version of ``name``."""
-    from mlflow.server.handlers import _get_tracking_store
-
     from core.errors import MlopsError
     from core.ledger import find_ledger
+    from tracking.promotions import server_client
 
     try:
-        ledger = find_ledger(_StoreClient(_get_tracking_store()))
+        ledger = find_ledger(server_client())
     except MlopsError:  # a damaged ledger: every move refuses to run; so does this rename
         return list(protected)
     if ledger is None:
@@ -309,46 +318,92 @@ def _body() -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def _stamp_history_record(username: str):
-    """A history record of an alias move: ``by`` is the caller; a protected move is refused.
+def _is_record_tag(key: str) -> bool:
+    """Whether ``key`` is an ``mlops.*`` tag only the server writes on models and versions."""
+    return key.startswith(PREFIX) and not key.startswith(USER_TAG_PREFIXES)
 
-    The handler then stores the record as rewritten here (the parsed body is shared), in the
-    one schema of :class:`core.aliases.Attempt`; a value that is not such a record is refused
-    (400), so no history tag names a user the server did not verify.
+
+def _guard_record_tag(username: str):
+    """``mlops.*`` tags on models and versions are the server's record: nobody sets or deletes one.
+
+    The history of alias moves, the promotion tags and the version's evidence are written by the
+    server (:mod:`tracking.promotions`) or come with the version when it is created.
     """
-    from dataclasses import replace
-
-    body = _body()
-    if body is None or not str(body.get("key", "")).startswith(HISTORY_TAG_PREFIX):
+    params = _params()
+    key = str(params.get("key", ""))
+    if not _is_record_tag(key):
         return None
-    try:
-        record = replace(Attempt.from_json(body.get("value") or ""), by=username)
-    except (ValueError, TypeError, AttributeError):
-        return _bad_request(f"{body.get('key')} is not an alias-move record "
-                            "(core.aliases.move_alias writes them)")
-    name, alias = str(body.get("name", "")), record.alias
-    refused = (
-        alias in protected_aliases()
-        and record.outcome == "pending"
-        and not is_release_manager_or_admin(username)
-    )
-    if refused:
-        verb = "delete" if record.version is None else "set"
-        message = refusal(username, verb, alias, name)
-        record = replace(record, outcome="refused", refusal=message)
-        _set_model_tag(name, body["key"], record.to_json())
-        _logger.warning("refused the move %s: %s", record.id, message)
-        return _forbidden(message)
-    body["value"] = record.to_json()
-    return None
+    name = str(params.get("name", ""))
+    what = f"version {params['version']} of {name}" if params.get("version") else name
+    verb = "delete" if "delete-tag" in request_path() else "set"
+    message = (f"{username} may not {verb} the tag {key} of {what}: {PREFIX}* tags on models "
+               f"and versions are written by the tracking server only; use {RECORD_COMMANDS}")
+    _logger.warning("refused: %s", message)
+    return _forbidden(message)
 
 
-def _stamp_promotion_by(username: str):
-    body = _body()
-    key = str((body or {}).get("key", ""))
-    if key.startswith(PROMOTION_TAG_PREFIX) and key.endswith(".by"):
-        body["value"] = username
-    return None
+def request_path() -> str:
+    """The request's path without MLflow's static prefix."""
+    from flask import request
+
+    return _route_path(request.path)
+
+
+def _guard_created_tags(username: str):
+    """A new model or version may not bring records of alias moves (history, promotion tags)."""
+    body = _body() or {}
+    tags = body.get("tags") if isinstance(body.get("tags"), list) else []
+    owned = sorted(str(t.get("key")) for t in tags if isinstance(t, dict)
+                   and str(t.get("key", "")).startswith((HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX)))
+    if not owned:
+        return None
+    return _forbidden(f"{username} may not create {body.get('name')} with the tags "
+                      f"{', '.join(owned)}: the record of alias moves is written by the tracking "
+                      f"server only; use {RECORD_COMMANDS}")
+
+
+#: The ledger's experiment and run ids, once the ledger exists (they never change then).
+_LEDGER_IDS: dict[str, object] = {}
+
+
+def _ledger_ids() -> tuple[str | None, frozenset[str]]:
+    """``(experiment id, run ids)`` of the ledger of alias moves (None and no runs before it)."""
+    if _LEDGER_IDS:
+        return _LEDGER_IDS["experiment"], _LEDGER_IDS["runs"]
+    from mlflow.entities import ViewType
+    from mlflow.server.handlers import _get_tracking_store
+
+    store = _get_tracking_store()
+    exp = store.get_experiment_by_name(LEDGER_EXPERIMENT)
+    if exp is None:
+        return None, frozenset()
+    runs = store.search_runs([exp.experiment_id], "", ViewType.ALL, 10, None)
+    ids = frozenset(r.info.run_id for r in runs)
+    if ids:  # bootstrap finished: cache
+        _LEDGER_IDS.update(experiment=exp.experiment_id, runs=ids)
+    return exp.experiment_id, ids
+
+
+def _guard_ledger(username: str, path: str):
+    """Nobody writes the ledger of alias moves over MLflow's routes: the server writes it."""
+    params = _params()
+    named = {str(params.get(k, "")) for k in ("name", "new_name")}
+    touches = _EXPERIMENT_NAMING.match(path) and LEDGER_EXPERIMENT in named
+    ids = {k: params.get(k) for k in ("experiment_id", "experiment_ids", "run_id", "run_uuid",
+                                      "run_ids")}  # fmt: skip
+    if not touches and any(v not in (None, "", []) for v in ids.values()):
+        experiment, runs = _ledger_ids()
+        mentioned = set()
+        for value in ids.values():
+            mentioned |= {str(v) for v in (value if isinstance(value, list) else [value])}
+        touches = (experiment is not None and experiment in mentioned) or bool(runs & mentioned)
+    if not touches:
+        return None
+    message = (f"{username} may not write the ledger of alias moves (experiment "
+               f"{LEDGER_EXPERIMENT}): the tracking server writes it; move aliases with "
+               "python -m registry promote / rollback")
+    _logger.warning("refused: %s", message)
+    return _forbidden(message)
 
 
 def _set_model_tag(name: str, key: str, value: str) -> None:
@@ -372,8 +427,12 @@ def _record_refusal(
         previous = _registry_store().get_registered_model(name).aliases.get(alias)
     except MlflowException:
         return  # no such model: MLflow's own answer follows
+    from core.audit import link
+    from tracking.promotions import server_client
+
     record = refused_attempt(alias, version, None if previous is None else str(previous),
                              username, reason, message)
+    record = link(server_client(), name, record)
     _set_model_tag(name, record.tag, record.to_json())
     _logger.warning("refused %s: %s", reason, message)
 
@@ -553,6 +612,41 @@ def _camel_case_fields() -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
+def _may_edit_model(username: str, name: str) -> bool:
+    """Whether ``username`` holds EDIT (or more) on registered model ``name`` (MLflow's check)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth import _get_registered_model_permission
+
+    try:
+        return _get_registered_model_permission(name).can_update
+    except MlflowException:
+        return False
+
+
+def _own_routes():
+    """The server's own routes (the promotion route), answered before MLflow's checks.
+
+    MLflow's auth app refuses a route it does not know (fail-closed); this hook authenticates
+    the caller the same way and answers, so the route's own rules apply (tracking.promotions).
+    """
+    from flask import g, request
+
+    if not _MOVE_ROUTE.match(_route_path(request.path)):
+        return None
+    from mlflow.server.auth import authenticate_request
+
+    from tracking.promotions import handle_move
+
+    authorization = authenticate_request()
+    if not hasattr(authorization, "username"):
+        return authorization  # MLflow's 401
+    if request.method != "POST":
+        return _bad_request("the promotion route takes a POST")
+    g.mlflow_authenticated_user = username = authorization.username
+    return handle_move(username, _body() or {}, protected_aliases(), is_release_manager_or_admin,
+                       _may_edit_model, _record_refusal)
+
+
 def create_app():
     """MLflow's basic-auth app with this module's checks; the ``mlflow.app`` factory."""
     from mlflow.server import app
@@ -568,6 +662,8 @@ def create_app():
     # Flask runs after_request hooks in reverse order of registration: registered before the
     # auth app's, this one runs after it (when the creator's MANAGE grant exists).
     app.after_request(_creator_gets_edit)
+    # before MLflow's authentication hook: the promotion route authenticates and answers itself
+    app.before_request(_own_routes)
     wrapped = create_auth_app(app)
     # before_request hooks run in order: after the auth app's authentication and checks.
     app.before_request(_guard)

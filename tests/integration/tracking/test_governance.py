@@ -136,8 +136,9 @@ def test_data_scientist_sets_challenger_not_champion(server):
     refused = _alias(url, ALICE, "champion", v1)
     assert refused.status_code == 403
     assert refused.json()["message"] == (
-        f"alice may not set alias 'champion' of {MODEL}: 'champion' is protected, only a "
-        "release manager or an admin may set or delete it (python -m registry promote)"
+        f"alice may not set alias 'champion' of {MODEL} over MLflow's alias route: 'champion' "
+        "is protected and moves only through the server's promotion route (python -m registry "
+        "promote / rollback)"
     )
     # the UI's own call (the ajax twin), and a delete, are refused the same way
     assert _alias(url, ALICE, "champion", v1, ajax=True).status_code == 403

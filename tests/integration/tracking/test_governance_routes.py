@@ -37,9 +37,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROD = "mlops-registry-model"
 OWN = "alice-own-model"
 PREFIX = "/mlflow"
-# The routes the matrix sends: everything that writes the registry, tags, renames or deletes.
-ROUTE_FILTER = re.compile(r"registered-model|model-version|alias|tag|rename|delete|prompt")
+# The routes the matrix sends: everything that writes the registry, tags, renames or deletes,
+# runs and experiments (the ledger of alias moves is a run).
+ROUTE_FILTER = re.compile(
+    r"registered-model|model-version|alias|tag|rename|delete|prompt|runs/|experiments/")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+# Searches and bulk gets MLflow takes as a POST: reads (some served outside the Flask app).
+READS_BY_POST = re.compile(r"/(?:[\w-]*search[\w-]*|get[\w-]*)/?$")
 BODY_FORMS = ("json", "text", "none", "query", "disagree")
 
 
@@ -185,23 +189,33 @@ def mutating_routes() -> list[tuple[str, str]]:
             for rule in app.url_map.iter_rules()
             for method in rule.methods & MUTATING
             if ROUTE_FILTER.search(rule.rule) and "/mlflow-artifacts/" not in rule.rule
+            and not READS_BY_POST.search(rule.rule)
         }
     )
 
 
-def _payload(version: str) -> dict:
-    """Every parameter a registry write names, all naming the production model's objects."""
-    return {
+def _payload(version: str, record: dict, rule: str) -> dict:
+    """Every parameter a write names, all naming the production model's objects and the ledger.
+
+    ``key`` and ``value`` rewrite the champion's history record as a forged one; a run's or an
+    experiment's route gets the ledger's ``run_id`` and ``experiment_id`` (the registry's routes
+    none, so their own guards answer).
+    """
+    forged = {**record["record"], "reason": "forged", "at": 9999999999999}
+    payload = {
         "name": PROD, "alias": "champion", "version": version, "new_name": f"{PROD}-stolen",
-        "key": "k", "value": "v", "stage": "Archived", "archive_existing_versions": True,
-        "description": "stolen", "source": "runs:/0/model",
+        "key": record["key"], "value": json.dumps(forged), "stage": "Archived",
+        "archive_existing_versions": True, "description": "stolen", "source": "runs:/0/model",
     }  # fmt: skip
+    if re.search(r"/(?:runs|experiments)/", rule):
+        payload.update(run_id=record["ledger_run"], experiment_id=record["ledger_experiment"])
+    return payload
 
 
-def _send(url, rule, method, form, version, own_version):
+def _send(url, rule, method, form, version, own_version, record):
     path = re.sub(r"<(?:\w+:)?(\w+)>", r"\1-x", rule)  # a value for each path parameter
     target = f"{url}{path}"
-    body = json.dumps(_payload(version))
+    body = json.dumps(_payload(version, record, rule))
     kwargs: dict = {}
     if form == "json":
         kwargs = {"data": body, "headers": {"Content-Type": "application/json"}}
@@ -210,7 +224,7 @@ def _send(url, rule, method, form, version, own_version):
     elif form == "none":
         kwargs = {"data": body.encode()}  # requests sends no Content-Type for bytes
     elif form == "query":
-        kwargs = {"params": {k: str(v) for k, v in _payload(version).items()}}
+        kwargs = {"params": {k: str(v) for k, v in _payload(version, record, rule).items()}}
     else:  # the permission check's object in the query, production's in the body
         kwargs = {
             "data": body,
@@ -221,9 +235,48 @@ def _send(url, rule, method, form, version, own_version):
     return rule, method, form, resp.status_code, resp.text[:200]
 
 
+def _record(url) -> dict:
+    """What the server keeps: the ledger (params, experiment, runs) and PROD's mlops.* tags."""
+    exp = _call(url, ADMIN, "GET", "experiments/get-by-name",
+                params={"experiment_name": "mlops-registry-ledger"})  # fmt: skip
+    assert exp.status_code == 200, exp.text
+    experiment = exp.json()["experiment"]
+    runs = _call(url, ADMIN, "POST", "runs/search",
+                 json={"experiment_ids": [experiment["experiment_id"]], "run_view_type": "ALL"})
+    assert runs.status_code == 200, runs.text
+    (run,) = runs.json()["runs"]
+    model = _call(url, ADMIN, "GET", "registered-models/get", params={"name": PROD})
+    tags = {t["key"]: t["value"] for t in model.json()["registered_model"].get("tags", [])}
+    found = _call(url, ADMIN, "GET", "model-versions/search", params={"filter": f"name='{PROD}'"})
+    version_tags = {(v["version"], t["key"]): t["value"]
+                    for v in found.json()["model_versions"] for t in v.get("tags", [])}
+    history = sorted(k for k in tags if k.startswith("mlops.history."))
+    return {
+        "experiment": (experiment["name"], experiment["lifecycle_stage"]),
+        "ledger_experiment": experiment["experiment_id"], "ledger_run": run["info"]["run_id"],
+        "params": {p["key"]: p["value"] for p in run["data"].get("params", [])},
+        "run": (run["info"]["lifecycle_stage"], run["info"]["status"],
+                sorted((t["key"], t["value"]) for t in run["data"].get("tags", []))),
+        "tags": {k: v for k, v in tags.items() if k.startswith("mlops.")},
+        "version_tags": {k: v for k, v in version_tags.items() if k[1].startswith("mlops.")},
+        "key": history[-1], "record": json.loads(tags[history[-1]]),
+    }  # fmt: skip
+
+
+def _assert_only_refusals_added(before: dict, after: dict) -> None:
+    same = ("experiment", "ledger_experiment", "ledger_run", "run", "version_tags")
+    assert {k: after[k] for k in same} == {k: before[k] for k in same}
+    assert {k: after["params"][k] for k in before["params"]} == before["params"]
+    assert all("/.chain/" in k for k in set(after["params"]) - set(before["params"]))
+    assert {k: after["tags"][k] for k in before["tags"]} == before["tags"]
+    added = [json.loads(after["tags"][k]) for k in set(after["tags"]) - set(before["tags"])]
+    assert {(r["outcome"], r["by"]) for r in added} <= {("refused", "alice")}
+
+
 def test_no_route_in_any_body_form_changes_the_production_model(server):
     url, versions = server["url"], server["versions"]
     before = _state(url)
+    record = _record(url)
     routes = mutating_routes()
     assert len(routes) >= 90  # api and ajax-api twins of the registry, tags, deletes, prompts
     for required in ("registered-models/rename", "registered-models/delete", "model-versions/"
@@ -232,9 +285,11 @@ def test_no_route_in_any_body_form_changes_the_production_model(server):
     jobs = [(rule, method, form) for rule, method in routes for form in BODY_FORMS]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(
-            lambda job: _send(url, *job, versions[PROD][0], versions[OWN][0]), jobs
+            lambda job: _send(url, *job, versions[PROD][0], versions[OWN][0], record), jobs
         ))  # fmt: skip
     after = _state(url)
+    # the ledger and the record the server keeps: nothing changed but the refusals it recorded
+    _assert_only_refusals_added(record, _record(url))
     assert after["exists"], "the production model is gone or renamed"
     assert after["aliases"] == before["aliases"] == {"champion": versions[PROD][0]}
     # she may register versions (EDIT); none of production's went away
@@ -272,6 +327,10 @@ def test_the_issue_s_delete_shapes_are_refused(server):
             mixed = _call(url, ALICE, "DELETE", endpoint, api, data=json.dumps(params),
                           params={"name": OWN, "version": own})  # fmt: skip
             assert mixed.status_code == 400, (endpoint, mixed.text)
+    # MLflow's own check refuses her deletes (EDIT); a set reaches the guard and is recorded
+    body = json.dumps({"name": PROD, "alias": "champion", "version": v1})
+    assert _call(url, ALICE, "POST", "registered-models/alias", data=body,
+                 headers={"Content-Type": "application/json"}).status_code == 403  # fmt: skip
     assert _state(url)["aliases"] == {"champion": v1}
     last = _history(url)[-1]
     assert (last["alias"], last["by"], last["outcome"]) == ("champion", "alice", "refused")
@@ -359,17 +418,90 @@ def test_the_release_manager_still_promotes_deletes_and_renames(server):
         assert move_alias(client, PROD, v1, "champion", "back to 1").status == "promoted"
     won = [(r["by"], r["version"]) for r in _history(url) if r["outcome"] == "won"]
     assert won[-2:] == [("rita", v2), ("rita", v1)]
-    # over plain REST too: she deletes and sets champion
-    assert _call(url, RITA, "DELETE", "registered-models/alias",
-                 json={"name": PROD, "alias": "champion"}).status_code == 200  # fmt: skip
-    assert (
-        _call(
-            url,
-            RITA,
-            "POST",
-            "registered-models/alias",
-            json={"name": PROD, "alias": "champion", "version": v1},
-        ).status_code
-        == 200
-    )
+    # not over MLflow's alias route: champion moves only through the server's promotion route
+    for method, body in (("DELETE", {"name": PROD, "alias": "champion"}),
+                         ("POST", {"name": PROD, "alias": "champion", "version": v2})):
+        plain = _call(url, RITA, method, "registered-models/alias", json=body)
+        assert plain.status_code == 403
+        assert "moves only through the server's promotion route" in plain.json()["message"]
     assert _state(url)["aliases"] == {"champion": v1}
+
+
+def test_nobody_writes_the_record_the_server_keeps_and_the_steering_race_fails(server,
+                                                                              monkeypatch,
+                                                                              capsys):
+    """The issue's insider: a data scientist claims the ledger slot after the release manager's.
+
+    She cannot: nobody writes the ledger or an mlops.* tag over MLflow's routes, the release
+    manager and the admin included; champion ends where the release manager put it, the history
+    names her, and the chain verifies.
+    """
+    import mlflow
+
+    from core.aliases import move_alias
+    from core.errors import MlopsError
+    from core.ledger import slot_key
+    from registry.cli import main
+
+    url, versions = server["url"], server["versions"]
+    v1, v2 = versions[PROD]
+    before = _record(url)
+    head = max(int(k.rsplit("/", 1)[1]) for k in before["params"] if "/champion/" in k)
+    steer = {"run_id": before["ledger_run"], "key": slot_key(PROD, "champion", head + 1),
+             "value": f"0000000000000-steer v{v2} p{v1}"}
+    forged = {**before["record"], "reason": "forged", "at": 9999999999999}
+    for user in (ALICE, RITA, ADMIN):
+        writes = [
+            _call(url, user, "POST", "runs/log-parameter", json=steer),
+            _call(url, user, "POST", "runs/log-batch", json={
+                "run_id": steer["run_id"], "params": [{"key": steer["key"], "value": "x"}]}),
+            _call(url, user, "POST", "runs/create",
+                  json={"experiment_id": before["ledger_experiment"]}),
+            _call(url, user, "POST", "experiments/create",
+                  json={"name": "mlops-registry-ledger"}),
+            _call(url, user, "POST", "registered-models/set-tag",
+                  json={"name": PROD, "key": before["key"], "value": json.dumps(forged)}),
+            _call(url, user, "DELETE", "registered-models/delete-tag",
+                  json={"name": PROD, "key": before["key"]}),
+            _call(url, user, "POST", "model-versions/set-tag",
+                  json={"name": PROD, "version": v1, "key": "mlops.promotion.champion.reason",
+                        "value": "forged"}),
+            _call(url, user, "POST", "model-versions/create",
+                  json={"name": PROD, "source": "runs:/0/model",
+                        "tags": [{"key": "mlops.promotion.champion.by", "value": "rita"}]}),
+        ]  # fmt: skip
+        assert [w.status_code for w in writes] == [403] * len(writes), [w.text for w in writes]
+    assert writes[0].json()["message"] == (
+        "admin may not write the ledger of alias moves (experiment mlops-registry-ledger): the "
+        "tracking server writes it; move aliases with python -m registry promote / rollback")
+    assert writes[4].json()["message"].startswith(
+        f"admin may not set the tag {before['key']} of {PROD}: mlops.* tags on models and "
+        "versions are written by the tracking server only; use python -m registry promote")
+    _assert_only_refusals_added(before, _record(url))
+
+    # her own route to champion is refused and recorded; a claim for no version is never made
+    with _as(ALICE):
+        client = mlflow.MlflowClient(url, url)
+        with pytest.raises(MlopsError, match=r"refused by the tracking server \(403\): alice may"):
+            move_alias(client, PROD, v2, "champion", "steer", by="rita")
+    with _as(RITA):
+        client = mlflow.MlflowClient(url, url)
+        with pytest.raises(MlopsError, match="not found|does not exist|unknown"):
+            move_alias(client, PROD, "999", "champion", "no such version")
+        outcome = move_alias(client, PROD, v2, "champion", "release 2", by="mallory")
+    assert (outcome.status, outcome.version) == ("promoted", v2)
+    assert _state(url)["aliases"] == {"champion": v2}
+    last = _history(url)[-1]
+    assert (last["by"], last["version"], last["outcome"]) == ("rita", v2, "won")
+    assert _history(url)[-2]["by"] == "alice" and _history(url)[-2]["outcome"] == "refused"
+
+    # the chain the server wrote verifies, read as the data scientist
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    mlflow.set_tracking_uri(url)  # the autouse fixture's store otherwise (reset afterwards)
+    mlflow.set_registry_uri(url)
+    with _as(ALICE):
+        assert main(["audit", "verify", PROD]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{PROD}: the chain is whole (") and " records)" in out
+    with _as(RITA):  # champion back where the other tests expect it
+        move_alias(mlflow.MlflowClient(url, url), PROD, v1, "champion", "back to 1")

@@ -1,25 +1,20 @@
-"""Granting a user the ledger experiment makes the ledger whole, never an empty experiment."""
+"""Nobody is granted the ledger of alias moves: the governance server writes it, everyone reads it."""
 
 from __future__ import annotations
 
-import mlflow
+import pytest
 
-from core.aliases import move_alias
-from core.ledger import LEDGER_EXPERIMENT, find_ledger
-from tracking.auth import _experiment_id
+from core.ledger import LEDGER_EXPERIMENT
+from tracking.auth import UsersFileError, load_users_file
 
 
-def test_users_apply_creates_the_ledger_with_its_run():
-    client = mlflow.MlflowClient()
-    exp_id = _experiment_id(client, LEDGER_EXPERIMENT)
-    assert client.get_experiment_by_name(LEDGER_EXPERIMENT).experiment_id == exp_id
-    ledger = find_ledger(client)
-    assert ledger is not None  # one run, ready for the first move
-    assert _experiment_id(client, LEDGER_EXPERIMENT) == exp_id  # applying again changes nothing
-    client.create_registered_model("m")
-    with mlflow.start_run() as run:
-        mlflow.log_param("x", 1)
-    client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id)
-    # with an empty ledger experiment this would wait for a run nobody makes, then fail
-    outcome = move_alias(client, "m", "1", "champion", reason="first", by="alice")
-    assert outcome.status == "promoted"
+def test_a_users_file_granting_the_ledger_is_refused_saying_why(tmp_path):
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n"
+        f"  - {{name: rita, role: release_manager, password_env: P, experiments: "
+        f"{{{LEDGER_EXPERIMENT}: EDIT}}}}\n"
+    )
+    with pytest.raises(UsersFileError, match=f"{LEDGER_EXPERIMENT} is the ledger of alias moves, "
+                       "written by the tracking server only"):
+        load_users_file(users)

@@ -1,0 +1,221 @@
+"""The governance server's promotion route: the server itself makes the alias move.
+
+``POST /api/2.0/mlops/aliases/move`` (:data:`core.aliases.SERVER_MOVE_PATH`) is what
+:func:`core.aliases.move_alias` calls on a tracking server run with ``--app-name
+mlops-governance``. The server checks who may make the move, then runs the one alias move
+(:func:`core.aliases.move_alias`) against its own stores: the compare-and-set in the ledger,
+the history record (linked into the model's hash chain, :mod:`core.audit`), the version's
+promotion tags and the alias are all written by the server, with the user it authenticated as
+``by``. No user writes the ledger or an ``mlops.*`` tag over MLflow's routes
+(:mod:`tracking.governance` refuses them), so a move's record cannot be steered or forged.
+
+Who may move what:
+
+* a protected alias (``champion``): a release manager or an admin;
+* any other alias (``challenger``): a user with EDIT (or more) on the registered model.
+
+Answers are JSON with ``"route": "governance.aliases.move"`` (so a client tells them from MLflow's
+own): 200 with the outcome, 403 refused (recorded in the history as ``refused``), 404 unknown
+model or version, 409 lost the compare-and-set (nothing changed), 400 bad request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.aliases import (
+    KINDS,
+    SERVER_MOVE_PATH,
+    SERVER_ROUTE_ID,
+    AliasState,
+    move_alias,
+    read_state,
+)
+from core.errors import LostRace, MlopsError
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["SERVER_MOVE_PATH", "StoreClient", "handle_move", "server_client"]
+
+
+class StoreClient:
+    """The server's own stores behind the MLflow client methods the alias move calls.
+
+    The server writes its database directly: nothing it writes passes through the routes it
+    guards, and it never calls itself over HTTP.
+    """
+
+    def __init__(self, tracking_store, registry_store):
+        self._tracking = tracking_store
+        self._registry = registry_store
+        self.tracking_uri = "governance-server"  # not http(s): the move runs here
+
+    def __getattr__(self, attr):
+        """The registry store's own methods where MLflow's client has the same signature.
+
+        (reads, the alias writes core.aliases makes, a tag's deletion)
+        """
+        return getattr(self._registry, attr)
+
+    def get_model_version(self, name, version):
+        """The version (the store takes its number as a string)."""
+        return self._registry.get_model_version(name, str(version))
+
+    def search_registered_models(self, max_results=1000, page_token=None):
+        """One page of registered models."""
+        return self._registry.search_registered_models(None, max_results, None, page_token)
+
+    def set_registered_model_tag(self, name, key, value):
+        """As the client's: the store takes a tag entity."""
+        from mlflow.entities.model_registry import RegisteredModelTag
+
+        self._registry.set_registered_model_tag(name, RegisteredModelTag(key, value))
+
+    def set_model_version_tag(self, name, version, key, value):
+        """As the client's: the store takes a tag entity."""
+        from mlflow.entities.model_registry import ModelVersionTag
+
+        self._registry.set_model_version_tag(name, str(version), ModelVersionTag(key, value))
+
+    # tracking (the ledger)
+    def get_experiment_by_name(self, name):
+        """The experiment called ``name``, or None."""
+        return self._tracking.get_experiment_by_name(name)
+
+    def create_experiment(self, name, tags=None):
+        """As the client's (tags as a dict)."""
+        from mlflow.entities import ExperimentTag
+
+        return self._tracking.create_experiment(
+            name, tags=[ExperimentTag(k, v) for k, v in (tags or {}).items()])
+
+    def search_runs(self, experiment_ids, max_results, order_by):
+        """Active runs of the experiments."""
+        from mlflow.entities import ViewType
+
+        return self._tracking.search_runs(experiment_ids, "", ViewType.ACTIVE_ONLY, max_results,
+                                          order_by)  # fmt: skip
+
+    def create_run(self, experiment_id, run_name=None, tags=None):
+        """A run created by the server (the ledger's)."""
+        from mlflow.entities import RunTag
+
+        from core.aliases import now_ms
+
+        return self._tracking.create_run(experiment_id, "governance-server", now_ms(),
+                                         [RunTag(k, v) for k, v in (tags or {}).items()],
+                                         run_name)  # fmt: skip
+
+    def update_run(self, run_id, status=None):
+        """End the run with ``status``."""
+        from mlflow.entities import RunStatus
+
+        from core.aliases import now_ms
+
+        self._tracking.update_run_info(run_id, RunStatus.from_string(status), now_ms(), None)
+
+    def get_run(self, run_id):
+        """The run."""
+        return self._tracking.get_run(run_id)
+
+    def log_param(self, run_id, key, value):
+        """Write-once, as the client's (a different value is refused)."""
+        from mlflow.entities import Param
+
+        self._tracking.log_param(run_id, Param(key, str(value)))
+
+
+_CLIENT: list[StoreClient] = []
+
+
+def server_client() -> StoreClient:
+    """The server's stores as a client (one per process: the ledger's run id is cached on it)."""
+    if not _CLIENT:
+        from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
+
+        _CLIENT.append(StoreClient(_get_tracking_store(), _get_model_registry_store()))
+    return _CLIENT[0]
+
+
+def _answer(code: int, **body):
+    from flask import jsonify
+
+    resp = jsonify({"route": SERVER_ROUTE_ID, **body})
+    resp.status_code = code
+    return resp
+
+
+def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_protected,
+                may_edit_model, record_refusal):
+    """Answer one move request of ``username``.
+
+    Args:
+        username: who the server authenticated.
+        body: ``{name, alias, version (null: remove), reason, kind, forced, gates,
+            expect_slot, expect_holder}``; ``expect_*`` is the state the caller decided on.
+        protected: the protected aliases.
+        may_move_protected: ``username -> bool`` (release manager or admin).
+        may_edit_model: ``(username, name) -> bool`` (EDIT on the model).
+        record_refusal: ``(username, name, alias, version, message, reason)``, records a
+            refused move in the model's history.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from core.lookup import ModelNotFound, not_found
+
+    name, alias = str(body.get("name") or ""), str(body.get("alias") or "")
+    version = body.get("version")
+    version = None if version in (None, "") else str(version)
+    kind = str(body.get("kind") or "promote")
+    if not name or not alias or kind not in KINDS:
+        return _answer(400, error_code="INVALID_PARAMETER_VALUE",
+                       message="a move names a model, an alias and a known kind")
+    if alias in protected:
+        allowed = may_move_protected(username)
+    else:
+        allowed = may_move_protected(username) or may_edit_model(username, name)
+    if not allowed:
+        verb = "delete" if version is None else "set"
+        if alias in protected:
+            from tracking.governance import refusal
+
+            message = refusal(username, verb, alias, name)
+            record_refusal(username, name, alias, version, message,
+                           str(body.get("reason") or ""))
+        else:
+            message = f"{username} may not {verb} alias {alias!r} of {name}: no EDIT on {name}"
+        return _answer(403, error_code="PERMISSION_DENIED", message=message)
+    client = server_client()
+    try:
+        state = read_state(client, name, alias)
+        if version is not None:  # a claim for a version that does not exist is never made
+            client.get_model_version(name, version)
+        expected = body.get("expect_slot")
+        if expected is not None:
+            holder = body.get("expect_holder")
+            holder = None if holder in (None, "") else str(holder)
+            if (int(expected), holder) != (state.slot, state.holder):
+                if state.holder == version:  # someone made the same move first
+                    return _answer(200, status="unchanged", name=name, alias=alias,
+                                   version=version, previous=state.holder)
+                raise LostRace(
+                    f"lost the race for {alias!r} of {name!r}: it moved to "
+                    f"{'version ' + state.holder if state.holder else 'no version'} since this "
+                    "command started; nothing changed")
+            state = AliasState(state.slot, state.holder)
+        outcome = move_alias(client, name, version, alias, str(body.get("reason") or ""),
+                             by=username, kind=kind, forced=bool(body.get("forced")),
+                             gates=list(body.get("gates") or []), state=state)
+    except LostRace as exc:
+        return _answer(409, error_code="LOST_RACE", message=str(exc))
+    except MlflowException as exc:
+        if not_found(exc):
+            return _answer(404, error_code="RESOURCE_DOES_NOT_EXIST", message=exc.message)
+        raise
+    except ModelNotFound as exc:
+        return _answer(404, error_code="RESOURCE_DOES_NOT_EXIST", message=str(exc))
+    except MlopsError as exc:
+        return _answer(400, error_code="INVALID_PARAMETER_VALUE", message=str(exc))
+    record = outcome.attempt.to_json() if outcome.attempt else None
+    return _answer(200, status=outcome.status, name=name, alias=alias, version=outcome.version,
+                   previous=outcome.previous, attempt=record)
