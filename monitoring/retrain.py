@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,9 @@ PARAMETERS = ("source", "profile", "model_name", "target", "set")
 TRIGGER_KEY = "register.trigger"
 REASON_KEY = "register.trigger_reason"
 TRIGGER = "retrain"
+#: The identity the retraining workflow logs and registers as (never the monitor's own).
+RETRAIN_USERNAME = "MLOPS_RETRAIN_USERNAME"
+RETRAIN_PASSWORD = "MLOPS_RETRAIN_PASSWORD"  # noqa: S105 - a variable's name, not a password
 
 # What the workflow records in MLflow (projects: its run's and its register step's tags).
 _TAG_VERSION = names.MODEL_VERSION_TAG
@@ -94,6 +98,38 @@ def workflow_parameters(data: str, profile: str, model_name: str, target: str | 
     return params
 
 
+def workflow_environment(workdir: Path, env: dict | None = None) -> dict[str, str]:
+    """The retraining workflow's environment: the trust boundary's, with its own identity.
+
+    The workflow runs code the monitor did not write (the project's steps, the data scientist's
+    feature and estimator files), so it gets :func:`core.sandbox.child_environment`: none of the
+    monitor's credentials, cloud keys or secrets. It must still log and register on the
+    tracking server, so it gets that server's URI and, when set, the identity meant for it:
+    :data:`RETRAIN_USERNAME` / :data:`RETRAIN_PASSWORD` become its
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (a user with the data
+    scientist's rights: register a version, move ``challenger``, never ``champion``).
+
+    Args:
+        workdir: the child's own folder (its ``HOME``).
+        env: the monitor's environment (default ``os.environ``): the tracking URI, ``PATH``
+            and the retraining identity are read from it.
+    """
+    from core.sandbox import child_environment
+
+    env = dict(os.environ if env is None else env)
+    # PATH finds python and mlflow; this checkout is importable wherever the monitor runs
+    extra = {"PATH": env.get("PATH", ""), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        if env.get(name):
+            extra[name] = env[name]
+    if env.get(RETRAIN_USERNAME):
+        extra["MLFLOW_TRACKING_USERNAME"] = env[RETRAIN_USERNAME]
+        extra["MLFLOW_TRACKING_PASSWORD"] = env.get(RETRAIN_PASSWORD, "")
+    if "MLFLOW_REGISTRY_URI" not in extra and "MLFLOW_TRACKING_URI" in extra:
+        extra["MLFLOW_REGISTRY_URI"] = extra["MLFLOW_TRACKING_URI"]
+    return child_environment(workdir, extra, parent=env)
+
+
 def retrain(project: str, data: str, profile: str, experiment: str, model_name: str,
             target: str | None = None, env: dict | None = None,
             monitor_run_id: str | None = None) -> Retrained:
@@ -110,7 +146,8 @@ def retrain(project: str, data: str, profile: str, experiment: str, model_name: 
         experiment: the workflow's experiment.
         model_name: the registered model.
         target: target column, if not the settings'.
-        env: the workflow's environment (the tracking store, ``python`` on ``PATH``).
+        env: the monitor's environment (the tracking store, ``python`` on ``PATH``); the
+            workflow gets :func:`workflow_environment` of it, never its credentials.
         monitor_run_id: the monitoring run that crossed a threshold.
     """
     spec = {"uri": project, "entry_point": ENTRY_POINT, "experiment_name": experiment,
@@ -120,7 +157,8 @@ def retrain(project: str, data: str, profile: str, experiment: str, model_name: 
         answer = Path(tmp) / "run.json"
         cmd = [sys.executable, "-m", "monitoring.retrain", json.dumps(spec), str(answer)]
         _logger.info("retraining: %s %s", ENTRY_POINT, spec["parameters"])
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env=workflow_environment(Path(tmp) / "child", env))
         run_id = json.loads(answer.read_text())["run_id"] if answer.is_file() else None
     return Retrained(proc.returncode, proc.stdout, proc.stderr, run_id)
 

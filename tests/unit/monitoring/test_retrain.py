@@ -66,3 +66,21 @@ def test_the_outcome_is_read_from_mlflow_not_from_printed_lines(isolated_trackin
         "1", ("challenger",), False, "not better")
     empty = client.create_run(exp)
     assert retrain.read_outcome(client, empty.info.run_id, "churn").version is None
+
+
+def test_the_workflow_gets_the_boundarys_environment_and_its_own_identity(tmp_path):
+    monitor = {"PATH": "/venv/bin", "MLFLOW_TRACKING_URI": "https://mlflow.example.com",
+               "MLFLOW_TRACKING_USERNAME": "monitor", "MLFLOW_TRACKING_PASSWORD": "m0n1tor",
+               "AWS_SECRET_ACCESS_KEY": "x", "MLOPS_WEBHOOK_SECRET": "y"}
+    env = retrain.workflow_environment(tmp_path, monitor)
+    assert env["MLFLOW_TRACKING_URI"] == env["MLFLOW_REGISTRY_URI"] == monitor[
+        "MLFLOW_TRACKING_URI"]  # it registers on the monitor's server...
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",  # ...not as the monitor
+                "AWS_SECRET_ACCESS_KEY", "MLOPS_WEBHOOK_SECRET"} & set(env)
+    assert env["HOME"] == str(tmp_path / "home") and env["PATH"] == "/venv/bin"
+
+    monitor.update({retrain.RETRAIN_USERNAME: "retrainer", retrain.RETRAIN_PASSWORD: "r3train"})
+    env = retrain.workflow_environment(tmp_path, monitor)
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == (
+        "retrainer", "r3train")
+    assert retrain.RETRAIN_USERNAME not in env and retrain.RETRAIN_PASSWORD not in env
