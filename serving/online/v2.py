@@ -217,8 +217,19 @@ def _datatype(dtype) -> str:
 # ---- inference ---------------------------------------------------------------------------
 
 
-def infer(scorer, body: bytes, header_length: str | None, name: str, version: str | None) -> bytes:
+def infer(
+    scorer,
+    body: bytes,
+    header_length: str | None,
+    name: str,
+    version: str | None,
+    fast_only: bool = False,
+) -> bytes | None:
     """``POST .../infer``: decode the tensors, predict as pyfunc, encode the outputs.
+
+    The scorer's fast path predicts when it can prove pyfunc's answer, by the rule of
+    ``/invocations``' fast path (exactly the signature's columns, each of its own type, no
+    missing value); pyfunc predicts the rest.
 
     Args:
         scorer: the :class:`serving.online.model.Scorer` of the served model.
@@ -226,6 +237,7 @@ def infer(scorer, body: bytes, header_length: str | None, name: str, version: st
         header_length: the ``Inference-Header-Content-Length`` header, if sent.
         name: the served model's registered name, named in the response.
         version: its version.
+        fast_only: return None instead of predicting with pyfunc (for the event loop).
 
     Raises:
         V2Error: 400 for a request the protocol or the model refuses.
@@ -236,7 +248,9 @@ def infer(scorer, body: bytes, header_length: str | None, name: str, version: st
         arrays, pos = {}, 0
         for tensor in inputs:
             arrays[tensor["name"]], pos = _decode_input(tensor, tail, pos)
-        predictions = _predict(scorer, arrays)
+        predictions = _predict(scorer, arrays, fast_only)
+        if predictions is _NOT_FAST:
+            return None
         outputs = _encode_outputs(predictions, _output_names(scorer))
     except V2Error:
         raise
@@ -347,6 +361,8 @@ def _decode_input(tensor: dict, tail: memoryview | None, pos: int) -> tuple[np.n
         arr = np.empty(count, dtype=object)
         arr[:] = values
         return arr.reshape(shape), pos
+    if datatype == "FP64" and all(type(v) is float for v in values):
+        return np.array(values, dtype=dtype).reshape(shape), pos  # the common case, checked
     for v in values:
         if datatype == "BOOL":
             ok = type(v) is bool
@@ -416,7 +432,12 @@ def _show(v) -> str:
     return f"{type(v).__name__} {orjson.dumps(v).decode()}"[:80]
 
 
-def _predict(scorer, arrays: dict[str, np.ndarray]):
+_NOT_FAST = object()
+# Signature column types the fast path takes, and the dtype a column must have for it.
+_EXACT = {"double": np.dtype(np.float64), "long": np.dtype(np.int64), "boolean": np.dtype(bool)}
+
+
+def _predict(scorer, arrays: dict[str, np.ndarray], fast_only: bool = False):
     """Predict as pyfunc would for the request MLServer's MLflow runtime builds."""
     schema = getattr(scorer, "_input_schema", None)
     if schema is not None and schema.is_tensor_spec():
@@ -446,6 +467,11 @@ def _predict(scorer, arrays: dict[str, np.ndarray]):
                 400, f"input {tname!r} has {len(col)} rows; the inputs before it have {rows}"
             )
         columns[tname] = col
+    fast = _fast(scorer, columns, rows or 0)
+    if fast is not None:
+        return fast
+    if fast_only:
+        return _NOT_FAST
     frame = pd.DataFrame(columns, copy=False)
     try:
         return scorer.predict_frame(frame)
@@ -454,6 +480,41 @@ def _predict(scorer, arrays: dict[str, np.ndarray]):
         if "' with schema '" in exc.message and "Error: " in exc.message:
             raise V2Error(exc.status, exc.message.rsplit("Error: ", 1)[-1]) from exc
         raise
+
+
+def _fast(scorer, columns: dict[str, np.ndarray], rows: int):
+    """The scorer's fast path on these columns when it can prove pyfunc's answer, else None.
+
+    The rule of ``/invocations``' fast path (:func:`serving.online.protocol.parse_frame`):
+    exactly the signature's columns, each of its type's own dtype, no missing value, rows.
+    """
+    signature = getattr(scorer, "columns", None)
+    predict = getattr(scorer, "_predict", None)
+    if not signature or predict is None or rows == 0 or len(columns) != len(signature):
+        return None
+    ordered = []
+    for c in signature:
+        arr = columns.get(c.name)
+        if arr is None:
+            return None
+        if c.type == "string":
+            if arr.dtype != object or not all(type(v) is str for v in arr):
+                return None
+        elif _EXACT.get(c.type) != arr.dtype:
+            return None
+        ordered.append(arr)
+    if getattr(scorer, "as_array", False):
+        x = np.column_stack(ordered)
+        if x.dtype.kind == "f" and np.isnan(x).any():
+            return None
+    elif any(a.dtype.kind == "f" and np.isnan(a).any() for a in ordered):
+        return None
+    else:
+        x = pd.DataFrame({c.name: a for c, a in zip(signature, ordered, strict=True)}, copy=False)
+    try:
+        return predict(x)
+    except Exception:  # pyfunc answers, and says why
+        return None
 
 
 def _one_line(exc: Exception) -> str:

@@ -204,3 +204,19 @@ def test_inputs_missing_uneven_or_extra(numeric):
     )
     asked = {**doc, "outputs": [{"name": "probabilities"}]}
     assert "no output named 'probabilities'" in _refused(scorer, orjson.dumps(asked))[1]
+
+
+def test_the_fast_path_takes_what_it_can_prove(numeric):
+    """The fast path (on the event loop for a fast model) answers exactly-typed requests; the
+    rest is pyfunc's (None from fast_only), and both answer alike."""
+    scorer, X = numeric
+    rows = X.head(3)
+    fast = v2.infer(scorer, _body(rows), None, "numeric", "3", fast_only=True)
+    assert orjson.loads(fast)["outputs"] == _infer(scorer, _body(rows))["outputs"]
+    assert orjson.loads(fast)["outputs"][0]["data"] == scorer.pyfunc_model.predict(rows).tolist()
+    doc = orjson.loads(_body(rows))
+    extra = {"inputs": [*doc["inputs"], {"name": "z", "datatype": "FP64", "shape": [3],
+                                         "data": [0.0] * 3}]}
+    for body in (_body(rows, data=[None, 1.0, 2.0]), _body(rows, datatype="FP32"),
+                 orjson.dumps(extra)):
+        assert v2.infer(scorer, body, None, "numeric", "3", fast_only=True) is None
