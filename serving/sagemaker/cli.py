@@ -520,6 +520,7 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
     settings = RolloutSettings(canary, bake_minutes, max_5xx, max_latency_ms,
                                termination_wait_seconds, timeout_seconds or None)
     settings.check()
+    _refuse_unguarded(obj, endpoint, ref)
     client = _mlflow_client()
     follower = Follower(obj.aws.sagemaker, obj.aws.s3, obj.aws.cloudwatch, client,
                         parsed.name, parsed.alias, endpoint, _resolve_target(obj, **target),
@@ -558,6 +559,17 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
     finally:
         if receiver is not None:
             receiver.stop()
+
+
+def _refuse_unguarded(obj: _Context, endpoint: str, ref: str) -> None:
+    """``follow`` on a serverless or asynchronous endpoint: refused at start, not every poll."""
+    from serving.sagemaker.endpoints import live_variant
+    from serving.sagemaker.resources import describe_endpoint
+    from serving.sagemaker.rollout import refuse_unguarded
+
+    desc = describe_endpoint(obj.aws.sagemaker, _target.check_name(endpoint))
+    if desc is not None:
+        refuse_unguarded(live_variant(obj.aws.sagemaker, desc), endpoint, ref)
 
 
 def _snake(name: str) -> str:

@@ -70,6 +70,11 @@ def autoscale(
         raise SageMakerError(
             f"endpoint {endpoint} is {desc['EndpointStatus']}; autoscaling needs it InService"
         )
+    if any(v.get("CurrentServerlessConfig") for v in desc.get("ProductionVariants", [])):
+        raise SageMakerError(
+            f"endpoint {endpoint} is serverless: it scales itself up to its max concurrency; "
+            f"change that with `python -m serving sagemaker deploy NAME@ALIAS --endpoint "
+            f"{endpoint} --serverless MEMORY_MB:MAX_CONCURRENCY`")
     done = []
     for variant in desc.get("ProductionVariants", []):
         rid = resource_id(endpoint, variant["VariantName"])

@@ -11,7 +11,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
 from tests.support.processes import free_port, running
+from tests.support.sagemaker_registry import aws, registry, versions  # noqa: F401 - fixtures
 
 
 @dataclass

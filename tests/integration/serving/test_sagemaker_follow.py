@@ -16,17 +16,13 @@ import mlflow
 import pytest
 
 from core.aliases import move_alias, read_history
-from tests.integration.serving.test_sagemaker import (  # noqa: F401 - fixtures
-    MODEL,
+from tests.integration.serving.test_sagemaker import (
     _alarm_when_updating,
-    aws,
     champion,
     cli,
-    registry,
     registry_history,
-    versions,
 )
-from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
+from tests.support.sagemaker_registry import MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +41,7 @@ def deployed(endpoint: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_promote_rollout_alarm_reverts_the_alias(aws, versions, monkeypatch):  # noqa: F811
+def test_promote_rollout_alarm_reverts_the_alias(aws, versions, monkeypatch):
     endpoint = f"follow-bad-{uuid.uuid4().hex[:6]}"
     deployed(endpoint)
     client = mlflow.MlflowClient()
@@ -86,7 +82,7 @@ def test_promote_rollout_alarm_reverts_the_alias(aws, versions, monkeypatch):  #
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
 
 
-def test_promote_rollout_success_tags_the_endpoint(aws, versions):  # noqa: F811
+def test_promote_rollout_success_tags_the_endpoint(aws, versions):
     endpoint = f"follow-ok-{uuid.uuid4().hex[:6]}"
     deployed(endpoint)
     move_alias(mlflow.MlflowClient(), MODEL, "2", "champion", reason="v2 validated", by="rita")
@@ -105,7 +101,7 @@ def test_promote_rollout_success_tags_the_endpoint(aws, versions):  # noqa: F811
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
 
 
-def test_restart_mid_rollout_finishes_it(aws, versions):  # noqa: F811
+def test_restart_mid_rollout_finishes_it(aws, versions):
     """A follower stops while the canary bakes; the next one finishes from the endpoint's tags.
 
     The first follower gives up waiting (``--timeout-seconds``) and exits, leaving the rollout
@@ -144,7 +140,7 @@ def test_restart_mid_rollout_finishes_it(aws, versions):  # noqa: F811
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
 
 
-def test_follow_refuses_a_reference_without_alias(aws):  # noqa: F811
+def test_follow_refuses_a_reference_without_alias(aws):
     result = cli("follow", f"{MODEL}/2", "--endpoint", "x")
     assert result.exit_code == 2
     assert "names no alias to follow" in result.stderr

@@ -14,15 +14,8 @@ import uuid
 import boto3
 import pytest
 
-from tests.integration.serving.test_sagemaker import (  # noqa: F401 - fixtures
-    MODEL,
-    aws,
-    cli,
-    predict,
-    registry,
-    versions,
-)
-from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
+from tests.integration.serving.test_sagemaker import cli, predict
+from tests.support.sagemaker_registry import MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +56,7 @@ def test_serverless_limits_are_refused_before_any_aws_call(monkeypatch, flags, m
     assert (result.exit_code, result.stderr) == (1, message)
 
 
-def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions, tmp_path):  # noqa: F811
+def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions, tmp_path):
     X, models = versions
     rows = X.head(8)
     expected = models["1"][0].predict(rows).tolist()
@@ -91,6 +84,15 @@ def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions,
         f"error: endpoint {endpoint} is serverless: SageMaker's deployment guardrails (canary, "
         "alarm rollback) do not run on serverless endpoints; update it all at once with "
         f"`python -m serving sagemaker deploy {MODEL}/1 --endpoint {endpoint}`")
+
+    followed = cli("follow", f"{MODEL}@champion", "--endpoint", endpoint, "--once")
+    assert (followed.exit_code, followed.stderr.split(":")[:2]) == (
+        1, ["error", f" endpoint {endpoint} is serverless"])
+    scaled = cli("autoscale", "--endpoint", endpoint, "--min", "1", "--max", "3",
+                 "--target-invocations", "100")
+    assert (scaled.exit_code, scaled.stderr.split(";")[0]) == (
+        1, f"error: endpoint {endpoint} is serverless: it scales itself up to its max "
+           "concurrency")
 
     # a switch to instances that SageMaker cannot provision: the serverless fleet serves on
     before_names, before_config = _names(endpoint), _config(endpoint)["EndpointConfigName"]
@@ -126,7 +128,7 @@ def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions,
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
 
 
-def test_async_endpoint_and_predict_round_trip_through_s3(aws, versions, tmp_path):  # noqa: F811
+def test_async_endpoint_and_predict_round_trip_through_s3(aws, versions, tmp_path):
     """``deploy --async`` and ``predict --async`` against the double.
 
     Emulated (moto only answers with a placeholder): the endpoint reads the uploaded request,
