@@ -247,6 +247,10 @@ def test_ours_answers_what_stock_answers(sides, model):
     payloads = corpus(few, many.head(200))
     assert len(payloads) >= 60
     stock_url, our_url = urls[model]
+    # the workflow's model is scored by its compiled plan (verified at load), the others as
+    # they are: so the comparison below is the plan's against stock's too
+    path = requests.get(f"{our_url}/model", timeout=10).json()["scoring_path"]
+    assert path == ("plan" if model == FEATURES else "model")
     with ThreadPoolExecutor(4) as pool:
         stock = list(pool.map(lambda p: _post(stock_url, p), payloads))
         ours = list(pool.map(lambda p: _post(our_url, p), payloads))
