@@ -147,3 +147,19 @@ def _probe_machine() -> dict:
     except Exception:  # noqa: BLE001 - the record is still useful without them
         out["libraries"] = []
     return out
+
+
+def dataset_schema(dataset) -> dict[str, str]:
+    """``{column: type}`` of an MLflow dataset's schema (``mlflow_colspec``).
+
+    The workflow's card and the registry's lineage read the ingest run's dataset with it.
+    """
+    import json
+
+    try:
+        spec = json.loads(dataset.schema or "{}").get("mlflow_colspec") or []
+    except ValueError:
+        return {}
+    return {c.get("name", f"[{i}]"): c.get("type", "?") + ("" if c.get("required", True)
+                                                          else " (optional)")
+            for i, c in enumerate(spec)}

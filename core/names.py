@@ -123,6 +123,13 @@ TRAIN_DATA_TAG = "mlops.train_data"
 # ``mlops.metric.<name>``: a test metric of the version (``test_f1``...): projects' register
 # writes them; registry (list, show, diff, policy) and monitoring read them (see metric_tag).
 METRIC_TAG_PREFIX = "mlops.metric."
+# The model card (core.cards): where its JSON is (a runs:/ URI) and its lifecycle status
+# (Draft -> PendingReview -> Approved -> Archived): projects' register writes both when it
+# creates the version (Draft); afterwards the tracking server's promotion flow moves the status
+# and records the review (approvals, gates) through core.cards; registry's card command reads.
+CARD_TAG = "mlops.card"
+CARD_STATUS_TAG = "mlops.card_status"
+CARD_REVIEW_TAG = "mlops.card_review"
 
 # ------------------------------------------------------------------ registry
 # ``mlops.history.<attempt id>``: a registered-model tag holding one alias-move record: written

@@ -266,6 +266,15 @@ class RegisterSettings(_Frozen):
         return value
 
 
+class CardSettings(_Frozen):
+    """What the model card of every registered version says in the user's own words."""
+
+    # what the model is for and who may rely on it (core.cards; empty: "not stated")
+    intended_use: str = ""
+    # known limitations, one sentence each
+    limitations: list[str] = Field(default_factory=list)
+
+
 class ServerSettings(_Frozen):
     """Defaults of ``python -m tracking server``."""
 
@@ -333,6 +342,7 @@ class Settings(_Frozen):
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
     register: RegisterSettings = RegisterSettings()
+    card: CardSettings = CardSettings()
     server: ServerSettings = ServerSettings()
     sagemaker: SageMakerSettings = SageMakerSettings()
     monitor: MonitorSettings = MonitorSettings()

@@ -62,6 +62,11 @@ class RegisterStep:
                 test_metrics=test_metrics,
                 positive_class=self.outcomes["train"].tags.get(names.POSITIVE_CLASS_TAG),
             )
+            from core.cards import creation_tags
+
+            # the card's location and its Draft status are creation tags: after this, only the
+            # tracking server moves the status (core.cards)
+            tags.update(creation_tags(run_id))
             with quiet_unless_verbose():  # the summary names the version; MLflow prints too
                 version = str(mlflow.register_model(self._model_uri(), name, tags=tags).version)
             # the states the moves compare against, read before anything is decided (and once
@@ -106,8 +111,9 @@ class RegisterStep:
                 _logger.info("register version %s: %s only: %s", version, challenger_alias,
                              why)
             out.update({names.CROWNED_TAG: str(crown), names.CROWN_REASON_TAG: why[:5000]})
+            card = self._card_markdown(run_id, name, version, test_metrics)
             self.client.update_model_version(name, version, description=self._describe_version(
-                run_id, test_metrics, crown, why))
+                run_id, test_metrics, crown, why) + "\n" + card)
             return out, {}, {}
 
         def valid(hit) -> bool:  # a deleted version cannot be reused
@@ -124,6 +130,48 @@ class RegisterStep:
         # the auto-champion decision is part of its input (it decides what moves)
         up = f"{ev.key}|auto_champion={on}"
         return self._run_step("register", self._key("register", up), compute, valid)
+
+    def _card_markdown(self, register_run: str, name: str, version: str,
+                       test_metrics: dict) -> str:
+        """Build the version's model card, log it (JSON and markdown); its markdown."""
+        from core import cards
+        from core.lineage import dataset_schema
+        from core.redaction import redact_url
+
+        s, out = self.settings, self.outcomes
+        ingest, ev = out["ingest"], out["evaluate"]
+        source = s.data.source
+        if "://" in source and not source.startswith(("s3://", "file://")):
+            source = f"{data_name(source, s.data.table)} (SQL)"  # the URL may hold a password
+        schema = {}
+        for item in (self.client.get_run(ingest.run_id).inputs.dataset_inputs or []):
+            if any(t.key == "mlflow.data.context" and t.value == "raw" for t in item.tags):
+                schema = dataset_schema(item.dataset)  # the data as read, before preparing
+        per_class = None
+        if s.data.task == "classification":
+            test = self._frame("test", "prepare", "splits/test.parquet")
+            X, y = test.drop(columns=[s.data.target]), test[s.data.target]
+            per_class = cards.per_class_metrics(y, self._load_model().predict(X))
+        champion_metrics = {k.removeprefix("champion_test_"): v for k, v in ev.metrics.items()
+                            if k.startswith("champion_test_")}
+        run_tags = self.client.get_run(self.run_id).data.tags
+        card = cards.build_card(
+            name, version, intended_use=s.card.intended_use, limitations=s.card.limitations,
+            data={"source": redact_url(source), "digest": ingest.tags.get(names.DATA_DIGEST_TAG),
+                  "rows": int(ingest.metrics["rows"]) if "rows" in ingest.metrics else None,
+                  "schema": schema},
+            test_metrics=test_metrics, per_class=per_class,
+            champion={"version": self._champion_seen, "metrics": champion_metrics}
+            if champion_metrics else None,
+            lineage={"commit": run_tags.get(names.GIT_COMMIT_TAG, "unknown"),
+                     "dirty": run_tags.get(names.GIT_DIRTY_TAG, ""),
+                     "settings_hash": s.section_hash(), "workflow_run": self.run_id,
+                     **{f"{step}_run": o.run_id for step, o in out.items()},
+                     "register_run": register_run})
+        markdown = cards.render_markdown(card)
+        self.client.log_dict(register_run, card, cards.JSON_PATH)
+        self.client.log_text(register_run, markdown, cards.MARKDOWN_PATH)
+        return markdown
 
     def _store_uris(self) -> tuple[str, str]:
         import mlflow

@@ -355,6 +355,34 @@ def audit_export(name: str | None, output: str) -> None:
             click.echo(json.dumps({"model": model, **entry.to_dict()}, sort_keys=True))
 
 
+@cli.command()
+@click.argument("ref")
+@click.option("--output", type=click.Choice(["markdown", "json"]), default="markdown",
+              show_default=True, help="The card as markdown, or as its JSON document.")
+def card(ref: str, output: str) -> None:
+    """REF's model card: intended use, data, metrics, gates, lineage, approvals, limitations.
+
+    The status (Draft, PendingReview, Approved, Archived) is the one the server holds.
+    """
+    import tempfile
+
+    from core.cards import CardError, read_card, render_markdown
+    from registry.versions import download, resolve_version
+
+    client = _client()
+    mv = resolve_version(client, ref)
+    with tempfile.TemporaryDirectory(prefix="registry-card-") as tmp:
+        try:
+            doc = read_card(client, mv.name, str(mv.version),
+                            lambda uri: download(client, uri, tmp))
+        except CardError as exc:
+            raise RegistryError(str(exc)) from None
+    if output == "json":
+        print_json(doc)
+        return
+    click.echo(render_markdown(doc), nl=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (see the module docstring)."""
     from core.cli import run_group

@@ -122,17 +122,6 @@ def read_json_artifact(client, run_id: str, path: str):
             return None
 
 
-def _schema(dataset) -> dict[str, str]:
-    """``{column: type}`` of an MLflow dataset's schema (``mlflow_colspec``)."""
-    try:
-        spec = json.loads(dataset.schema or "{}").get("mlflow_colspec") or []
-    except ValueError:
-        return {}
-    return {c.get("name", f"[{i}]"): c.get("type", "?") + ("" if c.get("required", True)
-                                                          else " (optional)")
-            for i, c in enumerate(spec)}
-
-
 def _data(ingest_run, record: dict | None, tags: dict[str, str]) -> DataLineage:
     data = (record or {}).get("data") or {}
     digest = tags.get(names.DATA_DIGEST_TAG)
@@ -144,7 +133,7 @@ def _data(ingest_run, record: dict | None, tags: dict[str, str]) -> DataLineage:
         source = source or ingest_run.data.params.get("source")
         for item in (ingest_run.inputs.dataset_inputs if ingest_run.inputs else []):
             if any(t.key == "mlflow.data.context" and t.value == "raw" for t in item.tags):
-                schema = _schema(item.dataset)
+                schema = names.dataset_schema(item.dataset)
                 if rows is None:
                     rows = (json.loads(item.dataset.profile or "{}") or {}).get("num_rows")
     return DataLineage(source=source, kind=data.get("kind"), location=data.get("location"),

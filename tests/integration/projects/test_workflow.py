@@ -55,7 +55,7 @@ def parent_of(output: str) -> str:
     return line.split()[2]
 
 
-def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
+def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path, capsys):
     client = mlflow.MlflowClient()
     exp = client.create_experiment("e2e", artifact_location=str(tmp_path / "artifacts"))
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
@@ -128,6 +128,24 @@ def test_mlflow_run_end_to_end_then_cached_rerun(tmp_path):
     assert "- rows: `569`" in version.description
     assert (f"[workflow run](#/experiments/{exp}/runs/{parent.info.run_id}"
             "?workflowType=machine_learning)") in version.description
+    # the model card: logged with the version, shown in its description, read by the registry
+    assert "# Model card: mlops-registry-model v1" in version.description
+    assert "**Status:** Draft" in version.description
+    from registry.cli import main as registry_main
+
+    capsys.readouterr()
+    assert registry_main(["card", "mlops-registry-model/1", "--output", "json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert (card["status"], card["data"]["rows"], card["data"]["digest"]) == (
+        "Draft", 569, version.tags["mlops.data_digest"])
+    assert card["data"]["schema"]["mean radius"] == "double"
+    assert card["metrics"]["test"]["roc_auc"] == pytest.approx(parent.data.metrics["test_roc_auc"])
+    assert set(card["metrics"]["per_class"]) == {"0", "1"}
+    assert sum(c["support"] for c in card["metrics"]["per_class"].values()) == len(
+        pd.read_parquet(mlflow.artifacts.download_artifacts(version.tags["mlops.test_data"],
+                                                            dst_path=str(tmp_path / "dl"))))
+    assert card["lineage"]["workflow_run"] == parent.info.run_id
+    assert card["metrics"]["champion"] is None and card["gates"] == card["approvals"] == []
     # quiet by default: MLflow's per-save pickle warning and registration prints are gone
     assert "cloudpickle format requires exercising caution" not in first.stderr
     assert "Successfully registered model" not in first.stderr
