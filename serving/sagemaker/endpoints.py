@@ -29,7 +29,7 @@ from serving.sagemaker.resources import (
     owned_alarm_names,
     require_endpoint,
 )
-from serving.sagemaker.scaling import deregister
+from serving.sagemaker.scaling import deregister, restore, snapshot
 from serving.sagemaker.target import (
     DEFAULT_TIMEOUT_SECONDS,
     POLL_MAX_SECONDS,
@@ -181,7 +181,7 @@ def deploy(
     Switching between serverless and instances is a replacement (action ``replaced``):
     SageMaker's blue/green update, all at once, so the old fleet keeps answering until the
     new one is InService. Instance autoscaling, which a serverless endpoint cannot have, is
-    removed first (``autoscaling`` client given).
+    removed first (``autoscaling`` client given) and put back when the switch does not take.
 
     Args:
         sm: boto3 SageMaker client.
@@ -246,6 +246,7 @@ def deploy(
         raise
     tags = source.tags(endpoint)
     extra: dict = {"hosting": hosting, "scaling_removed": []}
+    saved_scaling: list[dict] = []
     try:
         if existing is None:
             arn = sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config,
@@ -254,11 +255,14 @@ def deploy(
         else:
             arn = existing["EndpointArn"]
             if switching and hosting.serverless is not None and autoscaling is not None:
+                saved_scaling = snapshot(autoscaling, endpoint, existing)
                 extra["scaling_removed"] = deregister(autoscaling, sm, endpoint, desc=existing)
             sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
             action = "replaced" if switching else "updated"
     except Exception:  # refused at once (throttled, a limit): nothing serves what was made
         discard(sm, config, model)
+        if saved_scaling:
+            restore(autoscaling, saved_scaling)
         raise
     if switching:
         extra["replaced"] = live.hosting
@@ -270,12 +274,17 @@ def deploy(
     desc = wait_for_endpoint(sm, endpoint, timeout_seconds=timeout_seconds)
     if desc["EndpointStatus"] != "InService" or desc["EndpointConfigName"] != config:
         reason = desc.get("FailureReason") or "no reason given"
+        restored = ""
         if existing is not None and desc["EndpointConfigName"] != config:
             # the old config serves on: what this update made serves nothing
             discard(sm, config, model)
+            if saved_scaling:
+                restored = "; its instance autoscaling is back: " + ", ".join(
+                    restore(autoscaling, saved_scaling))
         raise SageMakerError(
             f"endpoint {endpoint} did not take {source.name} version {source.version} "
-            f"({desc['EndpointStatus']}, serving config {desc['EndpointConfigName']}): {reason}"
+            f"({desc['EndpointStatus']}, serving config {desc['EndpointConfigName']}): "
+            f"{reason}{restored}"
         )
     tag_endpoint(sm, arn, tags)
     return Deployment(endpoint, action, desc["EndpointStatus"], config, model, source, extra)

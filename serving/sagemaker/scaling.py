@@ -104,6 +104,40 @@ def autoscale(
     return done
 
 
+def snapshot(autoscaling, endpoint: str, desc: dict) -> list[dict]:
+    """The endpoint's scalable targets with their policies, as :func:`restore` re-creates them."""
+    ids = [resource_id(endpoint, v["VariantName"]) for v in desc.get("ProductionVariants", [])]
+    if not ids:
+        return []
+    found = autoscaling.describe_scalable_targets(
+        ServiceNamespace=NAMESPACE, ResourceIds=ids, ScalableDimension=SCALABLE_DIMENSION
+    ).get("ScalableTargets", [])
+    saved = []
+    for target in found:
+        policies = autoscaling.describe_scaling_policies(
+            ServiceNamespace=NAMESPACE, ResourceId=target["ResourceId"],
+            ScalableDimension=SCALABLE_DIMENSION).get("ScalingPolicies", [])
+        saved.append({"target": target, "policies": policies})
+    return saved
+
+
+def restore(autoscaling, saved: list[dict]) -> list[str]:
+    """Register the targets and put the policies :func:`snapshot` saved; return the ids."""
+    keys = ("PolicyName", "PolicyType", "TargetTrackingScalingPolicyConfiguration",
+            "StepScalingPolicyConfiguration")
+    for item in saved:
+        target = item["target"]
+        autoscaling.register_scalable_target(
+            ServiceNamespace=NAMESPACE, ResourceId=target["ResourceId"],
+            ScalableDimension=SCALABLE_DIMENSION, MinCapacity=target["MinCapacity"],
+            MaxCapacity=target["MaxCapacity"])
+        for policy in item["policies"]:
+            autoscaling.put_scaling_policy(
+                ServiceNamespace=NAMESPACE, ResourceId=target["ResourceId"],
+                ScalableDimension=SCALABLE_DIMENSION, **{k: policy[k] for k in keys if k in policy})
+    return [item["target"]["ResourceId"] for item in saved]
+
+
 def deregister(autoscaling, sm, endpoint: str, desc: dict | None = None) -> list[str]:
     """Remove the endpoint's scaling policies and targets; return the resource ids."""
     desc = desc or require_endpoint(sm, endpoint)

@@ -116,13 +116,24 @@ def test_serverless_endpoint_and_the_switch_to_instances_and_back(aws, versions,
     # back to serverless: the instance autoscaling goes first (serverless scales itself)
     assert cli("autoscale", "--endpoint", endpoint, "--min", "1", "--max", "3",
                "--target-invocations", "100").exit_code == 0
+    rid = f"endpoint/{endpoint}/variant/AllTraffic"
+    scaling = boto3.client("application-autoscaling")
+    aws.fail_next_update(endpoint, "Unable to provision requested ML compute capacity.")
+    failed = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--serverless", "1024")
+    assert failed.exit_code == 1
+    assert failed.stderr.endswith(f"; its instance autoscaling is back: {rid}\n")
+    # the instance endpoint serves on, scaled as before
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in scaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[rid])["ScalableTargets"]] == [(1, 3)]
+    assert [p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in
+            scaling.describe_scaling_policies(ServiceNamespace="sagemaker",
+                                              ResourceId=rid)["ScalingPolicies"]] == [100.0]
     back = cli("deploy", f"{MODEL}/1", "--endpoint", endpoint, "--serverless", "1024")
     assert back.exit_code == 0, back.output
     assert "replaced (2 x ml.m5.large -> serverless 1024 MB, up to 20 at once)" in back.stdout
-    rid = f"endpoint/{endpoint}/variant/AllTraffic"
     assert f"instance autoscaling removed (serverless endpoints scale themselves): {rid}" \
         in back.stdout
-    assert boto3.client("application-autoscaling").describe_scalable_targets(
+    assert scaling.describe_scalable_targets(
         ServiceNamespace="sagemaker", ResourceIds=[rid])["ScalableTargets"] == []
     assert predict(endpoint, rows, tmp_path) == expected
     assert cli("delete", "--endpoint", endpoint, "--yes").exit_code == 0
