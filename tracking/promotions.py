@@ -145,6 +145,35 @@ def _answer(code: int, **body):
     return resp
 
 
+def approve_card(client, name: str, version: str, attempt) -> str | None:
+    """The model card of a version that took a protected alias: Approved, by this move.
+
+    Draft goes through PendingReview to Approved (the lifecycle of :mod:`core.cards`); the
+    review names the move (attempt, who, why, its gates). A version without a card, or with an
+    archived one, keeps it as it is (the move stands; a warning says why).
+
+    Returns:
+        The card's status afterwards (None: no card).
+    """
+    from core.cards import APPROVED, PENDING_REVIEW, CardError, card_status, set_card_status
+
+    review = {"attempt": attempt.id, "by": attempt.by, "at": attempt.at, "reason": attempt.reason,
+              "kind": attempt.kind, "alias": attempt.alias, "approvals": [],
+              "gates": attempt.gates}  # fmt: skip
+    try:
+        status = card_status(client, name, version)
+        if status is None or status == APPROVED:
+            return status
+        if status != PENDING_REVIEW:
+            set_card_status(client, name, version, PENDING_REVIEW)
+        set_card_status(client, name, version, APPROVED, review)
+        return APPROVED
+    except CardError as exc:
+        _logger.warning("%s/%s took %s; its card stays as it is: %s", name, version,
+                        attempt.alias, exc)
+        return card_status(client, name, version)
+
+
 def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_protected,
                 may_edit_model, record_refusal):
     """Answer one move request of ``username``.
@@ -216,6 +245,8 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
         return _answer(404, error_code="RESOURCE_DOES_NOT_EXIST", message=str(exc))
     except MlopsError as exc:
         return _answer(400, error_code="INVALID_PARAMETER_VALUE", message=str(exc))
+    if alias in protected and outcome.status == "promoted" and outcome.attempt is not None:
+        approve_card(client, name, outcome.version, outcome.attempt)
     record = outcome.attempt.to_json() if outcome.attempt else None
     return _answer(200, status=outcome.status, name=name, alias=alias, version=outcome.version,
                    previous=outcome.previous, attempt=record)
