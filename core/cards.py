@@ -90,15 +90,26 @@ def build_card(name: str, version: str, *, intended_use: str, limitations: list[
         "intended_use": intended_use,
         "limitations": list(limitations),
         "data": {k: data.get(k) for k in ("source", "digest", "rows", "schema")},
-        "metrics": {"test": {k.removeprefix("test_"): float(v)
+        "metrics": {"test": {k.removeprefix("test_"): _finite(v)
                              for k, v in test_metrics.items()},
                     "per_class": dict(per_class or {}),
-                    "champion": dict(champion) if champion else None},
+                    "champion": {"version": str(champion.get("version")),
+                                 "metrics": {k: _finite(v) for k, v in
+                                             (champion.get("metrics") or {}).items()}}
+                    if champion else None},
         "gates": [],
         "lineage": dict(lineage or {}),
         "approvals": [],
         "review": None,
     }
+
+
+def _finite(value) -> float | None:
+    """A metric as JSON can hold it: None for NaN or infinity (the document is plain JSON)."""
+    import math
+
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _number(value) -> str:

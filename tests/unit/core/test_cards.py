@@ -36,6 +36,9 @@ def test_the_card_holds_what_the_issue_lists_and_renders_it():
         "no": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2},
         "yes": {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}}
     json.dumps(card, allow_nan=False)  # the JSON document is plain JSON
+    assert cards.build_card("m", "1", intended_use="", limitations=[], data={},
+                            test_metrics={"test_log_loss": float("inf")})["metrics"]["test"] == {
+        "log_loss": None}  # not a number JSON cannot hold
 
     md = cards.render_markdown(card)
     for line in ("# Model card: churn v4", "**Status:** Draft",
