@@ -17,6 +17,7 @@ from Debian (bench_serving.py installs it). Same registered LogisticRegression p
 float columns of sklearn's breast-cancer data) on every server.
 
 Usage: python benchmarks/bench_v2.py [--rounds 7] [--duration 3] [--part all|v2|invocations]
+       [--quick]
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--part", choices=("all", "v2", "invocations"), default="all",
                         help="run only the V2 or only the /invocations comparison")
+    parser.add_argument("--quick", action="store_true",
+                        help="5 rounds of 2 s (as make bench runs it)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.duration = min(args.rounds, 5), min(args.duration, 2.0)
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-v2-"))
     uri, X, pipes = log_models(work)
