@@ -425,7 +425,13 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
                                         pruner=pruner, direction=direction)
             study_run_id = storage.get_study_id_from_name(name)
             created(study_run_id)
-        ran = _optimize_local(study, storage, objective, tuning, n_jobs, experiment_id)
+        try:
+            ran = _optimize_local(study, storage, objective, tuning, n_jobs, experiment_id)
+        except BaseException as exc:
+            # stopped (Ctrl-C, SIGTERM) or broken: the study run says so, a re-run resumes it
+            stopped = isinstance(exc, KeyboardInterrupt)
+            client.set_terminated(study_run_id, status="KILLED" if stopped else "FAILED")
+            raise
     storage.flush_all_batches()
     trials = study.get_trials(deepcopy=False)
     from optuna.trial import TrialState

@@ -54,6 +54,7 @@ def test_a_tuned_run_resumes_after_an_interrupt_and_matches_the_grid(monkeypatch
     monkeypatch.setattr(tuning.Objective, "_fit", fit)
     experiment_id = client.get_experiment_by_name("tuning").experiment_id
     [study] = client.search_runs([experiment_id], filter_string="tags.`mlops.step` = 'train.study'")
+    assert study.info.status == "KILLED"
     first = {r.info.run_id: r for r in _children(client, experiment_id, study.info.run_id)}
     assert sorted(r.info.status for r in first.values()) == ["FAILED", "FINISHED", "FINISHED"]
 
