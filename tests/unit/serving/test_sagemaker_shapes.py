@@ -73,3 +73,29 @@ def test_bad_hosting_flags_are_usage_errors(flags, message):
         code = main(["--region", "us-east-1", "deploy", "m/1", "--endpoint", "e", *flags])
     assert code == 2
     assert message in err.getvalue().decode()
+
+
+def test_flags_change_the_hosting_settings_pick_a_new_endpoints():
+    from serving.sagemaker.endpoints import Hosting, LiveVariant, choose_hosting
+    from serving.sagemaker.target import Target
+
+    plain = Target("us-east-1", "arn:role", "b", "img")
+    profile = Target("us-east-1", "arn:role", "b", "img", serverless=Serverless(3072, 10))
+    lean = LiveVariant("m", None, None, None, serverless=Serverless(2048, 5))
+    fleet = LiveVariant("m", "ml.c5.xlarge", 3, None)
+    queue = AsyncOutput("s3://b/q/")
+    # a new endpoint: the settings' serverless unless instances are asked for
+    assert choose_hosting(None, profile) == Hosting(serverless=Serverless(3072, 10))
+    assert choose_hosting(None, profile, instance_count=2) == Hosting("ml.m5.large", 2)
+    assert choose_hosting(None, plain) == Hosting("ml.m5.large", 1)
+    # an existing endpoint keeps its own hosting, whatever the settings say
+    assert choose_hosting(lean, plain) == lean.hosting
+    assert choose_hosting(fleet, profile) == Hosting("ml.c5.xlarge", 3)
+    assert choose_hosting(LiveVariant("m", "ml.m5.large", 0, None, async_output=queue),
+                          plain) == Hosting("ml.m5.large", 1, async_output=queue)
+    # flags switch it
+    assert choose_hosting(lean, plain, instance_type="ml.m5.xlarge") == \
+        Hosting("ml.m5.xlarge", 1)
+    assert choose_hosting(fleet, plain, serverless=Serverless(1024)).kind == "serverless"
+    with pytest.raises(SageMakerError, match="serverless or asynchronous, not both"):
+        choose_hosting(None, plain, serverless=Serverless(1024), async_output=queue)
