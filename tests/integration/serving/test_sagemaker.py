@@ -520,6 +520,21 @@ def test_preflight_failure_names_its_fix(account, override, check, fix):
     assert result.stderr == f"error: 1 check(s) failed: {check}\n"
 
 
+def test_preflight_checks_the_serverless_limits_with_the_account(account):
+    args = ["preflight", "--execution-role-arn", account["role"], "--bucket", account["bucket"],
+            "--image-url", account["image"], "--serverless"]
+    ready = cli(*args, "2048:10")
+    assert ready.exit_code == 0, ready.output
+    assert ready.stdout.splitlines()[-1].split(None, 2) == [
+        "OK", "serverless", "serverless 2048 MB, up to 10 at once"]
+    odd = cli(*args, "2000")
+    assert odd.exit_code == 1
+    assert odd.stdout.splitlines()[-1].split(None, 2) == [
+        "FAIL", "serverless", "2000 MB is not a serverless memory size (1024, 2048, 3072, 4096, "
+        "5120, 6144: 1 GB steps) -- fix: use --serverless 2048:20"]
+    assert odd.stderr == "error: 1 check(s) failed: serverless\n"
+
+
 def test_preflight_role_not_trusted_by_sagemaker(account):
     iam = boto3.client("iam")
     lambda_only = json.loads(json.dumps(TRUST).replace("sagemaker", "lambda"))
