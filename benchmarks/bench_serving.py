@@ -10,6 +10,16 @@ columns) and get the same payloads from the same load generator, wrk. Scenarios:
   1000 rows, 4 connections throughput            goal: ours >= 8 x stock
   100-tree random forest, 1 row, 8 connections   goal: >= 0.75 x (cores / in-process predict)
 
+Then the models the workflow trains (``projects.train.make_pipeline``, the pipeline ``make run``
+registers: its tidy-up, imputers, scalers, encoders, then the estimator) on three public tables:
+breast cancer (linear, 30 numeric columns), diabetes (random forest, regression) and
+palmerpenguins' raw table (gradient boosting; text categories with gaps, dates as text). Each is
+served by ours (``--workers 1``) and stock at once, measured in paired rounds (stock, ours,
+stock, ours: the machine's drifting load falls on both), and a table per model prints the
+in-process sklearn ``Pipeline.predict`` and scoring-plan times for one row, and each server's
+p50 at 1 connection, req/s at 8 connections and 1,000-row req/s at 4 connections (median of the
+rounds). ``--workflow-only`` runs this part alone.
+
 It also prints the fast path's share of the differential test's request corpus
 (tests/support/scoring_corpus.py): the requests ours answers without mlflow.pyfunc (the rest
 pyfunc answers, as stock does).
@@ -216,6 +226,133 @@ def fast_path_share(X) -> dict[str, str]:
     return out
 
 
+WORKFLOW_MODELS = {  # name: (table, estimator, grid parameters)
+    "wf-cancer-linear": ("cancer", "linear", {"C": 1.0}),
+    "wf-diabetes-forest": ("diabetes", "random_forest", {"n_estimators": 100}),
+    "wf-penguins-boosting": ("penguins", "gradient_boosting", {}),
+}
+
+
+def _public_table(name: str):
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    if name == "cancer":
+        return load_breast_cancer(as_frame=True).frame, "target", "classification"
+    if name == "diabetes":
+        return load_diabetes(as_frame=True, scaled=False).frame, "target", "regression"
+    import palmerpenguins
+
+    raw = pd.read_csv(Path(palmerpenguins.__file__).parent / "data" / "penguins-raw.csv")
+    return raw.drop(columns=["Individual ID"]), "Species", "classification"
+
+
+def log_workflow_models(store: Path) -> dict:
+    """The workflow's pipelines fitted and logged as the workflow logs them; registered."""
+    import mlflow
+
+    from projects.artifacts import input_example, log_model, schema_frame
+    from projects.prepare import Preprocessing, split_data
+    from projects.train import make_pipeline, model_signature
+
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("bench-workflow",
+                                   artifact_location=(store / "wf-artifacts").as_uri())
+    out = {}
+    for name, (table, estimator, params) in WORKFLOW_MODELS.items():
+        df, target, task = _public_table(table)
+        train = split_data(df, target, task, 0.2, 0.2, 42)["train"]
+        X = train.drop(columns=[target])
+        pipe = make_pipeline(task, Preprocessing(), estimator, params, 42)
+        pipe.fit(X, train[target])
+        example = input_example(X)
+        with mlflow.start_run(experiment_id=exp) as run:
+            info = log_model(pipe, example, model_signature(pipe, schema_frame(X), example),
+                             run.info.run_id, [])
+        client.create_registered_model(name)
+        mv = client.create_model_version(name, info.model_uri, run.info.run_id)
+        client.set_registered_model_alias(name, "champion", mv.version)
+        rows = df.drop(columns=[target])
+        one = rows.dropna().head(1)
+        out[name] = (pipe, one, rows.sample(1000, replace=True, random_state=0))
+    return out
+
+
+def _body(path: Path, rows) -> Path:
+    split = json.loads(rows.to_json(orient="split", index=False))
+    path.write_text(json.dumps({"dataframe_split": split}))
+    return path
+
+
+def bench_workflow(wrk: str, work: Path, duration: float, rounds: int):
+    """Per model: in-process times, then ours and stock in paired rounds; prints a table."""
+    import mlflow
+    from rich.console import Console
+    from rich.table import Table
+
+    from serving.online.model import load_scorer
+
+    models = log_workflow_models(work)
+    env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    lua = work / "post.lua"
+    lua.write_text(LUA)
+    console = Console(width=170)
+    table = Table(title=f"the workflow's models ({rounds} paired rounds, wrk {duration:g}s per "
+                  "run; ours --workers 1, stock one worker)")
+    for col in ("model", "sklearn 1 row", "plan 1 row", "p50 c1 stock", "p50 c1 ours",
+                "req/s c8 stock", "req/s c8 ours", "1000 rows req/s stock", "ours", "path"):
+        table.add_column(col, justify="left" if col in ("model", "path") else "right")
+    summary = {}
+    for name, (pipe, one, thousand) in models.items():
+        scorer = load_scorer(f"models:/{name}@champion")
+        plan = scorer._predict if scorer.path == "plan" else None
+        row = one.to_numpy().astype(float) if getattr(scorer, "as_array", False) else one
+        t_sk = in_process_seconds(pipe.predict, one, repeat=100)
+        t_plan = in_process_seconds(plan, row, repeat=100) if plan is not None else float("nan")
+        b1, b1000 = _body(work / f"{name}-1.json", one), _body(work / f"{name}-1000.json", thousand)
+        ports = {side: free_port() for side in ("stock", "ours")}
+        cmds = {
+            "stock": [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                      f"models:/{name}@champion", "--env-manager", "local", "-p",
+                      str(ports["stock"])],
+            "ours": [sys.executable, "-m", "serving", "serve", f"{name}@champion", "--port",
+                     str(ports["ours"]), "--workers", "1", "--no-access-log"],
+        }
+        got: dict[str, list[dict]] = {}
+        with running(cmds["stock"], f"http://127.0.0.1:{ports['stock']}/ping",
+                     f"bench-{name}-stock", env=env, cwd=work, timeout=240), \
+                running(cmds["ours"], f"http://127.0.0.1:{ports['ours']}/ping",
+                        f"bench-{name}-ours", env=env, cwd=work, timeout=240):
+            for side in ("stock", "ours"):
+                run_wrk(wrk, f"http://127.0.0.1:{ports[side]}", b1, lua, 2, 2)  # warm up
+            for _ in range(rounds):
+                for side in ("stock", "ours"):
+                    url = f"http://127.0.0.1:{ports[side]}"
+                    got.setdefault(f"{side} c1", []).append(run_wrk(wrk, url, b1, lua, 1, duration))
+                    got.setdefault(f"{side} c8", []).append(run_wrk(wrk, url, b1, lua, 8, duration))
+                    got.setdefault(f"{side} 1000", []).append(
+                        run_wrk(wrk, url, b1000, lua, 4, duration))
+        med = {k: {"p50_ms": statistics.median(r["p50_ms"] for r in v),
+                   "rps": statistics.median(r["rps"] for r in v),
+                   "errors": sum(r["errors"] for r in v)} for k, v in got.items()}
+        summary[name] = {"sklearn_ms": t_sk * 1e3, "plan_ms": t_plan * 1e3, **med}
+        table.add_row(
+            name, f"{t_sk * 1e3:.2f} ms", f"{t_plan * 1e3:.3f} ms",
+            f"{med['stock c1']['p50_ms']:.2f} ms", f"{med['ours c1']['p50_ms']:.2f} ms "
+            f"({med['stock c1']['p50_ms'] / med['ours c1']['p50_ms']:.1f}x)",
+            f"{med['stock c8']['rps']:,.0f}", f"{med['ours c8']['rps']:,.0f} "
+            f"({med['ours c8']['rps'] / med['stock c8']['rps']:.1f}x)",
+            f"{med['stock 1000']['rps']:,.1f}", f"{med['ours 1000']['rps']:,.1f} "
+            f"({med['ours 1000']['rps'] / med['stock 1000']['rps']:.1f}x)",
+            scorer.path)
+    console.print(table)
+    errors = {f"{m} {k}": v["errors"] for m, r in summary.items() for k, v in r.items()
+              if isinstance(v, dict) and v["errors"]}
+    console.print(f"failed requests: {errors or 'none'}")
+    console.print(f"raw (workflow models): {json.dumps(summary)}")
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -228,12 +365,21 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--quick", action="store_true",
                         help="3-second wrk runs (as make bench runs it)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="paired rounds per workflow model (stock, ours, stock, ours ...)")
+    parser.add_argument("--workflow-only", action="store_true",
+                        help="only the workflow's models (not the bare pipeline's scenarios)")
     args = parser.parse_args()
     if args.quick:
         args.duration = min(args.duration, 3.0)
+        args.rounds = min(args.rounds, 2)
     wrk = ensure_wrk()
     n_cores = cores()
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    if args.workflow_only:
+        bench_workflow(wrk, work, args.duration, args.rounds)
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     uri, X, pipes = log_models(work)
 
     import mlflow
@@ -381,6 +527,7 @@ def main() -> int:
     errors = {k: v["errors"] for k, v in results.items() if v["errors"]}
     console.print(f"failed requests: {errors or 'none'}")
     console.print(f"raw: {json.dumps(results)}")
+    bench_workflow(wrk, work, d, args.rounds)
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(met for *_, met in rows) and rf >= rf_target else 1
 

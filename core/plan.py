@@ -39,8 +39,6 @@ _logger = logging.getLogger(__name__)
 
 #: a category no fitted encoder has seen (compile time only: what an unseen value maps to)
 _UNSEEN = "\x00unseen category\x00"
-#: how far numbers may differ and still count as equal (only where they are not bit-equal)
-TOLERANCE = 1e-12
 #: texts whose reading (true/false, a one-row date) is kept, at most
 _CACHE_MAX = 10_000
 
@@ -288,10 +286,12 @@ class _Block:
                 self.ops.append(_Scale(step))
             elif i == len(steps) - 1 and _is_as_categories(step):
                 self.categories = True
-            else:
+            elif type(step).__name__ in ("OneHotEncoder", "OrdinalEncoder"):
                 lookup = _Lookup(step, self._names_before(steps[:i]))
                 self.ops.append(lookup)
                 self.sparse = lookup.sparse
+            else:
+                raise NotCompiled(f"{type(step).__name__}: a step the plan does not know")
         self.names_out = [str(n) for n in transformer.get_feature_names_out(self.columns)]
 
     def _names_before(self, steps) -> list[str]:
@@ -381,6 +381,8 @@ class Plan:
         self.method = getattr(estimator, method)
         self.names = names
         self.frame_input = encode.pandas and encode.categories
+        #: the memory order of the pipeline's matrix (a BLAS product sums in its order)
+        self.order = "C"
         if not self.frame_input and hasattr(estimator, "feature_names_in_"):
             # the matrix is the one the pipeline hands over, by position: only the names differ
             warnings.filterwarnings("ignore", message="X does not have valid feature names",
@@ -397,6 +399,8 @@ class Plan:
                 X = step.transform(X)
             X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
         Xt = self.encode(self.tidy(X, self.names))
+        if isinstance(Xt, np.ndarray):
+            Xt = np.asarray(Xt, order=self.order)
         with sklearn.config_context(assume_finite=_finite(Xt), skip_parameter_validation=True):
             return self.method(Xt)
 
@@ -436,8 +440,9 @@ def compile_plan(pipeline, method: str, names: list[str]) -> Plan:
 def same_answers(expected, got) -> str | None:
     """Why two predictions differ (None: labels equal, numbers equal to the last bit).
 
-    Numbers that are not bit-equal may differ by :data:`TOLERANCE` (relative to their size)
-    only, where the estimator's own BLAS path may round differently.
+    No tolerance, not even 1e-12: the plan hands the estimator the matrix the pipeline would
+    (same values, dense or sparse, same memory order), so its BLAS path sums alike; where it
+    would not, the plan is refused and the model scored as it is.
     """
     if type(expected) is not type(got):
         return f"a {type(got).__name__} where pyfunc gives a {type(expected).__name__}"
@@ -451,10 +456,7 @@ def same_answers(expected, got) -> str | None:
         return f"shape/dtype {b.shape} {b.dtype}, pyfunc's {a.shape} {a.dtype}"
     if a.dtype.kind != "f":
         return None if np.array_equal(a, b) else "other labels"
-    if np.array_equal(a, b, equal_nan=True):
-        return None
-    near = np.isclose(a, b, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True)
-    if near.all():
+    if a.tobytes() == b.tobytes():
         return None
     return f"numbers differ by up to {np.nanmax(np.abs(a - b)):.3g}"
 
@@ -467,7 +469,9 @@ def probe_rows(example: pd.DataFrame, schema) -> list[pd.DataFrame]:
     tiny, negative).
     """
     example = example.reset_index(drop=True)
-    out = [example, example.head(1)]
+    # many rows too: a BLAS product may sum a large matrix otherwise than a small one
+    many = pd.concat([example] * max(1, 200 // len(example)), ignore_index=True)
+    out = [example, example.head(1), many]
     specs = {s.name: s for s in schema.inputs} if schema is not None else {}
     optional = [n for n, s in specs.items() if not getattr(s, "required", True)
                 and n in example.columns]
@@ -525,13 +529,18 @@ class _PlannedImpl:
     def __init__(self, plan: Plan, raw, method: str):
         self.plan = plan
         self.sklearn_model = raw
+        self.method = method
+        #: while the plan is proven, its own failures count (no fallback to the pipeline)
+        self.strict = True
         setattr(self, method, self._predict)
 
     def _predict(self, data, params=None):
         try:
             return self.plan(data)
         except Exception:  # noqa: BLE001 - never an error of the plan's own: the pipeline decides
-            return getattr(self.sklearn_model, self.plan.method.__name__)(data)
+            if self.strict:
+                raise
+            return getattr(self.sklearn_model, self.method)(data)
 
     def get_raw_model(self):
         """The fitted pipeline (as ``mlflow.sklearn``'s wrapper gives it)."""
@@ -558,23 +567,34 @@ def planned_model(pyfunc_model):
     method = conf.get("predict_fn", "predict")
     raw = pyfunc_model.get_raw_model()
     try:
-        plan = compile_plan(raw, method, list(schema.input_names()))
-    except NotCompiled as exc:
-        return None, None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - anything unforeseen: scored as it is
-        return None, None, f"cannot compile: {type(exc).__name__}: {exc}"[:300]
-    model = PyFuncModel(meta, _PlannedImpl(plan, raw, method), predict_fn=method,
-                        model_id=getattr(pyfunc_model, "model_id", None))
-    try:
         example = pyfunc_model.input_example
     except Exception:  # noqa: BLE001 - an unreadable example: nothing to prove the plan on
         example = None
     if not isinstance(example, pd.DataFrame) or example.empty:
         return None, None, "no input example to prove the plan on"
+    try:
+        plan = compile_plan(raw, method, list(schema.input_names()))
+    except NotCompiled as exc:
+        return None, None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen: scored as it is
+        return None, None, f"cannot compile: {type(exc).__name__}: {exc}"[:300]
+    if isinstance(example, pd.DataFrame) and len(example) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                matrix = raw[:-1].transform(example)
+            except Exception:  # noqa: BLE001 - the proof below refuses the plan then
+                matrix = None
+        if isinstance(matrix, np.ndarray) and matrix.flags.f_contiguous:
+            plan.order = "F"
+    impl = _PlannedImpl(plan, raw, method)
+    model = PyFuncModel(meta, impl, predict_fn=method,
+                        model_id=getattr(pyfunc_model, "model_id", None))
     inputs = probe_rows(example, schema)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         why = verify(pyfunc_model.predict, model.predict, inputs)
     if why is not None:
         return None, None, f"the plan does not answer as pyfunc: {why}"
+    impl.strict = False
     return model, plan, "verified on the input example and generated rows"

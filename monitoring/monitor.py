@@ -20,6 +20,7 @@ import pandas as pd
 
 from core import names
 from core.models import resolve_model
+from core.plan import planned_model
 from core.uris import ModelRef
 from monitoring.capture import captured_frames, read_capture_lines, request_rows
 from monitoring.drift import Gate, compare_live_metric, feature_drift, metric_gate, psi
@@ -101,6 +102,9 @@ def run_monitor(client, ref: ModelRef, captured: str, settings, labels: str | No
     reference = reference.drop(columns=[target], errors="ignore")
 
     model = mlflow.pyfunc.load_model(info.uri)
+    # the workflow's pipeline scores the reference and test rows with its verified plan (the
+    # same answers as pyfunc's, proven at load; any other model as it is)
+    model = planned_model(model)[0] or model
     schema = model.metadata.get_input_schema()
 
     def parse(body: bytes, content_type: str):
