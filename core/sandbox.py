@@ -68,6 +68,45 @@ def throwaway_store(workdir: str | Path) -> str:
     return f"sqlite:///{Path(workdir).resolve() / _STORE}"
 
 
+def prepared_store(workdir: str | Path) -> str:
+    """:func:`throwaway_store` of ``workdir`` with its schema in place; its URI.
+
+    A new SQLite store spends seconds in MLflow's migrations, so a migrated empty one is kept
+    in the user's cache (:mod:`core.usercache`, one per MLflow version) and copied; a cache
+    that cannot be read or written means migrating every time.
+    """
+    import shutil
+
+    import mlflow
+
+    from core import usercache
+
+    target = Path(workdir) / _STORE
+    uri = throwaway_store(workdir)
+    if target.exists():
+        return uri
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cached = usercache.cache_dir() / f"sandbox-store-mlflow-{mlflow.__version__}.db"
+    try:
+        shutil.copyfile(cached, target)
+        return uri
+    except OSError:
+        target.unlink(missing_ok=True)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    # creates and migrates it; the Default experiment's files in the child's folder, never in
+    # the working directory (a relative ./mlruns would resolve against it)
+    SqlAlchemyStore(uri, (Path(workdir).resolve() / "artifacts").as_uri()).engine.dispose()
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, tmp)
+        tmp.replace(cached)  # atomically: a concurrent reader copies a whole store or none
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return uri
+
+
 def child_environment(workdir: str | Path, extra: Mapping[str, str] | None = None,
                       parent: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child that runs a version's code.

@@ -241,13 +241,12 @@ def _settings_dir(lin: Lineage, where: Path) -> tuple[Path, str]:
 
 
 def _local_client(child: Path):
-    """An MlflowClient of the child's throwaway store (:func:`core.sandbox.throwaway_store`)."""
+    """An MlflowClient of the child's throwaway store (:func:`core.sandbox.prepared_store`)."""
     import mlflow
 
-    from core.sandbox import throwaway_store
+    from core.sandbox import prepared_store
 
-    child.mkdir(parents=True, exist_ok=True)
-    uri = throwaway_store(child)
+    uri = prepared_store(child)  # a migrated empty store, copied from the user's cache
     return mlflow.MlflowClient(uri, uri)
 
 

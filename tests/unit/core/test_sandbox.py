@@ -43,3 +43,26 @@ def test_a_child_that_fails_is_one_line_naming_its_last_words(tmp_path):
         run_module("core.no_such_module", {}, tmp_path)
     assert (tmp_path / "request.json").is_file()  # what it was asked stays for the log
     assert not Path(tmp_path / "answer.json").exists()
+
+
+def test_the_throwaway_store_is_copied_from_the_users_cache(tmp_path, monkeypatch,
+                                                             template_sqlite_db):
+    import shutil
+
+    import mlflow
+
+    from core.sandbox import prepared_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "mlops-registry" / (
+        f"sandbox-store-mlflow-{mlflow.__version__}.db")
+    cached.parent.mkdir(parents=True)
+    shutil.copy(template_sqlite_db, cached)  # what the first use migrated and kept (~2 s)
+
+    uri = prepared_store(tmp_path / "child")
+    assert uri == throwaway_store(tmp_path / "child")
+    client = mlflow.MlflowClient(uri, uri)  # a working store, no migration left to do
+    exp = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    assert client.get_experiment_by_name("x").experiment_id == exp
+    assert prepared_store(tmp_path / "child") == uri  # an existing store is kept as it is
+    assert client.get_experiment_by_name("x").experiment_id == exp
