@@ -43,7 +43,7 @@ def _table(name: str) -> tuple[pd.DataFrame, str, str]:
 
 
 def _save(pipeline, X: pd.DataFrame, path: Path):
-    from projects.artifacts import input_example, schema_frame
+    from projects.artifacts import input_example, pinned_requirements, schema_frame
     from projects.train import model_signature
 
     example = input_example(X)
@@ -51,7 +51,8 @@ def _save(pipeline, X: pd.DataFrame, path: Path):
         warnings.simplefilter("ignore")
         mlflow.sklearn.save_model(pipeline, str(path), serialization_format="cloudpickle",
                                   signature=model_signature(pipeline, schema_frame(X), example),
-                                  input_example=example)
+                                  input_example=example,
+                                  pip_requirements=pinned_requirements())  # no inference
     return mlflow.pyfunc.load_model(str(path))
 
 
