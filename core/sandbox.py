@@ -206,23 +206,30 @@ def predict_models(models: Mapping[str, str | Path], jobs: list[dict],
                              "out": str(where / f"predictions-{i}.parquet")}
                             for i, job in enumerate(jobs)]}
         answer = run_module("core.sandbox", request, where)
-        results = []
-        for job, said in zip(request["jobs"], answer["jobs"], strict=True):
-            if said.get("error"):
-                results.append({"error": said["error"], "labels": None, "proba": None,
-                                "classes": None})
-                continue
-            frame = pd.read_parquet(job["out"])
-            proba_cols = [c for c in frame.columns if c.startswith("proba_")]
-            label_cols = [c for c in frame.columns if c.startswith("label_")]
-            results.append({
-                "error": None,
-                "labels": frame["label"].to_numpy() if "label" in frame.columns
-                else frame[label_cols].to_numpy(),
-                "proba": frame[proba_cols].to_numpy() if proba_cols else None,
-                "classes": said.get("classes"),
-            })
-        return results
+        try:  # the child ran the author's code: its answer is read as untrusted input
+            return [_read_answer(job, said, pd)
+                    for job, said in zip(request["jobs"], answer["jobs"], strict=True)]
+        except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
+            raise SandboxError(f"the model's process answered what cannot be read: "
+                               f"{_one_line(exc)}") from None
+
+
+def _read_answer(job: dict, said: dict, pd) -> dict:
+    if said.get("error"):
+        return {"error": str(said["error"]), "labels": None, "proba": None, "classes": None}
+    classes = said.get("classes")
+    if classes is not None and not isinstance(classes, list):
+        raise TypeError(f"classes is a {type(classes).__name__}, not a list")
+    frame = pd.read_parquet(job["out"])
+    proba_cols = [c for c in frame.columns if c.startswith("proba_")]
+    label_cols = [c for c in frame.columns if c.startswith("label_")]
+    return {
+        "error": None,
+        "labels": frame["label"].to_numpy() if "label" in frame.columns
+        else frame[label_cols].to_numpy(),
+        "proba": frame[proba_cols].to_numpy(dtype=float) if proba_cols else None,
+        "classes": classes,
+    }
 
 
 def _one_line(exc: BaseException) -> str:

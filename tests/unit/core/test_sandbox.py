@@ -66,3 +66,16 @@ def test_the_throwaway_store_is_copied_from_the_users_cache(tmp_path, monkeypatc
     assert client.get_experiment_by_name("x").experiment_id == exp
     assert prepared_store(tmp_path / "child") == uri  # an existing store is kept as it is
     assert client.get_experiment_by_name("x").experiment_id == exp
+
+
+def test_an_answer_that_cannot_be_read_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from core import sandbox
+
+    # what a model's code could leave behind: the child shares nothing but files with us
+    monkeypatch.setattr(sandbox, "run_module", lambda module, request, where: {"jobs": "x"})
+    with pytest.raises(SandboxError, match="^the model's process answered what cannot be read"):
+        sandbox.predict_models({"m": tmp_path}, [{"model": "m", "data": tmp_path / "d"}])
+    monkeypatch.setattr(sandbox, "run_module", lambda module, request, where: {
+        "jobs": [{"error": None, "classes": {"not": "a list"}}]})
+    with pytest.raises(SandboxError, match="cannot be read: TypeError: classes is a dict"):
+        sandbox.predict_models({"m": tmp_path}, [{"model": "m", "data": tmp_path / "d"}])
