@@ -71,6 +71,7 @@ def workflow_models(tmp_path_factory):
         pipeline = make_pipeline(task, Preprocessing(), estimator, params, 42)
         pipeline.fit(X, train[target])
         out[name] = (_save(pipeline, X, folder / name), df.drop(columns=[target]))
+        out[name][0].path = folder / name
     return out
 
 
@@ -148,3 +149,28 @@ def test_a_plan_that_answers_otherwise_is_refused(workflow_models, monkeypatch):
     planned, plan, why = planned_model(model)
     assert planned is None and plan is None
     assert why.startswith("the plan does not answer as pyfunc: input 0: ")
+
+
+def test_the_scoring_server_and_batch_scoring_score_with_the_plan(workflow_models):
+    """The server's fast path, the requests pyfunc parses (gaps) and batch frames: the plan's
+    answers, each as stock's scoring function (``mlflow.pyfunc.scoring_server``) gives it."""
+    import json
+
+    from mlflow.pyfunc.scoring_server import invocations
+
+    from serving.online.model import load_scorer
+
+    model, rows = workflow_models["penguins-linear"]
+    scorer = load_scorer(str(model.path))
+    assert (scorer.kind, scorer.path) == ("sklearn", "plan")
+    assert scorer.path_reason == "verified on the input example and generated rows"
+    schema = model.metadata.get_input_schema()
+    for frame in (rows.dropna().head(1), rows[rows.isna().any(axis=1)].head(20)):
+        body = json.dumps({"dataframe_split": json.loads(
+            frame.to_json(orient="split", index=False))}).encode()
+        stock = invocations(body, "application/json", model, schema)
+        assert stock.status == 200
+        assert json.loads(scorer.score(body, "application/json")) == json.loads(stock.response)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _bit_equal(scorer.predict_frame(rows), model.predict(rows))
