@@ -132,7 +132,10 @@ class _Tidy:
                 self._truths.clear()
             self._truths.update(zip(missing, self._truth_of(pd.Series(missing, dtype=object)),
                                     strict=True))
-        return np.array([self._truths[v] for v in arr], dtype=np.float64)
+        try:
+            return np.array([self._truths[v] for v in arr], dtype=np.float64)
+        except KeyError:  # another request's reading emptied the cache meanwhile
+            return self._truth_of(col)
 
     def _dates(self, name: str, col: pd.Series) -> dict[str, np.ndarray]:
         """The step's own calendar parts; a one-row text date read once (its format is its own).
