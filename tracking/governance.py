@@ -47,8 +47,11 @@ import re
 import urllib.parse
 
 from core.aliases import SERVER_MOVE_PATH, refused_attempt
+from core.cards import DRAFT as CARD_DRAFT
 from core.ledger import LEDGER_EXPERIMENT, parse_claim
 from core.names import (
+    CARD_REVIEW_TAG,
+    CARD_STATUS_TAG,
     COPIED_TO_PREFIX,
     HISTORY_TAG_PREFIX,
     PREFIX,
@@ -349,17 +352,29 @@ def request_path() -> str:
     return _route_path(request.path)
 
 
+def _server_owned_at_creation(tag: dict) -> bool:
+    """Whether a creation tag is one only the server writes.
+
+    A move's record, a card's review, or a card status past Draft (a version is registered
+    with a Draft card, core.cards).
+    """
+    key, value = str(tag.get("key", "")), str(tag.get("value", ""))
+    if key == CARD_STATUS_TAG:
+        return value != CARD_DRAFT
+    return key == CARD_REVIEW_TAG or key.startswith((HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX))
+
+
 def _guard_created_tags(username: str):
-    """A new model or version may not bring records of alias moves (history, promotion tags)."""
+    """A new model or version may not bring records the server keeps (moves, card reviews)."""
     body = _body() or {}
     tags = body.get("tags") if isinstance(body.get("tags"), list) else []
-    owned = sorted(str(t.get("key")) for t in tags if isinstance(t, dict)
-                   and str(t.get("key", "")).startswith((HISTORY_TAG_PREFIX, PROMOTION_TAG_PREFIX)))
+    owned = sorted(str(t.get("key")) for t in tags
+                   if isinstance(t, dict) and _server_owned_at_creation(t))
     if not owned:
         return None
     return _forbidden(f"{username} may not create {body.get('name')} with the tags "
-                      f"{', '.join(owned)}: the record of alias moves is written by the tracking "
-                      f"server only; use {RECORD_COMMANDS}")
+                      f"{', '.join(owned)}: the record of alias moves and card reviews is written "
+                      f"by the tracking server only; use {RECORD_COMMANDS}")
 
 
 #: The ledger's experiment and run ids, once the ledger exists (they never change then).

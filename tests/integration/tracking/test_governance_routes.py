@@ -469,6 +469,9 @@ def test_nobody_writes_the_record_the_server_keeps_and_the_steering_race_fails(s
             _call(url, user, "POST", "model-versions/create",
                   json={"name": PROD, "source": "runs:/0/model",
                         "tags": [{"key": "mlops.promotion.champion.by", "value": "rita"}]}),
+            _call(url, user, "POST", "model-versions/create",  # a card approved at birth
+                  json={"name": PROD, "source": "runs:/0/model",
+                        "tags": [{"key": "mlops.card_status", "value": "Approved"}]}),
         ]  # fmt: skip
         assert [w.status_code for w in writes] == [403] * len(writes), [w.text for w in writes]
     assert writes[0].json()["message"] == (
