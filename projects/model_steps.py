@@ -151,8 +151,9 @@ class ModelSteps:
         _logger.info("tuning: %d trial(s) of %s, engine %s, %s sampler seeded %d",
                      tune.n_trials, ", ".join(space.estimators), tune.engine, tune.sampler,
                      s.split.seed)
+        first = tuning.grid_points(s.train.candidates, space, s.data.task, s.split.seed)
         study = tuning.run_study(self.client, self.experiment_id, run_id, key, objective, tune,
-                                 s.train.n_jobs, s.split.seed)
+                                 s.train.n_jobs, s.split.seed, first)
         self.timings["tuning_study"] = study.seconds
         estimator, params = space.params(study.best_params)
         best = fit_candidate(s.data.task, objective.types, _absolute(estimator), params,

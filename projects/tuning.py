@@ -113,6 +113,60 @@ def build_space(candidates, task: str, seed: int) -> Space:
     return Space(estimators, dims)
 
 
+def grid_points(candidates, space: Space, task: str, seed: int) -> list[dict]:
+    """The grid's points as the study's first trials (params as the study names them).
+
+    For the candidates searched over a space the project derives (no ``space:``: a built-in's
+    default space, the user's grid as choices), so that a study of at least the grid's size is
+    never worse than the grid. A parameter the grid leaves out takes the estimator's default;
+    a point the space cannot hold (``max_depth: null`` against ``int: [2, 16]``) is left out.
+    """
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    from projects.train import expand_candidates, make_estimator
+
+    derived = [c for c in candidates if not c.space]
+    points: list[dict] = []
+    for estimator, grid in expand_candidates(derived):
+        defaults = _defaults(task, estimator, make_estimator, seed)
+        point = {ESTIMATOR_PARAM: estimator} if len(space.estimators) > 1 else {}
+        for dim in space.of(estimator):
+            value = grid.get(dim.param, defaults.get(dim.param))
+            spec = dim.spec
+            if "categorical" in spec:
+                dist = CategoricalDistribution(list(spec["categorical"]))
+            elif "int" in spec:
+                dist = IntDistribution(*map(int, spec["int"]), log=bool(spec.get("log")))
+            else:
+                dist = FloatDistribution(*map(float, spec["float"]), log=bool(spec.get("log")))
+            try:
+                held = dist._contains(dist.to_internal_repr(value))
+            except (TypeError, ValueError):
+                held = False
+            if not held:
+                _logger.info("tuning: the grid's %s %s left out of the first trials: "
+                             "%s=%r is outside its space", estimator, grid, dim.param, value)
+                break
+            point[dim.name] = value
+        else:
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def _defaults(task: str, estimator: str, make_estimator, seed: int) -> dict:
+    """The estimator's own parameter values (``linear``'s ``C`` too)."""
+    tasks = ("classification", "regression") if task == "auto" else (task,)
+    params = dict(make_estimator(tasks[0], estimator, {}, seed).get_params(deep=False))
+    if estimator == "linear":
+        params.setdefault("C", 1.0)  # Ridge: alpha 1
+    return params
+
+
 def _short(estimator: str) -> str:
     """``random_forest``, or the function name of ``path/to/file.py:function``."""
     return estimator.rsplit(":", 1)[-1]
@@ -178,25 +232,28 @@ class Objective:
         estimator = (trial.suggest_categorical(ESTIMATOR_PARAM, list(self.space.estimators))
                      if len(self.space.estimators) > 1 else self.space.estimators[0])
         params = {d.param: _suggest(trial, d) for d in self.space.of(estimator)}
-        client = MlflowClient(self.tracking_uri)
         run_id = trial._trial_id  # MlflowStorage: the trial's run (MLflow's Spark study too)
-        # one write per trial (the storage makes a dozen of its own)
+        queue = getattr(trial.study._storage, "queue_run_data", None)
+        if queue is None:  # MLflow's own storage (a Spark executor's): one request
+            client = MlflowClient(self.tracking_uri)
+
+            def queue(run_id, metrics=(), tags=()):
+                client.log_batch(run_id, metrics=list(metrics), tags=list(tags),
+                                 synchronous=True)
+        # the trial's own tags and metrics go with the trial's end: no request of their own
         tags = [RunTag("mlflow.runName", candidate_run_name(estimator, params)),
                 RunTag(names.STEP_TAG, TRIAL_STEP), RunTag(names.ESTIMATOR_TAG, estimator)]
         try:
             scores, fit_seconds = self._fit(trial, estimator, params)
         except optuna.TrialPruned as exc:
-            client.log_batch(run_id, tags=[*tags, RunTag(names.PRUNED_TAG, str(exc)[:5000])],
-                             synchronous=True)
+            queue(run_id, tags=[*tags, RunTag(names.PRUNED_TAG, str(exc)[:5000])])
             raise
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED_ATTR, True)
-            client.log_batch(run_id, tags=[*tags, RunTag(names.ERROR_TAG, INTERRUPTED_REASON)],
-                             synchronous=True)
+            queue(run_id, tags=[*tags, RunTag(names.ERROR_TAG, INTERRUPTED_REASON)])
             raise
         except TrialFailed as exc:
-            client.log_batch(run_id, tags=[*tags, RunTag(names.ERROR_TAG, str(exc)[:5000])],
-                             synchronous=True)
+            queue(run_id, tags=[*tags, RunTag(names.ERROR_TAG, str(exc)[:5000])])
             raise
         now = int(time.time() * 1000)
         values = {f"val_{k}": v for k, v in scores.items()}
@@ -205,9 +262,9 @@ class Objective:
         finite = value is not None and math.isfinite(value)
         if not finite:
             tags.append(RunTag(names.ERROR_TAG, f"no finite validation {self.metric}"))
-        client.log_batch(run_id, tags=tags, metrics=[
+        queue(run_id, tags=tags, metrics=[
             Metric(k, float(v), now, 0) for k, v in values.items()
-            if v is not None and math.isfinite(v)], synchronous=True)
+            if v is not None and math.isfinite(v)])
         if not finite:
             raise TrialFailed(f"no finite validation {self.metric}")
         return float(value)
@@ -222,7 +279,9 @@ class Objective:
             metrics.METRICS[metric.name] = metric
         estimator = _absolute(estimator)  # a worker's working directory may not be this one
         model = make_pipeline(self.task, self.types, estimator, params, self.seed)
-        size = _staged_size(model.steps[-1][1]) if self.pruning else None
+        # one of the grid's points (enqueued) is never pruned: the study holds the grid's best
+        fixed = bool(trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params"))
+        size = _staged_size(model.steps[-1][1]) if self.pruning and not fixed else None
         if size is None:
             res = fit_candidate(self.task, self.types, estimator, params, self.seed, self.train,
                                 self.val, self.target, self.custom, self.positive)
@@ -318,29 +377,14 @@ def _pruner(tuning):
 
 
 def _storage(experiment_id: str):
-    from mlflow.optuna.storage import MlflowStorage
+    """MLflow's storage of the study, each run read once (:mod:`projects.study_storage`).
 
-    class FinishedTrialsKept(MlflowStorage):
-        """MLflow's storage, a finished trial read once: it no longer changes.
+    Everything a trial writes is sent when it ends (or by the storage's flush thread, whose
+    long interval spares a trial of a second an extra write).
+    """
+    from projects.study_storage import KeptStorage
 
-        Optuna reads every trial of the study before each suggestion and after each trial
-        (the sampler, the pruner, the best trial); MLflow's storage reads each one back from
-        the tracking store every time, four requests a trial: quadratic in the trials.
-        """
-
-        def get_trial(self, trial_id):
-            kept = self._finished.get(trial_id)
-            if kept is not None:
-                return kept
-            trial = super().get_trial(trial_id)
-            if trial.state.is_finished():
-                self._finished[trial_id] = trial
-            return trial
-
-    FinishedTrialsKept.__qualname__ = FinishedTrialsKept.__name__
-    storage = FinishedTrialsKept(experiment_id=experiment_id, batch_flush_interval=0.5)
-    storage._finished = {}
-    return storage
+    return KeptStorage(experiment_id=experiment_id, batch_flush_interval=5.0)
 
 
 def find_unfinished_study(client, experiment_id: str, key: str):
@@ -375,8 +419,11 @@ def counted(trials) -> list:
 
 
 def run_study(client, experiment_id: str, parent_run_id: str, key: str, objective: Objective,
-              tuning, n_jobs: int, seed: int) -> StudyOutcome:
+              tuning, n_jobs: int, seed: int, first: list[dict] = ()) -> StudyOutcome:
     """Create (or resume) the study of ``key`` under ``parent_run_id`` and run its trials.
+
+    ``first``: the params of a new study's first trials (:func:`grid_points`), enqueued when
+    ``tuning.n_trials`` holds them all; the sampler takes over after them.
 
     Raises:
         WorkflowError: no trial completed (one line with the first failure), or the Spark
@@ -408,9 +455,13 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
     direction = _direction(objective.metric)
     start = time.perf_counter()
 
-    def created(run_id: str) -> None:
+    def created(run_id: str, study) -> None:
         # tagged before any trial: an interrupted study is found again by the key
         client.log_batch(run_id, tags=_study_tags(parent_run_id, key), synchronous=True)
+        if first and len(first) <= tuning.n_trials:
+            # the grid's points first: never worse than the grid on its budget (not pruned)
+            for params in first:
+                study.enqueue_trial(params)
 
     if tuning.engine == "spark":
         study, ran = _optimize_spark(name, storage, sampler, pruner, direction, objective,
@@ -420,11 +471,12 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
         if resumed:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                                       pruner=pruner)
+            _requeue_interrupted(study)
         else:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                         pruner=pruner, direction=direction)
             study_run_id = storage.get_study_id_from_name(name)
-            created(study_run_id)
+            created(study_run_id, study)
         try:
             ran = _optimize_local(study, storage, objective, tuning, n_jobs, experiment_id)
         except BaseException as exc:
@@ -433,6 +485,7 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
             client.set_terminated(study_run_id, status="KILLED" if stopped else "FAILED")
             raise
     storage.flush_all_batches()
+    storage.reread()  # the trials other processes ran
     trials = study.get_trials(deepcopy=False)
     from optuna.trial import TrialState
 
@@ -454,6 +507,18 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
                         by_state[TrialState.FAIL], ran, time.perf_counter() - start, study)
 
 
+def _requeue_interrupted(study) -> None:
+    """The grid's points an interrupt stopped are first again (each once)."""
+    trials = study.get_trials(deepcopy=False)
+    queued = [t.system_attrs.get("fixed_params") for t in trials
+              if not t.user_attrs.get(INTERRUPTED_ATTR)]
+    for trial in trials:
+        params = trial.system_attrs.get("fixed_params")
+        if params and trial.user_attrs.get(INTERRUPTED_ATTR) and params not in queued:
+            study.enqueue_trial(params)
+            queued.append(params)
+
+
 def _study_tags(parent_run_id: str, key: str):
     from mlflow.entities import RunTag
 
@@ -473,6 +538,7 @@ def _optimize_local(study, storage, objective: Objective, tuning, n_jobs: int,
     if remaining == 0:
         return 0
     if jobs <= 1:
+        storage.only_here()
         study.optimize(objective, n_trials=remaining, timeout=tuning.timeout,
                        catch=(TrialFailed,), gc_after_trial=False)
         return remaining
@@ -548,7 +614,9 @@ def _optimize_spark(name, storage, sampler, pruner, direction, objective: Object
                              mlflow_tracking_uri=objective.tracking_uri,
                              direction=None if resumed else direction)
     if not resumed:
-        created(study._study_id)
+        created(study._study_id, study._study)
+    else:
+        _requeue_interrupted(study._study)
     remaining = _remaining(study._study, tuning)
     if remaining:
         jobs = min(remaining, n_jobs if n_jobs > 0 else remaining)

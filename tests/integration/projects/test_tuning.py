@@ -1,10 +1,11 @@
 """train.tuning end to end, in this process on the test's tracking store (real MLflow runs).
 
 The data is scikit-learn's bundled breast cancer table (``bundled:breast_cancer``). One story
-keeps the budget small: the grid on four fits, then a tuned run of four trials interrupted
-(Ctrl-C) in its third trial and started again: the study resumes from its two finished trials,
-the trials are runs under the study under the train run, and the best validation metric is at
-least the grid's on the same number of fits. Started once more unchanged, train is reused.
+keeps the budget small: the grid on four fits, then a tuned run of four trials (the grid's
+points first) interrupted (Ctrl-C) in its third trial and started again: the study resumes from
+its two finished trials and runs the interrupted point again, the trials are runs under the
+study under the train run, and the best validation metric is at least the grid's on the same
+number of fits. Started once more unchanged, train is reused.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def test_a_tuned_run_resumes_after_an_interrupt_and_matches_the_grid(monkeypatch
     [study] = client.search_runs([experiment_id], filter_string="tags.`mlops.step` = 'train.study'")
     assert study.info.status == "KILLED"
     first = {r.info.run_id: r for r in _children(client, experiment_id, study.info.run_id)}
-    assert sorted(r.info.status for r in first.values()) == ["FAILED", "FINISHED", "FINISHED"]
+    # the grid's four points are the first trials: the fourth still waits (SCHEDULED)
+    assert sorted(r.info.status for r in first.values()) == [
+        "FAILED", "FINISHED", "FINISHED", "SCHEDULED"]
 
     result = _run(*TUNED)
     train = result.steps["train"]
@@ -69,6 +72,8 @@ def test_a_tuned_run_resumes_after_an_interrupt_and_matches_the_grid(monkeypatch
     # the two finished before the interrupt are the same runs, not run again
     assert {i for i, r in first.items() if r.info.status == "FINISHED"} <= {
         r.info.run_id for r in finished}
+    # the grid's points, the interrupted one enqueued again: the study holds the grid's best
+    assert sorted(float(r.data.params["C"]) for r in finished) == [0.01, 0.1, 1.0, 10.0]
     [stopped] = [r for r in trials if r.info.status == "FAILED"]
     assert stopped.data.tags["mlops.error"].startswith("interrupted")
     # the study now sits under this train run; each trial is named by its params, with them
