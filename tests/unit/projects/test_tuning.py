@@ -86,3 +86,25 @@ def test_the_train_key_covers_the_tuning_settings():
 def test_staged_fits_grow_to_the_full_size():
     assert _stages(100) == [25, 50, 75, 100]
     assert _stages(5) == [1, 2, 4, 5]
+
+
+def test_the_grid_points_a_derived_space_holds_are_the_first_trials():
+    from projects.tuning import grid_points
+
+    s = _settings("train.tuning.n_trials=9")
+    space = build_space(s.train.candidates, "classification", 0)
+    points = grid_points(s.train.candidates, space, "classification", 0)
+    # conf/base.yaml's grid; a param it leaves out at the estimator's default; max_depth null
+    # is outside int [2, 16]: that point is left out
+    assert points == [
+        {"estimator": "linear", "C": 0.1}, {"estimator": "linear", "C": 1.0},
+        {"estimator": "linear", "C": 10.0},
+        {"estimator": "random_forest", "n_estimators": 100, "max_depth": 8,
+         "min_samples_leaf": 1},
+        {"estimator": "gradient_boosting", "learning_rate": 0.1, "max_iter": 100,
+         "max_leaf_nodes": 31}]
+    # a candidate with its own space is the sampler's alone
+    own = _settings("train.candidates=[{estimator: linear, grid: {C: [1.0]}, "
+                    "space: {C: {float: [0.01, 10]}}}]")
+    own_space = build_space(own.train.candidates, "classification", 0)
+    assert grid_points(own.train.candidates, own_space, "classification", 0) == []
