@@ -47,11 +47,16 @@ class KeptStorage(MlflowStorage):
     Args:
         refresh: seconds a listing of the study's trials is reused (None: only this process
             runs the study's trials: read once).
+        share: ``(i, n)``: this process is worker ``i`` of ``n`` and claims only the enqueued
+            trials whose number is ``i`` modulo ``n`` (workers started together would all
+            claim the first one: MLflow's claim is a read, then a write).
     """
 
-    def __init__(self, experiment_id: str, *, refresh: float | None = 1.0, **kwargs):
+    def __init__(self, experiment_id: str, *, refresh: float | None = 1.0,
+                 share: tuple[int, int] | None = None, **kwargs):
         super().__init__(experiment_id, **kwargs)
         self._refresh = refresh
+        self._share = share
         self._kept: dict[str, FrozenTrial] = {}  # finished trials, and the ones run here
         self._mine: set[str] = set()  # trials running in this process
         self._listing: dict[str, dict[str, FrozenTrial]] = {}  # study -> trial -> as read
@@ -221,6 +226,8 @@ class KeptStorage(MlflowStorage):
         """An enqueued (WAITING) trial to run here: MLflow's check unless nobody else runs it."""
         study_id = self._study_of.get(trial_id)
         known = self._listing.get(study_id, {}).get(trial_id)
+        if self._share and known is not None and known.number % self._share[1] != self._share[0]:
+            return False  # another worker's
         if self._refresh is None and known is not None:
             if known.state != TrialState.WAITING:
                 return False

@@ -376,7 +376,7 @@ def _pruner(tuning):
                                        n_warmup_steps=1)
 
 
-def _storage(experiment_id: str):
+def _storage(experiment_id: str, share: tuple[int, int] | None = None):
     """MLflow's storage of the study, each run read once (:mod:`projects.study_storage`).
 
     Everything a trial writes is sent when it ends (or by the storage's flush thread, whose
@@ -384,7 +384,7 @@ def _storage(experiment_id: str):
     """
     from projects.study_storage import KeptStorage
 
-    return KeptStorage(experiment_id=experiment_id, batch_flush_interval=5.0)
+    return KeptStorage(experiment_id=experiment_id, batch_flush_interval=5.0, share=share)
 
 
 def find_unfinished_study(client, experiment_id: str, key: str):
@@ -462,6 +462,7 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
             # the grid's points first: never worse than the grid on its budget (not pruned)
             for params in first:
                 study.enqueue_trial(params)
+            storage.flush_all_batches()  # in the store for the workers and executors
 
     if tuning.engine == "spark":
         study, ran = _optimize_spark(name, storage, sampler, pruner, direction, objective,
@@ -548,21 +549,26 @@ def _optimize_local(study, storage, objective: Objective, tuning, n_jobs: int,
     storage.flush_all_batches()
     Parallel(n_jobs=jobs)(
         delayed(_optimize_in_worker)(study.study_name, experiment_id, objective,
-                                     study.sampler, study.pruner, share, tuning.timeout)
-        for share in shares)
+                                     study.sampler, study.pruner, share, tuning.timeout,
+                                     (i, jobs))
+        for i, share in enumerate(shares))
     return remaining
 
 
 def _optimize_in_worker(name: str, experiment_id: str, objective: Objective, sampler, pruner,
-                        n_trials: int, timeout: float | None) -> None:
-    """A worker process's share of the trials (its sampler reseeded: no duplicate trials)."""
+                        n_trials: int, timeout: float | None,
+                        worker: tuple[int, int] | None = None) -> None:
+    """A worker process's share of the trials (its sampler reseeded: no duplicate trials).
+
+    ``worker``: ``(i, n)``, its share of the enqueued trials (the grid's points).
+    """
     import mlflow
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if objective.tracking_uri:
         mlflow.set_tracking_uri(objective.tracking_uri)
-    storage = _storage(experiment_id)
+    storage = _storage(experiment_id, worker)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     study.sampler.reseed_rng()
     study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),

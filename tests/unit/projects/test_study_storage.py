@@ -123,3 +123,20 @@ def test_a_trial_run_here_is_listed_at_once_and_others_trials_as_searched(refres
     assert len(study.trials) == (2 if refresh is None else 3)
     storage.reread()
     assert [t.number for t in study.trials] == [0, 1, 2]
+
+
+def test_workers_claim_their_own_share_of_the_enqueued_trials():
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("shares")
+    study = optuna.create_study(study_name="w", storage=KeptStorage(exp))
+    for x in (0.1, 0.2, 0.3, 0.4):
+        study.enqueue_trial({"x": x})
+    study._storage.flush_all_batches()
+    ran = {}
+    for worker in ((1, 2), (0, 2)):
+        mine = optuna.load_study(study_name="w", storage=KeptStorage(exp, share=worker))
+        mine.optimize(lambda t, w=worker: ran.setdefault(w, []).append(
+            t.suggest_float("x", 0, 1)) or 0.0, n_trials=2)
+        mine._storage.flush_all_batches()
+    # each ran its own grid points, none twice, none left waiting
+    assert ran == {(1, 2): [0.2, 0.4], (0, 2): [0.1, 0.3]}
