@@ -26,6 +26,7 @@ register a version, and neither shapes the model. The registry is only read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -416,9 +417,15 @@ def _end_if_running(client, run_id: str) -> None:
 
     try:
         if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "FAILED")
+            _terminate(client, run_id, "FAILED")
     except MlflowException as exc:
         _logger.warning("could not end scratch run %s: %s", run_id, exc)
+
+
+def _terminate(client, run_id: str, status: str) -> None:
+    """End the record run; MLflow's "View run" line goes to stderr (stdout: the JSON only)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        client.set_terminated(run_id, status)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -639,6 +646,6 @@ def reproduce_version(client, mv, into: str | None = None, repo: Path | None = N
         result.causes = diagnose(lin, rerun, result.package_changes, result.machine_changes)
     client.set_tag(result.run_id, REPRODUCED_TAG,
                    "identical" if result.identical else f"{result.n_differing} rows differ")
-    client.set_terminated(result.run_id, "FINISHED")
+    _terminate(client, result.run_id, "FINISHED")
     return result
 

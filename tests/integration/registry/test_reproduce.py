@@ -86,8 +86,10 @@ def test_sqlite_lineage_reproduce_identical_then_different_then_changed_data_ref
     assert doc["data"]["rows"] == 344
     assert doc["data"]["schema"]["species"] == "string"
     assert doc["settings"]["data"]["target"] == "species"
+    # the settings as the run used them: defaults written out (an empty space: not tuned)
     assert doc["settings"]["train"]["candidates"] == [{"estimator": "linear",
-                                                       "grid": {"C": [1.0]}}]
+                                                       "grid": {"C": [1.0]}, "space": {}}]
+    assert doc["settings"]["train"]["tuning"] is None
     import sklearn
 
     assert doc["environment"]["packages"]["scikit-learn"] == sklearn.__version__
