@@ -463,6 +463,10 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
             for params in first:
                 study.enqueue_trial(params)
             storage.flush_all_batches()  # in the store for the workers and executors
+        elif first:
+            _logger.info("tuning: n_trials %d is below the grid's %d points: the sampler "
+                         "chooses every trial (n_trials >= %d tries the grid's points first)",
+                         tuning.n_trials, len(first), len(first))
 
     if tuning.engine == "spark":
         study, ran = _optimize_spark(name, storage, sampler, pruner, direction, objective,
