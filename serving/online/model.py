@@ -34,6 +34,10 @@ INLINE_MAX_BYTES = 64 * 1024
 INLINE_MAX_PREDICT_SECONDS = 0.0005
 
 
+# Signature column types the typed-columns fast path takes, and the dtype a column must have.
+_EXACT_DTYPES = {"double": np.dtype(np.float64), "long": np.dtype(np.int64),
+                 "boolean": np.dtype(bool)}
+
 # The one resolver lives in core; ``ModelVersionInfo`` is what the scoring app reports.
 ModelVersionInfo = ResolvedModel
 
@@ -68,6 +72,19 @@ class Scorer:
     def input_columns(self) -> list[protocol.Column] | None:
         """The signature's columns, when it is a plain column signature."""
         return self._columns
+
+    @property
+    def input_schema(self):
+        """The model's MLflow input schema (None: the model has no signature)."""
+        return self._input_schema
+
+    def predict_columns(self, columns: dict[str, np.ndarray], rows: int):
+        """The fast path's predictions for these named columns, or None: pyfunc's to answer.
+
+        For a protocol that hands over typed columns (Open Inference V2): only a scorer that
+        can prove pyfunc's answer gives one.
+        """
+        return None
 
     def inline(self, nbytes: int) -> bool:
         """Whether a body of ``nbytes`` may be scored on the event loop (measured fast only)."""
@@ -248,6 +265,39 @@ class SklearnScorer(Scorer):
     def _parse(self, body: bytes, content_type: str | None):
         mime = protocol.split_content_type(content_type)
         return protocol.parse_frame(body, mime, self.columns, as_array=self.as_array)
+
+    def predict_columns(self, columns: dict[str, np.ndarray], rows: int):
+        """The fast path on typed columns, under ``/invocations``' rule, else None.
+
+        The rule of :func:`serving.online.protocol.parse_frame`: exactly the signature's
+        columns, each of its type's own dtype, no missing value, at least one row.
+        """
+        if rows == 0 or len(columns) != len(self.columns):
+            return None
+        ordered = []
+        for c in self.columns:
+            arr = columns.get(c.name)
+            if arr is None:
+                return None
+            if c.type == "string":
+                if arr.dtype != object or not all(type(v) is str for v in arr):
+                    return None
+            elif _EXACT_DTYPES.get(c.type) != arr.dtype:
+                return None
+            ordered.append(arr)
+        if self.as_array:
+            x = np.column_stack(ordered)
+            if x.dtype.kind == "f" and np.isnan(x).any():
+                return None
+        elif any(a.dtype.kind == "f" and np.isnan(a).any() for a in ordered):
+            return None
+        else:
+            x = pd.DataFrame({c.name: a for c, a in zip(self.columns, ordered, strict=True)},
+                             copy=False)
+        try:
+            return self._predict(x)
+        except Exception:  # pyfunc answers, and says why
+            return None
 
 
 def _cannot_score(exc: Exception) -> RequestError:

@@ -433,13 +433,11 @@ def _show(v) -> str:
 
 
 _NOT_FAST = object()
-# Signature column types the fast path takes, and the dtype a column must have for it.
-_EXACT = {"double": np.dtype(np.float64), "long": np.dtype(np.int64), "boolean": np.dtype(bool)}
 
 
 def _predict(scorer, arrays: dict[str, np.ndarray], fast_only: bool = False):
     """Predict as pyfunc would for the request MLServer's MLflow runtime builds."""
-    schema = getattr(scorer, "_input_schema", None)
+    schema = scorer.input_schema
     if schema is not None and schema.is_tensor_spec():
         if schema.has_input_names():
             x = arrays
@@ -467,7 +465,7 @@ def _predict(scorer, arrays: dict[str, np.ndarray], fast_only: bool = False):
                 400, f"input {tname!r} has {len(col)} rows; the inputs before it have {rows}"
             )
         columns[tname] = col
-    fast = _fast(scorer, columns, rows or 0)
+    fast = scorer.predict_columns(columns, rows or 0)
     if fast is not None:
         return fast
     if fast_only:
@@ -480,41 +478,6 @@ def _predict(scorer, arrays: dict[str, np.ndarray], fast_only: bool = False):
         if "' with schema '" in exc.message and "Error: " in exc.message:
             raise V2Error(exc.status, exc.message.rsplit("Error: ", 1)[-1]) from exc
         raise
-
-
-def _fast(scorer, columns: dict[str, np.ndarray], rows: int):
-    """The scorer's fast path on these columns when it can prove pyfunc's answer, else None.
-
-    The rule of ``/invocations``' fast path (:func:`serving.online.protocol.parse_frame`):
-    exactly the signature's columns, each of its type's own dtype, no missing value, rows.
-    """
-    signature = getattr(scorer, "columns", None)
-    predict = getattr(scorer, "_predict", None)
-    if not signature or predict is None or rows == 0 or len(columns) != len(signature):
-        return None
-    ordered = []
-    for c in signature:
-        arr = columns.get(c.name)
-        if arr is None:
-            return None
-        if c.type == "string":
-            if arr.dtype != object or not all(type(v) is str for v in arr):
-                return None
-        elif _EXACT.get(c.type) != arr.dtype:
-            return None
-        ordered.append(arr)
-    if getattr(scorer, "as_array", False):
-        x = np.column_stack(ordered)
-        if x.dtype.kind == "f" and np.isnan(x).any():
-            return None
-    elif any(a.dtype.kind == "f" and np.isnan(a).any() for a in ordered):
-        return None
-    else:
-        x = pd.DataFrame({c.name: a for c, a in zip(signature, ordered, strict=True)}, copy=False)
-    try:
-        return predict(x)
-    except Exception:  # pyfunc answers, and says why
-        return None
 
 
 def _one_line(exc: Exception) -> str:
