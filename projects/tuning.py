@@ -121,12 +121,6 @@ def grid_points(candidates, space: Space, task: str, seed: int) -> list[dict]:
     never worse than the grid. A parameter the grid leaves out takes the estimator's default;
     a point the space cannot hold (``max_depth: null`` against ``int: [2, 16]``) is left out.
     """
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
     from projects.train import expand_candidates, make_estimator
 
     derived = [c for c in candidates if not c.space]
@@ -136,18 +130,7 @@ def grid_points(candidates, space: Space, task: str, seed: int) -> list[dict]:
         point = {ESTIMATOR_PARAM: estimator} if len(space.estimators) > 1 else {}
         for dim in space.of(estimator):
             value = grid.get(dim.param, defaults.get(dim.param))
-            spec = dim.spec
-            if "categorical" in spec:
-                dist = CategoricalDistribution(list(spec["categorical"]))
-            elif "int" in spec:
-                dist = IntDistribution(*map(int, spec["int"]), log=bool(spec.get("log")))
-            else:
-                dist = FloatDistribution(*map(float, spec["float"]), log=bool(spec.get("log")))
-            try:
-                held = dist._contains(dist.to_internal_repr(value))
-            except (TypeError, ValueError):
-                held = False
-            if not held:
+            if not _holds(dim.spec, value):
                 _logger.info("tuning: the grid's %s %s left out of the first trials: "
                              "%s=%r is outside its space", estimator, grid, dim.param, value)
                 break
@@ -156,6 +139,18 @@ def grid_points(candidates, space: Space, task: str, seed: int) -> list[dict]:
             if point not in points:
                 points.append(point)
     return points
+
+
+def _holds(spec: dict, value) -> bool:
+    """Whether a dimension's space holds ``value`` (a choice, or a number within bounds)."""
+    if "categorical" in spec:
+        return value in list(spec["categorical"])
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if "int" in spec and value != int(value):
+        return False
+    low, high = spec.get("int") or spec["float"]
+    return low <= value <= high
 
 
 def _defaults(task: str, estimator: str, make_estimator, seed: int) -> dict:
