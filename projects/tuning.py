@@ -501,6 +501,10 @@ def run_study(client, experiment_id: str, parent_run_id: str, key: str, objectiv
         raise WorkflowError(f"tuning: no trial completed ({len(trials)} tried)"
                             + (f"; first failure: {first}" if first else ""))
     best = metrics.best(objective.metric, complete, lambda t: t.value)
+    for trial in trials:
+        if trial.state == TrialState.WAITING:
+            # a grid point the timeout left unrun: a finished study is never resumed
+            client.delete_run(trial._trial_id)
     client.set_terminated(study_run_id, status="FINISHED")
     return StudyOutcome(study_run_id, name, resumed, dict(best.params), float(best.value),
                         by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED],

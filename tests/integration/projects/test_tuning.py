@@ -136,3 +136,26 @@ def test_failed_and_pruned_trials_end_failed_and_killed_with_their_reason():
     best = max((r for r in runs.values() if r.info.status == "FINISHED"),
                key=lambda r: r.data.metrics["val_accuracy"])
     assert outcome.best_value == pytest.approx(best.data.metrics["val_accuracy"])
+
+
+def test_grid_points_a_timeout_left_unrun_leave_no_scheduled_runs():
+    from sklearn.datasets import load_wine
+
+    from core.settings import Candidate, TuningSettings
+    from projects.prepare import feature_types
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("timeout")
+    parent = client.create_run(experiment_id).info.run_id
+    df = load_wine(as_frame=True).frame
+    cand = Candidate.model_validate({"estimator": "linear", "grid": {"C": [0.1, 1.0, 10.0]}})
+    space = tuning.build_space([cand], "classification", 0)
+    first = tuning.grid_points([cand], space, "classification", 0)
+    objective = tuning.Objective("classification", feature_types(df, "target"), df.iloc[::2],
+                                 df.iloc[1::2], "target", 0, "accuracy", space)
+    # no trial starts after 10 ms: the first grid point runs, the other two never do
+    outcome = tuning.run_study(client, experiment_id, parent, "t" * 24, objective,
+                               TuningSettings(n_trials=3, timeout=0.01), 1, 0, first)
+    assert outcome.complete == 1
+    runs = _children(client, experiment_id, outcome.study_run_id)
+    assert [(r.info.status, r.data.params["C"]) for r in runs] == [("FINISHED", "0.1")]
