@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.processes import free_port, running  # noqa: E402
+from tests.support.public_tables import public_table  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -233,20 +234,6 @@ WORKFLOW_MODELS = {  # name: (table, estimator, grid parameters)
 }
 
 
-def _public_table(name: str):
-    import pandas as pd
-    from sklearn.datasets import load_breast_cancer, load_diabetes
-
-    if name == "cancer":
-        return load_breast_cancer(as_frame=True).frame, "target", "classification"
-    if name == "diabetes":
-        return load_diabetes(as_frame=True, scaled=False).frame, "target", "regression"
-    import palmerpenguins
-
-    raw = pd.read_csv(Path(palmerpenguins.__file__).parent / "data" / "penguins-raw.csv")
-    return raw.drop(columns=["Individual ID"]), "Species", "classification"
-
-
 def log_workflow_models(store: Path) -> dict:
     """The workflow's pipelines fitted and logged as the workflow logs them; registered."""
     import mlflow
@@ -261,7 +248,7 @@ def log_workflow_models(store: Path) -> dict:
                                    artifact_location=(store / "wf-artifacts").as_uri())
     out = {}
     for name, (table, estimator, params) in WORKFLOW_MODELS.items():
-        df, target, task = _public_table(table)
+        df, target, task = public_table(table)
         train = split_data(df, target, task, 0.2, 0.2, 42)["train"]
         X = train.drop(columns=[target])
         pipe = make_pipeline(task, Preprocessing(), estimator, params, 42)

@@ -19,6 +19,7 @@ import pytest
 
 from core import plan as plan_mod
 from core.plan import planned_model, probe_rows
+from tests.support.public_tables import public_table
 
 MODELS = {  # name: (table, estimator, grid parameters)
     "cancer-linear": ("cancer", "linear", {}),
@@ -27,19 +28,6 @@ MODELS = {  # name: (table, estimator, grid parameters)
     "penguins-boosting": ("penguins", "gradient_boosting", {"max_iter": 10}),
     "diabetes-linear": ("diabetes", "linear", {}),
 }
-
-
-def _table(name: str) -> tuple[pd.DataFrame, str, str]:
-    from sklearn.datasets import load_breast_cancer, load_diabetes
-
-    if name == "cancer":
-        return load_breast_cancer(as_frame=True).frame, "target", "classification"
-    if name == "diabetes":
-        return load_diabetes(as_frame=True, scaled=False).frame, "target", "regression"
-    import palmerpenguins
-
-    raw = pd.read_csv(Path(palmerpenguins.__file__).parent / "data" / "penguins-raw.csv")
-    return raw.drop(columns=["Individual ID"]), "Species", "classification"
 
 
 def _save(pipeline, X: pd.DataFrame, path: Path):
@@ -65,7 +53,7 @@ def workflow_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("plans")
     out = {}
     for name, (table, estimator, params) in MODELS.items():
-        df, target, task = _table(table)
+        df, target, task = public_table(table)
         train = split_data(df, target, task, 0.2, 0.2, 42)["train"]
         X = train.drop(columns=[target])
         pipeline = make_pipeline(task, Preprocessing(), estimator, params, 42)
