@@ -106,19 +106,21 @@ def autoscale(
 
 def snapshot(autoscaling, endpoint: str, desc: dict) -> list[dict]:
     """The endpoint's scalable targets with their policies, as :func:`restore` re-creates them."""
+    return [{"target": target, "policies": policies}
+            for target, policies in _targets(autoscaling, endpoint, desc)]
+
+
+def _targets(autoscaling, endpoint: str, desc: dict) -> list[tuple[dict, list[dict]]]:
+    """Each scalable target of the endpoint's variants, with its scaling policies."""
     ids = [resource_id(endpoint, v["VariantName"]) for v in desc.get("ProductionVariants", [])]
     if not ids:
         return []
     found = autoscaling.describe_scalable_targets(
         ServiceNamespace=NAMESPACE, ResourceIds=ids, ScalableDimension=SCALABLE_DIMENSION
     ).get("ScalableTargets", [])
-    saved = []
-    for target in found:
-        policies = autoscaling.describe_scaling_policies(
-            ServiceNamespace=NAMESPACE, ResourceId=target["ResourceId"],
-            ScalableDimension=SCALABLE_DIMENSION).get("ScalingPolicies", [])
-        saved.append({"target": target, "policies": policies})
-    return saved
+    return [(target, autoscaling.describe_scaling_policies(
+        ServiceNamespace=NAMESPACE, ResourceId=target["ResourceId"],
+        ScalableDimension=SCALABLE_DIMENSION).get("ScalingPolicies", [])) for target in found]
 
 
 def restore(autoscaling, saved: list[dict]) -> list[str]:
@@ -141,18 +143,9 @@ def restore(autoscaling, saved: list[dict]) -> list[str]:
 def deregister(autoscaling, sm, endpoint: str, desc: dict | None = None) -> list[str]:
     """Remove the endpoint's scaling policies and targets; return the resource ids."""
     desc = desc or require_endpoint(sm, endpoint)
-    ids = [resource_id(endpoint, v["VariantName"]) for v in desc.get("ProductionVariants", [])]
-    if not ids:
-        return []
-    found = autoscaling.describe_scalable_targets(
-        ServiceNamespace=NAMESPACE, ResourceIds=ids, ScalableDimension=SCALABLE_DIMENSION
-    ).get("ScalableTargets", [])
     removed = []
-    for target in found:
+    for target, policies in _targets(autoscaling, endpoint, desc):
         rid = target["ResourceId"]
-        policies = autoscaling.describe_scaling_policies(
-            ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=SCALABLE_DIMENSION
-        ).get("ScalingPolicies", [])
         for policy in policies:
             autoscaling.delete_scaling_policy(
                 PolicyName=policy["PolicyName"], ServiceNamespace=NAMESPACE,
