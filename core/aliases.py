@@ -106,6 +106,10 @@ class Attempt:
     seq: int = 0
     #: The hash of the record before it in the chain ("" for the first).
     prev: str = ""
+    #: The promotion request this move executed (core.approvals), and its approvals
+    #: (``{by, at, reason}``); absent from records of moves without one.
+    request: str | None = None
+    approvals: list[dict] = field(default_factory=list)
 
     @property
     def tag(self) -> str:
@@ -119,6 +123,8 @@ class Attempt:
             del data["refusal"]
         if not data["seq"]:
             del data["seq"], data["prev"]
+        if data["request"] is None:
+            del data["request"], data["approvals"]
         return as_json(data)
 
     @classmethod
@@ -139,6 +145,8 @@ class Outcome:
     version: str | None
     previous: str | None
     attempt: Attempt | None = None
+    #: ``requested``: the server filed a promotion request instead (its record, a dict).
+    request: dict | None = None
 
 
 def new_attempt_id(at_ms: int) -> str:
@@ -349,6 +357,8 @@ def move_alias(
     forced: bool = False,
     gates: list[dict] | None = None,
     state: AliasState | None = None,
+    request: str | None = None,
+    approvals: list[dict] | None = None,
 ) -> Outcome:
     """Move ``alias`` of ``name`` to ``version`` (None: remove it) if nobody moved it since.
 
@@ -364,6 +374,8 @@ def move_alias(
         gates: gate results to record.
         state: what the caller decided on (default: read now). A move since then makes
             this one lose.
+        request: the promotion request this move executes (the server's, recorded).
+        approvals: that request's approvals (recorded).
 
     Idempotent: if ``alias`` already points at ``version`` nothing is written.
 
@@ -389,6 +401,7 @@ def move_alias(
     attempt = Attempt(
         id=new_attempt_id(at), alias=alias, version=version, previous=state.holder, by=by,
         at=at, reason=reason, kind=kind, forced=forced, slot=slot, gates=list(gates or []),
+        request=request, approvals=list(approvals or []),
     )
     action = f"{'remove' if version is None else 'move'} {alias!r} of {name!r}"
     # First write: the record. A user who may not move the alias (403) stops here.
@@ -478,6 +491,9 @@ def _server_move(client, name: str, version: str | None, alias: str, reason: str
     if resp.status_code != 200:
         raise MlopsError(f"the tracking server refused the move ({resp.status_code}): "
                          f"{answer.get('message')}")
+    if answer.get("status") == "requested":  # the alias needs approvals: a request is filed
+        return Outcome("requested", name, alias, version, state.holder,
+                       request=answer.get("request"))
     record = answer.get("attempt")
     return Outcome(answer["status"], name, alias, answer.get("version"), answer.get("previous"),
                    Attempt.from_json(record) if record else None)

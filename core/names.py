@@ -139,6 +139,10 @@ HISTORY_TAG_PREFIX = "mlops.history."
 # ``mlops.promotion.<alias>.<field>``: version tags of the move that gave it an alias: written
 # by core.aliases; tracking.governance stamps ``.by``; registry (show, copy) reads them.
 PROMOTION_TAG_PREFIX = "mlops.promotion."
+# ``mlops.request.<request id>``: a registered-model tag holding one promotion request (alias,
+# version, requester, approvals, state): written only by the tracking server's request routes
+# (tracking.promotions, through core.approvals); read by core.approvals (registry requests).
+REQUEST_TAG_PREFIX = "mlops.request."
 # The alias-move ledger's run: core.ledger writes and reads it.
 LEDGER_TAG = "mlops.ledger"
 # ``mlops.source.<field>``: on a copied version, where it came from: registry.copying writes

@@ -325,6 +325,10 @@ class GovernanceSettings(_Frozen):
 
     # Aliases only a release manager or an admin may set or delete (services follow them).
     protected_aliases: tuple[str, ...] = ("champion",)
+    # Approvals a move of each alias needs on the server where its model's policy file does not
+    # say (aliases.<alias>.approvals): release managers other than the requester and the
+    # version's author. The team profile asks one for champion.
+    approvals: dict[str, int] = Field(default_factory=dict)
 
 
 class Settings(_Frozen):

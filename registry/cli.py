@@ -182,8 +182,110 @@ def promote(ref: str, alias: str, reason: str, force: bool, expect_previous: str
     if outcome.status == "unchanged":
         click.echo(f"{ref_text} is already {alias}; nothing changed")
         return
+    if outcome.status == "requested":  # the server's policy: this alias needs approvals
+        _echo_request(outcome.request)
+        return
     forced = " (forced)" if force else ""
     click.echo(f"promoted {ref_text} to {alias}{forced}; previous: {outcome.previous or 'none'}")
+
+
+def _echo_request(request: dict) -> None:
+    """The request's id on the first line alone (scripts read it), then what it waits for."""
+    click.echo(request["id"])
+    need = request["required"] - len(request.get("approvals") or [])
+    click.echo(f"requested {request['name']}/{request['version']} to {request['alias']}: "
+               f"{request['status']}, {need} approval(s) to go, by a release manager other than "
+               f"{request['by']} and the version's author (python -m registry approve "
+               f"{request['id']})", err=True)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--to", "alias", default=DEFAULT_ALIAS, show_default=True,
+              help="Alias the request moves to REF.")
+@reason_option
+@click.option("--force", is_flag=True, help="Request even if gates fail (recorded as forced).")
+@policy_option
+def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | None) -> None:
+    """Ask for ALIAS to move to REF: run its gates, file a request, print the request id.
+
+    Needs the team's tracking server, which moves the alias when the approvals its policy asks
+    for (``aliases.<alias>.approvals``) are in.
+    """
+    from core.approvals import call
+    from registry.promotion import check_gates
+    from registry.render import gates_table
+
+    client = _client()
+    _require_server(client)
+    try:
+        mv, validation, gates = check_gates(client, ref, policy_path, force, alias)
+    except GateFailure as exc:
+        if exc.validation is not None:
+            _print(gates_table(exc.validation))
+        raise
+    if validation is not None:
+        _print(gates_table(validation))
+    answer = call(client, "create", {"name": mv.name, "version": str(mv.version), "alias": alias,
+                                     "reason": reason, "gates": gates, "forced": force})
+    _echo_request(answer["request"])
+
+
+def _require_server(client) -> None:
+    from core.approvals import NEEDS_SERVER
+
+    if not str(client.tracking_uri).startswith(("http://", "https://")):
+        raise RegistryError(NEEDS_SERVER)
+
+
+@cli.command()
+@click.argument("request_id")
+@click.option("--reason", default="", help="Why (recorded with the approval).")
+def approve(request_id: str, reason: str) -> None:
+    """Approve request REQUEST_ID; the last approval moves the alias (done by the server)."""
+    from core.approvals import call
+
+    client = _client()
+    _require_server(client)
+    answer = call(client, "approve", {"id": request_id, "reason": reason})
+    req = answer["request"]
+    if answer["status"] == "executed":
+        click.echo(f"approved {request_id}: {req['name']}/{req['version']} is {req['alias']} "
+                   f"now; previous: {answer.get('previous') or 'none'}")
+        return
+    need = req["required"] - len(req["approvals"])
+    click.echo(f"approved {request_id}: {need} approval(s) to go")
+
+
+@cli.command()
+@click.argument("request_id")
+@reason_option
+def reject(request_id: str, reason: str) -> None:
+    """Reject request REQUEST_ID (or withdraw your own); the alias stays where it is."""
+    from core.approvals import call
+
+    client = _client()
+    _require_server(client)
+    req = call(client, "reject", {"id": request_id, "reason": reason})["request"]
+    click.echo(f"rejected {request_id}: {req['name']}/{req['version']} does not move to "
+               f"{req['alias']}")
+
+
+@cli.command("requests")
+@click.argument("name", required=False)
+@output_option
+def requests_command(name: str | None, output: str) -> None:
+    """Promotion requests (of NAME): open, approved, executed, rejected, expired, void."""
+    from core.approvals import call
+    from registry.render import requests_table
+
+    client = _client()
+    _require_server(client)
+    found = call(client, "list", params={"name": name} if name else None)["requests"]
+    if output == "json":
+        print_json({"requests": found})
+        return
+    _print(requests_table(found))
 
 
 @cli.command()

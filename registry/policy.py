@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core import metrics
+from core.approvals import AliasApprovals
 from core.settings import SettingsError, read_yaml_mapping
 from registry.errors import RegistryError
 
@@ -70,6 +71,8 @@ class Policy(_Frozen):
     signature_compatible: bool = True
     required_tags: tuple[str, ...] = ()
     shadow: ShadowGate | None = None
+    # Approvals a move of each alias needs on the team server (core.approvals reads it there).
+    aliases: dict[str, AliasApprovals] = Field(default_factory=dict)
 
     @field_validator("thresholds")
     @classmethod

@@ -25,8 +25,8 @@ from registry.errors import RegistryError
 
 __all__ = [
     "DEFAULT_ALIAS", "HISTORY_TAG_PREFIX", "PROMOTION_TAG_PREFIX", "AliasState", "Attempt",
-    "Outcome", "champion_stack", "iso", "move_alias", "promote_version", "read_history",
-    "read_state", "rollback", "rollback_target",
+    "Outcome", "champion_stack", "check_gates", "iso", "move_alias", "promote_version",
+    "read_history", "read_state", "rollback", "rollback_target",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -116,9 +116,6 @@ def promote_version(
         LostRace: a concurrent promotion of the alias won.
         RegistryError: unknown model/version, missing policy, refused by the server.
     """
-    from registry.errors import GateFailure
-    from registry.policy import load_policy
-    from registry.validation import validate_version
     from registry.versions import resolve_version
 
     mv = resolve_version(client, ref)
@@ -127,6 +124,29 @@ def promote_version(
     state = read_state(client, name, alias, expect_previous)
     if state.holder == version:
         return Outcome("unchanged", name, alias, version, version), None
+    mv, validation, gates = check_gates(client, mv, policy_path, force, alias)
+    outcome = move_alias(client, name, version, alias, reason, by, kind="promote",
+                         forced=force, gates=gates, state=state)
+    return outcome, validation
+
+
+def check_gates(client, ref, policy_path: str | None, force: bool, alias: str):
+    """The model's policy for ``ref`` (a ``NAME/VERSION`` or a resolved version).
+
+    Returns:
+        ``(version, Validation | None, gate records)``.
+
+    Raises:
+        GateFailure: a gate failed and ``force`` is off; carries ``.validation``.
+        RegistryError: unknown version, or no policy and ``force`` is off.
+    """
+    from registry.errors import GateFailure
+    from registry.policy import load_policy
+    from registry.validation import validate_version
+    from registry.versions import resolve_version
+
+    mv = resolve_version(client, ref) if isinstance(ref, str) else ref
+    name, version = mv.name, str(mv.version)
     validation = None
     try:
         policy = load_policy(name, policy_path)
@@ -145,6 +165,4 @@ def promote_version(
                 f"gates ({failed}); {alias!r} not moved (use --force --reason to override)",
                 validation,
             )
-    outcome = move_alias(client, name, version, alias, reason, by, kind="promote",
-                         forced=force, gates=gates, state=state)
-    return outcome, validation
+    return mv, validation, gates

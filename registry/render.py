@@ -277,7 +277,23 @@ def attempt_json(a: Attempt) -> dict:
         "forced": a.forced,
         "reason": a.reason,
         "gates": list(a.gates),
+        "request": a.request,
+        "approvals": [{**x, "at": _when(x.get("at"))} for x in a.approvals],
     }
+
+
+def requests_table(found: list[dict]):
+    """``requests``: promotion requests, oldest first, with their state and approvals."""
+    out = table("Promotion requests (oldest first)", "request", "filed", "model", "version",
+                "alias", "by", "status", "approvals", "reason",
+                ids=("request", "filed", "version", "alias", "status", "approvals"))
+    for r in found:
+        approvals = f"{len(r['approvals'])}/{r['required']}"
+        names = ", ".join(x["by"] for x in r["approvals"])
+        out.add_row(r["id"], iso(r["at"]), r["name"], r["version"], r["alias"], r["by"],
+                    r["status"], approvals + (f" ({names})" if names else ""), r["reason"],
+                    style="" if r["status"] in ("open", "approved") else "dim")
+    return out
 
 
 def history_json(name: str, alias: str | None, attempts: list[Attempt]) -> dict:

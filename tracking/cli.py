@@ -110,6 +110,7 @@ def server_command(profile, overrides, auth, jobs, allowed_hosts, **flags):
         auth=auth,
         jobs=jobs,
         protected_aliases=settings.governance.protected_aliases,
+        approvals=dict(settings.governance.approvals),
     )
     _run(config, settings.experiment)
 

@@ -47,6 +47,7 @@ import re
 import urllib.parse
 
 from core.aliases import SERVER_MOVE_PATH, refused_attempt
+from core.approvals import REQUEST_ROUTE_PREFIX
 from core.cards import DRAFT as CARD_DRAFT
 from core.ledger import LEDGER_EXPERIMENT, parse_claim
 from core.names import (
@@ -91,6 +92,9 @@ _EXPERIMENT_NAMING = re.compile(_PREFIX + r"experiments/(?:create|update)/?$")
 # Reads MLflow takes as a POST (searches, bulk gets): they write nothing.
 _READ_BY_POST = re.compile(r"/(?:[\w-]*search[\w-]*|get[\w-]*)/?$")
 _MOVE_ROUTE = re.compile("^" + re.escape(SERVER_MOVE_PATH) + "/?$")
+_REQUEST_ROUTE = re.compile(
+    "^" + re.escape(REQUEST_ROUTE_PREFIX) + r"(create|approve|reject|list)/?$"
+)
 #: mlops.* tags a user's tool may still set on a version: notes linking elsewhere, not the
 #: record of a decision (registry copy's note on the source, the shadow run's link).
 USER_TAG_PREFIXES = (COPIED_TO_PREFIX, SHADOW_RUN_TAG)
@@ -646,7 +650,9 @@ def _own_routes():
     """
     from flask import g, request
 
-    if not _MOVE_ROUTE.match(_route_path(request.path)):
+    path = _route_path(request.path)
+    requests_route = _REQUEST_ROUTE.match(path)
+    if not (_MOVE_ROUTE.match(path) or requests_route):
         return None
     from mlflow.server.auth import authenticate_request
 
@@ -655,6 +661,15 @@ def _own_routes():
     authorization = authenticate_request()
     if not hasattr(authorization, "username"):
         return authorization  # MLflow's 401
+    if requests_route:  # promotion requests and approvals (tracking.requests)
+        from tracking.requests import handle
+
+        action = requests_route[1]
+        if request.method != ("GET" if action == "list" else "POST"):
+            return _bad_request(f"the request route {action} takes a "
+                                f"{'GET' if action == 'list' else 'POST'}")
+        g.mlflow_authenticated_user = authorization.username
+        return handle(action, authorization.username, _body() or {}, request.args.to_dict())
     if request.method != "POST":
         return _bad_request("the promotion route takes a POST")
     g.mlflow_authenticated_user = username = authorization.username

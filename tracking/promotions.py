@@ -158,8 +158,8 @@ def approve_card(client, name: str, version: str, attempt) -> str | None:
     from core.cards import APPROVED, PENDING_REVIEW, CardError, card_status, set_card_status
 
     review = {"attempt": attempt.id, "by": attempt.by, "at": attempt.at, "reason": attempt.reason,
-              "kind": attempt.kind, "alias": attempt.alias, "approvals": [],
-              "gates": attempt.gates}  # fmt: skip
+              "kind": attempt.kind, "alias": attempt.alias, "approvals": attempt.approvals,
+              "request": attempt.request, "gates": attempt.gates}  # fmt: skip
     try:
         status = card_status(client, name, version)
         if status is None or status == APPROVED:
@@ -232,6 +232,15 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
                     f"{'version ' + state.holder if state.holder else 'no version'} since this "
                     "command started; nothing changed")
             state = AliasState(state.slot, state.holder)
+        if kind == "promote" and version is not None:
+            from tracking.requests import Refused, file_request, needs_approvals
+
+            if needs_approvals(name, alias):  # four eyes: the move waits for its approvals
+                try:
+                    return _answer(200, **file_request(username, {**body, "version": version},
+                                                       state))
+                except Refused as exc:
+                    return _answer(exc.code, error_code="REFUSED", message=str(exc))
         outcome = move_alias(client, name, version, alias, str(body.get("reason") or ""),
                              by=username, kind=kind, forced=bool(body.get("forced")),
                              gates=list(body.get("gates") or []), state=state)

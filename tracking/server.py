@@ -82,6 +82,8 @@ class ServerConfig:
     auth: bool = False
     jobs: bool = False
     protected_aliases: tuple[str, ...] = ("champion",)
+    #: Approvals a move of each alias needs where its model's policy does not say (core.approvals).
+    approvals: dict[str, int] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -202,6 +204,9 @@ def server_env(config: ServerConfig, base: dict | None = None) -> dict:
         from tracking.governance import PROTECTED_ALIASES_ENV
 
         env[PROTECTED_ALIASES_ENV] = json.dumps(list(config.protected_aliases))
+        from core.approvals import APPROVALS_ENV
+
+        env[APPROVALS_ENV] = json.dumps(config.approvals)
     env.update(config.extra_env)
     return env
 

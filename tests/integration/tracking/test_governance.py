@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import requests
@@ -28,6 +29,7 @@ ADMIN = ("admin", "admin-password-123")
 ALICE = ("alice", "alice-password-123")
 SCORING = ("scoring", "scoring-password-123")
 RITA = ("rita", "rita-password-123")
+ROB = ("rob", "rob-password-123")
 MODEL = "governed-model"
 USERS_FILE = textwrap.dedent(
     f"""\
@@ -36,9 +38,11 @@ USERS_FILE = textwrap.dedent(
           experiments: [mlops-registry], models: [{MODEL}]}}
       - {{name: scoring, role: service, password_env: SCORING_PW, models: [{MODEL}]}}
       - {{name: rita, role: release_manager, password_env: RITA_PW, models: [{MODEL}]}}
+      - {{name: rob, role: release_manager, password_env: ROB_PW, models: [{MODEL}]}}
     """
 )
-PASSWORDS = {"ALICE_PW": ALICE[1], "SCORING_PW": SCORING[1], "RITA_PW": RITA[1]}
+PASSWORDS = {"ALICE_PW": ALICE[1], "SCORING_PW": SCORING[1], "RITA_PW": RITA[1],
+             "ROB_PW": ROB[1]}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -62,7 +66,10 @@ def _as(user):
 def server(request, tmp_path_factory, template_sqlite_db):
     """The launcher with --auth, the README's users applied, two versions of MODEL."""
     tmp = tmp_path_factory.mktemp(f"governance-{request.param}")
-    env = {"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1]}
+    policies = tmp / "policies"  # the server's own policy folder (its approvals per alias)
+    policies.mkdir()
+    env = {"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+           "MLOPS_POLICY_DIR": str(policies)}  # fmt: skip
     with contextlib.ExitStack() as stack:
         if request.param == "sqlite":
             backend = sqlite_copy(template_sqlite_db, tmp)
@@ -82,7 +89,7 @@ def server(request, tmp_path_factory, template_sqlite_db):
         applied = _apply(url, users)
         assert applied.returncode == 0, applied.stderr
         yield {"url": url, "versions": versions, "users": users, "applied": applied.stdout,
-               "kind": request.param}  # fmt: skip
+               "kind": request.param, "policies": policies}  # fmt: skip
 
 
 def _apply(url, users_file):
@@ -313,3 +320,81 @@ def test_the_readme_users_file_gives_each_group_what_it_needs(server, tmp_path):
         assert client.get_model_version_by_alias(name, "challenger").version == version
     # the release manager promotes
     assert move(RITA, "champion") == "promoted"
+
+
+def _requests(url, user, action, body=None, params=None):
+    import mlflow
+
+    from core.approvals import call
+
+    with _as(user):
+        return call(mlflow.MlflowClient(url, url), action, body, params)
+
+
+def test_four_eyes_request_approvals_rejection_and_expiry(server, tmp_path):
+    import mlflow
+
+    from core.aliases import move_alias
+    from core.errors import MlopsError
+
+    url, v1 = server["url"], server["versions"][0]
+    policy = server["policies"] / f"{MODEL}.yaml"  # read by the server, never by the client
+    policy.write_text("aliases:\n  champion: {approvals: 1, expire_after: 1h}\n")
+    # a version whose run the admin (a release manager's rights) created: its author
+    run = _call(url, ADMIN, "POST", "runs/create",
+                json={"experiment_id": _experiment_id(url), "user_id": "admin"})  # fmt: skip
+    run_id = run.json()["run"]["info"]["run_id"]
+    created = _call(url, ADMIN, "POST", "model-versions/create",
+                    json={"name": MODEL, "source": f"runs:/{run_id}/model", "run_id": run_id})
+    authored = created.json()["model_version"]["version"]
+    before = _aliases(url).get("champion")
+    # promote (the one alias move) files a request where approvals are required
+    with _as(RITA):
+        outcome = move_alias(mlflow.MlflowClient(url, url), MODEL, authored, "champion",
+                             "release authored")  # fmt: skip
+    assert outcome.status == "requested" and _aliases(url).get("champion") == before
+    rid = outcome.request["id"]
+    assert (outcome.request["by"], outcome.request["required"]) == ("rita", 1)
+    for user, refusal in [(RITA, "rita filed request"), (ADMIN, "admin is an author of"),
+                          (ALICE, "alice may not approve a move of 'champion'")]:
+        with pytest.raises(MlopsError, match=f"\\(403\\): {refusal}"):
+            _requests(url, user, "approve", {"id": rid})
+    done = _requests(url, ROB, "approve", {"id": rid, "reason": "checked the gates"})
+    assert done["status"] == "executed" and _aliases(url)["champion"] == authored
+    won = [r for r in _history(url) if r.get("request") == rid]
+    assert [(r["outcome"], r["by"], [a["by"] for a in r["approvals"]]) for r in won] == [
+        ("won", "rita", ["rob"])]
+    # rejected: nothing moves, and it cannot be approved afterwards
+    back = _requests(url, RITA, "create", {"name": MODEL, "version": v1, "alias": "champion",
+                                           "reason": "back to 1"})["request"]  # fmt: skip
+    _requests(url, ROB, "reject", {"id": back["id"], "reason": "not this week"})
+    with pytest.raises(MlopsError, match="\\(409\\): request .* is rejected"):
+        _requests(url, ROB, "approve", {"id": back["id"]})
+    # expired: a short expire_after from the server's policy
+    policy.write_text("aliases:\n  champion: {approvals: 1, expire_after: 1s}\n")
+    late = _requests(url, RITA, "create", {"name": MODEL, "version": v1, "alias": "champion",
+                                           "reason": "too late"})["request"]  # fmt: skip
+    policy.unlink()
+    time.sleep(1.2)
+    env = child_env({"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": ROB[0],
+                     "MLFLOW_TRACKING_PASSWORD": ROB[1]})  # fmt: skip
+    listed = subprocess.run([sys.executable, "-m", "registry", "requests", MODEL, "--output",
+                             "json"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    states = {r["id"]: r["status"] for r in json.loads(listed.stdout)["requests"]}
+    assert [states[i] for i in (rid, back["id"], late["id"])] == ["executed", "rejected",
+                                                                  "expired"]  # fmt: skip
+    with pytest.raises(MlopsError, match="\\(409\\): request .* is expired"):
+        _requests(url, ROB, "approve", {"id": late["id"]})
+    assert _aliases(url)["champion"] == authored
+
+
+def test_approvals_need_the_team_server(tmp_path, monkeypatch, capsys):
+    from registry.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/embedded.db")
+    assert main(["approve", "0000000000001-abc"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: approvals need the team's tracking server (python -m tracking server --auth); on "
+        "this store nobody can enforce them: python -m registry promote moves the alias directly"]
