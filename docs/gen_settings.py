@@ -182,12 +182,17 @@ What the tracking server enforces when started with `python -m tracking server -
 `protected_aliases`: aliases only a release manager or an admin may set or delete (refused with
 403 for everyone else, whatever the client); a version or model holding one cannot be deleted.
 
+`approvals`: how many approvals a promotion of each alias waits for (`{{alias: n}}`), where the
+model's policy file does not say (its `aliases.<alias>.approvals`, read by the server from its
+own policy folder). The `team` profile sets `{{champion: 1}}`: `python -m registry promote` and
+`request` file a request that a second release manager approves (`python -m registry approve`).
+
 ## Profiles
 
 | profile | what it sets |
 |---|---|
 | `local` (default) | `register.auto_champion: null` (automatic: on for the embedded store only) |
-| `team` | `register.auto_champion: false`; a `server` section (PostgreSQL, S3, 4 workers) |
+| `team` | `register.auto_champion: false`; a `server` section; one approval for `champion` |
 | `aws` | the `team` settings plus a `sagemaker` section (region, instance type and count) |
 
 ## Promotion policies
