@@ -216,8 +216,7 @@ def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | N
     from registry.promotion import check_gates
     from registry.render import gates_table
 
-    client = _client()
-    _require_server(client)
+    client = _server_client()
     try:
         mv, validation, gates = check_gates(client, ref, policy_path, force, alias)
     except GateFailure as exc:
@@ -231,11 +230,14 @@ def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | N
     _echo_request(answer["request"])
 
 
-def _require_server(client) -> None:
+def _server_client():
+    """The client of the team server; on any other store, one line (and no store opened)."""
     from core.approvals import NEEDS_SERVER
+    from core.connection import registry_uri
 
-    if not str(client.tracking_uri).startswith(("http://", "https://")):
+    if not registry_uri().startswith(("http://", "https://")):
         raise RegistryError(NEEDS_SERVER)
+    return _client()
 
 
 @cli.command()
@@ -245,8 +247,7 @@ def approve(request_id: str, reason: str) -> None:
     """Approve request REQUEST_ID; the last approval moves the alias (done by the server)."""
     from core.approvals import call
 
-    client = _client()
-    _require_server(client)
+    client = _server_client()
     answer = call(client, "approve", {"id": request_id, "reason": reason})
     req = answer["request"]
     if answer["status"] == "executed":
@@ -264,8 +265,7 @@ def reject(request_id: str, reason: str) -> None:
     """Reject request REQUEST_ID (or withdraw your own); the alias stays where it is."""
     from core.approvals import call
 
-    client = _client()
-    _require_server(client)
+    client = _server_client()
     req = call(client, "reject", {"id": request_id, "reason": reason})["request"]
     click.echo(f"rejected {request_id}: {req['name']}/{req['version']} does not move to "
                f"{req['alias']}")
@@ -279,8 +279,7 @@ def requests_command(name: str | None, output: str) -> None:
     from core.approvals import call
     from registry.render import requests_table
 
-    client = _client()
-    _require_server(client)
+    client = _server_client()
     found = call(client, "list", params={"name": name} if name else None)["requests"]
     if output == "json":
         print_json({"requests": found})

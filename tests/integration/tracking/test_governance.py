@@ -331,7 +331,22 @@ def _requests(url, user, action, body=None, params=None):
         return call(mlflow.MlflowClient(url, url), action, body, params)
 
 
-def test_four_eyes_request_approvals_rejection_and_expiry(server, tmp_path):
+def _registry_cli(monkeypatch, capsys, url, user, *argv):
+    """``python -m registry ARGV`` in this process (no interpreter start): (exit code, stdout)."""
+    from registry.cli import main
+
+    for key, value in {"MLFLOW_TRACKING_URI": url, "MLFLOW_REGISTRY_URI": url,
+                       "MLFLOW_TRACKING_USERNAME": user[0],
+                       "MLFLOW_TRACKING_PASSWORD": user[1], "MLFLOW_LOGGING_LEVEL": "ERROR",
+                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_four_eyes_request_approvals_rejection_and_expiry(server, tmp_path, monkeypatch, capsys):
     import mlflow
 
     from core.aliases import move_alias
@@ -359,14 +374,22 @@ def test_four_eyes_request_approvals_rejection_and_expiry(server, tmp_path):
                           (ALICE, "alice may not approve a move of 'champion'")]:
         with pytest.raises(MlopsError, match=f"\\(403\\): {refusal}"):
             _requests(url, user, "approve", {"id": rid})
-    done = _requests(url, ROB, "approve", {"id": rid, "reason": "checked the gates"})
-    assert done["status"] == "executed" and _aliases(url)["champion"] == authored
+    code, out, err = _registry_cli(monkeypatch, capsys, url, ROB, "approve", rid, "--reason",
+                                   "checked the gates")  # fmt: skip
+    assert code == 0, err
+    assert out.startswith(f"approved {rid}: {MODEL}/{authored} is champion now; previous: ")
+    assert _aliases(url)["champion"] == authored
     won = [r for r in _history(url) if r.get("request") == rid]
     assert [(r["outcome"], r["by"], [a["by"] for a in r["approvals"]]) for r in won] == [
         ("won", "rita", ["rob"])]
     # rejected: nothing moves, and it cannot be approved afterwards
-    back = _requests(url, RITA, "create", {"name": MODEL, "version": v1, "alias": "champion",
-                                           "reason": "back to 1"})["request"]  # fmt: skip
+    # (forced: no policy on this side; the request records the missing policy as its gate)
+    code, out, err = _registry_cli(monkeypatch, capsys, url, RITA, "request", f"{MODEL}/{v1}",
+                                   "--to", "champion", "--reason", "back to 1", "--force",
+                                   "--policy", str(tmp_path / "none.yaml"))  # fmt: skip
+    assert code == 0, err
+    back = {"id": out.splitlines()[0]}
+    assert "1 approval(s) to go" in err
     _requests(url, ROB, "reject", {"id": back["id"], "reason": "not this week"})
     with pytest.raises(MlopsError, match="\\(409\\): request .* is rejected"):
         _requests(url, ROB, "approve", {"id": back["id"]})
@@ -398,3 +421,4 @@ def test_approvals_need_the_team_server(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "error: approvals need the team's tracking server (python -m tracking server --auth); on "
         "this store nobody can enforce them: python -m registry promote moves the alias directly"]
+    assert not (tmp_path / "embedded.db").exists()  # a refused command opens no store
