@@ -38,6 +38,10 @@ GAVE_UP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT"
 #: tag writes of an alias move). Switched off before MLflow is imported, the thread never
 #: starts; the project forces it off, whatever the environment says.
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+#: A command's stderr holds its log lines and at most one error line: MLflow's download
+#: progress bars (a model fetched to score it, to hand it to a child) are left out unless the
+#: user asks for them.
+QUIET_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def tracking_uri() -> str:
@@ -77,12 +81,13 @@ def prepare_process() -> None:
     """Set MLflow's client settings for this process and the processes it starts.
 
     Called once at the start of every command line (:func:`core.cli.run_group`), before
-    MLflow is imported: :data:`HTTP_DEFAULTS` where the user set no value, and
+    MLflow is imported: :data:`HTTP_DEFAULTS` and :data:`QUIET_DEFAULTS` where the user set
+    no value, and
     :data:`TELEMETRY_OFF`. Child processes (the tracking server, scoring workers) inherit them.
     """
     import sys
 
-    for key, value in HTTP_DEFAULTS.items():
+    for key, value in {**HTTP_DEFAULTS, **QUIET_DEFAULTS}.items():
         os.environ.setdefault(key, value)
     os.environ.update(TELEMETRY_OFF)
     if "mlflow.telemetry" in sys.modules:  # imported already (a caller in the same process)

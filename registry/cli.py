@@ -59,8 +59,6 @@ def cli(verbose: bool) -> None:
         # MLflow sets its own loggers' level when it is first imported, which happens after
         # this (lazily): its level variable is the one setting that survives the import
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-        # downloads (models for the child that scores them) draw no progress bars on stderr
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         logging.getLogger("mlflow").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
 
