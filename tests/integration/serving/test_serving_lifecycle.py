@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -99,7 +100,7 @@ def test_headers_that_never_end_get_408_and_the_connection_closes(busy):
     # a kept-alive connection: one request answered, then half of the next one's headers
     kept = socket.create_connection(("127.0.0.1", port))
     kept.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+    assert _read_response(kept).startswith(b"HTTP/1.1 200")  # all of it: head and body
     kept.sendall(half)
     received, closed_after = _read_until_closed([*partial, kept, *idle], start, timeout=15)
 
@@ -112,6 +113,18 @@ def test_headers_that_never_end_get_408_and_the_connection_closes(busy):
     resp = requests.post(f"{url}/invocations", data=body, timeout=10,
                          headers={"Content-Type": "application/json"})
     assert resp.status_code == 200
+
+
+def _read_response(sock) -> bytes:
+    """One whole response (its head and ``content-length`` bytes of body), however it arrives."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return data
 
 
 def _read_until_closed(socks, start, timeout):
