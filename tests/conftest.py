@@ -147,14 +147,18 @@ def aws_env(monkeypatch, moto_server):
     return moto_server
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """Commands that configure the root logger (``serve``, the workflow): give pytest's back."""
+    """Commands run in-process configure loggers (``serve``, the workflow, the CLIs'
+    ``basicConfig``): every test gives pytest's back, so no later test logs to a stream a
+    finished test's capture has closed (whatever order the test processes take files in)."""
     import logging
 
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    saved = [(logger, logger.handlers[:], logger.level) for logger in loggers]
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
     logging.captureWarnings(False)
