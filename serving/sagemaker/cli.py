@@ -563,11 +563,19 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
 
 def _refuse_unguarded(obj: _Context, endpoint: str, ref: str) -> None:
     """``follow`` on a serverless or asynchronous endpoint: refused at start, not every poll."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
     from serving.sagemaker.endpoints import live_variant
     from serving.sagemaker.resources import describe_endpoint
     from serving.sagemaker.rollout import refuse_unguarded
 
-    desc = describe_endpoint(obj.aws.sagemaker, _target.check_name(endpoint))
+    try:
+        desc = describe_endpoint(obj.aws.sagemaker, _target.check_name(endpoint))
+    except (EndpointConnectionError, ConnectTimeoutError) as exc:
+        # SageMaker out of reach at start: follow still starts and each pass says so; a
+        # rollout refuses a serverless or asynchronous endpoint itself
+        _logger.warning("could not check %s's hosting at start: %s", endpoint, exc)
+        return
     if desc is not None:
         refuse_unguarded(live_variant(obj.aws.sagemaker, desc), endpoint, ref)
 
