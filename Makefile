@@ -63,7 +63,7 @@ java: ## Install Debian's Java runtime for the Spark tests (serving predict --en
 
 # TEST_WORKERS=2 runs the suite on two processes (pytest-xdist), each taking one test file at a
 # time so a file's module-scoped servers start once. The default, 0, runs it in one process: the
-# SageMaker follow and shadow-webhook tests are not yet reliable beside another test process.
+# SageMaker follow and hosting tests are not yet reliable beside another test process.
 TEST_WORKERS ?= 0
 
 test: venv-test chromium java ## Run the whole test suite (unit + integration, real servers; TEST_WORKERS=2: two processes)
