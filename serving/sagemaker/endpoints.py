@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -417,6 +418,47 @@ class Invocation:
     def json(self):
         """The body parsed as JSON."""
         return json.loads(self.body)
+
+
+def _snake(name: str) -> str:
+    """``TrafficRoutingConfiguration`` -> ``traffic_routing_configuration``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _snake_keys(value):
+    if isinstance(value, dict):
+        return {_snake(str(k)): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(v) for v in value]
+    return value
+
+
+def status_json(info: dict) -> dict:
+    """``status --output json``: the endpoint as scripts read it.
+
+    Keys: ``endpoint``, ``status`` (SageMaker's ``EndpointStatus``), ``endpoint_config``,
+    ``model_name``, ``model_version`` (a string), ``run_id`` (null when the endpoint was not
+    deployed by this project), ``failure_reason`` (null when none), ``variants``
+    (``[{"name", "instances", "weight"}]``), ``last_deployment`` (SageMaker's
+    ``LastDeploymentConfig`` with snake_case keys, ``{}`` when none) and ``alarms``
+    (``{alarm name: state}``), ``hosting`` (``{"kind": "real-time" | "serverless" |
+    "async", "serverless": {"memory_mb", "max_concurrency"} | null, "async": {"output",
+    "failure", "success_topic", "error_topic"} | null}``).
+    """
+    return {
+        "endpoint": info["endpoint"],
+        "status": info["status"],
+        "endpoint_config": info["endpoint_config"],
+        "model_name": info["model_name"] or None,
+        "model_version": str(info["model_version"]) if info["model_version"] else None,
+        "run_id": info["run_id"] or None,
+        "failure_reason": info["failure_reason"] or None,
+        "variants": [{"name": v["name"], "instances": v["instances"], "weight": v["weight"]}
+                     for v in info["variants"]],
+        "last_deployment": _snake_keys(info["last_deployment"]),
+        "alarms": dict(info["alarms"]),
+        "hosting": info.get("hosting"),
+    }
 
 
 def invoke(runtime, endpoint: str, body: bytes | str, content_type: str = "application/json",
