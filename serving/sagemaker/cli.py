@@ -197,35 +197,12 @@ def _print_cost(obj: _Context, ref: str, *, rps, p95_ms, instance_types, serverl
                 seconds_per_request, output) -> None:
     """``preflight --cost``: the estimate as a table (or JSON) and the cheapest option."""
     from serving.sagemaker import cost
-    from serving.sagemaker.package import resolve_model
 
-    source = resolve_model(_mlflow_client(), ref)
-    if seconds_per_request:
-        latency = cost.Latency(seconds_per_request, seconds_per_request, 0, 0, 0,
-                               "given (--seconds-per-request)")
-    else:
-        latency = cost.measure_latency(source.uri)
     profile = _settings().serverless
-    result = cost.estimate(cost.load_prices(obj.region, _pricing_client(obj)), latency, rps=rps,
-                           p95_ms=p95_ms, instance_types=instance_types or None,
-                           serverless=serverless or (_target.Serverless.parse(profile)
-                                                     if profile else None))
-    if output == "json":
-        print_json({"model": {"name": source.name, "version": source.version}, **result.as_json()})
-        return
-    print_tables(cost.table(result, f"{source.name} version {source.version}"))
-    for line in cost.summary(result):
-        click.echo(line)
-
-
-def _pricing_client(obj: _Context):
-    """A Pricing API client (us-east-1), quick to give up: the shipped table is the fallback."""
-    from botocore.config import Config
-
-    from serving.sagemaker.cost import PRICING_REGION
-
-    return obj.aws.session.client("pricing", region_name=PRICING_REGION, config=Config(
-        connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
+    cost.report(_mlflow_client(), ref, obj.region, obj.aws.session, rps=rps, p95_ms=p95_ms,
+                instance_types=instance_types, seconds_per_request=seconds_per_request,
+                output=output, serverless=serverless or (_target.Serverless.parse(profile)
+                                                         if profile else None))
 
 
 @sagemaker.command()
@@ -411,7 +388,9 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
     settings = RolloutSettings(canary, bake_minutes, max_5xx, max_latency_ms,
                                termination_wait_seconds, timeout_seconds or None)
     settings.check()
-    _refuse_unguarded(obj, endpoint, ref)
+    from serving.sagemaker.rollout import refuse_unguarded_endpoint
+
+    refuse_unguarded_endpoint(obj.aws.sagemaker, _target.check_name(endpoint), ref)
     client = _mlflow_client()
     follower = Follower(obj.aws.sagemaker, obj.aws.s3, obj.aws.cloudwatch, client,
                         parsed.name, parsed.alias, endpoint, _resolve_target(obj, **target),
@@ -450,25 +429,6 @@ def follow(obj: _Context, ref, endpoint, once, poll_seconds, listen, webhook_url
     finally:
         if receiver is not None:
             receiver.stop()
-
-
-def _refuse_unguarded(obj: _Context, endpoint: str, ref: str) -> None:
-    """``follow`` on a serverless or asynchronous endpoint: refused at start, not every poll."""
-    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
-
-    from serving.sagemaker.endpoints import live_variant
-    from serving.sagemaker.resources import describe_endpoint
-    from serving.sagemaker.rollout import refuse_unguarded
-
-    try:
-        desc = describe_endpoint(obj.aws.sagemaker, _target.check_name(endpoint))
-    except (EndpointConnectionError, ConnectTimeoutError) as exc:
-        # SageMaker out of reach at start: follow still starts and each pass says so; a
-        # rollout refuses a serverless or asynchronous endpoint itself
-        _logger.warning("could not check %s's hosting at start: %s", endpoint, exc)
-        return
-    if desc is not None:
-        refuse_unguarded(live_variant(obj.aws.sagemaker, desc), endpoint, ref)
 
 
 @sagemaker.command()

@@ -314,3 +314,37 @@ def summary(result: Estimate) -> list[str]:
         lines.append(f"cheapest meeting {wanted}: {cheapest.kind}, {cheapest.config}, "
                      f"${cheapest.monthly_usd:,.2f} a month")
     return lines
+
+
+def pricing_client(session):
+    """A Pricing API client (us-east-1), quick to give up: the shipped table is the fallback."""
+    from botocore.config import Config
+
+    return session.client("pricing", region_name=PRICING_REGION, config=Config(
+        connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
+
+
+def report(client, ref: str, region: str, session, *, rps: float, p95_ms: float | None,
+           instance_types, seconds_per_request: float | None, output: str,
+           serverless: Serverless | None) -> None:
+    """Print what serving REF costs a month (a table, or one JSON document) and the cheapest."""
+    import click
+
+    from core.output import print_json, print_tables
+    from serving.sagemaker.package import resolve_model
+
+    source = resolve_model(client, ref)
+    if seconds_per_request:
+        latency = Latency(seconds_per_request, seconds_per_request, 0, 0, 0,
+                          "given (--seconds-per-request)")
+    else:
+        latency = measure_latency(source.uri)
+    result = estimate(load_prices(region, pricing_client(session)), latency, rps=rps,
+                      p95_ms=p95_ms, instance_types=instance_types or None,
+                      serverless=serverless)
+    if output == "json":
+        print_json({"model": {"name": source.name, "version": source.version}, **result.as_json()})
+        return
+    print_tables(table(result, f"{source.name} version {source.version}"))
+    for line in summary(result):
+        click.echo(line)

@@ -166,6 +166,25 @@ def refuse_unguarded(live, endpoint: str, ref: str) -> None:
         "one is InService)")
 
 
+def refuse_unguarded_endpoint(sm, endpoint: str, ref: str) -> None:
+    """``follow`` at start: :func:`refuse_unguarded` on the endpoint as it is now.
+
+    SageMaker out of reach is a warning: follow still starts and each pass says so, and a
+    rollout refuses a serverless or asynchronous endpoint itself.
+    """
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+    from serving.sagemaker.resources import describe_endpoint
+
+    try:
+        desc = describe_endpoint(sm, endpoint)
+    except (EndpointConnectionError, ConnectTimeoutError) as exc:
+        _logger.warning("could not check %s's hosting at start: %s", endpoint, exc)
+        return
+    if desc is not None:
+        refuse_unguarded(live_variant(sm, desc), endpoint, ref)
+
+
 def rollout(
     sm,
     s3,
