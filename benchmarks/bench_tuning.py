@@ -75,10 +75,10 @@ class _Fits:
 
 
 def _first(s) -> list[dict]:
-    from projects import tuning
+    from projects import tuning_space
 
-    space = tuning.build_space(s.train.candidates, "classification", s.split.seed)
-    return tuning.grid_points(s.train.candidates, space, "classification", s.split.seed)
+    space = tuning_space.build_space(s.train.candidates, "classification", s.split.seed)
+    return tuning_space.grid_points(s.train.candidates, space, "classification", s.split.seed)
 
 
 def _mlflow_storage(experiment_id: str):
@@ -99,11 +99,11 @@ def _study(client, s, train, val, types, name: str, tuning_settings, fits, n_job
            storage=None):
     import mlflow
 
-    from projects import tuning
+    from projects import tuning, tuning_space
 
     experiment_id = client.create_experiment(name)
     parent = client.create_run(experiment_id).info.run_id
-    space = tuning.build_space(s.train.candidates, "classification", s.split.seed)
+    space = tuning_space.build_space(s.train.candidates, "classification", s.split.seed)
     objective = tuning.Objective("classification", types, train, val, "target", s.split.seed,
                                  "roc_auc", space, positive=0,
                                  tracking_uri=mlflow.get_tracking_uri())

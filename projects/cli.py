@@ -211,7 +211,7 @@ def run_step(until: str, opts: dict) -> int:
         from projects.workflow import Workflow
 
         if settings.train.tuning is not None and STEPS.index(until) >= STEPS.index("train"):
-            from projects.tuning import build_space
+            from projects.tuning_space import build_space
 
             # a bad search space is refused before any step (or trial) runs
             build_space(settings.train.candidates, settings.data.task, settings.split.seed)

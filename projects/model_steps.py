@@ -139,19 +139,19 @@ class ModelSteps:
 
         import mlflow
 
-        from projects import tuning
+        from projects import tuning, tuning_space
         from projects.train import _absolute, fit_candidate
 
         s = self.settings
         tune = s.train.tuning
-        space = tuning.build_space(s.train.candidates, s.data.task, s.split.seed)
+        space = tuning_space.build_space(s.train.candidates, s.data.task, s.split.seed)
         objective = tuning.with_absolute_refs(tuning.Objective(
             s.data.task, types, train, val, s.data.target, s.split.seed, s.metric, space,
             positive, pruning=tune.pruning, tracking_uri=mlflow.get_tracking_uri()))
         _logger.info("tuning: %d trial(s) of %s, engine %s, %s sampler seeded %d",
                      tune.n_trials, ", ".join(space.estimators), tune.engine, tune.sampler,
                      s.split.seed)
-        first = tuning.grid_points(s.train.candidates, space, s.data.task, s.split.seed)
+        first = tuning_space.grid_points(s.train.candidates, space, s.data.task, s.split.seed)
         study = tuning.run_study(self.client, self.experiment_id, run_id, key, objective, tune,
                                  s.train.n_jobs, s.split.seed, first)
         self.timings["tuning_study"] = study.seconds

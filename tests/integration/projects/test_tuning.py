@@ -15,7 +15,7 @@ import pytest
 
 from core.connection import connect
 from core.settings import load_settings
-from projects import tuning
+from projects import tuning, tuning_space
 from projects.workflow import Workflow
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_failed_and_pruned_trials_end_failed_and_killed_with_their_reason():
     cand = Candidate.model_validate({"estimator": "random_forest", "space": {
         "n_estimators": {"int": [8, 40]}, "max_depth": {"int": [1, 4]},
         "min_samples_split": {"int": [1, 4]}}})
-    space = tuning.build_space([cand], "classification", 0)
+    space = tuning_space.build_space([cand], "classification", 0)
     objective = tuning.Objective("classification", feature_types(df, "target"), train, val,
                                  "target", 0, "accuracy", space)
     outcome = tuning.run_study(client, experiment_id, parent, "k" * 24, objective,
@@ -149,8 +149,8 @@ def test_grid_points_a_timeout_left_unrun_leave_no_scheduled_runs():
     parent = client.create_run(experiment_id).info.run_id
     df = load_wine(as_frame=True).frame
     cand = Candidate.model_validate({"estimator": "linear", "grid": {"C": [0.1, 1.0, 10.0]}})
-    space = tuning.build_space([cand], "classification", 0)
-    first = tuning.grid_points([cand], space, "classification", 0)
+    space = tuning_space.build_space([cand], "classification", 0)
+    first = tuning_space.grid_points([cand], space, "classification", 0)
     objective = tuning.Objective("classification", feature_types(df, "target"), df.iloc[::2],
                                  df.iloc[1::2], "target", 0, "accuracy", space)
     # no trial starts after 10 ms: the first grid point runs, the other two never do

@@ -7,7 +7,8 @@ import pytest
 from core.settings import SettingsError, load_settings
 from projects.cache_keys import settings_hash
 from projects.cli import build_overrides
-from projects.tuning import DEFAULT_SPACES, _stages, build_space
+from projects.tuning import _stages
+from projects.tuning_space import DEFAULT_SPACES, build_space
 
 
 def _settings(*overrides):
@@ -89,7 +90,7 @@ def test_staged_fits_grow_to_the_full_size():
 
 
 def test_the_grid_points_a_derived_space_holds_are_the_first_trials():
-    from projects.tuning import grid_points
+    from projects.tuning_space import grid_points
 
     s = _settings("train.tuning.n_trials=9")
     space = build_space(s.train.candidates, "classification", 0)
