@@ -54,7 +54,8 @@ from core.output import MIN_NUMBER, MIN_SHRUNK, number, short_id, table, words
 from registry.diff import Row, VersionDiff
 from registry.lineage import Lineage
 from registry.promotion import PROMOTION_TAG_PREFIX, Attempt, iso
-from registry.reproduce import Reproduction, describe_library
+from registry.reproduce import Reproduction
+from registry.reproduce_compare import describe_library
 from registry.validation import Validation
 from registry.versions import LINEAGE_TAGS, METRIC_TAG_PREFIX, ModelRow, VersionInfo
 

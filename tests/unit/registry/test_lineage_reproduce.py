@@ -16,11 +16,13 @@ from registry.reproduce import (
     absolute_uri,
     check_commit,
     check_data,
+    rerun_command,
+)
+from registry.reproduce_compare import (
     compare_predictions,
     diagnose,
     machine_changes,
     package_changes,
-    rerun_command,
 )
 from tests.support.git import git
 
