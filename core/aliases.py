@@ -26,22 +26,25 @@ the same writer, and recorded once (kind ``apply``).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
-import uuid
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 
 from core import names
 from core.errors import LostRace, MlopsError, explain, http_status
+from core.history import (  # noqa: F401  (callers import the record's names from here too)
+    HISTORY_TAG_PREFIX,
+    Attempt,
+    current_user,
+    iso,
+    new_attempt_id,
+    now_ms,
+    refused_attempt,
+)
 from core.ledger import Claim, Ledger, claim_value, find_ledger, open_ledger, parse_claim
 from core.lookup import alias_holder, as_json, get_model
 
 _logger = logging.getLogger(__name__)
 
-HISTORY_TAG_PREFIX = names.HISTORY_TAG_PREFIX
 PROMOTION_TAG_PREFIX = names.PROMOTION_TAG_PREFIX
 DEFAULT_ALIAS = "champion"
 #: The kinds of move the history tells apart.
@@ -62,79 +65,6 @@ SERVER_MOVE_PATH = "/api/2.0/mlops/aliases/move"
 SERVER_ROUTE_ID = "governance.aliases.move"
 
 
-def now_ms() -> int:
-    """Milliseconds since the epoch."""
-    return int(time.time() * 1000)
-
-
-def iso(ms: int) -> str:
-    """``2026-11-26T14:38:59Z`` from milliseconds since the epoch."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def current_user() -> str:
-    """Who acts: the tracking user (``MLFLOW_TRACKING_USERNAME``) or the OS user."""
-    import getpass
-
-    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One attempt to move an alias, as recorded in the model's history.
-
-    ``version`` is None for a removal of the alias.
-    """
-
-    id: str
-    alias: str
-    version: str | None
-    previous: str | None
-    by: str
-    at: int
-    reason: str
-    kind: str = "promote"
-    forced: bool = False
-    slot: int = 0
-    outcome: str = "pending"
-    winner: str | None = None
-    gates: list[dict] = field(default_factory=list)
-    #: What the tracking server said when it refused the move (outcome ``refused`` only).
-    refusal: str | None = None
-    #: The record's place in the model's history chain (:mod:`core.audit`); 0: not chained
-    #: (a move still pending).
-    seq: int = 0
-    #: The hash of the record before it in the chain ("" for the first).
-    prev: str = ""
-    #: The promotion request this move executed (core.approvals), and its approvals
-    #: (``{by, at, reason}``); absent from records of moves without one.
-    request: str | None = None
-    approvals: list[dict] = field(default_factory=list)
-
-    @property
-    def tag(self) -> str:
-        """The registered-model tag that holds this record."""
-        return HISTORY_TAG_PREFIX + self.id
-
-    def to_json(self) -> str:
-        """The tag value (``refusal`` only when there is one)."""
-        data = asdict(self)
-        if data["refusal"] is None:
-            del data["refusal"]
-        if not data["seq"]:
-            del data["seq"], data["prev"]
-        if data["request"] is None:
-            del data["request"], data["approvals"]
-        return as_json(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> Attempt:
-        """Parse a tag value (unknown keys are ignored)."""
-        data = json.loads(text)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What a move did: ``promoted`` (moved), ``removed`` or ``unchanged`` (already there)."""
@@ -147,36 +77,6 @@ class Outcome:
     attempt: Attempt | None = None
     #: ``requested``: the server filed a promotion request instead (its record, a dict).
     request: dict | None = None
-
-
-def new_attempt_id(at_ms: int) -> str:
-    """A unique, time-ordered attempt id."""
-    return f"{at_ms:013d}-{uuid.uuid4().hex[:8]}"
-
-
-def refused_attempt(alias: str, version: str | None, previous: str | None, by: str, reason: str,
-                    refusal: str) -> Attempt:
-    """The history record of a write on an alias the tracking server refused.
-
-    The same record as a move's (:class:`Attempt`), with the outcome ``refused``: it never took
-    part in the race, so :func:`read_history` shows it as it is. ``tracking.governance`` writes
-    it for a protected alias set or deleted over plain REST, and for a delete or rename that
-    would take a protected alias away.
-
-    Args:
-        alias: the alias the write would have moved.
-        version: the version it would have moved to; None for a removal.
-        previous: the version holding the alias then.
-        by: the user the server authenticated.
-        reason: what was tried.
-        refusal: the server's message (who may make the move).
-    """
-    at = now_ms()
-    return Attempt(
-        id=new_attempt_id(at), alias=alias, version=version, previous=previous, by=by, at=at,
-        reason=reason, kind="promote" if version is not None else "remove", outcome="refused",
-        refusal=refusal,
-    )
 
 
 def _writer(client):
@@ -359,6 +259,8 @@ def move_alias(
     state: AliasState | None = None,
     request: str | None = None,
     approvals: list[dict] | None = None,
+    evidence: str | None = None,
+    emergency: bool = False,
 ) -> Outcome:
     """Move ``alias`` of ``name`` to ``version`` (None: remove it) if nobody moved it since.
 
@@ -376,6 +278,9 @@ def move_alias(
             this one lose.
         request: the promotion request this move executes (the server's, recorded).
         approvals: that request's approvals (recorded).
+        evidence: the digest of what the approvers reviewed (:mod:`core.evidence`, recorded).
+        emergency: a release manager's emergency rollback, without approvals (recorded; the
+            governance server files it for a second release manager's review).
 
     Idempotent: if ``alias`` already points at ``version`` nothing is written.
 
@@ -393,7 +298,8 @@ def move_alias(
     state = state or read_state(client, name, alias)
     if state.holder == version:
         return Outcome("unchanged", name, alias, version, state.holder)
-    served = _server_move(client, name, version, alias, reason, kind, forced, gates, state)
+    served = _server_move(client, name, version, alias, reason, kind, forced, gates, state,
+                          emergency)
     if served is not None:
         return served
     slot = state.slot + 1
@@ -401,7 +307,8 @@ def move_alias(
     attempt = Attempt(
         id=new_attempt_id(at), alias=alias, version=version, previous=state.holder, by=by,
         at=at, reason=reason, kind=kind, forced=forced, slot=slot, gates=list(gates or []),
-        request=request, approvals=list(approvals or []),
+        request=request, approvals=list(approvals or []), evidence=evidence,
+        emergency=emergency,
     )
     action = f"{'remove' if version is None else 'move'} {alias!r} of {name!r}"
     # First write: the record. A user who may not move the alias (403) stops here.
@@ -452,7 +359,8 @@ def move_alias(
 
 
 def _server_move(client, name: str, version: str | None, alias: str, reason: str, kind: str,
-                 forced: bool, gates: list[dict] | None, state: AliasState) -> Outcome | None:
+                 forced: bool, gates: list[dict] | None, state: AliasState,
+                 emergency: bool = False) -> Outcome | None:
     """The move made by the governance server's promotion route; None where there is none.
 
     The server compares against ``state`` (what the caller decided on) and writes the record,
@@ -471,7 +379,7 @@ def _server_move(client, name: str, version: str | None, alias: str, reason: str
 
     body = {"name": name, "alias": alias, "version": version, "reason": reason, "kind": kind,
             "forced": forced, "gates": list(gates or []), "expect_slot": state.slot,
-            "expect_holder": state.holder}
+            "expect_holder": state.holder, "emergency": emergency}
     resp = http_request(get_creds(), SERVER_MOVE_PATH, "POST", json=body, max_retries=0,
                         raise_on_status=False)
     try:
@@ -496,7 +404,7 @@ def _server_move(client, name: str, version: str | None, alias: str, reason: str
                        request=answer.get("request"))
     record = answer.get("attempt")
     return Outcome(answer["status"], name, alias, answer.get("version"), answer.get("previous"),
-                   Attempt.from_json(record) if record else None)
+                   Attempt.from_json(record) if record else None, request=answer.get("request"))
 
 
 def remove_alias(client, name: str, alias: str, reason: str, by: str | None = None,

@@ -31,14 +31,25 @@ from core import names
 from core.errors import MlopsError
 
 REQUEST_TAG_PREFIX = names.REQUEST_TAG_PREFIX
-#: The server's request routes: ``<prefix>create|approve|reject`` (POST), ``<prefix>list`` (GET).
+#: The server's request routes: ``<prefix>create|approve|reject|review`` (POST), ``<prefix>list``
+#: (GET).
 REQUEST_ROUTE_PREFIX = "/api/2.0/mlops/requests/"
 #: The marker of the request routes' answers.
 REQUEST_ROUTE_ID = "governance.requests"
 #: The launcher's default approvals per alias (JSON ``{alias: n}``), from the settings.
 APPROVALS_ENV = "MLOPS_APPROVALS"
 DEFAULT_EXPIRE_AFTER = "7d"
-STATES = ("open", "approved", "executed", "rejected", "expired", "void")
+#: A request's states; an emergency rollback's record is ``needs-review`` until a second release
+#: manager reviews it (``reviewed``).
+STATES = ("open", "approved", "executed", "rejected", "expired", "void", "needs-review",
+          "reviewed")
+NEEDS_REVIEW, REVIEWED = "needs-review", "reviewed"
+#: The kinds of move a request may ask for (a rollback of an alias that needs approvals too).
+REQUEST_KINDS = ("promote", "rollback")
+EMERGENCY_NEEDS_SERVER = (
+    "--emergency is for the team's tracking server, where approvals are enforced; on this "
+    "store python -m registry rollback moves the alias directly"
+)
 NEEDS_SERVER = (
     "approvals need the team's tracking server (python -m tracking server --auth); "
     "on this store nobody can enforce them: python -m registry promote moves the "
@@ -150,6 +161,20 @@ class Request:
     closed: dict | None = None
     #: The history record of the move that executed it.
     attempt: str | None = None
+    #: The kind of the move (:data:`REQUEST_KINDS`).
+    kind: str = "promote"
+    #: What the approvers review (:class:`core.evidence.Evidence`'s ``to_dict``), as the server
+    #: computed it when the request was filed.
+    evidence: dict | None = None
+    #: An emergency rollback made without approvals (status ``needs-review``, then ``reviewed``).
+    emergency: bool = False
+    #: The second release manager's review of an emergency rollback (``{by, at, reason}``).
+    review: dict | None = None
+
+    @property
+    def digest(self) -> str | None:
+        """The evidence digest (None: a request filed before evidence was bound)."""
+        return (self.evidence or {}).get("digest")
 
     @property
     def tag(self) -> str:

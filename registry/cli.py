@@ -271,14 +271,26 @@ def reject(request_id: str, reason: str) -> None:
 
 @cli.command("requests")
 @click.argument("name", required=False)
+@click.option("--state", metavar="STATE",
+              help="Only requests in this state: open, approved, executed, rejected, expired, "
+                   "void, needs-review (emergency rollbacks to review) or reviewed.")
 @output_option
-def requests_command(name: str | None, output: str) -> None:
-    """Promotion requests (of NAME): open, approved, executed, rejected, expired, void."""
-    from core.approvals import call
+def requests_command(name: str | None, state: str | None, output: str) -> None:
+    """Promotion requests (of NAME), and emergency rollbacks to review.
+
+    States: open, approved, executed, rejected, expired, void; an emergency rollback is
+    needs-review until a second release manager reviews it (reviewed).
+    """
+    from core.approvals import STATES, call
     from registry.render import requests_table
 
+    if state is not None and state not in STATES:
+        raise click.BadParameter(f"{state!r} is not one of {', '.join(STATES)}",
+                                 param_hint="'--state'")
     client = _server_client()
     found = call(client, "list", params={"name": name} if name else None)["requests"]
+    if state:
+        found = [r for r in found if r["status"] == state]
     if output == "json":
         print_json({"requests": found})
         return
@@ -290,16 +302,43 @@ def requests_command(name: str | None, output: str) -> None:
 @click.option("--to", "to", help="Version to return to (default: the previous champion).")
 @click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move back.")
 @reason_option
-def rollback(name: str, to: str | None, alias: str, reason: str) -> None:
-    """Move the champion back to the previous champion (from the history), in one command."""
+@click.option("--emergency", is_flag=True,
+              help="Roll back now without approvals (a release manager; recorded as an "
+                   "emergency that a second release manager reviews: python -m registry review).")
+def rollback(name: str, to: str | None, alias: str, reason: str, emergency: bool) -> None:
+    """Move the champion back to the previous champion (from the history), in one command.
+
+    Where the alias needs approvals (the team server's policy) the rollback files a request,
+    unless it is an --emergency.
+    """
     from registry.promotion import rollback as do_rollback
 
-    outcome = do_rollback(_client(), name, reason, current_user(), to=to, alias=alias)
+    outcome = do_rollback(_client(), name, reason, current_user(), to=to, alias=alias,
+                          emergency=emergency)  # fmt: skip
     if outcome.status == "unchanged":
         click.echo(f"{name}/{outcome.version} is already {alias}; nothing changed")
         return
-    click.echo(f"rolled back {alias} of {name} to version {outcome.version}; "
-               f"previous: {outcome.previous or 'none'}")
+    if outcome.status == "requested":  # the server's policy: this alias needs approvals
+        _echo_request(outcome.request)
+        return
+    click.echo(f"rolled back {alias} of {name} to version {outcome.version}"
+               f"{' (emergency)' if emergency else ''}; previous: {outcome.previous or 'none'}")
+    if outcome.request:  # the emergency's record, open for review
+        click.echo(f"needs review by a second release manager: python -m registry review "
+                   f"{outcome.request['id']}")
+
+
+@cli.command()
+@click.argument("request_id")
+@click.option("--reason", default="", help="Why (recorded with the review).")
+def review(request_id: str, reason: str) -> None:
+    """Review emergency rollback REQUEST_ID (a release manager other than the one who made it)."""
+    from core.approvals import call
+
+    client = _server_client()
+    req = call(client, "review", {"id": request_id, "reason": reason})["request"]
+    click.echo(f"reviewed {request_id}: emergency rollback of {req['alias']} of {req['name']} "
+               f"to version {req['version']} by {req['by']}, reviewed by {req['review']['by']}")
 
 
 @cli.command()

@@ -64,13 +64,25 @@ def rollback_target(moves: list[Attempt], current: str | None) -> str | None:
 
 
 def rollback(
-    client, name: str, reason: str, by: str, to: str | None = None, alias: str = DEFAULT_ALIAS
+    client, name: str, reason: str, by: str, to: str | None = None, alias: str = DEFAULT_ALIAS,
+    emergency: bool = False,
 ) -> Outcome:
     """Move ``alias`` back to the previous holder from the history (or to version ``to``).
 
+    On the team's tracking server a rollback of an alias that needs approvals files a request
+    (outcome ``requested``); ``emergency`` moves it at once, recorded as an emergency that a
+    second release manager reviews (the outcome's ``request`` is that record).
+
     Raises:
-        RegistryError: nothing to roll back to, or ``to`` is not a version of ``name``.
+        RegistryError: nothing to roll back to, or ``to`` is not a version of ``name``; an
+            emergency rollback without the team's tracking server.
     """
+    if emergency:
+        from core.approvals import EMERGENCY_NEEDS_SERVER
+        from core.connection import registry_uri
+
+        if not registry_uri().startswith(("http://", "https://")):
+            raise RegistryError(EMERGENCY_NEEDS_SERVER)
     from registry.versions import resolve_version
 
     state = read_state(client, name, alias)
@@ -82,7 +94,8 @@ def rollback(
             )
     else:
         to = str(resolve_version(client, f"{name}/{to}").version)
-    return move_alias(client, name, to, alias, reason, by, kind="rollback", state=state)
+    return move_alias(client, name, to, alias, reason, by, kind="rollback", state=state,
+                      emergency=emergency)
 
 
 def promote_version(

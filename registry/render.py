@@ -253,13 +253,17 @@ def diff_json(diff: VersionDiff, a: VersionInfo, b: VersionInfo) -> dict:
 
 def history_table(name: str, attempts: list[Attempt], title: str | None = None):
     """``history``: every alias move (and lost attempt), oldest first."""
+    from core.evidence import short
+
     out = table(title or f"Alias history of {name} (oldest first)", "when", "alias", "kind",
-                "version", "previous", "by", "outcome", "forced", "reason",
-                ids=("when", "alias", "kind", "version", "previous", "outcome", "forced"))
+                "version", "previous", "by", "outcome", "forced", "evidence", "reason",
+                ids=("when", "alias", "kind", "version", "previous", "outcome", "forced",
+                     "evidence"))  # fmt: skip
     for a in attempts:
         style = "" if a.outcome == "won" else "dim"
-        out.add_row(iso(a.at), a.alias, a.kind, a.version or "-", a.previous or "-", a.by,
-                    a.outcome, _yes(a.forced), a.reason, style=style)
+        kind = f"{a.kind} (emergency)" if a.emergency else a.kind
+        out.add_row(iso(a.at), a.alias, kind, a.version or "-", a.previous or "-", a.by,
+                    a.outcome, _yes(a.forced), short(a.evidence), a.reason, style=style)
     return out
 
 
@@ -280,20 +284,32 @@ def attempt_json(a: Attempt) -> dict:
         "gates": list(a.gates),
         "request": a.request,
         "approvals": [{**x, "at": _when(x.get("at"))} for x in a.approvals],
+        "evidence": a.evidence,
+        "emergency": a.emergency,
     }
 
 
 def requests_table(found: list[dict]):
     """``requests``: promotion requests, oldest first, with their state and approvals."""
+    from core.evidence import short
+
     out = table("Promotion requests (oldest first)", "request", "filed", "model", "version",
-                "alias", "by", "status", "approvals", "reason",
-                ids=("request", "filed", "version", "alias", "status", "approvals"))
+                "alias", "by", "status", "approvals", "evidence", "reason",
+                ids=("request", "filed", "version", "alias", "status", "approvals", "evidence"))
     for r in found:
-        approvals = f"{len(r['approvals'])}/{r['required']}"
-        names = ", ".join(x["by"] for x in r["approvals"])
+        if r.get("emergency"):  # an emergency rollback: its review, not approvals
+            seen = r.get("review")
+            approvals = (f"reviewed by {seen['by']} {iso(seen['at'])}"
+                         + (f": {seen['reason']}" if seen.get("reason") else "")
+                         if seen else "emergency: needs review")  # fmt: skip
+        else:
+            names = ", ".join(x["by"] for x in r["approvals"])
+            approvals = f"{len(r['approvals'])}/{r['required']}" + (
+                f" ({names})" if names else "")
         out.add_row(r["id"], iso(r["at"]), r["name"], r["version"], r["alias"], r["by"],
-                    r["status"], approvals + (f" ({names})" if names else ""), r["reason"],
-                    style="" if r["status"] in ("open", "approved") else "dim")
+                    r["status"], approvals, short((r.get("evidence") or {}).get("digest")),
+                    r["reason"],
+                    style="" if r["status"] in ("open", "approved", "needs-review") else "dim")
     return out
 
 

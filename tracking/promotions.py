@@ -181,7 +181,10 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
     Args:
         username: who the server authenticated.
         body: ``{name, alias, version (null: remove), reason, kind, forced, gates,
-            expect_slot, expect_holder}``; ``expect_*`` is the state the caller decided on.
+            expect_slot, expect_holder, emergency}``; ``expect_*`` is the state the caller
+            decided on; ``emergency``: a release manager's rollback without approvals
+            (:func:`tracking.requests.emergency_rollback`). A promotion or rollback of an alias
+            that needs approvals files a request instead (:func:`tracking.requests.file_request`).
         protected: the protected aliases.
         may_move_protected: ``username -> bool`` (release manager or admin).
         may_edit_model: ``(username, name) -> bool`` (EDIT on the model).
@@ -199,6 +202,14 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
     if not name or not alias or kind not in KINDS:
         return _answer(400, error_code="INVALID_PARAMETER_VALUE",
                        message="a move names a model, an alias and a known kind")
+    if body.get("emergency") and not may_move_protected(username):
+        message = (f"{username} may not make an emergency rollback of {alias!r} of {name}: only "
+                   "a release manager or an admin may (python -m registry request files a "
+                   "request instead)")
+        if alias in protected:
+            record_refusal(username, name, alias, version, message,
+                           str(body.get("reason") or ""))
+        return _answer(403, error_code="PERMISSION_DENIED", message=message)
     if alias in protected:
         allowed = may_move_protected(username)
     else:
@@ -232,15 +243,23 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
                     f"{'version ' + state.holder if state.holder else 'no version'} since this "
                     "command started; nothing changed")
             state = AliasState(state.slot, state.holder)
-        if kind == "promote" and version is not None:
-            from tracking.requests import Refused, file_request, needs_approvals
+        if kind in ("promote", "rollback") and version is not None:
+            from tracking.requests import (
+                Refused,
+                emergency_rollback,
+                file_request,
+                needs_approvals,
+            )
 
-            if needs_approvals(name, alias):  # four eyes: the move waits for its approvals
-                try:
+            try:
+                if body.get("emergency"):  # one release manager now, a second one's review after
+                    return _answer(200, **emergency_rollback(
+                        username, {**body, "version": version}, state))
+                if needs_approvals(name, alias):  # four eyes: the move waits for its approvals
                     return _answer(200, **file_request(username, {**body, "version": version},
                                                        state))
-                except Refused as exc:
-                    return _answer(exc.code, error_code="REFUSED", message=str(exc))
+            except Refused as exc:
+                return _answer(exc.code, error_code="REFUSED", message=str(exc))
         outcome = move_alias(client, name, version, alias, str(body.get("reason") or ""),
                              by=username, kind=kind, forced=bool(body.get("forced")),
                              gates=list(body.get("gates") or []), state=state)

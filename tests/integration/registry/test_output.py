@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[3]
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 # request and approvals: null and [] for a move no promotion request made (a stable schema)
 ATTEMPT_KEYS = {"id", "at", "alias", "kind", "version", "previous", "by", "outcome", "winner",
-                "forced", "reason", "gates", "request", "approvals"}
+                "forced", "reason", "gates", "request", "approvals", "evidence", "emergency"}
 GATE_KEYS = {"gate", "passed", "value", "expected", "detail"}
 
 

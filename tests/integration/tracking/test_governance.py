@@ -89,7 +89,8 @@ def server(request, tmp_path_factory, template_sqlite_db):
         applied = _apply(url, users)
         assert applied.returncode == 0, applied.stderr
         yield {"url": url, "versions": versions, "users": users, "applied": applied.stdout,
-               "kind": request.param, "policies": policies}  # fmt: skip
+               "kind": request.param, "policies": policies,
+               "artifacts": tmp / "artifacts"}  # fmt: skip
 
 
 def _apply(url, users_file):
@@ -422,3 +423,158 @@ def test_approvals_need_the_team_server(tmp_path, monkeypatch, capsys):
         "error: approvals need the team's tracking server (python -m tracking server --auth); on "
         "this store nobody can enforce them: python -m registry promote moves the alias directly"]
     assert not (tmp_path / "embedded.db").exists()  # a refused command opens no store
+
+
+def _version_folder(server, version):
+    """The folder of ``version``'s model files in the server's artifact store."""
+    import urllib.parse
+
+    import mlflow
+
+    with _as(ADMIN):
+        uri = mlflow.MlflowClient(server["url"], server["url"]).get_model_version_download_uri(
+            MODEL, version)
+    assert uri.startswith("mlflow-artifacts:"), uri
+    return server["artifacts"] / urllib.parse.urlparse(uri).path.lstrip("/")
+
+
+def test_approvals_bind_their_evidence(server, tmp_path, monkeypatch, capsys):
+    from core.evidence import PARTS
+
+    url = server["url"]
+    policy = server["policies"] / f"{MODEL}.yaml"
+    policy.write_text("aliases:\n  champion: {approvals: 1}\n")
+    no_policy = ("--force", "--policy", str(tmp_path / "none.yaml"))
+    try:
+        with _as(ADMIN):  # a version of its own: its files are nobody else's
+            version = register(url, MODEL, log_candidate(url, n_features=2))
+        before = _aliases(url).get("champion")
+        code, out, err = _registry_cli(monkeypatch, capsys, url, RITA, "request",
+                                       f"{MODEL}/{version}", "--reason", "evidence", *no_policy)
+        assert code == 0, err
+        rid = out.splitlines()[0]
+        code, out, err = _registry_cli(monkeypatch, capsys, url, ROB, "requests", MODEL,
+                                       "--output", "json")  # fmt: skip
+        filed = next(r for r in json.loads(out)["requests"] if r["id"] == rid)
+        assert len(filed["evidence"]["digest"]) == 64
+        assert set(filed["evidence"]["parts"]) == set(PARTS)
+        assert "MLmodel" in filed["evidence"]["parts"]["model files"]
+        # an insider with storage access rewrites the model after the request
+        folder = _version_folder(server, version)
+        changed = sorted(["MLmodel", next(p.name for p in folder.glob("model.*"))])
+        for name in changed:
+            (folder / name).write_bytes((folder / name).read_bytes() + b"\n")
+        code, out, err = _registry_cli(monkeypatch, capsys, url, ROB, "approve", rid)
+        assert (code, out) == (1, "")
+        assert err.splitlines() == [
+            f"error: refused by the tracking server (409): request {rid} is void: model files "
+            f"changed since the request: {', '.join(changed)}"]
+        assert _aliases(url).get("champion") == before
+        states = {r["id"]: r["status"] for r in _requests(url, ROB, "list", params={
+            "name": MODEL})["requests"]}  # fmt: skip
+        assert states[rid] == "void"
+        # the same version requested again (its files as they are now) is approved, and the
+        # executed move's history record carries the evidence digest the approver saw
+        code, out, err = _registry_cli(monkeypatch, capsys, url, RITA, "request",
+                                       f"{MODEL}/{version}", "--reason", "again", *no_policy)
+        again = out.splitlines()[0]
+        code, out, err = _registry_cli(monkeypatch, capsys, url, ROB, "requests", MODEL)
+        digest = next(r for r in _requests(url, ROB, "list", params={"name": MODEL})["requests"]
+                      if r["id"] == again)["evidence"]["digest"]  # fmt: skip
+        assert digest[:12] in out
+        code, out, err = _registry_cli(monkeypatch, capsys, url, ROB, "approve", again)
+        assert code == 0, err
+        assert _aliases(url)["champion"] == version
+        code, out, err = _registry_cli(monkeypatch, capsys, url, ROB, "history", MODEL,
+                                       "--output", "json")  # fmt: skip
+        moved = [a for a in json.loads(out)["attempts"] if a["request"] == again]
+        assert [(a["outcome"], a["evidence"]) for a in moved] == [("won", digest)]
+    finally:
+        policy.unlink()
+
+
+def test_emergency_rollback_and_its_review(server, tmp_path, monkeypatch, capsys):
+    url, (v1, v2) = server["url"], server["versions"]
+    policy = server["policies"] / f"{MODEL}.yaml"
+    policy.write_text("aliases:\n  champion: {approvals: 1}\n")
+    no_policy = ("--force", "--policy", str(tmp_path / "none.yaml"))
+
+    def cli(user, *argv):
+        return _registry_cli(monkeypatch, capsys, url, user, *argv)
+
+    try:
+        if _aliases(url).get("champion") != v2:  # champion on version 2, by four eyes
+            code, out, err = cli(RITA, "request", f"{MODEL}/{v2}", "--reason", "v2", *no_policy)
+            assert cli(ROB, "approve", out.splitlines()[0])[0] == 0
+        # a plain rollback of an alias that needs approvals files a request
+        code, out, err = cli(RITA, "rollback", MODEL, "--to", v1, "--reason", "slow")
+        assert code == 0, err
+        assert "1 approval(s) to go" in err and _aliases(url)["champion"] == v2
+        assert cli(RITA, "reject", out.splitlines()[0], "--reason", "withdrawn")[0] == 0
+        # --emergency: a reason, and a release manager
+        code, out, err = cli(RITA, "rollback", MODEL, "--to", v1, "--emergency")
+        assert (code, out, len(err.splitlines())) == (2, "", 1)
+        assert "--reason" in err
+        code, out, err = cli(ALICE, "rollback", MODEL, "--to", v1, "--emergency", "--reason",
+                             "mine")  # fmt: skip
+        assert (code, out) == (1, "")
+        assert err.splitlines() == [
+            "error: refused by the tracking server (403): alice may not make an emergency "
+            f"rollback of 'champion' of {MODEL}: only a release manager or an admin may "
+            "(python -m registry request files a request instead)"]
+        assert _aliases(url)["champion"] == v2
+        # one release manager rolls back at once
+        code, out, err = cli(RITA, "rollback", MODEL, "--to", v1, "--emergency", "--reason",
+                             "v2 answers 500s")  # fmt: skip
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0] == (f"rolled back champion of {MODEL} to version {v1} (emergency); "
+                            f"previous: {v2}")  # fmt: skip
+        rid = lines[1].removeprefix("needs review by a second release manager: python -m "
+                                    "registry review ")  # fmt: skip
+        assert _aliases(url)["champion"] == v1
+        record = next(r for r in _history(url) if r.get("request") == rid)
+        assert (record["kind"], record["emergency"], record["by"], record["outcome"]) == (
+            "rollback", True, "rita", "won")
+        code, out, err = cli(ROB, "history", MODEL, "--alias", "champion")
+        assert "rollback (emergency)" in out
+        code, out, err = cli(ROB, "requests", MODEL, "--state", "needs-review", "--output",
+                             "json")  # fmt: skip
+        listed = json.loads(out)["requests"]
+        assert [(r["id"], r["status"], r["emergency"]) for r in listed] == [
+            (rid, "needs-review", True)]
+        code, out, err = cli(ROB, "requests", MODEL, "--state", "needs-review")
+        assert rid in out and "needs review" in out
+        # never reviewed by the one who rolled back, nor by a data scientist
+        for user, refusal in [(RITA, f"rita made emergency rollback {rid}: a second release "
+                                     "manager reviews it, never the one who rolled back"),
+                              (ALICE, f"alice may not review emergency rollback {rid}: only a "
+                                      "release manager or an admin may")]:  # fmt: skip
+            code, out, err = cli(user, "review", rid)
+            assert (code, err.splitlines()) == (
+                1, [f"error: refused by the tracking server (403): {refusal}"])
+        code, out, err = cli(ROB, "review", rid, "--reason", "incident 42 confirmed")
+        assert code == 0, err
+        assert out == (f"reviewed {rid}: emergency rollback of champion of {MODEL} to version "
+                       f"{v1} by rita, reviewed by rob\n")  # fmt: skip
+        done = next(r for r in _requests(url, ROB, "list", params={"name": MODEL})["requests"]
+                    if r["id"] == rid)  # fmt: skip
+        assert (done["status"], done["review"]["by"], done["review"]["reason"]) == (
+            "reviewed", "rob", "incident 42 confirmed")
+        code, out, err = cli(ROB, "requests", MODEL, "--state", "needs-review", "--output",
+                             "json")  # fmt: skip
+        assert json.loads(out)["requests"] == []
+        code, out, err = cli(ROB, "review", rid)
+        assert code == 1 and "(409)" in err
+    finally:
+        policy.unlink()
+
+
+def test_emergency_rollback_needs_the_team_server(tmp_path, monkeypatch, capsys):
+    from registry.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/embedded.db")
+    assert main(["rollback", MODEL, "--emergency", "--reason", "now"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --emergency is for the team's tracking server, where approvals are enforced; "
+        "on this store python -m registry rollback moves the alias directly"]
