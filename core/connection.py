@@ -142,7 +142,7 @@ _GATEWAY_DOWN = re.compile(r"failed with error code (50[234]) != 200")
 
 _REQUEST_URL = re.compile(r"API request to (\S+?)/(?:ajax-)?api/")
 _WHY = (
-    (re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)"), None),
+    (re.compile(r"\[Errno -?\d+\] ([^'\")\[\]]+)"), None),
     (re.compile(r"too many (\d{3}) error responses"), "answered {} every time"),
     (_GATEWAY_DOWN, "answered {} every time"),
     (re.compile(r"timed out", re.IGNORECASE), "no answer in time"),
@@ -152,16 +152,22 @@ _WHY = (
 def unreachable_line(exc: BaseException) -> str:
     """``the tracking server URL is unreachable (connection refused)``: the server ``exc`` names.
 
+    A boto3 call that could not reach AWS names AWS's endpoint instead.
+
     The server is the one the failed request went to (MLflow's message holds its URL), else
     :func:`tracking_uri`; credentials in the URL are left out.
     """
     text = " ".join(str(err) for err in _chain(exc))
-    found = _REQUEST_URL.search(text)
-    server = found.group(1) if found else tracking_uri()
-    server = re.sub(r"//[^/@]*@", "//", server)
     why = "no connection"
     for pattern, wording in _WHY:
         if m := pattern.search(text):
             why = wording.format(*m.groups()) if wording else m.group(1).strip().lower()
             break
+    aws = next((err for err in _chain(exc) if type(err).__module__.startswith("botocore")), None)
+    if aws is not None:  # boto3 found AWS (or its AWS_ENDPOINT_URL) out of reach, not MLflow
+        endpoint = getattr(aws, "kwargs", {}).get("endpoint_url") or "endpoint"
+        return f"AWS {endpoint} is unreachable ({why})"
+    found = _REQUEST_URL.search(text)
+    server = found.group(1) if found else tracking_uri()
+    server = re.sub(r"//[^/@]*@", "//", server)
     return f"the tracking server {server} is unreachable ({why})"

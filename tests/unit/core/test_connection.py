@@ -107,6 +107,20 @@ def test_an_unreachable_server_is_named_in_one_line(monkeypatch, status_code):
     assert unreachable_line(caught.value) == f"the tracking server {url} is unreachable ({why})"
 
 
+def test_aws_out_of_reach_names_aws_not_the_tracking_server(monkeypatch):
+    """boto3 refused at AWS's endpoint (here nobody listens on it): the line names that endpoint."""
+    import boto3
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    with pytest.raises(Exception) as caught:
+        client.list_endpoints()
+    assert unreachable(caught.value)
+    assert unreachable_line(caught.value) == f"AWS {url}/ is unreachable (connection refused)"
+
+
 def test_a_refusal_is_not_an_unreachable_server(tmp_path):
     client = mlflow.MlflowClient()
     with pytest.raises(mlflow.exceptions.MlflowException) as caught:
