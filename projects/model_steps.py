@@ -140,6 +140,7 @@ class ModelSteps:
         import mlflow
 
         from projects import tuning, tuning_space
+        from projects.presentation import candidate_run_name
         from projects.train import _absolute, fit_candidate
 
         s = self.settings
@@ -163,8 +164,8 @@ class ModelSteps:
             raise WorkflowError(f"tuning: the best trial ({best.label}) failed when fitted "
                                 f"again: {best.error}")
         _logger.info("tuning: best %s, validation %s %.4g (%d complete, %d pruned, %d failed; "
-                     "%d run now%s)", best.label, s.metric, study.best_value, study.complete,
-                     study.pruned, study.failed, study.ran,
+                     "%d run now%s)", candidate_run_name(estimator, params), s.metric,
+                     study.best_value, study.complete, study.pruned, study.failed, study.ran,
                      ", study resumed" if study.resumed else "")
         with tempfile.TemporaryDirectory() as folder:
             for path in tuning.log_study_plots(study.study, folder).values():
