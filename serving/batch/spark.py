@@ -2,8 +2,10 @@
 
 The same job as :mod:`serving.batch.local` (the local engine), spread over a Spark cluster: the
 input (CSV or Parquet, a file or a folder, local or ``s3://``) is read by Spark, scored by
-``mlflow.pyfunc.spark_udf`` (MLflow's own answer for scoring at scale), and written as a folder
-of Parquet part files holding the input's columns plus ``prediction``.
+``mlflow.pyfunc.spark_udf`` (MLflow's own answer for scoring at scale) or, for the workflow's own
+pipeline whose scoring plan the driver has proven, by the plan on every executor
+(:mod:`serving.batch.spark_plan`, proven again there, pyfunc where it is not), and written as a
+folder of Parquet part files holding the input's columns plus ``prediction``.
 
 Same semantics as the local engine, by using its code rather than restating it:
 
@@ -400,6 +402,8 @@ class SparkResult:
     rows: int
     output: str
     partitions: int
+    #: rows the executors scored with the model's verified plan (the rest: pyfunc)
+    rows_by_plan: int = 0
 
 
 def _result_type(predictions: pd.DataFrame):
@@ -464,7 +468,14 @@ def score(
     predictions = batch_mod.predictions_frame(scorer.predict_frame(sample), sample.index)
 
     result_type, shape = _result_type(predictions)
-    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
+    rows_by_plan = None
+    if scorer.path == "plan":  # the driver proved the workflow's plan: the executors use it too
+        from serving.batch.spark_plan import plan_udf
+
+        udf, rows_by_plan = plan_udf(spark, model_uri, result_type, shape)
+    else:
+        udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type,
+                                      env_manager="local")
     if columns:
         wanted = set(df.columns)
         inputs = [
@@ -494,8 +505,12 @@ def score(
         raise SparkJobError(f"the Spark job failed: {_one_line(exc)}") from None
     outputs.write_marker(output, folder=True)
     written = _read_back(spark, output_path)
-    _logger.info("spark batch scored", extra={"rows": written[0], "output": output_path})
-    return SparkResult(rows=written[0], output=output_path, partitions=written[1])
+    by_plan = rows_by_plan.value if rows_by_plan is not None else 0
+    _logger.info("spark batch scored", extra={"rows": written[0], "output": output_path,
+                                              "scoring_path": scorer.path,
+                                              "rows_by_plan": by_plan})
+    return SparkResult(rows=written[0], output=output_path, partitions=written[1],
+                       rows_by_plan=by_plan)
 
 
 def check_output(input_path: str, output_path: str) -> tuple[outputs.Location, dict[str, int]]:

@@ -111,6 +111,26 @@ def cars_regressor():
 
 
 @pytest.fixture
+def cars_workflow():
+    """The workflow's own gradient boosting on the cars (native categories, gaps), logged as the
+    workflow logs it (signature, input example): the Spark engine scores it with its plan."""
+    from projects.artifacts import input_example, log_model, schema_frame
+    from projects.prepare import Preprocessing
+    from projects.train import make_pipeline, model_signature
+
+    cars = _cars(1).dropna(subset=["Miles_per_Gallon"])
+    X = cars[CARS_FEATURES]
+    pipe = make_pipeline("regression", Preprocessing(), "gradient_boosting", {"max_iter": 20}, 42)
+    pipe.fit(X, cars["Miles_per_Gallon"])
+    example = input_example(X)
+    with mlflow.start_run() as run:
+        info = log_model(pipe, example, model_signature(pipe, schema_frame(X), example),
+                         run.info.run_id, [])
+    version = mlflow.register_model(info.model_uri, "cars")
+    mlflow.MlflowClient().set_registered_model_alias("cars", "champion", version.version)
+
+
+@pytest.fixture
 def penguins_classifier():
     """Species from the penguins, with the example project's feature functions in the model."""
     import cloudpickle
@@ -181,10 +201,16 @@ def _assert_same_output(tmp_path: Path, rows: int) -> pd.DataFrame:
     return spark
 
 
-def test_regressor_scores_the_same_as_the_local_engine(spark, cars_regressor, tmp_path):
+def test_regressor_scores_the_same_as_the_local_engine(spark, cars_workflow, tmp_path, caplog):
+    """The workflow's model: every executor scores with its verified plan, pyfunc's answers."""
+    import logging
+
+    import numpy as np
+
     data = _cars(125)  # 50,750 rows; missing horsepower and mpg, dates and names pass through
     src = tmp_path / "cars.csv"
     data.to_csv(src, index=False)
+    caplog.set_level(logging.INFO, logger="serving.batch.spark")
     (lcode, lout, lerr), (scode, sout, serr) = _both("cars@champion", src, tmp_path)
     assert lcode == 0, lerr
     assert scode == 0, serr[-3000:]
@@ -193,6 +219,11 @@ def test_regressor_scores_the_same_as_the_local_engine(spark, cars_regressor, tm
     assert result["Horsepower"].isna().sum() == data["Horsepower"].isna().sum() > 0
     assert result["prediction"].notna().all()
     assert len(list((tmp_path / "spark-out").glob("part-*.parquet"))) >= 2  # partitioned
+    [done] = [r for r in caplog.records if r.getMessage() == "spark batch scored"]
+    assert done.scoring_path == "plan" and done.rows_by_plan == len(data)  # no pyfunc fallback
+    expected = mlflow.pyfunc.load_model("models:/cars@champion").predict(
+        pd.read_csv(src)[CARS_FEATURES])
+    assert result["prediction"].to_numpy().tobytes() == np.asarray(expected).tobytes()
 
 
 def test_classifier_with_user_features_scores_the_same(spark, penguins_classifier, tmp_path):
