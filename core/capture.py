@@ -9,7 +9,10 @@ Both go through this module, so the format is written down once::
      "response": {"predictions": […]}}
 
 ``request`` is the body as JSON when it was JSON, as text when it was text, else
-``{"base64": "…"}``; ``response`` is the answer as sent. Files are JSON lines
+``{"base64": "…"}``; ``response`` is the answer as sent. A request of the Open Inference
+Protocol (``POST /v2/models/NAME/infer``) also carries ``"protocol": "v2"`` and, when it sent
+binary tensors, ``"header_length"`` (its ``Inference-Header-Content-Length``: the JSON part's
+length; the tensors' bytes follow it). Files are JSON lines
 (``<dest>/<YYYY-MM-DD>/capture-<pid>-<time>-<n>.jsonl``). The reader also takes the lines of
 SageMaker's data capture (``{"captureData": {"endpointInput": …, "endpointOutput": …}}``).
 """
@@ -37,11 +40,15 @@ class CapturedRequest:
         body: the request body, as sent.
         content_type: its content type.
         response: the answer, decoded (``{"predictions": [...]}``, a list, or ``{}`` if none).
+        protocol: ``"mlflow"`` (MLflow's scoring protocol) or ``"v2"`` (Open Inference).
+        header_length: a V2 request's JSON part's length when binary tensors follow it.
     """
 
     body: bytes
     content_type: str
     response: object
+    protocol: str = "mlflow"
+    header_length: int | None = None
 
 
 def _embed(body: bytes, content_type: str):
@@ -56,7 +63,8 @@ def _embed(body: bytes, content_type: str):
 
 
 def encode_record(ts: float, request: bytes, content_type: str, response: bytes, model: str,
-                  version: str) -> bytes:
+                  version: str, protocol: str | None = None,
+                  header_length: str | int | None = None) -> bytes:
     """One record as a JSON line (ending in a newline).
 
     Args:
@@ -66,16 +74,24 @@ def encode_record(ts: float, request: bytes, content_type: str, response: bytes,
         response: the answer's body (JSON), as sent.
         model: the registered model's name.
         version: the version that answered.
+        protocol: ``"v2"`` for an Open Inference Protocol request (None: MLflow's).
+        header_length: a V2 request's ``Inference-Header-Content-Length``, if it sent one.
     """
-    return orjson.dumps({
+    record = {
         "ts": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
         "request_id": uuid.uuid4().hex,
         "model": model,
         "version": version,
         "content_type": content_type,
-        "request": _embed(request, content_type),
+        "request": _embed(request, content_type) if header_length is None
+        else {"base64": base64.b64encode(request).decode()},
         "response": _embed(response, "application/json"),
-    }) + b"\n"
+    }
+    if protocol is not None:
+        record["protocol"] = protocol
+    if header_length is not None:
+        record["header_length"] = int(header_length)
+    return orjson.dumps(record) + b"\n"
 
 
 def decode_record(line: bytes) -> CapturedRequest:
@@ -100,8 +116,10 @@ def decode_record(line: bytes) -> CapturedRequest:
         body = req.encode()
     else:
         body = orjson.dumps(req)
+    length = rec.get("header_length")
     return CapturedRequest(body, rec.get("content_type", "application/json"),
-                           rec.get("response") or {})
+                           rec.get("response") or {}, rec.get("protocol", "mlflow"),
+                           int(length) if length is not None else None)
 
 
 def _sagemaker_body(part: dict) -> bytes:

@@ -129,7 +129,8 @@ class ScoringApp:
         method, path = scope["method"], scope["path"]
         nbytes = 0
         body = b""
-        counted = None  # the metrics of a scoring request (only /invocations is counted)
+        counted = None  # the metrics of a scoring request (/invocations, V2 infer)
+        infer = False  # a V2 inference request
         try:
             if path == "/invocations":
                 if (counted := self._metrics) is not None:
@@ -146,7 +147,17 @@ class ScoringApp:
                 if counted is not None:
                     counted.scored(time.perf_counter() - scoring)
             elif v2.is_v2(path):  # the Open Inference Protocol (serving.online.v2)
-                status, payload = 200, await self._v2(scope, receive, served, method, path)
+                if infer := (method == "POST" and path.rstrip("/").endswith("/infer")):
+                    if (counted := self._metrics) is not None:
+                        clock = counted.started()
+                    body = await self._read_body(scope, receive)
+                    nbytes = len(body)
+                    scoring = time.perf_counter()
+                    status, payload = 200, await self._v2_infer(scope, served, path, body)
+                    if counted is not None:
+                        counted.scored(time.perf_counter() - scoring)
+                else:
+                    status, payload = 200, self._v2_get(served, method, path)
             elif path in ("/ping", "/health"):
                 status, payload = 200, b"\n"
             elif path == "/metrics" and self._metrics is not None:
@@ -196,11 +207,13 @@ class ScoringApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         if counted is not None:
-            counted.answered(status, _header(scope, b"content-type"), clock, nbytes)
+            counted.answered(status, _header(scope, b"content-type"), clock, nbytes, infer)
         if self.shadow is not None and status == 200 and body:
             # after the response is sent: a random draw; a sample is one pipe write
-            self.shadow.offer(served.info.version, body, _header(scope, b"content-type"),
-                              payload, time.perf_counter() - start)
+            sample_type = (v2.shadow_sample_type(_header(scope, v2.BINARY_HEADER.encode()))
+                           if infer else _header(scope, b"content-type"))
+            self.shadow.offer(served.info.version, body, sample_type, payload,
+                              time.perf_counter() - start)
         if self.capture is not None and status == 200 and body:
             # after the response is sent: a queue put, never on the request's latency
             self.capture.record(
@@ -209,6 +222,8 @@ class ScoringApp:
                 payload,
                 served.info.name or "",
                 served.info.version or "",
+                **({"protocol": "v2", "header_length": _header(scope, v2.BINARY_HEADER.encode())}
+                   if infer else {}),
             )
         if _access.isEnabledFor(logging.INFO):
             _access.info(
@@ -225,19 +240,22 @@ class ScoringApp:
                 },
             )
 
-    async def _v2(self, scope, receive, served: Served, method: str, path: str) -> bytes:
-        """A V2 route's answer: metadata and health on the loop, inference in the pool."""
+    def _v2_get(self, served: Served, method: str, path: str) -> bytes:
+        """A V2 route other than inference: metadata and health, answered on the loop."""
         name, version = served.info.name or "model", served.info.version
         found = v2.route(method, path, name, version)
         if found.kind == "server":
             return v2.server_metadata()
         if found.kind == "model":
             return v2.model_metadata(served.scorer.pyfunc_model, name, version)
-        if found.kind != "infer":
-            return b""  # live, ready: the status says it
-        body = await self._read_body(scope, receive)
+        return v2.health(found.kind, name)  # live, ready, model_ready
+
+    async def _v2_infer(self, scope, served: Served, path: str, body: bytes) -> bytes:
+        """``POST .../infer``: on the loop when measured fast and the fast path can, else pooled."""
+        name, version = served.info.name or "model", served.info.version
+        v2.route("POST", path, name, version)  # another model or version: the protocol's 404
         header = _header(scope, v2.BINARY_HEADER.encode())
-        if served.scorer.inline(len(body)):  # measured fast: on the loop, if the fast path can
+        if served.scorer.inline(len(body)):
             answer = v2.infer(served.scorer, body, header, name, version, fast_only=True)
             if answer is not None:
                 return answer

@@ -88,8 +88,13 @@ class CaptureWriter:
         self._thread.start()
 
     def record(self, request: bytes, content_type: str, response: bytes, model: str,
-               version: str) -> None:
-        """Sample and enqueue one request/response pair; never blocks the caller."""
+               version: str, protocol: str | None = None,
+               header_length: str | None = None) -> None:
+        """Sample and enqueue one request/response pair; never blocks the caller.
+
+        ``protocol``: ``"v2"`` for an Open Inference Protocol request (``header_length``: its
+        ``Inference-Header-Content-Length``, when it carried binary tensors).
+        """
         self.stats.seen += 1
         if self._closing.is_set():
             self.stats.dropped_queue_full += 1
@@ -98,7 +103,8 @@ class CaptureWriter:
         if self.sample_rate < 1 and self._random.random() >= self.sample_rate:
             return
         try:
-            self._queue.put_nowait((time.time(), request, content_type, response, model, version))
+            self._queue.put_nowait((time.time(), request, content_type, response, model,
+                                    version, protocol, header_length))
             self.stats.queued += 1
         except queue.Full:
             self.stats.dropped_queue_full += 1
@@ -168,8 +174,9 @@ class CaptureWriter:
                 _logger.exception("capture: could not close the capture file")
 
     def _write(self, item) -> None:
-        ts, request, content_type, response, model, version = item
-        line = capture.encode_record(ts, request, content_type, response, model, version)
+        ts, request, content_type, response, model, version, protocol, header_length = item
+        line = capture.encode_record(ts, request, content_type, response, model, version,
+                                     protocol, header_length)
         if self.stats.bytes_written + len(line) > self.max_total_bytes:
             self.stats.dropped_size_limit += 1
             _metrics.capture_dropped("size_limit")

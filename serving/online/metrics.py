@@ -39,7 +39,9 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-FORMATS = ("json", "csv", "other")
+# an /invocations body's format (json, csv, other), or an Open Inference Protocol (V2) inference
+FORMATS = ("json", "csv", "other", "v2")
+_V2 = FORMATS.index("v2")
 # The answers that refuse a request before or instead of scoring it (status code as reason).
 REJECTIONS = (400, 404, 405, 408, 413, 415, 431, 503)
 SCORING_PATHS = ("fast", "pyfunc")
@@ -200,9 +202,9 @@ class ServingMetrics:
         Gauge = partial(pc.Gauge, registry=registry)  # noqa: N806
         Histogram = partial(pc.Histogram, registry=registry)  # noqa: N806
         requests = Counter(
-            p + "requests", "Scoring requests (/invocations) answered, by status class and "
-            "input format.", ("status_class", "format"))
-        # index: status class (0-4) * 3 + format (0-2)
+            p + "requests", "Scoring requests (/invocations, V2 infer) answered, by status "
+            "class and input format (v2: the Open Inference Protocol).", ("status_class", "format"))
+        # index: status class (0-4) * len(FORMATS) + format
         self._requests = [requests.labels(c, f) for c in STATUS_CLASSES for f in FORMATS]
         self._request_seconds = Histogram(
             p + "request_seconds", "Seconds from a scoring request's arrival to its answer.",
@@ -275,16 +277,18 @@ class ServingMetrics:
             self._schedule()
         return self._perf()
 
-    def answered(self, status: int, content_type: str | None, started: float, nbytes: int) -> None:
-        """A scoring request was answered with ``status``."""
+    def answered(self, status: int, content_type: str | None, started: float, nbytes: int,
+                 v2: bool = False) -> None:
+        """A scoring request was answered with ``status`` (``v2``: a V2 inference request)."""
         self._in_flight_now -= 1
         self._h_request.observe(self._perf() - started)
-        fmt = self._formats.get(content_type)
-        if fmt is None:
+        if v2:
+            fmt = _V2
+        elif (fmt := self._formats.get(content_type)) is None:
             fmt = FORMATS.index(input_format(content_type))
             if len(self._formats) < 64:  # content types a client sends: a handful
                 self._formats[content_type] = fmt
-        self._n_requests[(status // 100 - 1) * 3 + fmt] += 1
+        self._n_requests[(status // 100 - 1) * len(FORMATS) + fmt] += 1
         self._n_bytes += nbytes
         if status >= 400 and status in self._n_rejected:
             self._n_rejected[status] += 1

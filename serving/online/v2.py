@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from serving.online import metrics as _metrics
 from serving.online.protocol import RequestError
 
 _logger = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ _COLUMN_TYPES = {
     "binary": ("BYTES", "base64"),
     "datetime": ("BYTES", "datetime"),
 }
+
+
+#: What a sampled V2 inference request carries to ``--shadow`` where an /invocations sample
+#: carries its content type: ``v2-infer``, then ``;`` and the request's
+#: Inference-Header-Content-Length when it sent binary tensors.
+SHADOW_SAMPLE = "v2-infer"
+
+
+def shadow_sample_type(header_length: str | None) -> str:
+    """The shadow sample type of a V2 inference request (see :data:`SHADOW_SAMPLE`)."""
+    return f"{SHADOW_SAMPLE};{header_length}" if header_length else SHADOW_SAMPLE
 
 
 class V2Error(RequestError):
@@ -157,6 +169,19 @@ def server_metadata() -> bytes:
     return orjson.dumps(
         {"name": SERVER_NAME, "version": version, "extensions": ["binary_tensor_data"]}
     )
+
+
+def health(kind: str, name: str) -> bytes:
+    """The protocol's health body for ``kind`` (live, ready or model_ready).
+
+    ``{"live": true}``, ``{"ready": true}`` and a model's ``{"name": ..., "ready": true}``: the
+    status says it too, and KServe's SDK reads the body.
+    """
+    if kind == "live":
+        return orjson.dumps({"live": True})
+    if kind == "ready":
+        return orjson.dumps({"ready": True})
+    return orjson.dumps({"name": name, "ready": True})
 
 
 def model_metadata(pyfunc_model, name: str, version: str | None) -> bytes:
@@ -446,9 +471,12 @@ def _predict(scorer, arrays: dict[str, np.ndarray], fast_only: bool = False):
         else:
             x = next(iter(arrays.values()))
         try:
-            return scorer.pyfunc_model.predict(x)
+            predictions = scorer.pyfunc_model.predict(x)
         except Exception as exc:
             raise V2Error(400, f"the model could not score this input: {_one_line(exc)}") from exc
+        if (m := _metrics.current()) is not None:
+            m.pyfunc(len(predictions) if hasattr(predictions, "__len__") else None)
+        return predictions
     columns, rows = {}, None
     for tname, arr in arrays.items():
         if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] != 1):
@@ -467,17 +495,22 @@ def _predict(scorer, arrays: dict[str, np.ndarray], fast_only: bool = False):
         columns[tname] = col
     fast = scorer.predict_columns(columns, rows or 0)
     if fast is not None:
+        if (m := _metrics.current()) is not None:
+            m.fast(rows or 0)
         return fast
     if fast_only:
         return _NOT_FAST
     frame = pd.DataFrame(columns, copy=False)
     try:
-        return scorer.predict_frame(frame)
+        predictions = scorer.predict_frame(frame)
     except RequestError as exc:
         # pyfunc's message dumps the whole input before its reason: the reason alone
         if "' with schema '" in exc.message and "Error: " in exc.message:
             raise V2Error(exc.status, exc.message.rsplit("Error: ", 1)[-1]) from exc
         raise
+    if (m := _metrics.current()) is not None:
+        m.pyfunc(len(frame))
+    return predictions
 
 
 def _one_line(exc: Exception) -> str:

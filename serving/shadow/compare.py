@@ -30,13 +30,29 @@ RESERVOIR = 10_000
 
 
 def predictions(payload: bytes) -> list:
-    """The predictions of a scoring answer (``{"predictions": [...]}`` or a bare list)."""
+    """The predictions of a scoring answer (``{"predictions": [...]}`` or a bare list).
+
+    A V2 answer's ``outputs``: one output's data (a column ``[n, 1]`` as ``n`` values), or
+    several outputs' as rows of tuples.
+    """
     doc = orjson.loads(payload)
+    if isinstance(doc, dict) and isinstance(doc.get("outputs"), list):
+        doc = {out["name"]: _rows(out) for out in doc["outputs"]}
+        if len(doc) == 1:
+            doc = next(iter(doc.values()))
     if isinstance(doc, dict):
         doc = doc.get("predictions", doc)
     if isinstance(doc, dict):  # one list per output column: rows as tuples
         doc = list(zip(*doc.values(), strict=False))
     return list(doc) if isinstance(doc, list) else [doc]
+
+
+def _rows(output: dict) -> list:
+    """A V2 output tensor's data, one value (or one list) per row."""
+    data, shape = output.get("data", []), output.get("shape") or []
+    if len(shape) == 2 and shape[1] != 1 and data and not isinstance(data[0], list):
+        return [data[i:i + shape[1]] for i in range(0, len(data), shape[1])]
+    return [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
 
 
 def infer_task(values: list) -> str:

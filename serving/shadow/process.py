@@ -203,7 +203,7 @@ def _child_main(spec: dict, reader) -> None:
 
     client = mlflow.MlflowClient(tracking_uri=spec["tracking_uri"],
                                  registry_uri=spec["registry_uri"])
-    shadow = Shadow(load_scorer(spec["uri"]).score, client, name=spec["name"],
+    shadow = Shadow(challenger_score(load_scorer(spec["uri"])), client, name=spec["name"],
                     champion_version=spec["champion_version"],
                     challenger_version=spec["challenger_version"], task=spec["task"],
                     sample=spec["sample"], tolerance=spec["tolerance"],
@@ -223,6 +223,23 @@ def _child_main(spec: dict, reader) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def challenger_score(scorer):
+    """The challenger's ``score(body, sample_type)``.
+
+    An /invocations body is scored as its content type says; a V2 inference request
+    (:data:`serving.online.v2.SHADOW_SAMPLE`) as the V2 route scores it.
+    """
+    from serving.online import v2
+
+    def score(body: bytes, sample_type: str | None) -> bytes:
+        if sample_type is not None and sample_type.startswith(v2.SHADOW_SAMPLE):
+            header = sample_type.partition(";")[2] or None
+            return v2.infer(scorer, body, header, "challenger", None)
+        return scorer.score(body, sample_type)
+
+    return score
 
 
 def shadow_for(client, champion, challenger_ref: str, *, sample: float, tolerance: float,

@@ -4,8 +4,10 @@ No container engine here: the entrypoint (``python -m serving container serve``,
 runs) is started as a process with the image's layout and environment: the code the context
 carries on PYTHONPATH, the model folder it carries, the ENV lines of its Dockerfile, and
 ``$PORT`` as Cloud Run and the KServe manifest set it. Then the SageMaker routes, the V2 routes
-(as KServe probes and calls them) and ``tritonclient.http`` (from the cached MLServer
-environment, tests/support/mlserver.py, which ships it) score the model.
+(as KServe probes and calls them), ``tritonclient.http`` (from the cached MLServer
+environment, tests/support/mlserver.py, which ships it) and the ``kserve`` SDK's REST client
+(its own cached environment, tests/support/kserve_sdk.py) score the model. The KServe manifests
+are loaded into the kserve SDK's models.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import re
 import subprocess
 import sys
 
+import mlflow.pyfunc
 import pytest
 import requests
 import yaml
 
 from serving.cli import main
 from tests.integration.serving.conftest import using_store
+from tests.support import kserve_sdk
 from tests.support.mlserver import mlserver_bin
 from tests.support.processes import REPO, free_port, running
 from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
@@ -155,3 +159,43 @@ def test_tritonclient_scores_the_container(container):
     expected = requests.post(f"{url}/invocations", json=split, timeout=30).json()["predictions"]
     assert answer["version"] == [version]
     assert [label for (label,) in answer["labels"]] == expected
+
+
+def test_the_kserve_manifests_load_into_the_kserve_sdk(context, tmp_path):
+    """Every field is one the SDK's models know, of their type, and survives a round trip."""
+    out, _, _ = context
+    runtime, isvc = out / "kserve" / "servingruntime.yaml", out / "kserve" / "inferenceservice.yaml"
+    # one broken copy of each: the check must catch a misspelled field and a missing one
+    bad_runtime, bad_isvc = tmp_path / "runtime.yaml", tmp_path / "isvc.yaml"
+    doc = yaml.safe_load(runtime.read_text())
+    doc["spec"]["protocolVersion"] = doc["spec"].pop("protocolVersions")
+    bad_runtime.write_text(yaml.safe_dump(doc))
+    doc = yaml.safe_load(isvc.read_text())
+    del doc["spec"]["predictor"]["model"]["modelFormat"]
+    bad_isvc.write_text(yaml.safe_dump(doc))
+    report = kserve_sdk.validate_manifests({
+        str(runtime): "V1alpha1ServingRuntime", str(isvc): "V1beta1InferenceService",
+        str(bad_runtime): "V1alpha1ServingRuntime", str(bad_isvc): "V1beta1InferenceService",
+    })
+    assert report[str(runtime)] == {"class": "V1alpha1ServingRuntime", "problems": [],
+                                    "added": {}}
+    # the SDK's ModelSpec embeds a container whose name defaults to "" (KServe names it)
+    assert report[str(isvc)] == {"class": "V1beta1InferenceService", "problems": [],
+                                 "added": {"V1beta1InferenceService.spec.predictor.model.name": ""}}
+    assert report[str(bad_runtime)]["problems"] == [
+        "V1alpha1ServingRuntime.spec.protocolVersion: unknown to V1alpha1ServingRuntimeSpec"
+    ]
+    [missing] = report[str(bad_isvc)]["problems"]
+    assert missing.startswith("V1beta1InferenceService.spec.predictor.model: ")
+    assert "`model_format`, must not be `None`" in missing
+
+
+def test_the_kserve_sdk_scores_the_container(container, context):
+    """kserve's ``InferenceRESTClient`` (protocol v2, binary tensors): pyfunc's answer."""
+    url, version, X = container
+    rows = X.head(5)
+    answer = kserve_sdk.infer(url, "numeric", rows.to_dict(orient="list"))
+    expected = mlflow.pyfunc.load_model(str(context[0] / "model")).predict(rows)
+    assert answer["checks"] == [True, True, True]
+    assert answer["model_name"] == "numeric" and answer["x-model-version"] == version
+    assert answer["outputs"] == {"output-0": [[int(label)] for label in expected]}
