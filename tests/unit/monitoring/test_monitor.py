@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 
 from monitoring import drift as mon
-from monitoring.capture import captured_frames, read_capture_lines, request_rows
+from monitoring.capture import (
+    captured_frames,
+    read_capture_lines,
+    request_rows,
+    v2_request_rows,
+)
 from monitoring.errors import MonitorError
 from monitoring.report import report_html
 from serving.online.capture import CaptureWriter
@@ -217,3 +222,23 @@ def test_the_live_metric_scores_the_versions_positive_class():
     assert on_no.live == pytest.approx(f1_score(y, pred, pos_label="no"))
     assert on_last.live == pytest.approx(f1_score(y, pred, pos_label="yes"))
     assert on_no.live != on_last.live
+
+
+def test_v2_requests_read_back_as_rows_json_and_binary():
+    json_body = orjson.dumps({"inputs": [
+        {"name": "a", "datatype": "FP64", "shape": [2, 1], "data": [[1.5], [2.5]]},
+        {"name": "colour", "datatype": "BYTES", "shape": [2], "data": ["red", None]}]})
+    frame = v2_request_rows(json_body)
+    assert frame["a"].tolist() == [1.5, 2.5] and frame["colour"][0] == "red"
+    assert frame["colour"].isna().tolist() == [False, True]  # a missing value
+    words = b"".join(len(w).to_bytes(4, "little") + w for w in (b"red", b"blue"))
+    head = orjson.dumps({"inputs": [
+        {"name": "a", "datatype": "INT32", "shape": [2], "parameters": {"binary_data_size": 8}},
+        {"name": "colour", "datatype": "BYTES", "shape": [2],
+         "parameters": {"binary_data_size": len(words)}}]})
+    body = head + np.array([3, 4], dtype="<i4").tobytes() + words
+    binary = v2_request_rows(body, len(head))
+    assert binary["a"].tolist() == [3, 4] and binary["colour"].tolist() == ["red", "blue"]
+    with pytest.raises(MonitorError, match="a captured V2 request cannot be read: .*not a column"):
+        v2_request_rows(orjson.dumps({"inputs": [
+            {"name": "m", "datatype": "FP64", "shape": [1, 2], "data": [1.0, 2.0]}]}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from core import shadow as names
-from serving.shadow.compare import infer_task
+from serving.shadow.compare import infer_task, predictions
 from serving.shadow.run import Shadow
 
 
@@ -83,3 +83,16 @@ def test_the_hook_shadows_a_sample_of_the_champions_answers_only():
     s.sample = 0.0
     s.offer("1", b"{}", None, answer([1]), 0.001)
     assert s.queue.qsize() == 1
+
+
+def test_a_v2_answer_gives_its_outputs_rows():
+    one = {"outputs": [{"name": "output-0", "datatype": "INT64", "shape": [3, 1],
+                        "data": [1, 0, 1]}]}
+    assert predictions(orjson.dumps(one)) == [1, 0, 1]
+    nested = {"outputs": [{"name": "output-0", "shape": [2, 1], "data": [[0.5], [1.5]]}]}
+    assert predictions(orjson.dumps(nested)) == [0.5, 1.5]
+    two = {"outputs": [{"name": "label", "shape": [2], "data": ["a", "b"]},
+                       {"name": "score", "shape": [2], "data": [0.1, 0.9]}]}
+    assert predictions(orjson.dumps(two)) == [("a", 0.1), ("b", 0.9)]
+    wide = {"outputs": [{"name": "proba", "shape": [2, 2], "data": [0.1, 0.9, 0.8, 0.2]}]}
+    assert predictions(orjson.dumps(wide)) == [[0.1, 0.9], [0.8, 0.2]]
