@@ -18,8 +18,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
+
+# An env not used for this long, for a project env that changed since, is removed.
+UNUSED_SECONDS = 24 * 3600
 
 
 def cache_root() -> Path:
@@ -60,13 +64,28 @@ def cached_venv(name: str, requirements: tuple[str, ...]) -> Path:
     env = root / f"{name}-{_key(requirements)}"
     done = env / ".complete"
     if done.exists():
+        done.touch()  # in use: kept by the pruning below
         return env
     with open(root / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be building it now
         if not done.exists():
             _build(env, requirements)
             done.touch()
+            _prune(root, name, keep=env)
     return env
+
+
+def _prune(root: Path, name: str, keep: Path) -> None:
+    """Remove the envs of ``name`` made for an older project env, unused for a day.
+
+    The key follows every package of the project env, so each change to it makes a new env
+    (MLServer's about 100 MB, kserve's about 260 MB); the old ones would pile up.
+    """
+    for old in root.glob(f"{name}-*"):
+        marker = old / ".complete"
+        used = marker.stat().st_mtime if marker.exists() else old.stat().st_mtime
+        if old != keep and old.is_dir() and time.time() - used > UNUSED_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(env: Path, requirements: tuple[str, ...]) -> None:
