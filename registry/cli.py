@@ -191,7 +191,8 @@ def _echo_request(request: dict) -> None:
     """The request's id on the first line alone (scripts read it), then what it waits for."""
     click.echo(request["id"])
     need = request["required"] - len(request.get("approvals") or [])
-    click.echo(f"requested {request['name']}/{request['version']} to {request['alias']}: "
+    what = "a rollback of " if request.get("kind") == "rollback" else ""
+    click.echo(f"requested {what}{request['name']}/{request['version']} to {request['alias']}: "
                f"{request['status']}, {need} approval(s) to go, by a release manager other than "
                f"{request['by']} and the version's author (python -m registry approve "
                f"{request['id']})", err=True)

@@ -208,7 +208,7 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
                    "request instead)")
         if alias in protected:
             record_refusal(username, name, alias, version, message,
-                           str(body.get("reason") or ""))
+                           f"emergency rollback: {body.get('reason') or ''}")
         return _answer(403, error_code="PERMISSION_DENIED", message=message)
     if alias in protected:
         allowed = may_move_protected(username)
