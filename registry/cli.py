@@ -229,13 +229,13 @@ def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | N
     _echo_request(answer["request"])
 
 
-def _server_client():
+def _server_client(refusal: str | None = None):
     """The client of the team server; on any other store, one line (and no store opened)."""
     from core.approvals import NEEDS_SERVER
     from core.connection import registry_uri
 
     if not registry_uri().startswith(("http://", "https://")):
-        raise RegistryError(NEEDS_SERVER)
+        raise RegistryError(refusal or NEEDS_SERVER)
     return _client()
 
 
@@ -312,9 +312,11 @@ def rollback(name: str, to: str | None, alias: str, reason: str, emergency: bool
     Where the alias needs approvals (the team server's policy) the rollback files a request,
     unless it is an --emergency.
     """
+    from core.approvals import EMERGENCY_NEEDS_SERVER
     from registry.promotion import rollback as do_rollback
 
-    outcome = do_rollback(_client(), name, reason, current_user(), to=to, alias=alias,
+    client = _server_client(EMERGENCY_NEEDS_SERVER) if emergency else _client()
+    outcome = do_rollback(client, name, reason, current_user(), to=to, alias=alias,
                           emergency=emergency)  # fmt: skip
     if outcome.status == "unchanged":
         click.echo(f"{name}/{outcome.version} is already {alias}; nothing changed")

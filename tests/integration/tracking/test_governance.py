@@ -578,3 +578,4 @@ def test_emergency_rollback_needs_the_team_server(tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().err.splitlines() == [
         "error: --emergency is for the team's tracking server, where approvals are enforced; "
         "on this store python -m registry rollback moves the alias directly"]
+    assert not (tmp_path / "embedded.db").exists()  # a refused command opens no store
