@@ -12,6 +12,7 @@ one JSON document on stdout, its keys documented in :mod:`registry.render`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -43,6 +44,31 @@ policy_option = click.option(
     help="Policy file (default: conf/policies/<NAME>.yaml, or $MLOPS_POLICY_DIR/<NAME>.yaml).",
 )
 reason_option = click.option("--reason", required=True, help="Why (recorded in the history).")
+
+
+def move_options(to_help: str, force_help: str):
+    """``--to ALIAS``, ``--reason`` and ``--force``: what promote and request both take."""
+
+    def decorate(command):
+        command = click.option("--force", is_flag=True, help=force_help)(command)
+        command = reason_option(command)
+        return click.option("--to", "alias", default=DEFAULT_ALIAS, show_default=True,
+                            help=to_help)(command)
+
+    return decorate
+
+
+@contextlib.contextmanager
+def gates_shown():
+    """Print the gates' table when a move stops at its gates, then let the refusal through."""
+    from registry.render import gates_table
+
+    try:
+        yield
+    except GateFailure as exc:
+        if exc.validation is not None:
+            _print(gates_table(exc.validation))
+        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,10 +173,7 @@ def validate(ref: str, policy_path: str | None, output: str) -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("--to", "alias", default=DEFAULT_ALIAS, show_default=True,
-              help="Alias to move to REF.")
-@reason_option
-@click.option("--force", is_flag=True, help="Move even if gates fail (recorded as forced).")
+@move_options("Alias to move to REF.", "Move even if gates fail (recorded as forced).")
 @click.option("--expect-previous", metavar="VERSION|none",
               help="Move only if the alias is held by this version now (compare-and-set).")
 @policy_option
@@ -165,15 +188,11 @@ def promote(ref: str, alias: str, reason: str, force: bool, expect_previous: str
     from registry.render import gates_table
 
     client = _client()
-    try:
+    with gates_shown():
         outcome, validation = promote_version(
             client, ref, alias, reason, current_user(), policy_path=policy_path, force=force,
             expect_previous=expect_previous,
         )
-    except GateFailure as exc:
-        if exc.validation is not None:
-            _print(gates_table(exc.validation))
-        raise
     if validation is not None:
         _print(gates_table(validation))
     ref_text = f"{outcome.name}/{outcome.version}"
@@ -200,10 +219,8 @@ def _echo_request(request: dict) -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("--to", "alias", default=DEFAULT_ALIAS, show_default=True,
-              help="Alias the request moves to REF.")
-@reason_option
-@click.option("--force", is_flag=True, help="Request even if gates fail (recorded as forced).")
+@move_options("Alias the request moves to REF.",
+              "Request even if gates fail (recorded as forced).")
 @policy_option
 def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | None) -> None:
     """Ask for ALIAS to move to REF: run its gates, file a request, print the request id.
@@ -216,12 +233,8 @@ def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | N
     from registry.render import gates_table
 
     client = _server_client()
-    try:
+    with gates_shown():
         mv, validation, gates = check_gates(client, ref, policy_path, force, alias)
-    except GateFailure as exc:
-        if exc.validation is not None:
-            _print(gates_table(exc.validation))
-        raise
     if validation is not None:
         _print(gates_table(validation))
     answer = call(client, "create", {"name": mv.name, "version": str(mv.version), "alias": alias,
