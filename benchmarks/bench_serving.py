@@ -16,9 +16,12 @@ breast cancer (linear, 30 numeric columns), diabetes (random forest, regression)
 palmerpenguins' raw table (gradient boosting; text categories with gaps, dates as text). Each is
 served by ours (``--workers 1``) and stock at once, measured in paired rounds (stock, ours,
 stock, ours: the machine's drifting load falls on both), and a table per model prints the
-in-process sklearn ``Pipeline.predict`` and scoring-plan times for one row, and each server's
+in-process sklearn ``Pipeline.predict``, estimator-alone (its ``predict`` on the matrix the
+pipeline hands it, again in every round) and scoring-plan times for one row, and each server's
 p50 at 1 connection, req/s at 8 connections and 1,000-row req/s at 4 connections (median of the
-rounds). ``--workflow-only`` runs this part alone.
+rounds), then the issue's goals one line each: linear p50 <= 1.0 ms and >= 10x stock at 1 and 8
+connections; trees p50 <= the estimator's one-row predict + 0.5 ms (round by round); 1,000 rows
+>= 10x stock. ``--workflow-only`` runs this part alone.
 
 It also prints the fast path's share of the differential test's request corpus
 (tests/support/scoring_corpus.py): the requests ours answers without mlflow.pyfunc (the rest
@@ -287,7 +290,8 @@ def bench_workflow(wrk: str, work: Path, duration: float, rounds: int):
     console = Console(width=170)
     table = Table(title=f"the workflow's models ({rounds} paired rounds, wrk {duration:g}s per "
                   "run; ours --workers 1, stock one worker)")
-    for col in ("model", "sklearn 1 row", "plan 1 row", "p50 c1 stock", "p50 c1 ours",
+    for col in ("model", "sklearn 1 row", "estimator 1 row", "plan 1 row", "p50 c1 stock",
+                "p50 c1 ours",
                 "req/s c8 stock", "req/s c8 ours", "1000 rows req/s stock", "ours", "path"):
         table.add_column(col, justify="left" if col in ("model", "path") else "right")
     summary = {}
@@ -296,6 +300,10 @@ def bench_workflow(wrk: str, work: Path, duration: float, rounds: int):
         plan = scorer._predict if scorer.path == "plan" else None
         row = one.to_numpy().astype(float) if getattr(scorer, "as_array", False) else one
         t_sk = in_process_seconds(pipe.predict, one, repeat=100)
+        # the estimator alone on the matrix the pipeline hands it: the floor of any scoring path
+        # (again in every round, beside the servers' runs: the tree goal compares the two)
+        matrix = pipe[:-1].transform(one)
+        est_rounds = [in_process_seconds(pipe[-1].predict, matrix, repeat=100)]
         t_plan = in_process_seconds(plan, row, repeat=100) if plan is not None else float("nan")
         b1, b1000 = _body(work / f"{name}-1.json", one), _body(work / f"{name}-1000.json", thousand)
         ports = {side: free_port() for side in ("stock", "ours")}
@@ -320,12 +328,18 @@ def bench_workflow(wrk: str, work: Path, duration: float, rounds: int):
                     got.setdefault(f"{side} c8", []).append(run_wrk(wrk, url, b1, lua, 8, duration))
                     got.setdefault(f"{side} 1000", []).append(
                         run_wrk(wrk, url, b1000, lua, 4, duration))
+                est_rounds.append(in_process_seconds(pipe[-1].predict, matrix, repeat=100))
+        t_est = statistics.median(est_rounds[1:])
         med = {k: {"p50_ms": statistics.median(r["p50_ms"] for r in v),
                    "rps": statistics.median(r["rps"] for r in v),
                    "errors": sum(r["errors"] for r in v)} for k, v in got.items()}
-        summary[name] = {"sklearn_ms": t_sk * 1e3, "plan_ms": t_plan * 1e3, **med}
+        summary[name] = {"sklearn_ms": t_sk * 1e3, "estimator_ms": t_est * 1e3,
+                         "plan_ms": t_plan * 1e3, **med,
+                         "rounds": {**{k: [round(r["p50_ms"], 3) for r in v]
+                                       for k, v in got.items() if k.endswith("c1")},
+                                    "estimator": [round(t * 1e3, 3) for t in est_rounds[1:]]}}
         table.add_row(
-            name, f"{t_sk * 1e3:.2f} ms", f"{t_plan * 1e3:.3f} ms",
+            name, f"{t_sk * 1e3:.2f} ms", f"{t_est * 1e3:.3f} ms", f"{t_plan * 1e3:.3f} ms",
             f"{med['stock c1']['p50_ms']:.2f} ms", f"{med['ours c1']['p50_ms']:.2f} ms "
             f"({med['stock c1']['p50_ms'] / med['ours c1']['p50_ms']:.1f}x)",
             f"{med['stock c8']['rps']:,.0f}", f"{med['ours c8']['rps']:,.0f} "
@@ -334,10 +348,42 @@ def bench_workflow(wrk: str, work: Path, duration: float, rounds: int):
             f"({med['ours 1000']['rps'] / med['stock 1000']['rps']:.1f}x)",
             scorer.path)
     console.print(table)
+    for line in workflow_goals(summary):
+        console.print(line)
     errors = {f"{m} {k}": v["errors"] for m, r in summary.items() for k, v in r.items()
-              if isinstance(v, dict) and v["errors"]}
+              if isinstance(v, dict) and "errors" in v and v["errors"]}
     console.print(f"failed requests: {errors or 'none'}")
     console.print(f"raw (workflow models): {json.dumps(summary)}")
+
+
+def workflow_goals(summary: dict) -> list[str]:
+    """The issue's goals for the workflow's models, one line each: met or MISSED.
+
+    Linear: p50 at one connection <= 1.0 ms and >= 10x stock at 1 and 8 connections; trees:
+    p50 <= the estimator's own one-row predict + 0.5 ms; every model: 1,000-row requests >= 10x
+    stock.
+    """
+    lines = []
+    for name, r in summary.items():
+        p50 = r["ours c1"]["p50_ms"]
+        checks = []
+        if "linear" in name:
+            checks += [(f"p50 {p50:.2f} ms <= 1.0 ms", p50 <= 1.0),
+                       (f"p50 {r['stock c1']['p50_ms'] / p50:.1f}x stock >= 10x",
+                        r["stock c1"]["p50_ms"] / p50 >= 10),
+                       (f"c8 {r['ours c8']['rps'] / r['stock c8']['rps']:.1f}x stock >= 10x",
+                        r["ours c8"]["rps"] / r["stock c8"]["rps"] >= 10)]
+        else:  # round by round: ours' p50 minus the estimator's one-row predict of that round
+            over = sorted(o - e for o, e in zip(r["rounds"]["ours c1"], r["rounds"]["estimator"],
+                                                strict=True))
+            checks.append((f"p50 {p50:.2f} ms, estimator {r['estimator_ms']:.2f} ms: p50 over "
+                           f"the estimator by {statistics.median(over):+.2f} ms (rounds "
+                           f"{over[0]:+.2f} to {over[-1]:+.2f}) <= +0.5 ms",
+                           statistics.median(over) <= 0.5))
+        ratio = r["ours 1000"]["rps"] / r["stock 1000"]["rps"]
+        checks.append((f"1000 rows {ratio:.1f}x stock >= 10x", ratio >= 10))
+        lines += [f"goal {name}: {text}: {'met' if ok else 'MISSED'}" for text, ok in checks]
+    return lines
 
 
 def cores() -> int:

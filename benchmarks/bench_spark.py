@@ -13,8 +13,21 @@ hold the whole file, so peak memory should not grow with the rows.
 Goal: peak memory does not grow with the rows (at most 1.5x from the smallest file to the
 largest, per engine).
 
+``--plan`` measures the local engine on the models the workflow trains instead (the three of
+``bench_serving.py``: linear on breast cancer, random forest on diabetes, gradient boosting on
+palmerpenguins' raw table with its text categories, gaps and dates), each on a Parquet file of
+its table's rows drawn with replacement (``--plan-rows``, 1M by default): ``serving predict``
+with the model's scoring plan against the path before the plan (the same command with
+``core.plan.planned_model`` answering "no plan": the pipeline through pyfunc, or the
+scikit-learn fast path where it applies), in paired rounds that alternate which goes first, so
+the machine's drifting load falls on both. Per model: the median rows/s of each, the median of
+the rounds' ratios and their spread, and each path's peak memory. Goal: the plan >= 3x the rows/s
+with no more memory (at most 1.1x the pre-plan peak).
+
     nice -n 10 .venv/bin/python benchmarks/bench_spark.py [--rows 1000000 5000000] [--repeat 1]
         [--quick]
+    nice -n 10 .venv/bin/python benchmarks/bench_spark.py --plan [--plan-rows 1000000]
+        [--rounds 3] [--plan-models wf-cancer-linear ...]
 """
 
 from __future__ import annotations
@@ -131,6 +144,87 @@ def run(cmd: list[str], env: dict, logs: Path) -> tuple[float, dict[str, int], s
     return took, peak, (logs / "out.txt").read_text().strip().splitlines()[-1]
 
 
+#: ``serving predict`` as it scored before the plan: ``planned_model`` finds no plan
+_NO_PLAN = ("import sys; import core.plan as p; "
+            "p.planned_model = lambda model: (None, None, 'the plan is off (benchmark)'); "
+            "from serving.cli import main; sys.exit(main())")
+#: the plan's goal: at least this many times the rows/s of the path before it
+PLAN_SPEEDUP = 3.0
+#: ... with a peak memory of at most this multiple of the path before it
+PLAN_MEMORY = 1.1
+
+
+def write_table_rows(path: Path, frame, rows: int, chunk: int = 250_000) -> None:
+    """``rows`` rows drawn from ``frame`` with replacement, written chunk by chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    for i, start in enumerate(range(0, rows, chunk)):
+        part = frame.sample(min(chunk, rows - start), replace=True, random_state=i)
+        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False,
+                                     schema=writer.schema if writer else None)
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+
+
+def plan_vs_pyfunc(rows: int, rounds: int, models: list[str] | None) -> int:
+    """``--plan``: the local engine with and without the scoring plan, paired rounds."""
+    import statistics
+
+    from bench_serving import WORKFLOW_MODELS, log_workflow_models
+
+    from tests.support.public_tables import public_table
+
+    ok = True
+    report = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        log_workflow_models(tmp)
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+        for name, (table, _, _) in WORKFLOW_MODELS.items():
+            if models and name not in models:
+                continue
+            df, target, _ = public_table(table)
+            src = tmp / f"{name}.parquet"
+            write_table_rows(src, df.drop(columns=[target]), rows)
+            args = ["predict", f"{name}@champion", "--input", str(src), "--output",
+                    str(tmp / "out.parquet")]
+            cmds = {"plan": [sys.executable, "-m", "serving", *args],
+                    "before": [sys.executable, "-c", _NO_PLAN, *args]}
+            got: dict[str, list] = {"plan": [], "before": []}
+            for r in range(rounds):
+                for path in (("before", "plan") if r % 2 == 0 else ("plan", "before")):
+                    took, peak, line = run(cmds[path], env, tmp)
+                    assert f"scored {rows} rows" in line, line
+                    got[path].append((rows / took, peak["total"]))
+                    print(f"{name} round {r + 1} {path}: {rows / took:,.0f} rows/s, peak "
+                          f"{_mb(peak['total'])} MB, load {os.getloadavg()[0]:.1f}", flush=True)
+            ratios = [p[0] / b[0] for p, b in zip(got["plan"], got["before"], strict=True)]
+            mem = max(p[1] for p in got["plan"]) / max(b[1] for b in got["before"])
+            met = statistics.median(ratios) >= PLAN_SPEEDUP and mem <= PLAN_MEMORY
+            ok &= met
+            report.append((name, statistics.median(r[0] for r in got["before"]),
+                           statistics.median(r[0] for r in got["plan"]), ratios,
+                           max(b[1] for b in got["before"]), max(p[1] for p in got["plan"]),
+                           met))
+            src.unlink()
+    print(f"\nserving predict (local engine), {rows:,}-row Parquet file, {rounds} paired rounds, "
+          f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}")
+    print(f"{'model':<22}{'before rows/s':>14}{'plan rows/s':>13}{'ratio (median)':>16}"
+          f"{'spread':>14}{'peak MB before':>16}{'plan':>6}  goal")  # fmt: skip
+    for name, before, plan, ratios, mb_before, mb_plan, met in report:
+        print(f"{name:<22}{before:>14,.0f}{plan:>13,.0f}{statistics.median(ratios):>15.2f}x"
+              f"{min(ratios):>8.2f}-{max(ratios):.2f}x{_mb(mb_before):>16}{_mb(mb_plan):>6}  "
+              f"{'met' if met else 'MISSED'} (>= {PLAN_SPEEDUP:g}x, memory <= "
+              f"{PLAN_MEMORY:g}x)")  # fmt: skip
+    return 0 if ok else 1
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.0f}"
 
@@ -142,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--quick", action="store_true",
                         help="200,000 and 1,000,000 rows (as make bench runs it)")
+    parser.add_argument("--plan", action="store_true",
+                        help="the workflow's models: serving predict with and without the plan")
+    parser.add_argument("--plan-rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="--plan: paired rounds")
+    parser.add_argument("--plan-models", nargs="+", help="--plan: these models only (names as "
+                        "bench_serving.py's WORKFLOW_MODELS)")
     args = parser.parse_args(argv)
+    if args.plan:
+        return plan_vs_pyfunc(args.plan_rows, args.rounds, args.plan_models)
     if args.quick:
         args.rows = [200_000, 1_000_000]
 
