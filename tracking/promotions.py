@@ -31,7 +31,8 @@ from core.aliases import (
     move_alias,
     read_state,
 )
-from core.errors import LostRace, MlopsError
+from core.errors import LostRace
+from tracking.answers import answer, error_answer
 
 _logger = logging.getLogger(__name__)
 
@@ -138,11 +139,7 @@ def server_client() -> StoreClient:
 
 
 def _answer(code: int, **body):
-    from flask import jsonify
-
-    resp = jsonify({"route": SERVER_ROUTE_ID, **body})
-    resp.status_code = code
-    return resp
+    return answer(SERVER_ROUTE_ID, code, **body)
 
 
 def approve_card(client, name: str, version: str, attempt) -> str | None:
@@ -191,10 +188,6 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
         record_refusal: ``(username, name, alias, version, message, reason)``, records a
             refused move in the model's history.
     """
-    from mlflow.exceptions import MlflowException
-
-    from core.lookup import ModelNotFound, not_found
-
     name, alias = str(body.get("name") or ""), str(body.get("alias") or "")
     version = body.get("version")
     version = None if version in (None, "") else str(version)
@@ -244,35 +237,21 @@ def handle_move(username: str, body: dict, protected: tuple[str, ...], may_move_
                     "command started; nothing changed")
             state = AliasState(state.slot, state.holder)
         if kind in ("promote", "rollback") and version is not None:
-            from tracking.requests import (
-                Refused,
-                emergency_rollback,
-                file_request,
-                needs_approvals,
-            )
+            from tracking.requests import emergency_rollback, file_request, needs_approvals
 
-            try:
-                if body.get("emergency"):  # one release manager now, a second one's review after
-                    return _answer(200, **emergency_rollback(
-                        username, {**body, "version": version}, state))
-                if needs_approvals(name, alias):  # four eyes: the move waits for its approvals
-                    return _answer(200, **file_request(username, {**body, "version": version},
-                                                       state))
-            except Refused as exc:
-                return _answer(exc.code, error_code="REFUSED", message=str(exc))
+            if body.get("emergency"):  # one release manager now, a second one's review after
+                return _answer(200, **emergency_rollback(
+                    username, {**body, "version": version}, state))
+            if needs_approvals(name, alias):  # four eyes: the move waits for its approvals
+                return _answer(200, **file_request(username, {**body, "version": version},
+                                                   state))
         outcome = move_alias(client, name, version, alias, str(body.get("reason") or ""),
                              by=username, kind=kind, forced=bool(body.get("forced")),
                              gates=list(body.get("gates") or []), state=state)
-    except LostRace as exc:
-        return _answer(409, error_code="LOST_RACE", message=str(exc))
-    except MlflowException as exc:
-        if not_found(exc):
-            return _answer(404, error_code="RESOURCE_DOES_NOT_EXIST", message=exc.message)
-        raise
-    except ModelNotFound as exc:
-        return _answer(404, error_code="RESOURCE_DOES_NOT_EXIST", message=str(exc))
-    except MlopsError as exc:
-        return _answer(400, error_code="INVALID_PARAMETER_VALUE", message=str(exc))
+    except Exception as exc:
+        if (resp := error_answer(SERVER_ROUTE_ID, exc)) is None:
+            raise
+        return resp
     if alias in protected and outcome.status == "promoted" and outcome.attempt is not None:
         approve_card(client, name, outcome.version, outcome.attempt)
     record = outcome.attempt.to_json() if outcome.attempt else None

@@ -43,28 +43,17 @@ from core.approvals import (
     approval_rule,
     requests_of,
 )
-from core.errors import LostRace, MlopsError
+from core.errors import LostRace
 from core.evidence import Evidence, gather
+from tracking.answers import Refused, answer, error_answer
 
 _logger = logging.getLogger(__name__)
 
 ACTIONS = ("create", "approve", "reject", "review", "list")
 
 
-class Refused(Exception):
-    """A request the route refuses: the status code and the one-line message."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 def _answer(code: int, **body):
-    from flask import jsonify
-
-    resp = jsonify({"route": REQUEST_ROUTE_ID, **body})
-    resp.status_code = code
-    return resp
+    return answer(REQUEST_ROUTE_ID, code, **body)
 
 
 def _client():
@@ -459,10 +448,6 @@ def listing(username: str, args: dict):
 
 def handle(action: str, username: str, body: dict, args: dict):
     """Answer one call of the request routes."""
-    from mlflow.exceptions import MlflowException
-
-    from core.lookup import not_found
-
     try:
         if action == "create":
             return _answer(200, **file_request(username, body))
@@ -473,11 +458,7 @@ def handle(action: str, username: str, body: dict, args: dict):
         if action == "review":
             return _answer(200, **review(username, body))
         return _answer(200, **listing(username, args))
-    except Refused as exc:
-        return _answer(exc.code, error_code="REFUSED", message=str(exc))
-    except MlflowException as exc:
-        if not_found(exc):
-            return _answer(404, error_code="RESOURCE_DOES_NOT_EXIST", message=exc.message)
-        raise
-    except MlopsError as exc:
-        return _answer(400, error_code="INVALID_PARAMETER_VALUE", message=str(exc))
+    except Exception as exc:
+        if (resp := error_answer(REQUEST_ROUTE_ID, exc)) is None:
+            raise
+        return resp
