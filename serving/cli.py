@@ -352,7 +352,7 @@ def predict_cmd(
     output_path = output_path or batch_mod.default_output(input_path)
     batch_mod.check_output(input_path, output_path)  # before the model loads and the bar starts
     info = resolve_model(connect(), ref)
-    scorer = load_scorer(info.uri)
+    scorer = load_scorer(info.uri, online=False)
     columns = [MofNCompleteColumn(), BarColumn(), TimeElapsedColumn()]
     try:
         total = batch_mod.count_rows(input_path)

@@ -450,7 +450,7 @@ def score(
     from serving.online.model import load_scorer
 
     output, previous = check_output(input_path, output_path)
-    scorer = load_scorer(model_uri)
+    scorer = load_scorer(model_uri, online=False)
     schema = scorer.pyfunc_model.metadata.get_input_schema()
     from serving.online import protocol
 

@@ -310,11 +310,14 @@ class PyfuncScorer(Scorer):
     kind = "pyfunc"
 
 
-def load_scorer(uri: str) -> Scorer:
+def load_scorer(uri: str, online: bool = True) -> Scorer:
     """Load the model at ``uri`` and pick the fast path when it can take the model.
 
     The workflow's pipeline gets its scoring plan (:func:`core.plan.planned_model`) when the
-    plan answers as pyfunc does; the log line says which path scores and why.
+    plan answers as pyfunc does; the log line says which path scores and why. ``online=False``
+    (batch scoring: whole frames, no requests) skips what only the server's micro-batching and
+    inline scoring use: the check that rows batch identically and the one-row timing (dozens
+    of predict calls at load, seconds for a large forest).
     """
     import mlflow.pyfunc
 
@@ -322,9 +325,9 @@ def load_scorer(uri: str) -> Scorer:
 
     model = mlflow.pyfunc.load_model(uri)
     scoring_model, plan, why = planned_model(model)
-    scorer = _planned_scorer(model, scoring_model, plan) if plan is not None else None
+    scorer = _planned_scorer(model, scoring_model, plan, online) if plan is not None else None
     if scorer is None:
-        scorer = _fast_scorer(model)
+        scorer = _fast_scorer(model, online)
     if scorer is None:
         scorer = PyfuncScorer(model, scoring_model)
         if plan is not None:
@@ -336,7 +339,7 @@ def load_scorer(uri: str) -> Scorer:
     return scorer
 
 
-def _planned_scorer(model, scoring_model, plan) -> SklearnScorer | None:
+def _planned_scorer(model, scoring_model, plan, online: bool = True) -> SklearnScorer | None:
     """The fast path predicting with the model's verified scoring plan (None: no such path)."""
     from core.plan import verify
 
@@ -356,13 +359,13 @@ def _planned_scorer(model, scoring_model, plan) -> SklearnScorer | None:
         row = row.to_numpy().astype(dtype)
     scorer = SklearnScorer(
         model, plan, columns, as_array=as_array,
-        batch=as_array and batches_identically(plan, _probe(columns)),
-        predict_seconds=_measure(plan, row), scoring_model=scoring_model)
+        batch=online and as_array and batches_identically(plan, _probe(columns)),
+        predict_seconds=_measure(plan, row) if online else None, scoring_model=scoring_model)
     scorer.path = "plan"
     return scorer
 
 
-def _fast_scorer(model) -> SklearnScorer | None:
+def _fast_scorer(model, online: bool = True) -> SklearnScorer | None:
     meta = model.metadata
     pyfunc_conf = meta.flavors.get("python_function", {})
     if "sklearn" not in meta.flavors or pyfunc_conf.get("loader_module") != "mlflow.sklearn":
@@ -382,8 +385,9 @@ def _fast_scorer(model) -> SklearnScorer | None:
         predict_fn,
         columns,
         as_array=as_array,
-        batch=as_array and batches_identically(predict_fn, _probe(columns)),
-        predict_seconds=_measure(predict_fn, _probe(columns)[:1]) if as_array else None,
+        batch=online and as_array and batches_identically(predict_fn, _probe(columns)),
+        predict_seconds=_measure(predict_fn, _probe(columns)[:1]) if online and as_array
+        else None,
     )
 
 
