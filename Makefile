@@ -61,12 +61,11 @@ java: ## Install Debian's Java runtime for the Spark tests (serving predict --en
 	@command -v java >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null)
 
-# TEST_WORKERS=2 runs the suite on two processes (pytest-xdist), each taking one test file at a
-# time so a file's module-scoped servers start once. The default, 0, runs it in one process: the
-# SageMaker follow and hosting tests are not yet reliable beside another test process.
-TEST_WORKERS ?= 0
+# The suite runs on two processes (pytest-xdist), each taking one test file at a time so a file's
+# module-scoped servers start once. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 
-test: venv-test chromium java ## Run the whole test suite (unit + integration, real servers; TEST_WORKERS=2: two processes)
+test: venv-test chromium java ## Run the whole test suite (unit + integration, real servers; two processes, TEST_WORKERS=0: one)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv-test ## Unit tests only

@@ -68,6 +68,9 @@ from tests.support.processes import free_port, running
 
 ACCOUNT_ID = "123456789012"
 _TRANSITIONAL = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+#: The double whose patches are installed in this process (at most one).
+_INSTALLED: list = []
+_INSTALLED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -129,9 +132,21 @@ class SageMakerDouble(JobsMixin):
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> SageMakerDouble:
-        """Install the patches and start the threaded moto server on a free port."""
+        """Install the patches and start the threaded moto server on a free port.
+
+        Raises:
+            RuntimeError: another double is installed in this process. The patches are moto's
+                classes' own methods, so a second double would take over the first one's
+                endpoints (a test module importing ``sagemaker_moto`` makes its own copy of the
+                session fixture: take it from the serving conftest only).
+        """
         from moto.server import ThreadedMotoServer
 
+        with _INSTALLED_LOCK:
+            if _INSTALLED:
+                raise RuntimeError("a SageMaker double is already installed in this process: "
+                                   "use the session's sagemaker_moto fixture (serving conftest)")
+            _INSTALLED.append(self)
         self._install()
         port = free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -151,6 +166,9 @@ class SageMakerDouble(JobsMixin):
             for cls, name, original in reversed(self._originals):
                 setattr(cls, name, original)
             self._originals.clear()
+            with _INSTALLED_LOCK:
+                if self in _INSTALLED:
+                    _INSTALLED.remove(self)
 
     def _patch(self, cls: type, name: str, func) -> None:
         self._originals.append((cls, name, cls.__dict__.get(name)))

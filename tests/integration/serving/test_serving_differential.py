@@ -36,7 +36,6 @@ import requests
 
 from tests.integration.serving.conftest import using_store
 from tests.support.mlserver import mlserver_bin, write_repository
-from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
 from tests.support.processes import ARTIFACTS, REPO, child_env, free_port, stop, wait_healthy
 from tests.support.sagemaker_endpoint import create_endpoint, invoke, wait_in_service
 from tests.support.scoring_corpus import CSV_FIELD_COUNT, corpus
@@ -141,7 +140,7 @@ def _train_with_the_workflow(fleet: _Fleet, folder: Path):
 
 
 @pytest.fixture(scope="module")
-def sides(module_store, tmp_path_factory, sagemaker_moto):  # noqa: F811 - imported fixture
+def sides(module_store, tmp_path_factory, sagemaker_moto):
     """{name: (reference, few rows, many rows)} and {name: (stock_url or None, our_url)}.
 
     Stock and ours for every model, stock ``mlflow models predict`` on each batch model's
@@ -436,7 +435,7 @@ def _utf8(body: bytes) -> bool:
     return True
 
 
-def test_the_sagemaker_endpoint_and_ours_answer_alike(sides, sagemaker_moto):  # noqa: F811
+def test_the_sagemaker_endpoint_and_ours_answer_alike(sides, sagemaker_moto):
     """The corpus through InvokeEndpoint of the test double (AWS is mocked: it cannot exist
     here) vs ours: where the endpoint answers, ours answers the same predictions; where it
     refuses (``ModelError``), ours answers 4xx."""

@@ -98,7 +98,7 @@ def _apply(url, users_file):
                      "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_TRACKING_URI": url,
                      **PASSWORDS})  # fmt: skip
     cmd = [sys.executable, "-m", "tracking", "users", "apply", str(users_file)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
 def _call(url, user, method, endpoint, ajax=False, **kwargs):
@@ -301,7 +301,8 @@ def test_the_readme_users_file_gives_each_group_what_it_needs(server, tmp_path):
                      "ALICE_PASSWORD": ALICE[1], "SCORING_PASSWORD": SCORING[1],
                      "RITA_PASSWORD": RITA[1]})  # fmt: skip
     cmd = [sys.executable, "-m", "tracking", "users", "apply", str(users)]
-    applied = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    applied = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO,
+                             timeout=300)
     assert applied.returncode == 0, applied.stderr
 
     def move(user, alias, to=version):
