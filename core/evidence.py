@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import names
+from core.lineage import file_sha256
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ LINEAGE_RUN_TAGS = (names.GIT_COMMIT_TAG, names.GIT_DIRTY_TAG, names.DATA_DIGEST
 #: a user's tool may add later (registry copy, the shadow run).
 _NOT_EVIDENCE = (names.PROMOTION_TAG_PREFIX, names.CARD_STATUS_TAG, names.CARD_REVIEW_TAG,
                  names.COPIED_TO_PREFIX, names.SHADOW_RUN_TAG)  # fmt: skip
-_CHUNK = 1 << 20
 
 #: ``fetch(uri, folder) -> local path`` of an artifact (a file or a folder) downloaded there.
 Fetch = Callable[[str, str], str]
@@ -56,14 +56,8 @@ def file_hashes(root: str | Path) -> dict[str, str]:
     """``{relative path: SHA-256}`` of every file under ``root`` (``root`` itself if a file)."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    out = {}
-    for path in files:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-        out[path.name if path == root else path.relative_to(root).as_posix()] = digest.hexdigest()
-    return out
+    return {path.name if path == root else path.relative_to(root).as_posix(): file_sha256(path)
+            for path in files}
 
 
 def short(digest: str | None) -> str:
