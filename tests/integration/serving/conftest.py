@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from tests.support.moto_sagemaker import sagemaker_moto  # noqa: F401 - fixture
@@ -56,6 +57,21 @@ def using_store(store: Store):
     finally:
         mlflow.set_tracking_uri(before)
         mlflow.set_registry_uri(before)
+
+
+def cancer_champion(store: Store, name: str, n_columns: int) -> tuple[str, pd.DataFrame]:
+    """The cancer table's first ``n_columns`` fitted, registered as ``name``, made its champion.
+
+    Returns the version and the rows it was trained on.
+    """
+    from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
+
+    X, y = cancer_data()
+    X = X.iloc[:, :n_columns]
+    with using_store(store):
+        version = log_sklearn_version(store.client, name, fit_pipeline(X, y), X)
+    store.client.set_registered_model_alias(name, "champion", version)
+    return version, X
 
 
 @pytest.fixture(scope="module")

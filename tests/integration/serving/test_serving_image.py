@@ -23,11 +23,10 @@ import requests
 import yaml
 
 from serving.cli import main
-from tests.integration.serving.conftest import using_store
+from tests.integration.serving.conftest import cancer_champion
 from tests.support import kserve_sdk
 from tests.support.mlserver import mlserver_bin
 from tests.support.processes import REPO, free_port, running
-from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +34,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def context(module_store, tmp_path_factory):
     """The build context of numeric@champion, and the rows it was trained on."""
-    X, y = cancer_data()
-    X = X.iloc[:, :5]
-    with using_store(module_store):
-        version = log_sklearn_version(module_store.client, "numeric", fit_pipeline(X, y), X)
-    module_store.client.set_registered_model_alias("numeric", "champion", version)
+    version, X = cancer_champion(module_store, "numeric", 5)
     out = tmp_path_factory.mktemp("image") / "context"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", module_store.uri)

@@ -24,9 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.capture import captured_frames, read_capture_lines, request_rows
 from serving.online import metrics
-from tests.integration.serving.conftest import using_store
+from tests.integration.serving.conftest import cancer_champion, using_store
 from tests.support.processes import free_port, running
-from tests.support.serving_models import cancer_data, fit_pipeline, log_sklearn_version
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +58,10 @@ def _binary(rows: pd.DataFrame) -> tuple[bytes, dict]:
 
 @pytest.fixture(scope="module")
 def served(module_store, tmp_path_factory):
-    X, y = cancer_data()
-    X = X.iloc[:, :4]
+    version, X = cancer_champion(module_store, "tumours-v2", 4)
     with using_store(module_store):
-        version = log_sklearn_version(module_store.client, "tumours-v2", fit_pipeline(X, y), X)
         model = mlflow.pyfunc.load_model(f"models:/tumours-v2/{version}")
     client = module_store.client
-    client.set_registered_model_alias("tumours-v2", "champion", version)
     first = client.get_model_version("tumours-v2", version)  # the same model: the challenger
     again = client.create_model_version("tumours-v2", first.source, first.run_id).version
     client.set_registered_model_alias("tumours-v2", "challenger", again)
