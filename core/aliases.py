@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from core import names
+from core.connection import is_server
 from core.errors import LostRace, MlopsError, explain, http_status
 from core.history import (  # noqa: F401  (callers import the record's names from here too)
     HISTORY_TAG_PREFIX,
@@ -165,7 +166,7 @@ def _tag_version(client, name: str, version: str, tags: dict[str, str]) -> None:
     """
     writer = _writer(client)
     uri = str(getattr(client, "_registry_uri", None) or getattr(client, "tracking_uri", ""))
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         for key, value in tags.items():
             writer.set_model_version_tag(name, version, key, value)
         return

@@ -39,10 +39,7 @@ REQUEST_ROUTE_ID = "governance.requests"
 #: The launcher's default approvals per alias (JSON ``{alias: n}``), from the settings.
 APPROVALS_ENV = "MLOPS_APPROVALS"
 DEFAULT_EXPIRE_AFTER = "7d"
-#: A request's states; an emergency rollback's record is ``needs-review`` until a second release
-#: manager reviews it (``reviewed``).
-STATES = ("open", "approved", "executed", "rejected", "expired", "void", "needs-review",
-          "reviewed")
+STATES = names.REQUEST_STATES
 NEEDS_REVIEW, REVIEWED = "needs-review", "reviewed"
 #: The kinds of move a request may ask for (a rollback of an alias that needs approvals too).
 REQUEST_KINDS = ("promote", "rollback")

@@ -54,6 +54,11 @@ def registry_uri() -> str:
     return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
 
 
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server's (HTTP or HTTPS), not a store opened in-process."""
+    return uri.startswith(("http://", "https://"))
+
+
 def is_sql_store(uri: str) -> bool:
     """Whether ``uri`` is a SQLAlchemy database URL MLflow migrates with alembic."""
     return urllib.parse.urlparse(uri).scheme.split("+", 1)[0] in SQL_SCHEMES

@@ -143,6 +143,10 @@ PROMOTION_TAG_PREFIX = "mlops.promotion."
 # version, requester, approvals, state): written only by the tracking server's request routes
 # (tracking.promotions, through core.approvals); read by core.approvals (registry requests).
 REQUEST_TAG_PREFIX = "mlops.request."
+#: A request's states; an emergency rollback's record is ``needs-review`` until a second release
+#: manager reviews it (``reviewed``).
+REQUEST_STATES = ("open", "approved", "executed", "rejected", "expired", "void", "needs-review",
+                  "reviewed")
 # The alias-move ledger's run: core.ledger writes and reads it.
 LEDGER_TAG = "mlops.ledger"
 # ``mlops.source.<field>``: on a copied version, where it came from: registry.copying writes

@@ -20,6 +20,7 @@ import warnings
 import click
 
 from core.aliases import current_user
+from core.names import REQUEST_STATES
 from core.output import output_option, print_json, print_tables, terminal_width
 from registry.errors import GateFailure, RegistryError
 from registry.promotion import DEFAULT_ALIAS
@@ -245,9 +246,9 @@ def request(ref: str, alias: str, reason: str, force: bool, policy_path: str | N
 def _server_client(refusal: str | None = None):
     """The client of the team server; on any other store, one line (and no store opened)."""
     from core.approvals import NEEDS_SERVER
-    from core.connection import registry_uri
+    from core.connection import is_server, registry_uri
 
-    if not registry_uri().startswith(("http://", "https://")):
+    if not is_server(registry_uri()):
         raise RegistryError(refusal or NEEDS_SERVER)
     return _client()
 
@@ -285,7 +286,7 @@ def reject(request_id: str, reason: str) -> None:
 
 @cli.command("requests")
 @click.argument("name", required=False)
-@click.option("--state", metavar="STATE",
+@click.option("--state", type=click.Choice(REQUEST_STATES), metavar="STATE",
               help="Only requests in this state: open, approved, executed, rejected, expired, "
                    "void, needs-review (emergency rollbacks to review) or reviewed.")
 @output_option
@@ -295,12 +296,9 @@ def requests_command(name: str | None, state: str | None, output: str) -> None:
     States: open, approved, executed, rejected, expired, void; an emergency rollback is
     needs-review until a second release manager reviews it (reviewed).
     """
-    from core.approvals import STATES, call
+    from core.approvals import call
     from registry.render import requests_table
 
-    if state is not None and state not in STATES:
-        raise click.BadParameter(f"{state!r} is not one of {', '.join(STATES)}",
-                                 param_hint="'--state'")
     client = _server_client()
     found = call(client, "list", params={"name": name} if name else None)["requests"]
     if state:

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.connection import is_server
 from core.names import (
     COPIED_TO_PREFIX,
     COPY_SOURCE_PREFIX,
@@ -59,7 +60,7 @@ class CopyResult:
 
 def source_link(tracking_uri: str, name: str, version: str) -> str:
     """A link to the source version: its UI page on an http(s) server, else its URI."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
     return f"{tracking_uri}#models:/{name}/{version}"
 

@@ -79,9 +79,9 @@ def rollback(
     """
     if emergency:
         from core.approvals import EMERGENCY_NEEDS_SERVER
-        from core.connection import registry_uri
+        from core.connection import is_server, registry_uri
 
-        if not registry_uri().startswith(("http://", "https://")):
+        if not is_server(registry_uri()):
             raise RegistryError(EMERGENCY_NEEDS_SERVER)
     from registry.versions import resolve_version
 

@@ -15,7 +15,7 @@ import warnings
 
 import click
 
-from core.connection import is_sql_store, tracking_uri
+from core.connection import is_server, is_sql_store, tracking_uri
 from core.redaction import redact_url
 from core.settings import PROFILES, load_settings
 from tracking import server as srv
@@ -225,7 +225,7 @@ def users_apply(file):
 
     spec = load_users_file(file)
     uri = tracking_uri()
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         raise ServerError("MLFLOW_TRACKING_URI must be the http(s) address of the server")
     check_admin_env()
     os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ[ADMIN_USERNAME_ENV]
